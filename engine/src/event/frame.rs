@@ -1,0 +1,342 @@
+//! The event frame: a fixed header outside the rkyv payload, so a reader can check the
+//! version, kind, length and checksum before it trusts (or allocates for) the payload.
+//!
+//! ```text
+//! offset size field
+//!      0    1 version       FRAME_VERSION (1)
+//!      1    1 kind          EventKind as u8
+//!      2    2 reserved      zero
+//!      4    4 payload_len   u32 LE, <= EVENT_BYTES_MAX
+//!      8    4 crc32         u32 LE, CRC-32 (IEEE) of bytes 0..8 followed by the payload
+//!     12    n payload       rkyv 0.8 archive of (Stamp, <kind body>), little-endian,
+//!                           aligned, 32-bit relative pointers
+//! ```
+//! The table is repeated in docs/FORMAT.md.
+
+use rkyv::api::high::{HighSerializer, HighValidator};
+use rkyv::bytecheck::CheckBytes;
+use rkyv::de::Pool;
+use rkyv::rancor::{BoxedError, Strategy};
+use rkyv::ser::allocator::ArenaHandle;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::types::*;
+use crate::limits::EVENT_BYTES_MAX;
+
+/// Version of the frame and of every payload layout it can carry.
+pub const FRAME_VERSION: u8 = 1;
+/// Bytes before the payload.
+pub const FRAME_HEADER_LEN: usize = 12;
+
+/// The kind byte of a frame. Values are stored: never renumber, only append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventKind {
+    /// [`EventBody::IndexCreated`]
+    IndexCreated = 1,
+    /// [`EventBody::IndexDropped`]
+    IndexDropped = 2,
+    /// [`EventBody::VectorsUpserted`]
+    VectorsUpserted = 3,
+    /// [`EventBody::VectorsDeleted`]
+    VectorsDeleted = 4,
+    /// [`EventBody::ConfigPromoted`]
+    ConfigPromoted = 5,
+    /// [`EventBody::PromotionRolledBack`]
+    PromotionRolledBack = 6,
+    /// [`EventBody::HnswTrialRecorded`]
+    HnswTrialRecorded = 7,
+    /// [`EventBody::BucketErrorRecorded`]
+    BucketErrorRecorded = 8,
+    /// [`EventBody::MigrationStarted`]
+    MigrationStarted = 9,
+    /// [`EventBody::RecordsMoved`]
+    RecordsMoved = 10,
+    /// [`EventBody::MigrationFinished`]
+    MigrationFinished = 11,
+}
+
+impl EventKind {
+    /// The kind for a stored byte, if it names one.
+    pub fn from_u8(byte: u8) -> Option<Self> {
+        use EventKind::*;
+        Some(match byte {
+            1 => IndexCreated,
+            2 => IndexDropped,
+            3 => VectorsUpserted,
+            4 => VectorsDeleted,
+            5 => ConfigPromoted,
+            6 => PromotionRolledBack,
+            7 => HnswTrialRecorded,
+            8 => BucketErrorRecorded,
+            9 => MigrationStarted,
+            10 => RecordsMoved,
+            11 => MigrationFinished,
+            _ => return None,
+        })
+    }
+
+    /// The kind of an event body.
+    pub fn of(body: &EventBody) -> Self {
+        match body {
+            EventBody::IndexCreated(_) => EventKind::IndexCreated,
+            EventBody::IndexDropped(_) => EventKind::IndexDropped,
+            EventBody::VectorsUpserted(_) => EventKind::VectorsUpserted,
+            EventBody::VectorsDeleted(_) => EventKind::VectorsDeleted,
+            EventBody::ConfigPromoted(_) => EventKind::ConfigPromoted,
+            EventBody::PromotionRolledBack(_) => EventKind::PromotionRolledBack,
+            EventBody::HnswTrialRecorded(_) => EventKind::HnswTrialRecorded,
+            EventBody::BucketErrorRecorded(_) => EventKind::BucketErrorRecorded,
+            EventBody::MigrationStarted(_) => EventKind::MigrationStarted,
+            EventBody::RecordsMoved(_) => EventKind::RecordsMoved,
+            EventBody::MigrationFinished(_) => EventKind::MigrationFinished,
+        }
+    }
+}
+
+/// Why a frame could not be encoded or decoded. Decode errors name the sequence number
+/// of the event they were read from (0 when decoding bytes that are not from the log).
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The bytes end before the header does.
+    #[error("event {seq}: frame of {len} bytes is shorter than its {FRAME_HEADER_LEN}-byte header")]
+    Truncated {
+        /// Sequence number.
+        seq: u64,
+        /// Bytes present.
+        len: usize,
+    },
+    /// A frame version this build does not read.
+    #[error("event {seq}: frame version {version} is not supported (this build reads {FRAME_VERSION})")]
+    UnsupportedVersion {
+        /// Sequence number.
+        seq: u64,
+        /// Stored version.
+        version: u8,
+    },
+    /// A kind byte that names no event.
+    #[error("event {seq}: unknown event kind {kind}")]
+    UnknownKind {
+        /// Sequence number.
+        seq: u64,
+        /// Stored kind byte.
+        kind: u8,
+    },
+    /// Reserved header bytes are not zero.
+    #[error("event {seq}: reserved header bytes are {reserved:#06x}, not zero")]
+    Reserved {
+        /// Sequence number.
+        seq: u64,
+        /// Stored reserved field.
+        reserved: u16,
+    },
+    /// The declared payload length exceeds the limit.
+    #[error("event {seq}: payload length {len} exceeds the limit of {EVENT_BYTES_MAX} bytes")]
+    TooLarge {
+        /// Sequence number (0 while encoding).
+        seq: u64,
+        /// Payload length.
+        len: usize,
+    },
+    /// The declared payload length disagrees with the bytes present.
+    #[error("event {seq}: header declares {declared} payload bytes but {actual} are present")]
+    LengthMismatch {
+        /// Sequence number.
+        seq: u64,
+        /// Declared length.
+        declared: usize,
+        /// Present length.
+        actual: usize,
+    },
+    /// The checksum does not match: the frame is corrupt.
+    #[error("event {seq}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// Sequence number.
+        seq: u64,
+        /// Stored CRC.
+        stored: u32,
+        /// CRC of the bytes present.
+        computed: u32,
+    },
+    /// The payload failed rkyv validation although its checksum matched.
+    #[error("event {seq}: {kind:?} payload is invalid")]
+    Payload {
+        /// Sequence number.
+        seq: u64,
+        /// Kind from the header.
+        kind: EventKind,
+        /// Validation error.
+        #[source]
+        source: BoxedError,
+    },
+    /// rkyv could not serialize the event.
+    #[error("event could not be serialized")]
+    Serialize {
+        /// Serializer error.
+        #[source]
+        source: BoxedError,
+    },
+}
+
+/// Encode an event as one frame.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the payload would exceed [`EVENT_BYTES_MAX`]; the size
+/// is estimated before serializing, so an oversized event is refused without building it.
+pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
+    let estimate = estimated_payload_bytes(&event.body) + event.stamp.actor.len();
+    if estimate > EVENT_BYTES_MAX {
+        return Err(FrameError::TooLarge { seq: 0, len: estimate });
+    }
+    let stamp = &event.stamp;
+    let payload = match &event.body {
+        EventBody::IndexCreated(b) => archive(stamp, b),
+        EventBody::IndexDropped(b) => archive(stamp, b),
+        EventBody::VectorsUpserted(b) => archive(stamp, b),
+        EventBody::VectorsDeleted(b) => archive(stamp, b),
+        EventBody::ConfigPromoted(b) => archive(stamp, b),
+        EventBody::PromotionRolledBack(b) => archive(stamp, b),
+        EventBody::HnswTrialRecorded(b) => archive(stamp, b),
+        EventBody::BucketErrorRecorded(b) => archive(stamp, b),
+        EventBody::MigrationStarted(b) => archive(stamp, b),
+        EventBody::RecordsMoved(b) => archive(stamp, b),
+        EventBody::MigrationFinished(b) => archive(stamp, b),
+    }?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| l as usize <= EVENT_BYTES_MAX)
+        .ok_or(FrameError::TooLarge { seq: 0, len: payload.len() })?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
+    frame.push(FRAME_VERSION);
+    frame.push(EventKind::of(&event.body) as u8);
+    frame.extend_from_slice(&0u16.to_le_bytes());
+    frame.extend_from_slice(&len.to_le_bytes());
+    let crc = checksum(&frame[..8], &payload);
+    frame.extend_from_slice(&crc.to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decode and validate one frame read from sequence number `seq`.
+///
+/// # Errors
+/// A [`FrameError`] naming `seq` for any truncation, unknown version or kind, length
+/// disagreement, checksum mismatch or invalid payload. Never panics on any input.
+pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
+    let (kind, payload) = check(seq, frame)?;
+    // Values read from redb are rarely 16-byte aligned; rkyv needs aligned input.
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let bytes = aligned.as_slice();
+    let err = |source| FrameError::Payload { seq, kind, source };
+    let (stamp, body) = match kind {
+        EventKind::IndexCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::IndexCreated(b))),
+        EventKind::IndexDropped => unarchive(bytes).map(|(s, b)| (s, EventBody::IndexDropped(b))),
+        EventKind::VectorsUpserted => unarchive(bytes).map(|(s, b)| (s, EventBody::VectorsUpserted(b))),
+        EventKind::VectorsDeleted => unarchive(bytes).map(|(s, b)| (s, EventBody::VectorsDeleted(b))),
+        EventKind::ConfigPromoted => unarchive(bytes).map(|(s, b)| (s, EventBody::ConfigPromoted(b))),
+        EventKind::PromotionRolledBack => {
+            unarchive(bytes).map(|(s, b)| (s, EventBody::PromotionRolledBack(b)))
+        }
+        EventKind::HnswTrialRecorded => unarchive(bytes).map(|(s, b)| (s, EventBody::HnswTrialRecorded(b))),
+        EventKind::BucketErrorRecorded => {
+            unarchive(bytes).map(|(s, b)| (s, EventBody::BucketErrorRecorded(b)))
+        }
+        EventKind::MigrationStarted => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationStarted(b))),
+        EventKind::RecordsMoved => unarchive(bytes).map(|(s, b)| (s, EventBody::RecordsMoved(b))),
+        EventKind::MigrationFinished => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationFinished(b))),
+    }
+    .map_err(err)?;
+    Ok(Event { stamp, body })
+}
+
+/// Check a frame's header and checksum without decoding the payload; returns the kind
+/// and the payload bytes. This is what `verify` runs over the whole log.
+///
+/// # Errors
+/// As [`decode`], except payload validation.
+pub fn check(seq: u64, frame: &[u8]) -> Result<(EventKind, &[u8]), FrameError> {
+    let (header, payload) = frame
+        .split_first_chunk::<FRAME_HEADER_LEN>()
+        .ok_or(FrameError::Truncated { seq, len: frame.len() })?;
+    let [version, kind, r0, r1, l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    if version != FRAME_VERSION {
+        return Err(FrameError::UnsupportedVersion { seq, version });
+    }
+    let kind = EventKind::from_u8(kind).ok_or(FrameError::UnknownKind { seq, kind })?;
+    let reserved = u16::from_le_bytes([r0, r1]);
+    if reserved != 0 {
+        return Err(FrameError::Reserved { seq, reserved });
+    }
+    let declared = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if declared > EVENT_BYTES_MAX {
+        return Err(FrameError::TooLarge { seq, len: declared });
+    }
+    if declared != payload.len() {
+        return Err(FrameError::LengthMismatch { seq, declared, actual: payload.len() });
+    }
+    let stored = u32::from_le_bytes([c0, c1, c2, c3]);
+    let computed = checksum(&header[..8], payload);
+    if stored != computed {
+        return Err(FrameError::Checksum { seq, stored, computed });
+    }
+    Ok((kind, payload))
+}
+
+fn checksum(header: &[u8], payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(header);
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+fn archive<T>(stamp: &Stamp, body: &T) -> Result<AlignedVec, FrameError>
+where
+    T: Clone,
+    (Stamp, T): for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, BoxedError>>,
+{
+    // rkyv archives owned values; the clone is one memcpy of the body.
+    let root = (stamp.clone(), body.clone());
+    rkyv::to_bytes::<BoxedError>(&root).map_err(|source| FrameError::Serialize { source })
+}
+
+fn unarchive<T>(bytes: &[u8]) -> Result<(Stamp, T), BoxedError>
+where
+    (Stamp, T): Archive,
+    <(Stamp, T) as Archive>::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
+        + Deserialize<(Stamp, T), Strategy<Pool, BoxedError>>,
+{
+    rkyv::from_bytes::<(Stamp, T), BoxedError>(bytes)
+}
+
+/// An upper-bound estimate of the payload size, computed without allocating.
+fn estimated_payload_bytes(body: &EventBody) -> usize {
+    const SLACK: usize = 64;
+    let s = |text: &str| text.len() + SLACK;
+    let o = |text: &Option<String>| text.as_ref().map_or(SLACK, |t| s(t));
+    match body {
+        EventBody::VectorsUpserted(b) => b.items.iter().fold(s(&b.index), |acc, item| {
+            acc.saturating_add(s(&item.id))
+                .saturating_add(item.vector.len().saturating_mul(4))
+                .saturating_add(o(&item.metadata))
+                .saturating_add(o(&item.partition))
+        }),
+        EventBody::VectorsDeleted(b) => b.ids.iter().fold(s(&b.index), |acc, id| acc.saturating_add(s(id))),
+        EventBody::RecordsMoved(b) => b.moves.iter().fold(s(&b.cursor), |acc, m| {
+            acc.saturating_add(s(&m.id)).saturating_add(s(&m.from)).saturating_add(s(&m.to))
+        }),
+        EventBody::MigrationStarted(b) => b
+            .scheme
+            .partitions
+            .iter()
+            .fold(s(&b.scheme.name) + s(&b.index) + s(&b.migration_id), |acc, p| acc.saturating_add(s(p))),
+        EventBody::ConfigPromoted(b) => s(&b.index) + s(&b.trial_id) + s(&b.promoted_by) + s(&b.note),
+        EventBody::BucketErrorRecorded(b) => s(&b.bucket) + s(&b.key) + s(&b.error),
+        EventBody::IndexCreated(b) => s(&b.name),
+        EventBody::IndexDropped(b) => s(&b.name),
+        EventBody::PromotionRolledBack(b) => s(&b.index),
+        EventBody::HnswTrialRecorded(b) => s(&b.index) + s(&b.trial_id),
+        EventBody::MigrationFinished(b) => s(&b.migration_id),
+    }
+}

@@ -1,0 +1,7 @@
+//! Events: the one record of every mutation, and the frame that stores them.
+
+mod frame;
+mod types;
+
+pub use frame::{check, decode, encode, EventKind, FrameError, FRAME_HEADER_LEN, FRAME_VERSION};
+pub use types::*;

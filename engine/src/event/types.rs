@@ -1,0 +1,289 @@
+//! The event vocabulary. Each body is its own rkyv archive type so that a stored kind
+//! never changes layout: a new mutation is a new kind, never an edited one.
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Who caused an event and when: carried by every event, so the log is an audit trail.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// The actor (user, service, tool) that caused the event.
+    pub actor: String,
+}
+
+impl Stamp {
+    /// A stamp for `actor` at the current wall-clock time.
+    pub fn now(actor: impl Into<String>) -> Self {
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Self { time_ms, actor: actor.into() }
+    }
+}
+
+/// One event: a stamp and what happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// When and by whom.
+    pub stamp: Stamp,
+    /// What happened.
+    pub body: EventBody,
+}
+
+impl Event {
+    /// An event caused by `actor` now.
+    pub fn new(actor: impl Into<String>, body: EventBody) -> Self {
+        Self { stamp: Stamp::now(actor), body }
+    }
+}
+
+/// Every mutation the engine knows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventBody {
+    /// An index was created.
+    IndexCreated(IndexCreated),
+    /// An index and all its vectors were dropped.
+    IndexDropped(IndexDropped),
+    /// Vectors were inserted or replaced.
+    VectorsUpserted(VectorsUpserted),
+    /// Vectors were deleted.
+    VectorsDeleted(VectorsDeleted),
+    /// An HNSW configuration was promoted to serve an index.
+    ConfigPromoted(ConfigPromoted),
+    /// The last promotion of an index was rolled back.
+    PromotionRolledBack(PromotionRolledBack),
+    /// A trial of an HNSW configuration was measured.
+    HnswTrialRecorded(HnswTrialRecorded),
+    /// A storage bucket operation failed.
+    BucketErrorRecorded(BucketErrorRecorded),
+    /// A partition-scheme migration started.
+    MigrationStarted(MigrationStarted),
+    /// A batch of records moved to the new partition scheme.
+    RecordsMoved(RecordsMoved),
+    /// A partition-scheme migration finished.
+    MigrationFinished(MigrationFinished),
+}
+
+/// Distance metric of an index. A smaller reported distance is always closer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// Squared Euclidean distance.
+    L2,
+    /// `1 - cosine similarity`; vectors are normalised on the way in.
+    Cosine,
+    /// Negated inner product.
+    Ip,
+}
+
+impl Metric {
+    /// The lowercase name used in the API and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::L2 => "l2",
+            Metric::Cosine => "cosine",
+            Metric::Ip => "ip",
+        }
+    }
+
+    /// Parse an API name (`l2`, `cosine`, `ip`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "l2" => Some(Metric::L2),
+            "cosine" => Some(Metric::Cosine),
+            "ip" => Some(Metric::Ip),
+            _ => None,
+        }
+    }
+}
+
+/// HNSW build and search parameters.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HnswConfig {
+    /// Neighbours per node (FAISS `M`).
+    pub m: u32,
+    /// Candidate list size while building.
+    pub ef_construction: u32,
+    /// Candidate list size while searching.
+    pub ef_search: u32,
+}
+
+impl Default for HnswConfig {
+    /// Defaults that reach recall@10 of at least 0.95 on the shared 384-d sentence data.
+    fn default() -> Self {
+        Self { m: 32, ef_construction: 80, ef_search: 64 }
+    }
+}
+
+/// Body of [`EventBody::IndexCreated`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct IndexCreated {
+    /// Index name.
+    pub name: String,
+    /// Vector dimension.
+    pub dimension: u32,
+    /// Distance metric.
+    pub metric: Metric,
+    /// Initial HNSW configuration.
+    pub config: HnswConfig,
+}
+
+/// Body of [`EventBody::IndexDropped`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct IndexDropped {
+    /// Index name.
+    pub name: String,
+}
+
+/// One vector of an upsert.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VectorItem {
+    /// Caller-chosen id, unique within the index.
+    pub id: String,
+    /// The vector, as given (normalisation for cosine happens in the projection).
+    pub vector: Vec<f32>,
+    /// Optional metadata, as JSON text.
+    pub metadata: Option<String>,
+    /// Optional partition the record belongs to.
+    pub partition: Option<String>,
+}
+
+/// Body of [`EventBody::VectorsUpserted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VectorsUpserted {
+    /// Index name.
+    pub index: String,
+    /// The vectors; an existing id is replaced.
+    pub items: Vec<VectorItem>,
+}
+
+/// Body of [`EventBody::VectorsDeleted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct VectorsDeleted {
+    /// Index name.
+    pub index: String,
+    /// Ids to delete.
+    pub ids: Vec<String>,
+}
+
+/// Body of [`EventBody::ConfigPromoted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ConfigPromoted {
+    /// Index name.
+    pub index: String,
+    /// The configuration now serving.
+    pub config: HnswConfig,
+    /// The trial whose measurements justified it.
+    pub trial_id: String,
+    /// Who promoted it.
+    pub promoted_by: String,
+    /// Why.
+    pub note: String,
+}
+
+/// Body of [`EventBody::PromotionRolledBack`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PromotionRolledBack {
+    /// Index name.
+    pub index: String,
+}
+
+/// Body of [`EventBody::HnswTrialRecorded`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HnswTrialRecorded {
+    /// Index name.
+    pub index: String,
+    /// Trial id, referenced by a later promotion.
+    pub trial_id: String,
+    /// The configuration tried.
+    pub config: HnswConfig,
+    /// Measured recall@10.
+    pub recall: f64,
+    /// Median search latency, microseconds.
+    pub latency_p50_us: u64,
+    /// 99th percentile search latency, microseconds.
+    pub latency_p99_us: u64,
+    /// Build time, milliseconds.
+    pub build_ms: u64,
+    /// Index memory, bytes.
+    pub memory_bytes: u64,
+}
+
+/// A storage bucket operation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketOp {
+    /// Reading an object.
+    Read,
+    /// Writing an object.
+    Write,
+    /// Deleting an object.
+    Delete,
+    /// Listing objects.
+    List,
+}
+
+/// Body of [`EventBody::BucketErrorRecorded`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BucketErrorRecorded {
+    /// Bucket name.
+    pub bucket: String,
+    /// Operation that failed.
+    pub op: BucketOp,
+    /// Object key.
+    pub key: String,
+    /// Error text as reported by the bucket.
+    pub error: String,
+    /// Whether a retry or fallback rescued the operation.
+    pub rescued: bool,
+}
+
+/// A partition scheme: how records of an index are spread over partitions.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PartitionScheme {
+    /// Scheme name, e.g. `by-tenant-v2`.
+    pub name: String,
+    /// The partitions of the scheme.
+    pub partitions: Vec<String>,
+}
+
+/// Body of [`EventBody::MigrationStarted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MigrationStarted {
+    /// Migration id.
+    pub migration_id: String,
+    /// Index being migrated.
+    pub index: String,
+    /// The scheme records move to.
+    pub scheme: PartitionScheme,
+}
+
+/// One record moved between partitions.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RecordMove {
+    /// Record (vector) id.
+    pub id: String,
+    /// Partition it was in.
+    pub from: String,
+    /// Partition it is in now.
+    pub to: String,
+}
+
+/// Body of [`EventBody::RecordsMoved`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RecordsMoved {
+    /// Migration id.
+    pub migration_id: String,
+    /// The moves of this batch.
+    pub moves: Vec<RecordMove>,
+    /// Resume point: the migration continues after this cursor.
+    pub cursor: String,
+}
+
+/// Body of [`EventBody::MigrationFinished`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MigrationFinished {
+    /// Migration id.
+    pub migration_id: String,
+    /// Records moved in all.
+    pub records_moved: u64,
+}

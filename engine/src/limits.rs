@@ -1,0 +1,31 @@
+//! Every bound the engine enforces, named once.
+//!
+//! Inputs are checked against these before anything is allocated for them, and the
+//! frame decoder checks a stored length against [`EVENT_BYTES_MAX`] before it copies.
+
+/// Largest encoded event payload (the rkyv bytes inside one frame).
+pub const EVENT_BYTES_MAX: usize = 96 * 1024 * 1024;
+/// Most items (vectors or ids) in one upsert, delete or move batch.
+pub const BATCH_ITEMS_MAX: usize = 10_000;
+/// Longest vector id, in bytes of UTF-8.
+pub const ID_BYTES_MAX: usize = 512;
+/// Longest index name; names use only `[A-Za-z0-9_-]`.
+pub const NAME_BYTES_MAX: usize = 128;
+/// Largest vector dimension.
+pub const DIMENSION_MAX: u32 = 4096;
+/// Longest metadata document, in bytes of JSON text.
+pub const METADATA_BYTES_MAX: usize = 64 * 1024;
+/// Longest free text carried by an event (actor, note, error text, keys, partitions).
+pub const TEXT_BYTES_MAX: usize = 16 * 1024;
+/// Most events in one `append` call.
+pub const APPEND_EVENTS_MAX: usize = 4096;
+/// Largest `k` a search may ask for.
+pub const SEARCH_K_MAX: usize = 1000;
+/// Most queries in one batched search.
+pub const SEARCH_BATCH_MAX: usize = 1024;
+/// HNSW `M` (neighbours per node) bounds.
+pub const HNSW_M_MAX: u32 = 256;
+/// HNSW `efConstruction` / `efSearch` upper bound.
+pub const HNSW_EF_MAX: u32 = 4096;
+/// Upper bound on the bytes one group commit puts into a single write transaction.
+pub const GROUP_COMMIT_BYTES_MAX: usize = 256 * 1024 * 1024;

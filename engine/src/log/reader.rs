@@ -1,0 +1,87 @@
+//! Readers: MVCC read transactions, so they never block the writer.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use redb::{ReadableDatabase, ReadableTableMetadata};
+
+use super::{Log, LogError, EVENTS};
+use crate::event::{decode, Event};
+
+impl Log {
+    /// Highest committed sequence number (0 for an empty log).
+    pub fn last_seq(&self) -> u64 {
+        self.shared.last_seq()
+    }
+
+    /// Number of events stored.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn count(&self) -> Result<u64, LogError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        Ok(table.len()?)
+    }
+
+    /// Read one event.
+    ///
+    /// # Errors
+    /// [`LogError::Frame`] naming `seq` if the stored event is corrupt;
+    /// `Ok(None)` if there is no such event.
+    pub fn read(&self, seq: u64) -> Result<Option<Event>, LogError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let Some(frame) = table.get(seq)? else { return Ok(None) };
+        Ok(Some(decode(seq, frame.value())?))
+    }
+
+    /// Read the events in `range` (clamped to what exists), in order, at most `max`.
+    ///
+    /// # Errors
+    /// [`LogError::Frame`] naming the first corrupt event in the range.
+    pub fn read_range(&self, range: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        self.scan(range, max, |seq, frame| Ok((seq, decode(seq, frame)?)))
+    }
+
+    /// Read the raw frames in `range`, at most `max`, without decoding them.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn read_frames(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        self.scan(range, max, |seq, frame| Ok((seq, frame.to_vec())))
+    }
+
+    /// Wait until event `from` exists (or `timeout` passes), then read from it onwards,
+    /// at most `max` events. Returns an empty vector on timeout.
+    ///
+    /// # Errors
+    /// As [`Log::read_range`].
+    pub fn tail(&self, from: u64, timeout: Duration, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        let last = self.shared.wait_for(from, timeout);
+        if last < from {
+            return Ok(Vec::new());
+        }
+        self.read_range(from..=last, max)
+    }
+
+    pub(crate) fn scan<T>(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+        mut each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
+    ) -> Result<Vec<T>, LogError> {
+        let txn = self.shared.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut out = Vec::new();
+        for entry in table.range(range)?.take(max) {
+            let (key, value) = entry?;
+            out.push(each(key.value(), value.value())?);
+        }
+        Ok(out)
+    }
+}

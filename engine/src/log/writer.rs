@@ -1,0 +1,345 @@
+//! The group-commit writer: callers encode their events on their own threads, queue the
+//! frames, and one writer thread drains the queue into a single redb write transaction,
+//! commits once, and acknowledges every caller of that batch together.
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use redb::{Database, Durability, ReadableTable};
+
+use super::{LogError, EVENTS};
+use crate::event::{encode, Event};
+use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
+
+/// When a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// Every group commit is fsynced before any of its callers is acknowledged.
+    #[default]
+    Immediate,
+    /// Bulk-load mode: commits are not fsynced. An acknowledged append survives a
+    /// process crash only once a later durable commit ([`Log::sync`], an `Immediate`
+    /// append, or [`Log::close`]) has completed; a crash before that falls back to the
+    /// last durable commit, which is still a consistent prefix of the log.
+    Deferred,
+}
+
+/// Log settings.
+#[derive(Debug, Clone, Default)]
+pub struct LogConfig {
+    /// Durability of appends.
+    pub sync: SyncMode,
+}
+
+/// Acknowledgement of one queued request: the assigned sequence numbers, or why not.
+type Ack = Result<Option<RangeInclusive<u64>>, LogError>;
+
+/// One caller's append waiting in a group commit.
+struct Pending {
+    frames: Vec<Vec<u8>>,
+    durable: bool,
+    reply: SyncSender<Ack>,
+}
+
+enum Request {
+    Append { frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
+    Shutdown { reply: SyncSender<Ack> },
+}
+
+/// State shared by the writer thread and every reader.
+pub(crate) struct Shared {
+    pub(crate) db: Database,
+    /// Highest committed sequence number; readers see everything up to it.
+    last: AtomicU64,
+    /// Signalled after each commit, for tailing readers.
+    committed: Mutex<u64>,
+    committed_cv: Condvar,
+    poison: Mutex<Option<Arc<redb::Error>>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last.load(Ordering::Acquire)
+    }
+
+    /// Wait until `seq` is committed or `timeout` passes; returns the last sequence.
+    pub(crate) fn wait_for(&self, seq: u64, timeout: std::time::Duration) -> u64 {
+        let guard = lock(&self.committed);
+        let (guard, _) = self
+            .committed_cv
+            .wait_timeout_while(guard, timeout, |last| *last < seq && !self.closed.load(Ordering::Acquire))
+            .unwrap_or_else(PoisonError::into_inner);
+        *guard
+    }
+
+    fn publish(&self, last: u64) {
+        self.last.store(last, Ordering::Release);
+        *lock(&self.committed) = last;
+        self.committed_cv.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The guarded values are plain numbers and options, valid whatever a panicking
+    // holder was doing, so a poisoned mutex is still safe to use.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The event log. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct Log {
+    pub(crate) shared: Arc<Shared>,
+    queue: Sender<Request>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    config: LogConfig,
+}
+
+impl Log {
+    /// Open (or create) the log in `path` (a redb file).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb cannot open or repair the file.
+    pub fn open(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let db = redb::Builder::new()
+            .set_repair_callback(|session| {
+                tracing::warn!(progress = session.progress(), "repairing log after unclean shutdown");
+            })
+            .create(path)?;
+        let last = {
+            let txn = db.begin_write()?;
+            let last = {
+                let table = txn.open_table(EVENTS)?;
+                let last = table.last()?.map(|(k, _)| k.value());
+                last.unwrap_or(0)
+            };
+            txn.commit()?;
+            last
+        };
+        let shared = Arc::new(Shared {
+            db,
+            last: AtomicU64::new(last),
+            committed: Mutex::new(last),
+            committed_cv: Condvar::new(),
+            poison: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        let (queue, rx) = mpsc::channel();
+        let writer_shared = Arc::clone(&shared);
+        let writer = std::thread::Builder::new()
+            .name("annal-log-writer".into())
+            .spawn(move || Writer { shared: writer_shared, next: last + 1, dirty: false }.run(rx))?;
+        tracing::info!(path = %path.display(), last_seq = last, "log opened");
+        Ok(Self { shared, queue, writer: Mutex::new(Some(writer)), config })
+    }
+
+    /// Append events; returns their sequence numbers once the commit is durable (or, in
+    /// [`SyncMode::Deferred`], committed). An empty append returns `None`.
+    ///
+    /// # Errors
+    /// [`LogError::Frame`] if an event cannot be encoded (nothing is appended),
+    /// [`LogError::CommitFailed`] / [`LogError::Poisoned`] if the commit failed,
+    /// [`LogError::Closed`] after [`Log::close`].
+    pub fn append(&self, events: &[Event]) -> Result<Option<RangeInclusive<u64>>, LogError> {
+        if events.len() > APPEND_EVENTS_MAX {
+            return Err(LogError::TooManyEvents { count: events.len(), max: APPEND_EVENTS_MAX });
+        }
+        let frames = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.append_frames(frames)
+    }
+
+    /// Append already-encoded frames (as produced by [`crate::event::encode`]).
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_frames(&self, frames: Vec<Vec<u8>>) -> Result<Option<RangeInclusive<u64>>, LogError> {
+        self.check_writable()?;
+        if frames.is_empty() {
+            return Ok(None);
+        }
+        let durable = self.config.sync == SyncMode::Immediate;
+        self.request(|reply| Request::Append { frames, durable, reply })
+    }
+
+    /// Make every commit so far durable (one fsync), whatever the [`SyncMode`].
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.check_writable()?;
+        self.request(|reply| Request::Append { frames: Vec::new(), durable: true, reply }).map(|_| ())
+    }
+
+    /// Stop accepting appends, make everything durable, and stop the writer thread.
+    /// Idempotent; also run on drop.
+    ///
+    /// # Errors
+    /// The final durable commit failed.
+    pub fn close(&self) -> Result<(), LogError> {
+        let handle = lock(&self.writer).take();
+        let Some(handle) = handle else { return Ok(()) };
+        let result = self.request(|reply| Request::Shutdown { reply }).map(|_| ());
+        if handle.join().is_err() {
+            return Err(LogError::WriterGone);
+        }
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.committed_cv.notify_all();
+        result
+    }
+
+    /// Whether a failed commit has poisoned the log.
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.shared.poison).is_some()
+    }
+
+    fn check_writable(&self) -> Result<(), LogError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed);
+        }
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        Ok(())
+    }
+
+    fn request(&self, make: impl FnOnce(SyncSender<Ack>) -> Request) -> Ack {
+        let (reply, ack) = mpsc::sync_channel(1);
+        self.queue.send(make(reply)).map_err(|_closed| LogError::Closed)?;
+        ack.recv().map_err(|_writer_died| LogError::WriterGone)?
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(error) = self.close() {
+            tracing::error!(%error, "closing the log on drop failed");
+        }
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    /// Sequence number the next event gets.
+    next: u64,
+    /// Whether a commit since the last durable one was not fsynced.
+    dirty: bool,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = Vec::new();
+            let mut bytes = 0usize;
+            let mut shutdown = None;
+            let mut push = |req: Request| match req {
+                Request::Append { frames, durable, reply } => {
+                    let len = frames.iter().map(Vec::len).sum::<usize>();
+                    batch.push(Pending { frames, durable, reply });
+                    len
+                }
+                Request::Shutdown { reply } => {
+                    shutdown = Some(reply);
+                    0
+                }
+            };
+            bytes += push(first);
+            while bytes < GROUP_COMMIT_BYTES_MAX {
+                match rx.try_recv() {
+                    Ok(req) => bytes += push(req),
+                    Err(_) => break,
+                }
+            }
+            self.commit_batch(batch);
+            if let Some(reply) = shutdown {
+                let _ = reply.send(self.final_sync().map(|()| None));
+                self.shared.closed.store(true, Ordering::Release);
+                // Anything queued behind the shutdown is refused, not dropped silently.
+                while let Ok(req) = rx.try_recv() {
+                    let reply = match req {
+                        Request::Append { reply, .. } | Request::Shutdown { reply } => reply,
+                    };
+                    let _ = reply.send(Err(LogError::Closed));
+                }
+                return;
+            }
+        }
+    }
+
+    fn commit_batch(&mut self, batch: Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            for Pending { reply, .. } in batch {
+                let _ = reply.send(Err(LogError::Poisoned(Arc::clone(cause))));
+            }
+            return;
+        }
+        let durable = batch.iter().any(|p| p.durable);
+        let mut ranges = Vec::with_capacity(batch.len());
+        let result = self.write(&batch, durable, &mut ranges);
+        match result {
+            Ok(()) => {
+                self.dirty = !durable;
+                self.next +=
+                    ranges.iter().map(|r| r.as_ref().map_or(0, |r| r.end() - r.start() + 1)).sum::<u64>();
+                self.shared.publish(self.next - 1);
+                for (Pending { reply, .. }, range) in batch.into_iter().zip(ranges) {
+                    let _ = reply.send(Ok(range));
+                }
+            }
+            Err(error) => {
+                let cause = Arc::new(error);
+                tracing::error!(error = %cause, "group commit failed; poisoning the log");
+                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
+                for Pending { reply, .. } in batch {
+                    let _ = reply.send(Err(LogError::CommitFailed(Arc::clone(&cause))));
+                }
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        batch: &[Pending],
+        durable: bool,
+        ranges: &mut Vec<Option<RangeInclusive<u64>>>,
+    ) -> Result<(), redb::Error> {
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        {
+            let mut table = txn.open_table(EVENTS)?;
+            let mut seq = self.next;
+            for Pending { frames, .. } in batch {
+                let start = seq;
+                for frame in frames {
+                    table.insert(seq, frame.as_slice())?;
+                    seq += 1;
+                }
+                ranges.push((seq > start).then(|| start..=seq - 1));
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn final_sync(&mut self) -> Result<(), LogError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        let mut ranges = Vec::new();
+        self.write(&[], true, &mut ranges).map_err(|e| LogError::CommitFailed(Arc::new(e)))?;
+        self.dirty = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use annal_engine::event::*;
+
+/// One event of every kind, with non-trivial contents.
+pub fn one_of_each_kind() -> Vec<Event> {
+    let config = HnswConfig { m: 16, ef_construction: 100, ef_search: 50 };
+    let bodies = vec![
+        EventBody::IndexCreated(IndexCreated {
+            name: "docs".into(),
+            dimension: 3,
+            metric: Metric::Cosine,
+            config,
+        }),
+        EventBody::IndexDropped(IndexDropped { name: "old".into() }),
+        EventBody::VectorsUpserted(VectorsUpserted {
+            index: "docs".into(),
+            items: vec![
+                VectorItem {
+                    id: "a".into(),
+                    vector: vec![0.5, -1.25, 3.0],
+                    metadata: Some(r#"{"title":"héllo"}"#.into()),
+                    partition: Some("tenant-1".into()),
+                },
+                VectorItem {
+                    id: "b".into(),
+                    vector: vec![f32::MIN_POSITIVE, 0.0, -0.0],
+                    metadata: None,
+                    partition: None,
+                },
+            ],
+        }),
+        EventBody::VectorsDeleted(VectorsDeleted {
+            index: "docs".into(),
+            ids: vec!["a".into(), "zz".into()],
+        }),
+        EventBody::ConfigPromoted(ConfigPromoted {
+            index: "docs".into(),
+            config,
+            trial_id: "trial-7".into(),
+            promoted_by: "alice".into(),
+            note: "recall 0.99 at half the latency".into(),
+        }),
+        EventBody::PromotionRolledBack(PromotionRolledBack { index: "docs".into() }),
+        EventBody::HnswTrialRecorded(HnswTrialRecorded {
+            index: "docs".into(),
+            trial_id: "trial-7".into(),
+            config,
+            recall: 0.987,
+            latency_p50_us: 210,
+            latency_p99_us: 930,
+            build_ms: 12_345,
+            memory_bytes: 1 << 30,
+        }),
+        EventBody::BucketErrorRecorded(BucketErrorRecorded {
+            bucket: "s3-archive".into(),
+            op: BucketOp::List,
+            key: "segments/0001".into(),
+            error: "503 slow down".into(),
+            rescued: true,
+        }),
+        EventBody::MigrationStarted(MigrationStarted {
+            migration_id: "m1".into(),
+            index: "docs".into(),
+            scheme: PartitionScheme {
+                name: "by-tenant-v2".into(),
+                partitions: vec!["p0".into(), "p1".into()],
+            },
+        }),
+        EventBody::RecordsMoved(RecordsMoved {
+            migration_id: "m1".into(),
+            moves: vec![RecordMove { id: "a".into(), from: "tenant-1".into(), to: "p1".into() }],
+            cursor: "a".into(),
+        }),
+        EventBody::MigrationFinished(MigrationFinished { migration_id: "m1".into(), records_moved: 1 }),
+    ];
+    bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
+}
+
+/// An upsert of `n` vectors of dimension `dim`, ids prefixed by `tag`.
+pub fn upsert(tag: &str, n: usize, dim: usize) -> Event {
+    let items = (0..n)
+        .map(|i| VectorItem {
+            id: format!("{tag}-{i}"),
+            vector: (0..dim).map(|j| (i * dim + j) as f32 * 0.001).collect(),
+            metadata: None,
+            partition: None,
+        })
+        .collect();
+    Event::new("test", EventBody::VectorsUpserted(VectorsUpserted { index: "bench".into(), items }))
+}
