@@ -9,4 +9,4 @@ pub mod limits;
 pub mod log;
 
 pub use event::{Event, EventBody, EventKind, FrameError};
-pub use log::{Log, LogConfig, LogError, SyncMode, VerifyReport};
+pub use log::{Log, LogConfig, LogError, LogStats, SyncMode, VerifyReport};

@@ -8,7 +8,7 @@ mod writer;
 
 pub use error::LogError;
 pub use verify::{BadEvent, VerifyReport};
-pub use writer::{Log, LogConfig, SyncMode};
+pub use writer::{Log, LogConfig, LogStats, SyncMode};
 
 use redb::TableDefinition;
 

@@ -60,6 +60,19 @@ pub(crate) struct Shared {
     committed_cv: Condvar,
     poison: Mutex<Option<Arc<redb::Error>>>,
     closed: AtomicBool,
+    commits: AtomicU64,
+    commit_ns: AtomicU64,
+}
+
+/// Counters of the group-commit writer since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Highest committed sequence number.
+    pub last_seq: u64,
+    /// Write transactions committed.
+    pub commits: u64,
+    /// Time spent inside write transactions (insert + commit), nanoseconds.
+    pub commit_ns: u64,
 }
 
 impl Shared {
@@ -130,6 +143,8 @@ impl Log {
             committed_cv: Condvar::new(),
             poison: Mutex::new(None),
             closed: AtomicBool::new(false),
+            commits: AtomicU64::new(0),
+            commit_ns: AtomicU64::new(0),
         });
         let (queue, rx) = mpsc::channel();
         let writer_shared = Arc::clone(&shared);
@@ -192,6 +207,16 @@ impl Log {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.committed_cv.notify_all();
         result
+    }
+
+    /// Writer counters: commits and the time they took; events per commit is
+    /// `last_seq / commits` for a log opened empty.
+    pub fn stats(&self) -> LogStats {
+        LogStats {
+            last_seq: self.shared.last_seq(),
+            commits: self.shared.commits.load(Ordering::Relaxed),
+            commit_ns: self.shared.commit_ns.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether a failed commit has poisoned the log.
@@ -284,7 +309,11 @@ impl Writer {
         }
         let durable = batch.iter().any(|p| p.durable);
         let mut ranges = Vec::with_capacity(batch.len());
+        let started = std::time::Instant::now();
         let result = self.write(&batch, durable, &mut ranges);
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.commit_ns.fetch_add(ns, Ordering::Relaxed);
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
                 self.dirty = !durable;
