@@ -1,12 +1,35 @@
 //! annal-engine: an event-sourced storage engine for vector search.
 //!
 //! Every mutation is an [`Event`] appended to a checksummed log in redb ([`Log`]);
-//! everything else is a projection of that log, rebuilt by replay.
+//! everything else is a projection of that log, rebuilt by replay. [`Engine`] is the
+//! facade: it validates, appends, waits for the projector, and serves searches.
+//!
+//! ```no_run
+//! use annal_engine::{Engine, EngineConfig, HnswConfig, Metric, VectorItem};
+//! # fn main() -> Result<(), annal_engine::Error> {
+//! let engine = Engine::open("./data", EngineConfig::default())?;
+//! engine.create_index("me", "docs", 3, Metric::Cosine, HnswConfig::default())?;
+//! let item = VectorItem { id: "a".into(), vector: vec![1.0, 0.0, 0.0], metadata: None, partition: None };
+//! engine.upsert("me", "docs", vec![item])?;
+//! let hits = engine.search("docs", vec![1.0, 0.1, 0.0], 10)?;
+//! assert_eq!(&*hits[0].id, "a");
+//! # Ok(()) }
+//! ```
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod engine;
+mod error;
 pub mod event;
 pub mod limits;
 pub mod log;
+pub mod projection;
+mod sync;
+pub mod validate;
 
-pub use event::{Event, EventBody, EventKind, FrameError};
+pub use engine::{Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Upserted, LOG_FILE};
+pub use error::{Error, ProjectionError};
+pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
 pub use log::{Log, LogConfig, LogError, LogStats, SyncMode, VerifyReport};
+pub use projection::vectors::{Hit, HnswError, IndexParams};
+pub use projection::ProjectorStats;
+pub use validate::InvalidInput;

@@ -90,3 +90,53 @@ pub fn upsert(tag: &str, n: usize, dim: usize) -> Event {
         .collect();
     Event::new("test", EventBody::VectorsUpserted(VectorsUpserted { index: "bench".into(), items }))
 }
+
+/// The shared real-embedding data set (`../shared/data` beside the repository).
+pub fn data_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
+}
+
+/// Read a TEXMEX `.fvecs` (or `.ivecs`, as raw 4-byte words) file: per row an i32
+/// dimension and that many 4-byte values.
+pub fn read_vecs(path: &std::path::Path) -> Vec<Vec<[u8; 4]>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rows = Vec::new();
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        let dim = i32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let row = rest[4..4 + 4 * dim].chunks_exact(4).map(|c| c.try_into().unwrap()).collect();
+        rows.push(row);
+        rest = &rest[4 + 4 * dim..];
+    }
+    rows
+}
+
+/// Float vectors of an `.fvecs` file.
+pub fn fvecs(name: &str) -> Vec<Vec<f32>> {
+    read_vecs(&data_dir().join(name))
+        .into_iter()
+        .map(|r| r.into_iter().map(f32::from_le_bytes).collect())
+        .collect()
+}
+
+/// Integer vectors of an `.ivecs` file.
+pub fn ivecs(name: &str) -> Vec<Vec<i32>> {
+    read_vecs(&data_dir().join(name))
+        .into_iter()
+        .map(|r| r.into_iter().map(i32::from_le_bytes).collect())
+        .collect()
+}
+
+/// Items `i` of `vectors` with ids `v{i}`.
+pub fn items(vectors: &[Vec<f32>], offset: usize) -> Vec<VectorItem> {
+    vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| VectorItem {
+            id: format!("v{}", offset + i),
+            vector: v.clone(),
+            metadata: None,
+            partition: None,
+        })
+        .collect()
+}

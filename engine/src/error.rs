@@ -1,0 +1,85 @@
+//! The crate error: each layer's error folded in, with caller mistakes kept apart from
+//! faults of the disk, FAISS or the engine itself.
+
+use std::sync::Arc;
+
+use crate::log::LogError;
+use crate::projection::vectors::HnswError;
+use crate::validate::InvalidInput;
+
+/// Everything an engine call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The caller's input is invalid; nothing was appended.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// No index has that name.
+    #[error("index {name:?} does not exist")]
+    IndexNotFound {
+        /// The name asked for.
+        name: String,
+    },
+    /// An index with that name exists already.
+    #[error("index {name:?} already exists")]
+    IndexExists {
+        /// The name asked for.
+        name: String,
+    },
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// FAISS failed while searching.
+    #[error(transparent)]
+    Faiss(#[from] HnswError),
+    /// The projection failed or stopped.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// Filesystem error outside the log.
+    #[error("engine I/O failed")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Whether the caller caused this error (bad input, unknown or existing index), as
+    /// opposed to a fault of the engine or the machine.
+    pub fn is_caller_error(&self) -> bool {
+        matches!(self, Error::Invalid(_) | Error::IndexNotFound { .. } | Error::IndexExists { .. })
+    }
+}
+
+/// Failures of the projector.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// Reading the log failed (for instance a corrupt event).
+    #[error("projector could not read the log at event {seq}")]
+    Read {
+        /// The event it tried to read from.
+        seq: u64,
+        /// The log error.
+        #[source]
+        source: LogError,
+    },
+    /// FAISS failed while applying an event.
+    #[error("projector could not apply event {seq}")]
+    Apply {
+        /// The event.
+        seq: u64,
+        /// The FAISS error.
+        #[source]
+        source: HnswError,
+    },
+    /// The projector stopped earlier on a fault and applies nothing more.
+    #[error("projection stopped")]
+    Stopped(#[source] Arc<ProjectionError>),
+    /// An event was appended but not applied in time.
+    #[error("event {seq} not applied in time (projection at {applied})")]
+    Timeout {
+        /// The event waited for.
+        seq: u64,
+        /// The projection's position.
+        applied: u64,
+    },
+    /// A projector thread could not be started.
+    #[error("projector thread could not start")]
+    Thread(#[source] std::io::Error),
+}

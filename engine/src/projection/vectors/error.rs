@@ -1,0 +1,32 @@
+/// Failures of the FAISS layer. These are faults of the engine or the machine, never of
+/// the caller's input (input is validated before it is appended).
+#[derive(Debug, thiserror::Error)]
+pub enum HnswError {
+    /// A `faiss` crate call failed.
+    #[error("FAISS {op} failed")]
+    Faiss {
+        /// The operation.
+        op: &'static str,
+        /// The crate's error.
+        #[source]
+        source: faiss::error::Error,
+    },
+    /// A FAISS C API call returned an error code.
+    #[error("FAISS {op} failed with code {code}: {message}")]
+    Native {
+        /// The operation.
+        op: &'static str,
+        /// Return code.
+        code: i32,
+        /// FAISS's message.
+        message: String,
+    },
+    /// A buffer's length did not match its vectors' dimension.
+    #[error("vector buffer of {actual} floats where {expected} were expected")]
+    Shape {
+        /// Expected floats.
+        expected: usize,
+        /// Floats given.
+        actual: usize,
+    },
+}

@@ -1,0 +1,145 @@
+//! A FAISS `IDMap2,HNSW<M>` index behind a safe, minimal surface.
+//!
+//! Searches go through the C API on a `const` index pointer so that any number of them
+//! can run at once under a read lock (the `faiss` crate's `search` takes `&mut self`);
+//! adds take `&mut self` and so need the write lock. FAISS allows exactly that.
+
+use std::ffi::CStr;
+
+use faiss::index::autotune::ParameterSpace;
+use faiss::index::IndexImpl;
+use faiss::{index_factory, MetricType};
+use faiss_sys::{idx_t, FaissSearchParameters};
+
+use super::error::HnswError;
+use crate::event::{HnswConfig, Metric};
+
+/// One FAISS HNSW graph with caller-chosen 63-bit labels.
+pub(crate) struct Hnsw {
+    index: IndexImpl,
+    dim: usize,
+}
+
+impl Hnsw {
+    /// An empty graph for `dim`-dimensional vectors.
+    pub(crate) fn new(dim: u32, metric: Metric, config: HnswConfig) -> Result<Self, HnswError> {
+        let metric_type = match metric {
+            Metric::L2 => MetricType::L2,
+            // Cosine vectors are normalised before they reach FAISS.
+            Metric::Cosine | Metric::Ip => MetricType::InnerProduct,
+        };
+        let description = format!("IDMap2,HNSW{}", config.m);
+        let index = index_factory(dim, &description, metric_type)
+            .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
+        let mut hnsw = Self { index, dim: dim as usize };
+        hnsw.set_parameter("efConstruction", config.ef_construction)?;
+        hnsw.set_parameter("efSearch", config.ef_search)?;
+        Ok(hnsw)
+    }
+
+    /// Set an HNSW parameter (`efConstruction`, `efSearch`). A field of the index, so it
+    /// takes `&mut self`: changing it during a search would race.
+    pub(crate) fn set_parameter(&mut self, name: &'static str, value: u32) -> Result<(), HnswError> {
+        let space = ParameterSpace::new().map_err(|source| HnswError::Faiss { op: name, source })?;
+        space
+            .set_index_parameter(&self.index, name, f64::from(value))
+            .map_err(|source| HnswError::Faiss { op: name, source })
+    }
+
+    /// Vectors stored in the graph (live or not).
+    pub(crate) fn len(&self) -> u64 {
+        // SAFETY: the pointer is a valid index owned by `self.index`.
+        let n = unsafe { faiss_sys::faiss_Index_ntotal(self.index.inner_ptr()) };
+        u64::try_from(n).unwrap_or(0)
+    }
+
+    /// Add `labels.len()` vectors laid out contiguously in `vectors`.
+    pub(crate) fn add(&mut self, labels: &[i64], vectors: &[f32]) -> Result<(), HnswError> {
+        if vectors.len() != labels.len() * self.dim {
+            return Err(HnswError::Shape { expected: labels.len() * self.dim, actual: vectors.len() });
+        }
+        if labels.is_empty() {
+            return Ok(());
+        }
+        let n = labels.len() as idx_t;
+        // SAFETY: `vectors` holds n*d floats and `labels` n ids, both alive for the call;
+        // `&mut self` gives the exclusive access FAISS needs for an add.
+        let rc = unsafe {
+            faiss_sys::faiss_Index_add_with_ids(self.index.inner_ptr(), n, vectors.as_ptr(), labels.as_ptr())
+        };
+        check(rc, "add_with_ids")
+    }
+
+    /// Search `queries` (nq*d floats) for `k` neighbours each, keeping only labels set
+    /// in `live` (a bitmap, bit `l` of byte `l/8`) when given. Returns distances and
+    /// labels, nq*k each, -1 where fewer than k were found.
+    pub(crate) fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        live: Option<&[u8]>,
+    ) -> Result<(Vec<f32>, Vec<idx_t>), HnswError> {
+        let nq = queries.len() / self.dim;
+        if nq * self.dim != queries.len() {
+            return Err(HnswError::Shape { expected: nq * self.dim, actual: queries.len() });
+        }
+        let mut distances = vec![0f32; nq * k];
+        let mut labels = vec![-1 as idx_t; nq * k];
+        // The selector borrows `live` (FAISS keeps the pointer, not a copy); both the
+        // selector and the parameters are dropped before this function returns.
+        let params = match live {
+            Some(bitmap) => {
+                let selector = faiss::selector::IdSelector::bitmap(bitmap)
+                    .map_err(|source| HnswError::Faiss { op: "IDSelectorBitmap", source })?;
+                Some(
+                    faiss::search_params::SearchParameters::new(selector)
+                        .map_err(|source| HnswError::Faiss { op: "SearchParameters", source })?,
+                )
+            }
+            None => None,
+        };
+        let params_ptr: *const FaissSearchParameters =
+            params.as_ref().map_or(std::ptr::null(), |p| p.inner_ptr() as *const _);
+        // SAFETY: the index is only read (FAISS search is const and thread-safe);
+        // output buffers hold nq*k entries; the query holds nq*d floats.
+        let rc = unsafe {
+            faiss_sys::faiss_Index_search_with_params(
+                self.index.inner_ptr(),
+                nq as idx_t,
+                queries.as_ptr(),
+                k as idx_t,
+                params_ptr,
+                distances.as_mut_ptr(),
+                labels.as_mut_ptr(),
+            )
+        };
+        check(rc, "search")?;
+        Ok((distances, labels))
+    }
+
+    /// The stored vector of `label` (normalised, for cosine).
+    pub(crate) fn reconstruct(&self, label: i64) -> Result<Vec<f32>, HnswError> {
+        let mut out = vec![0f32; self.dim];
+        // SAFETY: `out` holds d floats; reconstruct only reads the index.
+        let rc =
+            unsafe { faiss_sys::faiss_Index_reconstruct(self.index.inner_ptr(), label, out.as_mut_ptr()) };
+        check(rc, "reconstruct")?;
+        Ok(out)
+    }
+}
+
+fn check(rc: std::os::raw::c_int, op: &'static str) -> Result<(), HnswError> {
+    if rc == 0 {
+        return Ok(());
+    }
+    // SAFETY: FAISS returns a thread-local, NUL-terminated message or null.
+    let message = unsafe {
+        let p = faiss_sys::faiss_get_last_error();
+        if p.is_null() {
+            String::from("unknown FAISS error")
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    Err(HnswError::Native { op, code: rc, message })
+}

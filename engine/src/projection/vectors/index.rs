@@ -1,0 +1,287 @@
+//! One vector index as projected from the log: the FAISS graph, the string-id <-> label
+//! map, metadata, and the tombstones FAISS HNSW cannot do itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::error::HnswError;
+use super::hnsw::Hnsw;
+use crate::event::{HnswConfig, Metric, VectorItem};
+
+/// Share of dead vectors in a graph above which it is rebuilt from the live set.
+pub const REBUILD_DEAD_SHARE: f64 = 0.20;
+/// Fewest dead vectors that justify a rebuild (tiny graphs are not worth it).
+pub const REBUILD_DEAD_MIN: u64 = 32;
+
+/// Parameters of an index, fixed at creation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexParams {
+    /// Index name.
+    pub name: String,
+    /// Vector dimension.
+    pub dimension: u32,
+    /// Distance metric.
+    pub metric: Metric,
+    /// HNSW configuration.
+    pub config: HnswConfig,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// The vector's id.
+    pub id: Arc<str>,
+    /// Distance to the query; smaller is closer (see [`Metric`]).
+    pub distance: f32,
+    /// The vector's metadata (JSON text), if any.
+    pub metadata: Option<Arc<str>>,
+}
+
+struct Entry {
+    id: Arc<str>,
+    metadata: Option<Arc<str>>,
+}
+
+/// The projected state of one index.
+pub(crate) struct VectorIndex {
+    pub(crate) params: IndexParams,
+    hnsw: Hnsw,
+    /// Live id -> label.
+    by_id: HashMap<Arc<str>, i64>,
+    /// Live label -> id and metadata.
+    entries: HashMap<i64, Entry>,
+    /// Bit `l` set iff label `l` is live; FAISS reads it as an `IDSelectorBitmap`.
+    live_bits: Vec<u8>,
+    /// Label the next vector gets. Labels are never reused.
+    next_label: i64,
+    /// Whether a rebuild is queued or running.
+    pub(crate) rebuild_pending: bool,
+}
+
+impl VectorIndex {
+    pub(crate) fn new(params: IndexParams) -> Result<Self, HnswError> {
+        let hnsw = Hnsw::new(params.dimension, params.metric, params.config)?;
+        Ok(Self {
+            params,
+            hnsw,
+            by_id: HashMap::new(),
+            entries: HashMap::new(),
+            live_bits: Vec::new(),
+            next_label: 0,
+            rebuild_pending: false,
+        })
+    }
+
+    /// Live vectors.
+    pub(crate) fn len(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    /// Vectors in the graph that are deleted or replaced.
+    pub(crate) fn dead(&self) -> u64 {
+        self.hnsw.len().saturating_sub(self.len())
+    }
+
+    /// Whether enough of the graph is dead that it should be rebuilt.
+    pub(crate) fn wants_rebuild(&self) -> bool {
+        let dead = self.dead();
+        !self.rebuild_pending
+            && dead >= REBUILD_DEAD_MIN
+            && dead as f64 > REBUILD_DEAD_SHARE * self.hnsw.len() as f64
+    }
+
+    /// Whether `item` can be applied; the engine validates before appending, so this
+    /// only rejects events from a log written under different rules.
+    pub(crate) fn accepts(&self, item: &VectorItem) -> bool {
+        item.vector.len() == self.params.dimension as usize
+            && item.vector.iter().all(|x| x.is_finite())
+            && (self.params.metric != Metric::Cosine || norm(&item.vector) > 0.0)
+    }
+
+    /// Insert or replace `items` (all accepted) with one FAISS add.
+    pub(crate) fn upsert(&mut self, items: &[VectorItem]) -> Result<(), HnswError> {
+        let dim = self.params.dimension as usize;
+        let mut labels = Vec::with_capacity(items.len());
+        let mut flat = Vec::with_capacity(items.len() * dim);
+        for (offset, item) in items.iter().enumerate() {
+            labels.push(self.next_label + offset as i64);
+            let start = flat.len();
+            flat.extend_from_slice(&item.vector);
+            if self.params.metric == Metric::Cosine {
+                normalize(&mut flat[start..]);
+            }
+        }
+        self.hnsw.add(&labels, &flat)?;
+        // Only after FAISS accepted the batch does the id map change, so a failed add
+        // leaves the index as it was.
+        for (label, item) in labels.into_iter().zip(items) {
+            let id: Arc<str> = Arc::from(item.id.as_str());
+            if let Some(old) = self.by_id.insert(Arc::clone(&id), label) {
+                self.kill(old);
+            }
+            self.entries.insert(label, Entry { id, metadata: item.metadata.as_deref().map(Arc::from) });
+            self.set_live(label);
+        }
+        self.next_label += items.len() as i64;
+        Ok(())
+    }
+
+    /// Delete the ids that are live; returns how many were.
+    pub(crate) fn delete(&mut self, ids: &[String]) -> u64 {
+        let mut deleted = 0;
+        for id in ids {
+            if let Some(label) = self.by_id.remove(id.as_str()) {
+                self.kill(label);
+                deleted += 1;
+            }
+        }
+        deleted
+    }
+
+    /// How many of `ids` are live now.
+    pub(crate) fn count_live(&self, ids: &[String]) -> u64 {
+        ids.iter().filter(|id| self.by_id.contains_key(id.as_str())).count() as u64
+    }
+
+    fn kill(&mut self, label: i64) {
+        self.entries.remove(&label);
+        if let Some(byte) = self.live_bits.get_mut((label / 8) as usize) {
+            *byte &= !(1u8 << (label % 8));
+        }
+    }
+
+    fn set_live(&mut self, label: i64) {
+        let byte = (label / 8) as usize;
+        if byte >= self.live_bits.len() {
+            self.live_bits.resize(byte + 1, 0);
+        }
+        if let Some(b) = self.live_bits.get_mut(byte) {
+            *b |= 1u8 << (label % 8);
+        }
+    }
+
+    /// The `k` nearest live vectors to each of `queries` (validated, nq*d floats).
+    pub(crate) fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, HnswError> {
+        let dim = self.params.dimension as usize;
+        let mut queries = queries.to_vec();
+        if self.params.metric == Metric::Cosine {
+            queries.chunks_exact_mut(dim).for_each(normalize);
+        }
+        let nq = queries.len() / dim;
+        let want = k.min(self.entries.len());
+        if want == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        // Without tombstones no selector is needed, and FAISS's fast path runs.
+        let selector = (self.dead() > 0).then_some(self.live_bits.as_slice());
+        let (distances, labels) = self.hnsw.search(&queries, want, selector)?;
+        let mut out = Vec::with_capacity(nq);
+        for (q, query) in queries.chunks_exact(dim).enumerate() {
+            let row = q * want..(q + 1) * want;
+            let mut hits: Vec<Hit> = labels[row.clone()]
+                .iter()
+                .zip(&distances[row])
+                .filter_map(|(&label, &raw)| self.hit(label, raw))
+                .collect();
+            if hits.len() < want {
+                // The graph walk ended short among tombstones; an exact scan of the
+                // live set still owes the caller `want` results.
+                hits = self.exact(query, want)?;
+            }
+            out.push(hits);
+        }
+        Ok(out)
+    }
+
+    fn hit(&self, label: i64, raw: f32) -> Option<Hit> {
+        let entry = self.entries.get(&label)?;
+        Some(Hit {
+            id: Arc::clone(&entry.id),
+            distance: self.distance(raw),
+            metadata: entry.metadata.clone(),
+        })
+    }
+
+    /// FAISS's raw score as a distance where smaller is closer.
+    fn distance(&self, raw: f32) -> f32 {
+        match self.params.metric {
+            Metric::L2 => raw,
+            Metric::Cosine => 1.0 - raw,
+            Metric::Ip => -raw,
+        }
+    }
+
+    fn exact(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, HnswError> {
+        let mut scored = Vec::with_capacity(self.entries.len());
+        for &label in self.entries.keys() {
+            let v = self.hnsw.reconstruct(label)?;
+            let raw = match self.params.metric {
+                Metric::L2 => v.iter().zip(query).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(),
+                Metric::Cosine | Metric::Ip => v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(),
+            };
+            scored.push((self.distance(raw), label));
+        }
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        Ok(scored.into_iter().take(k).filter_map(|(d, label)| self.hit_at(label, d)).collect())
+    }
+
+    fn hit_at(&self, label: i64, distance: f32) -> Option<Hit> {
+        let entry = self.entries.get(&label)?;
+        Some(Hit { id: Arc::clone(&entry.id), distance, metadata: entry.metadata.clone() })
+    }
+
+    /// What a background rebuild needs: the live labels and their stored vectors, and
+    /// the label watermark they were taken at.
+    pub(crate) fn rebuild_input(&self) -> Result<RebuildInput, HnswError> {
+        let mut labels: Vec<i64> = self.entries.keys().copied().collect();
+        labels.sort_unstable();
+        let dim = self.params.dimension as usize;
+        let mut vectors = Vec::with_capacity(labels.len() * dim);
+        for &label in &labels {
+            vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);
+        }
+        Ok(RebuildInput { params: self.params.clone(), labels, vectors, watermark: self.next_label })
+    }
+
+    /// Swap in a graph rebuilt from `input`, first adding what was upserted since the
+    /// input was taken (labels at or above its watermark), so nothing is lost.
+    pub(crate) fn install(&mut self, mut rebuilt: Hnsw, watermark: i64) -> Result<(), HnswError> {
+        let dim = self.params.dimension as usize;
+        let labels: Vec<i64> = (watermark..self.next_label).collect();
+        let mut vectors = Vec::with_capacity(labels.len() * dim);
+        for &label in &labels {
+            vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);
+        }
+        rebuilt.add(&labels, &vectors)?;
+        self.hnsw = rebuilt;
+        Ok(())
+    }
+}
+
+/// A snapshot of an index's live set, built into a new graph off the write lock.
+pub(crate) struct RebuildInput {
+    pub(crate) params: IndexParams,
+    pub(crate) labels: Vec<i64>,
+    pub(crate) vectors: Vec<f32>,
+    pub(crate) watermark: i64,
+}
+
+impl RebuildInput {
+    /// Build the new graph (the slow part; runs on the rebuild thread).
+    pub(crate) fn build(&self) -> Result<Hnsw, HnswError> {
+        let mut hnsw = Hnsw::new(self.params.dimension, self.params.metric, self.params.config)?;
+        hnsw.add(&self.labels, &self.vectors)?;
+        Ok(hnsw)
+    }
+}
+
+pub(crate) fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = norm(v);
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}

@@ -1,0 +1,115 @@
+//! The vector projection: every index of the log as a FAISS HNSW graph.
+
+mod error;
+mod hnsw;
+mod index;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+pub use error::HnswError;
+pub(crate) use index::{norm, VectorIndex};
+pub use index::{Hit, IndexParams, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE};
+
+use crate::event::{EventBody, IndexCreated};
+use crate::sync::{read, write};
+
+/// A shared handle on one index; readers search under its read lock, the projector
+/// applies a whole event under its write lock.
+pub(crate) type IndexHandle = Arc<RwLock<VectorIndex>>;
+
+/// What applying one event did.
+#[derive(Default)]
+pub(crate) struct Applied {
+    /// Vectors (or ids) the event carried that could not be applied.
+    pub(crate) rejected: u64,
+    /// An index whose graph should now be rebuilt.
+    pub(crate) rebuild: Option<(String, IndexHandle)>,
+}
+
+/// All indexes by name.
+#[derive(Default)]
+pub(crate) struct Catalog {
+    indexes: RwLock<BTreeMap<String, IndexHandle>>,
+}
+
+impl Catalog {
+    pub(crate) fn get(&self, name: &str) -> Option<IndexHandle> {
+        read(&self.indexes).get(name).cloned()
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        read(&self.indexes).keys().cloned().collect()
+    }
+
+    /// Whether `handle` is still the index called `name` (not dropped or replaced).
+    pub(crate) fn is_current(&self, name: &str, handle: &IndexHandle) -> bool {
+        read(&self.indexes).get(name).is_some_and(|h| Arc::ptr_eq(h, handle))
+    }
+
+    /// Apply one event. Events about other projections are ignored here.
+    pub(crate) fn apply(&self, body: &EventBody) -> Result<Applied, HnswError> {
+        let mut applied = Applied::default();
+        match body {
+            EventBody::IndexCreated(IndexCreated { name, dimension, metric, config }) => {
+                if read(&self.indexes).contains_key(name) {
+                    tracing::warn!(index = %name, "create of an existing index ignored");
+                    applied.rejected = 1;
+                } else {
+                    let params = IndexParams {
+                        name: name.clone(),
+                        dimension: *dimension,
+                        metric: *metric,
+                        config: *config,
+                    };
+                    let index = Arc::new(RwLock::new(VectorIndex::new(params)?));
+                    write(&self.indexes).insert(name.clone(), index);
+                }
+            }
+            EventBody::IndexDropped(dropped) => {
+                applied.rejected = u64::from(write(&self.indexes).remove(&dropped.name).is_none());
+            }
+            EventBody::VectorsUpserted(upsert) => {
+                let Some(handle) = self.get(&upsert.index) else {
+                    applied.rejected = upsert.items.len() as u64;
+                    return Ok(applied);
+                };
+                let mut index = write(&handle);
+                let (ok, bad): (Vec<_>, Vec<_>) = upsert.items.iter().partition(|item| index.accepts(item));
+                applied.rejected = bad.len() as u64;
+                if bad.is_empty() {
+                    index.upsert(&upsert.items)?;
+                } else {
+                    let ok: Vec<_> = ok.into_iter().cloned().collect();
+                    index.upsert(&ok)?;
+                }
+                applied.rebuild = self.check_rebuild(&upsert.index, &handle, &mut index);
+            }
+            EventBody::VectorsDeleted(delete) => {
+                let Some(handle) = self.get(&delete.index) else {
+                    applied.rejected = delete.ids.len() as u64;
+                    return Ok(applied);
+                };
+                let mut index = write(&handle);
+                index.delete(&delete.ids);
+                applied.rebuild = self.check_rebuild(&delete.index, &handle, &mut index);
+            }
+            // Promotion, trial, bucket and partition events belong to other projections.
+            _ => {}
+        }
+        Ok(applied)
+    }
+
+    fn check_rebuild(
+        &self,
+        name: &str,
+        handle: &IndexHandle,
+        index: &mut VectorIndex,
+    ) -> Option<(String, IndexHandle)> {
+        if !index.wants_rebuild() {
+            return None;
+        }
+        index.rebuild_pending = true;
+        Some((name.to_owned(), Arc::clone(handle)))
+    }
+}

@@ -1,0 +1,218 @@
+//! Input validation, run before anything is appended. Every error names the field
+//! (with the item's position in its batch) and the reason.
+
+use std::collections::HashSet;
+
+use crate::event::{HnswConfig, Metric, VectorItem};
+use crate::limits::*;
+use crate::projection::vectors::norm;
+
+/// The caller's input is invalid; `field` names where (`items[3].vector`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidInput {
+    /// Path of the offending field, e.g. `items[3].id`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> InvalidInput {
+    InvalidInput { field: field.into(), reason: reason.into() }
+}
+
+/// An index name: 1-128 characters of `[A-Za-z0-9_-]`.
+pub fn name(value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() || value.len() > NAME_BYTES_MAX {
+        return Err(invalid(
+            "name",
+            format!("must be 1 to {NAME_BYTES_MAX} characters, got {}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        return Err(invalid("name", format!("character {c:?} is not allowed (use A-Z a-z 0-9 _ -)")));
+    }
+    Ok(())
+}
+
+/// A vector dimension: 1 to [`DIMENSION_MAX`].
+pub fn dimension(value: u32) -> Result<(), InvalidInput> {
+    if value == 0 || value > DIMENSION_MAX {
+        return Err(invalid("dimension", format!("must be 1 to {DIMENSION_MAX}, got {value}")));
+    }
+    Ok(())
+}
+
+/// HNSW parameters within FAISS's and our bounds.
+pub fn config(value: &HnswConfig) -> Result<(), InvalidInput> {
+    if !(2..=HNSW_M_MAX).contains(&value.m) {
+        return Err(invalid("m", format!("must be 2 to {HNSW_M_MAX}, got {}", value.m)));
+    }
+    for (field, ef) in [("ef_construction", value.ef_construction), ("ef_search", value.ef_search)] {
+        if !(1..=HNSW_EF_MAX).contains(&ef) {
+            return Err(invalid(field, format!("must be 1 to {HNSW_EF_MAX}, got {ef}")));
+        }
+    }
+    Ok(())
+}
+
+/// The actor recorded with an event.
+pub fn actor(value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() || value.len() > TEXT_BYTES_MAX {
+        return Err(invalid("actor", format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", value.len())));
+    }
+    Ok(())
+}
+
+/// A batch of vectors for an index of `dim` dimensions under `metric`.
+pub fn items(items: &[VectorItem], dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+    batch_len("items", items.len())?;
+    let mut seen = HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        id(&format!("items[{i}].id"), &item.id)?;
+        if !seen.insert(item.id.as_str()) {
+            return Err(invalid(
+                format!("items[{i}].id"),
+                format!("duplicate id {:?} in the batch", item.id),
+            ));
+        }
+        vector(&format!("items[{i}].vector"), &item.vector, dim, metric)?;
+        if let Some(metadata) = &item.metadata {
+            if metadata.len() > METADATA_BYTES_MAX {
+                return Err(invalid(
+                    format!("items[{i}].metadata"),
+                    format!("is {} bytes, over the limit of {METADATA_BYTES_MAX}", metadata.len()),
+                ));
+            }
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(metadata) {
+                return Err(invalid(format!("items[{i}].metadata"), format!("is not valid JSON: {e}")));
+            }
+        }
+        if let Some(partition) = &item.partition {
+            if partition.is_empty() || partition.len() > TEXT_BYTES_MAX {
+                return Err(invalid(
+                    format!("items[{i}].partition"),
+                    format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", partition.len()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch of ids to delete.
+pub fn ids(ids: &[String]) -> Result<(), InvalidInput> {
+    batch_len("ids", ids.len())?;
+    let mut seen = HashSet::with_capacity(ids.len());
+    for (i, value) in ids.iter().enumerate() {
+        id(&format!("ids[{i}]"), value)?;
+        if !seen.insert(value.as_str()) {
+            return Err(invalid(format!("ids[{i}]"), format!("duplicate id {value:?} in the batch")));
+        }
+    }
+    Ok(())
+}
+
+/// A search: `k` and each query vector.
+pub fn search(queries: &[Vec<f32>], k: usize, dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+    if k == 0 || k > SEARCH_K_MAX {
+        return Err(invalid("k", format!("must be 1 to {SEARCH_K_MAX}, got {k}")));
+    }
+    if queries.is_empty() || queries.len() > SEARCH_BATCH_MAX {
+        return Err(invalid(
+            "vectors",
+            format!("must hold 1 to {SEARCH_BATCH_MAX} queries, got {}", queries.len()),
+        ));
+    }
+    if let [only] = queries {
+        return vector("vector", only, dim, metric);
+    }
+    for (i, query) in queries.iter().enumerate() {
+        vector(&format!("vectors[{i}]"), query, dim, metric)?;
+    }
+    Ok(())
+}
+
+fn batch_len(field: &str, len: usize) -> Result<(), InvalidInput> {
+    if len == 0 {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if len > BATCH_ITEMS_MAX {
+        return Err(invalid(field, format!("holds {len} entries, over the limit of {BATCH_ITEMS_MAX}")));
+    }
+    Ok(())
+}
+
+fn id(field: &str, value: &str) -> Result<(), InvalidInput> {
+    if value.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if value.len() > ID_BYTES_MAX {
+        return Err(invalid(field, format!("is {} bytes, over the limit of {ID_BYTES_MAX}", value.len())));
+    }
+    Ok(())
+}
+
+fn vector(field: &str, value: &[f32], dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+    if value.len() != dim as usize {
+        return Err(invalid(field, format!("has dimension {}, the index expects {dim}", value.len())));
+    }
+    if let Some(pos) = value.iter().position(|x| !x.is_finite()) {
+        return Err(invalid(field, format!("component {pos} is not finite (NaN or infinite)")));
+    }
+    if metric == Metric::Cosine && norm(value) == 0.0 {
+        return Err(invalid(field, "is the zero vector, which has no direction under cosine"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, vector: Vec<f32>) -> VectorItem {
+        VectorItem { id: id.into(), vector, metadata: None, partition: None }
+    }
+
+    #[test]
+    fn names_allow_only_the_documented_alphabet() {
+        assert!(name("docs_v2-en").is_ok());
+        assert_eq!(name("").unwrap_err().field, "name");
+        assert!(name("a b").unwrap_err().reason.contains("' '"));
+        assert!(name(&"x".repeat(NAME_BYTES_MAX + 1)).is_err());
+    }
+
+    #[test]
+    fn a_bad_item_is_named_by_its_position() {
+        let good = item("a", vec![1.0, 0.0]);
+        let cases = [
+            (item("", vec![1.0, 0.0]), "items[1].id", "empty"),
+            (item("a", vec![1.0, 0.0]), "items[1].id", "duplicate"),
+            (item("b", vec![1.0]), "items[1].vector", "dimension 1"),
+            (item("b", vec![f32::NAN, 0.0]), "items[1].vector", "not finite"),
+            (item("b", vec![f32::INFINITY, 0.0]), "items[1].vector", "not finite"),
+            (item("b", vec![0.0, 0.0]), "items[1].vector", "zero vector"),
+        ];
+        for (bad, field, reason) in cases {
+            let err = items(&[good.clone(), bad], 2, Metric::Cosine).unwrap_err();
+            assert_eq!(err.field, field);
+            assert!(err.reason.contains(reason), "{err}");
+        }
+        let mut bad_json = item("b", vec![1.0, 0.0]);
+        bad_json.metadata = Some("{not json".into());
+        assert_eq!(items(&[good, bad_json], 2, Metric::L2).unwrap_err().field, "items[1].metadata");
+    }
+
+    #[test]
+    fn the_zero_vector_is_fine_under_l2() {
+        assert!(items(&[item("z", vec![0.0, 0.0])], 2, Metric::L2).is_ok());
+    }
+
+    #[test]
+    fn k_outside_one_to_the_limit_is_rejected() {
+        let q = vec![vec![1.0, 0.0]];
+        assert_eq!(search(&q, 0, 2, Metric::L2).unwrap_err().field, "k");
+        assert_eq!(search(&q, SEARCH_K_MAX + 1, 2, Metric::L2).unwrap_err().field, "k");
+        assert!(search(&q, SEARCH_K_MAX, 2, Metric::L2).is_ok());
+    }
+}

@@ -1,0 +1,220 @@
+//! Vector indexes as FAISS HNSW projections of the log.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use annal_engine::event::VectorItem;
+use annal_engine::{Engine, EngineConfig, Error, HnswConfig, Metric};
+
+fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, EngineConfig::default()).unwrap()
+}
+
+fn item(id: &str, vector: Vec<f32>, metadata: Option<&str>) -> VectorItem {
+    VectorItem { id: id.into(), vector, metadata: metadata.map(Into::into), partition: None }
+}
+
+fn ids(hits: &[annal_engine::Hit]) -> Vec<String> {
+    hits.iter().map(|h| h.id.to_string()).collect()
+}
+
+#[test]
+fn default_config_reaches_recall_at_10_of_095_on_the_shared_data() {
+    let base = common::fvecs("base.fvecs");
+    let queries = common::fvecs("query.fvecs");
+    let truth = common::ivecs("groundtruth.ivecs");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine.create_index("test", "docs", 384, Metric::Cosine, HnswConfig::default()).unwrap();
+    for (n, chunk) in base.chunks(10_000).enumerate() {
+        engine.upsert("test", "docs", common::items(chunk, n * 10_000)).unwrap();
+    }
+    assert_eq!(engine.get_index("docs").unwrap().length, 50_000);
+    let mut found = 0;
+    for (query, truth) in queries.iter().zip(&truth) {
+        let hits = engine.search("docs", query.clone(), 10).unwrap();
+        assert_eq!(hits.len(), 10);
+        let want: Vec<String> = truth[..10].iter().map(|i| format!("v{i}")).collect();
+        found += ids(&hits).iter().filter(|id| want.contains(id)).count();
+    }
+    let recall = found as f64 / (10 * queries.len()) as f64;
+    eprintln!("recall@10 = {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+}
+
+#[test]
+fn each_metric_reports_a_smaller_distance_for_a_closer_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    for (name, metric) in [("l2", Metric::L2), ("cos", Metric::Cosine), ("ip", Metric::Ip)] {
+        engine.create_index("t", name, 2, metric, HnswConfig::default()).unwrap();
+        engine
+            .upsert("t", name, vec![item("near", vec![1.0, 0.1], None), item("far", vec![-1.0, 0.5], None)])
+            .unwrap();
+        let hits = engine.search(name, vec![1.0, 0.0], 2).unwrap();
+        assert_eq!(ids(&hits), ["near", "far"], "{name}");
+        assert!(hits[0].distance < hits[1].distance, "{name}");
+    }
+    let l2 = engine.search("l2", vec![1.0, 0.1], 1).unwrap();
+    assert_eq!(l2[0].distance, 0.0);
+    let cos = engine.search("cos", vec![2.0, 0.2], 1).unwrap();
+    assert!(cos[0].distance.abs() < 1e-6, "1 - cosine of a parallel vector is 0");
+    let ip = engine.search("ip", vec![1.0, 0.0], 1).unwrap();
+    assert_eq!(ip[0].distance, -1.0, "negated inner product");
+}
+
+#[test]
+fn upsert_delete_and_drop_are_reflected_in_search_before_and_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |engine: &Engine| {
+        let hits = engine.search("docs", vec![0.0, 1.0, 0.0], 3).unwrap();
+        assert_eq!(ids(&hits), ["b", "c"], "a deleted, b replaced to point along y");
+        assert_eq!(hits[0].metadata.as_deref(), Some(r#"{"v":2}"#));
+        assert_eq!(engine.get_index("docs").unwrap().length, 2);
+        assert!(matches!(engine.get_index("gone"), Err(Error::IndexNotFound { .. })));
+        assert_eq!(engine.list_indexes(), ["docs"]);
+    };
+    {
+        let engine = open(dir.path());
+        engine.create_index("t", "docs", 3, Metric::L2, HnswConfig::default()).unwrap();
+        engine.create_index("t", "gone", 3, Metric::L2, HnswConfig::default()).unwrap();
+        let out = engine
+            .upsert(
+                "t",
+                "docs",
+                vec![
+                    item("a", vec![0.0, 1.0, 0.0], None),
+                    item("b", vec![1.0, 0.0, 0.0], Some(r#"{"v":1}"#)),
+                    item("c", vec![0.0, 0.0, 1.0], None),
+                ],
+            )
+            .unwrap();
+        assert_eq!((out.added, out.length), (3, 3));
+        let out =
+            engine.upsert("t", "docs", vec![item("b", vec![0.0, 1.0, 0.1], Some(r#"{"v":2}"#))]).unwrap();
+        assert_eq!((out.added, out.length), (1, 3), "replacing keeps the length");
+        let out = engine.delete("t", "docs", vec!["a".into(), "nope".into()]).unwrap();
+        assert_eq!((out.deleted, out.length), (1, 2));
+        engine.drop_index("t", "gone").unwrap();
+        check(&engine);
+    }
+    check(&open(dir.path()));
+}
+
+#[test]
+fn search_returns_k_live_results_and_never_a_deleted_one_even_after_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine.create_index("t", "x", 8, Metric::L2, HnswConfig::default()).unwrap();
+    let vectors: Vec<Vec<f32>> =
+        (0..2000).map(|i| (0..8).map(|j| ((i * 7 + j * 13) % 101) as f32).collect()).collect();
+    engine.upsert("t", "x", common::items(&vectors, 0)).unwrap();
+    // Delete 60% in steps: tombstones pass the rebuild share more than once.
+    let dead: Vec<String> = (0..1200).map(|i| format!("v{i}")).collect();
+    for chunk in dead.chunks(300) {
+        engine.delete("t", "x", chunk.to_vec()).unwrap();
+        for q in vectors.iter().step_by(97) {
+            let hits = engine.search("x", q.clone(), 50).unwrap();
+            assert_eq!(hits.len(), 50);
+            assert!(hits.iter().all(|h| !chunk.contains(&h.id.to_string())), "deleted id returned");
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.stats().projector.rebuilds == 0 {
+        assert!(Instant::now() < deadline, "no rebuild happened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let live: std::collections::HashSet<String> = (1200..2000).map(|i| format!("v{i}")).collect();
+    for q in vectors.iter().step_by(31) {
+        let hits = engine.search("x", q.clone(), 10).unwrap();
+        assert_eq!(hits.len(), 10);
+        assert!(hits.iter().all(|h| live.contains(&h.id.to_string())));
+    }
+    // Exactly 800 live: asking for more returns all of them, no more.
+    assert_eq!(engine.search("x", vectors[0].clone(), 1000).unwrap().len(), 800);
+    let stats = engine.stats();
+    assert_eq!(stats.indexes[0].length, 800);
+    assert!(stats.indexes[0].tombstones < 1200, "a rebuild dropped tombstones");
+}
+
+#[test]
+fn a_bad_batch_is_rejected_whole_with_the_item_named_and_the_log_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine.create_index("t", "docs", 2, Metric::Cosine, HnswConfig::default()).unwrap();
+    let before = engine.log().last_seq();
+    let good = item("ok", vec![1.0, 0.0], None);
+    let cases: Vec<(Vec<VectorItem>, &str)> = vec![
+        (vec![good.clone(), item("", vec![1.0, 0.0], None)], "items[1].id"),
+        (vec![good.clone(), item(&"x".repeat(600), vec![1.0, 0.0], None)], "items[1].id"),
+        (vec![good.clone(), item("ok", vec![1.0, 1.0], None)], "items[1].id"),
+        (vec![good.clone(), item("b", vec![1.0, 0.0, 0.0], None)], "items[1].vector"),
+        (vec![good.clone(), item("b", vec![f32::NAN, 0.0], None)], "items[1].vector"),
+        (vec![good.clone(), item("b", vec![0.0, f32::NEG_INFINITY], None)], "items[1].vector"),
+        (vec![good.clone(), item("b", vec![0.0, 0.0], None)], "items[1].vector"),
+        (vec![good.clone(), item("b", vec![1.0, 0.0], Some("{oops"))], "items[1].metadata"),
+        (
+            vec![good.clone(), item("b", vec![1.0, 0.0], Some(&format!("\"{}\"", "m".repeat(70_000))))],
+            "items[1].metadata",
+        ),
+        (vec![], "items"),
+    ];
+    for (items, field) in cases {
+        match engine.upsert("t", "docs", items) {
+            Err(Error::Invalid(e)) => assert_eq!(e.field, field, "{e}"),
+            other => panic!("expected invalid {field}, got {other:?}"),
+        }
+    }
+    assert!(matches!(engine.upsert("t", "nope", vec![good]), Err(Error::IndexNotFound { .. })));
+    assert!(matches!(engine.delete("t", "docs", vec!["a".into(), "a".into()]), Err(Error::Invalid(_))));
+    assert!(matches!(engine.search("docs", vec![1.0], 10), Err(Error::Invalid(_))));
+    assert!(matches!(
+        engine.create_index("t", "docs", 2, Metric::L2, HnswConfig::default()),
+        Err(Error::IndexExists { .. })
+    ));
+    assert!(matches!(
+        engine.create_index("t", "bad name", 2, Metric::L2, HnswConfig::default()),
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        engine.create_index("t", "big", 5000, Metric::L2, HnswConfig::default()),
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(engine.log().last_seq(), before, "nothing may be appended for bad input");
+    assert_eq!(engine.get_index("docs").unwrap().length, 0);
+}
+
+#[test]
+fn concurrent_searches_see_each_batch_whole_and_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    engine.create_index("t", "x", 4, Metric::L2, HnswConfig::default()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searchers: Vec<_> = (0..3)
+        .map(|_| {
+            let (engine, stop) = (Arc::clone(&engine), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let n = engine.get_index("x").unwrap().length as usize;
+                    // Batches are 10 vectors: a half-applied batch would show up here.
+                    let hits = engine.search("x", vec![0.0; 4], 1000).unwrap();
+                    assert_eq!(hits.len() % 10, 0, "saw a partial batch");
+                    assert!(hits.len() >= n.min(1000));
+                }
+            })
+        })
+        .collect();
+    for b in 0..50 {
+        let batch: Vec<VectorItem> =
+            (0..10).map(|i| item(&format!("{b}-{i}"), vec![b as f32, i as f32, 1.0, 2.0], None)).collect();
+        engine.upsert("t", "x", batch).unwrap();
+        let hits = engine.search("x", vec![b as f32, 0.0, 1.0, 2.0], 1).unwrap();
+        assert_eq!(&*hits[0].id, format!("{b}-0"), "read your own write");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in searchers {
+        s.join().unwrap();
+    }
+}
