@@ -252,6 +252,12 @@ impl Engine {
         Ok(index.search(&flat, k)?)
     }
 
+    /// The fault that stopped the projector, if any: the engine then refuses writes
+    /// and serves the state it had.
+    pub fn projection_fault(&self) -> Option<Arc<crate::error::ProjectionError>> {
+        self.projector.fault()
+    }
+
     /// Counters of the log, the projector and every index.
     pub fn stats(&self) -> EngineStats {
         let projector = self.projector.stats();
