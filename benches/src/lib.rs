@@ -22,3 +22,46 @@ pub fn run_for(budget: Duration, mut op: impl FnMut()) -> (u64, Duration) {
     }
     (n, start.elapsed())
 }
+
+/// The shared real-embedding data (`ANNAL_DATA_DIR`, else `../shared/data` beside the
+/// repository).
+pub fn data_dir() -> std::path::PathBuf {
+    std::env::var_os("ANNAL_DATA_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+        std::path::PathBuf::from,
+    )
+}
+
+/// Rows of a TEXMEX `.fvecs` / `.ivecs` file as 4-byte little-endian words.
+pub fn read_vecs(name: &str) -> Vec<Vec<[u8; 4]>> {
+    let path = data_dir().join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut rows = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let Some((dim, tail)) = rest.split_first_chunk::<4>() {
+        let dim = i32::from_le_bytes(*dim) as usize;
+        let (row, tail) = tail.split_at(4 * dim);
+        rows.push(row.chunks_exact(4).map(|c| [c[0], c[1], c[2], c[3]]).collect());
+        rest = tail;
+    }
+    rows
+}
+
+/// Float rows of an `.fvecs` file.
+pub fn fvecs(name: &str) -> Vec<Vec<f32>> {
+    read_vecs(name).into_iter().map(|r| r.into_iter().map(f32::from_le_bytes).collect()).collect()
+}
+
+/// Integer rows of an `.ivecs` file.
+pub fn ivecs(name: &str) -> Vec<Vec<i32>> {
+    read_vecs(name).into_iter().map(|r| r.into_iter().map(i32::from_le_bytes).collect()).collect()
+}
+
+/// Percentile (0..=100) of sorted latencies.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

@@ -218,3 +218,36 @@ fn concurrent_searches_see_each_batch_whole_and_every_acknowledged_write() {
         s.join().unwrap();
     }
 }
+
+#[test]
+fn open_refuses_a_log_with_a_corrupt_event_and_names_its_sequence_number() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = open(dir.path());
+        engine.create_index("t", "docs", 2, Metric::L2, HnswConfig::default()).unwrap();
+        for i in 0..5 {
+            engine.upsert("t", "docs", vec![item(&format!("v{i}"), vec![i as f32, 1.0], None)]).unwrap();
+        }
+    }
+    {
+        let db = redb::Database::create(dir.path().join(annal_engine::LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+            let mut table = txn.open_table(events).unwrap();
+            let mut frame = redb::ReadableTable::get(&table, 4).unwrap().unwrap().value().to_vec();
+            frame[20] ^= 0xff;
+            table.insert(4, frame.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = Engine::open(dir.path(), EngineConfig::default()).err().expect("open must fail");
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    assert!(chain.contains("event 4: checksum mismatch"), "{chain}");
+}
