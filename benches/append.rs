@@ -31,6 +31,15 @@ fn main() {
 
     let event = vector_event(0);
     let frame_bytes = encode(&event).expect("encode").len();
+    // What redb itself does with the same values, one thread, no queue and no encoding:
+    // the ceiling the log's group commit can approach.
+    for per_txn in [1usize, 64, 4096] {
+        let events_s = raw_redb_rate(&dir, frame_bytes, per_txn, budget);
+        println!(
+            "limit  raw redb, {per_txn:>4} values of {frame_bytes} B per durable txn: {events_s:>8.0} values/s {:>7.1} MB/s",
+            events_s * frame_bytes as f64 / 1e6
+        );
+    }
     println!("event: one {DIM}-d vector, {frame_bytes} bytes framed\n");
     println!(
         "{:>9} {:>10} {:>12} {:>9} {:>12} {:>10} {:>14} {:>14}",
@@ -99,6 +108,28 @@ fn sequential_bandwidth(dir: &tempfile::TempDir) -> f64 {
     drop(file);
     let _ = std::fs::remove_file(path);
     mb_s
+}
+
+fn raw_redb_rate(dir: &tempfile::TempDir, value_bytes: usize, per_txn: usize, budget: Duration) -> f64 {
+    const TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+    let path = dir.path().join(format!("raw-{per_txn}.redb"));
+    let db = redb::Database::create(&path).expect("create");
+    let value = vec![0x3cu8; value_bytes];
+    let mut seq = 0u64;
+    let (txns, elapsed) = run_for(budget, || {
+        let txn = db.begin_write().expect("begin");
+        {
+            let mut table = txn.open_table(TABLE).expect("table");
+            for _ in 0..per_txn {
+                seq += 1;
+                table.insert(seq, value.as_slice()).expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+    });
+    drop(db);
+    let _ = std::fs::remove_file(path);
+    (txns * per_txn as u64) as f64 / elapsed.as_secs_f64()
 }
 
 fn append_rate(

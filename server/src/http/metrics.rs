@@ -100,7 +100,8 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let stats = state.engine.stats();
+    let engine = std::sync::Arc::clone(&state.engine);
+    let stats = super::routes::blocking(move || Ok(engine.stats())).await?;
     let m = &state.metrics;
     m.last_seq.set(gauge_value(stats.log.last_seq));
     m.applied_seq.set(gauge_value(stats.projector.applied_seq));

@@ -18,7 +18,7 @@ pub const ACTOR_HEADER: &str = "x-annal-actor";
 const DEFAULT_ACTOR: &str = "http";
 const DEFAULT_K: usize = 10;
 
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, annal_engine::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)
@@ -96,16 +96,20 @@ pub async fn create_index(
     Ok((StatusCode::CREATED, Json(IndexView::from(info))))
 }
 
-pub async fn list_indexes(State(state): State<AppState>) -> Json<Value> {
-    let names = state.engine.list_indexes();
-    Json(serde_json::json!({ "count": names.len(), "names": names }))
+pub async fn list_indexes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine;
+    let names = blocking(move || Ok(engine.list_indexes())).await?;
+    Ok(Json(serde_json::json!({ "count": names.len(), "names": names })))
 }
 
 pub async fn get_index(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<IndexView>, ApiError> {
-    Ok(Json(state.engine.get_index(&name)?.into()))
+    let engine = state.engine;
+    // Reading an index waits on its lock, which a large add holds: keep it off the
+    // async workers.
+    Ok(Json(blocking(move || engine.get_index(&name)).await?.into()))
 }
 
 pub async fn drop_index(
@@ -211,10 +215,11 @@ pub async fn search(
 }
 
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let stats = state.engine.stats();
     if let Some(fault) = state.engine.projection_fault() {
         return Err(ApiError::internal(&*fault));
     }
+    let engine = state.engine;
+    let stats = blocking(move || Ok(engine.stats())).await?;
     Ok(Json(serde_json::json!({
         "status": "ok",
         "last_seq": stats.log.last_seq,
