@@ -121,11 +121,24 @@ impl Log {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let db = redb::Builder::new()
-            .set_repair_callback(|session| {
-                tracing::warn!(progress = session.progress(), "repairing log after unclean shutdown");
-            })
-            .create(path)?;
+        let db = builder().create(path)?;
+        Self::start(db, &path.display().to_string(), config)
+    }
+
+    /// Open a log on a custom redb storage backend: fault injection in tests, or an
+    /// in-memory log.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb cannot open the backend.
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
+        let db = builder().create_with_backend(backend)?;
+        Self::start(db, "custom backend", config)
+    }
+
+    fn start(db: Database, name: &str, config: LogConfig) -> Result<Self, LogError> {
         let last = {
             let txn = db.begin_write()?;
             let last = {
@@ -151,7 +164,7 @@ impl Log {
         let writer = std::thread::Builder::new()
             .name("annal-log-writer".into())
             .spawn(move || Writer { shared: writer_shared, next: last + 1, dirty: false }.run(rx))?;
-        tracing::info!(path = %path.display(), last_seq = last, "log opened");
+        tracing::info!(log = name, last_seq = last, "log opened");
         Ok(Self { shared, queue, writer: Mutex::new(Some(writer)), config })
     }
 
@@ -247,6 +260,14 @@ impl Drop for Log {
             tracing::error!(%error, "closing the log on drop failed");
         }
     }
+}
+
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_repair_callback(|session| {
+        tracing::warn!(progress = session.progress(), "repairing log after unclean shutdown");
+    });
+    builder
 }
 
 struct Writer {
