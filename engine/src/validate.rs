@@ -67,6 +67,20 @@ pub fn actor(value: &str) -> Result<(), InvalidInput> {
 /// A batch of vectors for an index of `dim` dimensions under `metric`.
 pub fn items(items: &[VectorItem], dim: u32, metric: Metric) -> Result<(), InvalidInput> {
     batch_len("items", items.len())?;
+    // The batch becomes one event: refuse it here, as bad input, rather than have the
+    // frame encoder fail on it later.
+    let bytes = items.iter().fold(0usize, |acc, item| {
+        acc.saturating_add(item.id.len())
+            .saturating_add(item.vector.len().saturating_mul(4))
+            .saturating_add(item.metadata.as_ref().map_or(0, String::len))
+            .saturating_add(item.partition.as_ref().map_or(0, String::len))
+    });
+    if bytes > EVENT_BYTES_MAX {
+        return Err(invalid(
+            "items",
+            format!("batch holds {bytes} bytes, over the event limit of {EVENT_BYTES_MAX}; split it"),
+        ));
+    }
     let mut seen = HashSet::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         id(&format!("items[{i}].id"), &item.id)?;
@@ -201,6 +215,16 @@ mod tests {
         let mut bad_json = item("b", vec![1.0, 0.0]);
         bad_json.metadata = Some("{not json".into());
         assert_eq!(items(&[good, bad_json], 2, Metric::L2).unwrap_err().field, "items[1].metadata");
+    }
+
+    #[test]
+    fn a_batch_too_big_for_one_event_is_bad_input() {
+        let dim = DIMENSION_MAX as usize;
+        let batch: Vec<_> =
+            (0..EVENT_BYTES_MAX / (4 * dim) + 1).map(|i| item(&i.to_string(), vec![1.0; dim])).collect();
+        let err = items(&batch, DIMENSION_MAX, Metric::L2).unwrap_err();
+        assert_eq!(err.field, "items");
+        assert!(err.reason.contains("over the event limit"), "{err}");
     }
 
     #[test]

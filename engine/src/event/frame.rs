@@ -340,3 +340,81 @@ fn estimated_payload_bytes(body: &EventBody) -> usize {
         EventBody::MigrationFinished(b) => s(&b.migration_id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame() -> Vec<u8> {
+        let body = EventBody::IndexDropped(IndexDropped { name: "docs".into() });
+        encode(&Event { stamp: Stamp { time_ms: 7, actor: "a".into() }, body }).unwrap()
+    }
+
+    #[test]
+    fn a_frame_decodes_to_the_event_it_encodes() {
+        let event = decode(3, &frame()).unwrap();
+        assert_eq!(event.stamp, Stamp { time_ms: 7, actor: "a".into() });
+        assert_eq!(event.body, EventBody::IndexDropped(IndexDropped { name: "docs".into() }));
+    }
+
+    #[test]
+    fn every_header_fault_is_a_typed_error_naming_the_sequence_number() {
+        let good = frame();
+        let mut cases: Vec<(Vec<u8>, fn(&FrameError) -> bool)> = Vec::new();
+        cases.push((good[..5].to_vec(), |e| matches!(e, FrameError::Truncated { seq: 9, len: 5 })));
+        let mut v = good.clone();
+        v[0] = 2;
+        cases.push((v, |e| matches!(e, FrameError::UnsupportedVersion { seq: 9, version: 2 })));
+        let mut v = good.clone();
+        v[1] = 200;
+        cases.push((v, |e| matches!(e, FrameError::UnknownKind { seq: 9, kind: 200 })));
+        let mut v = good.clone();
+        v[2] = 1;
+        cases.push((v, |e| matches!(e, FrameError::Reserved { seq: 9, .. })));
+        let mut v = good.clone();
+        v[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        cases.push((v, |e| matches!(e, FrameError::TooLarge { seq: 9, .. })));
+        let mut v = good.clone();
+        v.push(0);
+        cases.push((v, |e| matches!(e, FrameError::LengthMismatch { seq: 9, .. })));
+        let mut v = good.clone();
+        let last = v.len() - 1;
+        v[last] ^= 1;
+        cases.push((v, |e| matches!(e, FrameError::Checksum { seq: 9, .. })));
+        for (bytes, expected) in cases {
+            let err = decode(9, &bytes).unwrap_err();
+            assert!(expected(&err), "unexpected {err:?}");
+            assert!(err.to_string().starts_with("event 9: "), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_payload_that_passes_the_checksum_but_not_validation_is_refused() {
+        // Point the (out-of-line) name string past the end of the payload and write a
+        // matching length and CRC: only bytecheck can catch it.
+        let body = EventBody::IndexDropped(IndexDropped { name: "a-name-longer-than-inline".repeat(4) });
+        let good = encode(&Event { stamp: Stamp { time_ms: 7, actor: "a".into() }, body }).unwrap();
+        let mut v = good[..FRAME_HEADER_LEN].to_vec();
+        // Keep only the tail of the payload (the root object), dropping the string bytes.
+        v.extend_from_slice(&good[good.len() - 32..]);
+        let len = (v.len() - FRAME_HEADER_LEN) as u32;
+        v[4..8].copy_from_slice(&len.to_le_bytes());
+        let crc = checksum(&v[..8], &v[FRAME_HEADER_LEN..]);
+        v[8..12].copy_from_slice(&crc.to_le_bytes());
+        let result = decode(4, &v);
+        assert!(
+            matches!(result, Err(FrameError::Payload { seq: 4, kind: EventKind::IndexDropped, .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn kind_bytes_round_trip() {
+        for byte in 0..=u8::MAX {
+            if let Some(kind) = EventKind::from_u8(byte) {
+                assert_eq!(kind as u8, byte);
+            }
+        }
+        assert_eq!((1..=11).filter_map(EventKind::from_u8).count(), 11);
+    }
+}
