@@ -360,7 +360,8 @@ mod tests {
     #[test]
     fn every_header_fault_is_a_typed_error_naming_the_sequence_number() {
         let good = frame();
-        let mut cases: Vec<(Vec<u8>, fn(&FrameError) -> bool)> = Vec::new();
+        type Expect = fn(&FrameError) -> bool;
+        let mut cases: Vec<(Vec<u8>, Expect)> = Vec::new();
         cases.push((good[..5].to_vec(), |e| matches!(e, FrameError::Truncated { seq: 9, len: 5 })));
         let mut v = good.clone();
         v[0] = 2;
