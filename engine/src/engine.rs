@@ -298,13 +298,21 @@ impl Engine {
         if let Some(fault) = self.projector.fault() {
             return Err(crate::error::ProjectionError::Stopped(fault).into());
         }
-        let range = self.log.append(&[Event::new(actor, body)])?;
+        let event = Event::new(actor, body);
+        let bytes = crate::event::estimated_payload_bytes(&event);
+        if bytes > crate::limits::EVENT_BYTES_MAX {
+            return Err(validate::too_large_for_one_event(bytes).into());
+        }
+        let range = self.log.append(&[event])?;
         Ok(range.map_or(0, |r| *r.end()))
     }
 
+    /// For create and drop, called under the exclusive DDL lock: the wait has no
+    /// deadline, because releasing the lock before the event is applied would let a
+    /// write validate against the catalog as it was (only a projector fault ends it).
     fn append_and_apply(&self, actor: &str, body: EventBody) -> Result<u64, Error> {
         let seq = self.append(actor, body)?;
-        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        self.projector.wait_applied(seq, Duration::MAX)?;
         Ok(seq)
     }
 }

@@ -79,6 +79,12 @@ pub enum ProjectionError {
         /// The projection's position.
         applied: u64,
     },
+    /// The engine is closing; the event may still be applied on the next open.
+    #[error("projection stopped because the engine is closing")]
+    Closed,
+    /// The apply thread panicked (a bug); the projection applies nothing more.
+    #[error("projector thread panicked")]
+    Panicked,
     /// A projector thread could not be started.
     #[error("projector thread could not start")]
     Thread(#[source] std::io::Error),

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::event::{HnswConfig, Metric, VectorItem};
+use crate::event::{estimated_item_bytes, HnswConfig, Metric, VectorItem};
 use crate::limits::*;
 use crate::projection::vectors::norm;
 
@@ -67,19 +67,11 @@ pub fn actor(value: &str) -> Result<(), InvalidInput> {
 /// A batch of vectors for an index of `dim` dimensions under `metric`.
 pub fn items(items: &[VectorItem], dim: u32, metric: Metric) -> Result<(), InvalidInput> {
     batch_len("items", items.len())?;
-    // The batch becomes one event: refuse it here, as bad input, rather than have the
-    // frame encoder fail on it later.
-    let bytes = items.iter().fold(0usize, |acc, item| {
-        acc.saturating_add(item.id.len())
-            .saturating_add(item.vector.len().saturating_mul(4))
-            .saturating_add(item.metadata.as_ref().map_or(0, String::len))
-            .saturating_add(item.partition.as_ref().map_or(0, String::len))
-    });
+    // The batch becomes one event: refuse it here, as bad input, with the encoder's own
+    // estimate (the engine checks the whole event again before appending).
+    let bytes = items.iter().fold(0usize, |acc, item| acc.saturating_add(estimated_item_bytes(item)));
     if bytes > EVENT_BYTES_MAX {
-        return Err(invalid(
-            "items",
-            format!("batch holds {bytes} bytes, over the event limit of {EVENT_BYTES_MAX}; split it"),
-        ));
+        return Err(too_large_for_one_event(bytes));
     }
     let mut seen = HashSet::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
@@ -147,6 +139,14 @@ pub fn search(queries: &[Vec<f32>], k: usize, dim: u32, metric: Metric) -> Resul
     Ok(())
 }
 
+/// A batch whose event would exceed [`EVENT_BYTES_MAX`].
+pub(crate) fn too_large_for_one_event(bytes: usize) -> InvalidInput {
+    invalid(
+        "items",
+        format!("batch makes an event of about {bytes} bytes, over the limit of {EVENT_BYTES_MAX}; split it"),
+    )
+}
+
 fn batch_len(field: &str, len: usize) -> Result<(), InvalidInput> {
     if len == 0 {
         return Err(invalid(field, "must not be empty"));
@@ -174,7 +174,13 @@ fn vector(field: &str, value: &[f32], dim: u32, metric: Metric) -> Result<(), In
     if let Some(pos) = value.iter().position(|x| !x.is_finite()) {
         return Err(invalid(field, format!("component {pos} is not finite (NaN or infinite)")));
     }
-    if metric == Metric::Cosine && norm(value) == 0.0 {
+    let norm = norm(value);
+    // FAISS computes distances in f32: a squared norm beyond f32 would make them
+    // infinite (or NaN for inner products), which breaks its ordering.
+    if !((norm * norm) as f32).is_finite() {
+        return Err(invalid(field, format!("norm {norm:e} is too large: its square overflows f32")));
+    }
+    if metric == Metric::Cosine && norm == 0.0 {
         return Err(invalid(field, "is the zero vector, which has no direction under cosine"));
     }
     Ok(())
@@ -224,7 +230,14 @@ mod tests {
             (0..EVENT_BYTES_MAX / (4 * dim) + 1).map(|i| item(&i.to_string(), vec![1.0; dim])).collect();
         let err = items(&batch, DIMENSION_MAX, Metric::L2).unwrap_err();
         assert_eq!(err.field, "items");
-        assert!(err.reason.contains("over the event limit"), "{err}");
+        assert!(err.reason.contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn tiny_vectors_are_not_zero_and_huge_ones_are_refused() {
+        assert!(items(&[item("t", vec![1e-30, 1e-30])], 2, Metric::Cosine).is_ok());
+        let err = items(&[item("h", vec![1e20, 1e20])], 2, Metric::L2).unwrap_err();
+        assert!(err.reason.contains("too large"), "{err}");
     }
 
     #[test]

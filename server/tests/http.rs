@@ -255,6 +255,8 @@ fn every_bad_input_gets_its_status_and_message_and_commits_nothing() {
         assert!(answer["error"].is_string());
     }
     assert_eq!(server.call("DELETE", "/vectors/index/nope", None).0, 404);
+    let (status, body) = server.call("DELETE", "/vectors/index", None);
+    assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")));
     assert_eq!(server.get("/vectors/index/nope").0, 404);
     let host = server.base.trim_start_matches("http://").to_owned();
     let no_json = format!(

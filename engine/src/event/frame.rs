@@ -185,7 +185,7 @@ pub enum FrameError {
 /// [`FrameError::TooLarge`] when the payload would exceed [`EVENT_BYTES_MAX`]; the size
 /// is estimated before serializing, so an oversized event is refused without building it.
 pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
-    let estimate = estimated_payload_bytes(&event.body) + event.stamp.actor.len();
+    let estimate = estimated_payload_bytes(event);
     if estimate > EVENT_BYTES_MAX {
         return Err(FrameError::TooLarge { seq: 0, len: estimate });
     }
@@ -310,18 +310,27 @@ where
     rkyv::from_bytes::<(Stamp, T), BoxedError>(bytes)
 }
 
-/// An upper-bound estimate of the payload size, computed without allocating.
-fn estimated_payload_bytes(body: &EventBody) -> usize {
-    const SLACK: usize = 64;
+/// Bytes an rkyv archive may add around each string or option (length, pointer,
+/// alignment), for the estimate.
+const SLACK: usize = 64;
+
+/// Upper bound of the archived size of one upsert item.
+pub fn estimated_item_bytes(item: &VectorItem) -> usize {
+    let o = |text: &Option<String>| text.as_ref().map_or(SLACK, |t| t.len() + SLACK);
+    (item.id.len() + SLACK)
+        .saturating_add(item.vector.len().saturating_mul(4))
+        .saturating_add(o(&item.metadata))
+        .saturating_add(o(&item.partition))
+}
+
+/// An upper-bound estimate of an event's payload size, computed without allocating;
+/// `encode` refuses events whose estimate exceeds [`EVENT_BYTES_MAX`].
+pub fn estimated_payload_bytes(event: &Event) -> usize {
     let s = |text: &str| text.len() + SLACK;
-    let o = |text: &Option<String>| text.as_ref().map_or(SLACK, |t| s(t));
-    match body {
-        EventBody::VectorsUpserted(b) => b.items.iter().fold(s(&b.index), |acc, item| {
-            acc.saturating_add(s(&item.id))
-                .saturating_add(item.vector.len().saturating_mul(4))
-                .saturating_add(o(&item.metadata))
-                .saturating_add(o(&item.partition))
-        }),
+    let body = match &event.body {
+        EventBody::VectorsUpserted(b) => {
+            b.items.iter().fold(s(&b.index), |acc, item| acc.saturating_add(estimated_item_bytes(item)))
+        }
         EventBody::VectorsDeleted(b) => b.ids.iter().fold(s(&b.index), |acc, id| acc.saturating_add(s(id))),
         EventBody::RecordsMoved(b) => b.moves.iter().fold(s(&b.cursor), |acc, m| {
             acc.saturating_add(s(&m.id)).saturating_add(s(&m.from)).saturating_add(s(&m.to))
@@ -338,7 +347,8 @@ fn estimated_payload_bytes(body: &EventBody) -> usize {
         EventBody::PromotionRolledBack(b) => s(&b.index),
         EventBody::HnswTrialRecorded(b) => s(&b.index) + s(&b.trial_id),
         EventBody::MigrationFinished(b) => s(&b.migration_id),
-    }
+    };
+    body.saturating_add(s(&event.stamp.actor))
 }
 
 #[cfg(test)]

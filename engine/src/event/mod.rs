@@ -3,5 +3,8 @@
 mod frame;
 mod types;
 
-pub use frame::{check, decode, encode, EventKind, FrameError, FRAME_HEADER_LEN, FRAME_VERSION};
+pub use frame::{
+    check, decode, encode, estimated_item_bytes, estimated_payload_bytes, EventKind, FrameError,
+    FRAME_HEADER_LEN, FRAME_VERSION,
+};
 pub use types::*;

@@ -41,7 +41,7 @@ impl Log {
     /// # Errors
     /// [`LogError::Frame`] naming the first corrupt event in the range.
     pub fn read_range(&self, range: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
-        self.scan(range, max, |seq, frame| Ok((seq, decode(seq, frame)?)))
+        self.scan(range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
     /// Read the raw frames in `range`, at most `max`, without decoding them.
@@ -53,7 +53,7 @@ impl Log {
         range: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        self.scan(range, max, |seq, frame| Ok((seq, frame.to_vec())))
+        self.scan(range, max, usize::MAX, |seq, frame| Ok((seq, frame.to_vec())))
     }
 
     /// Wait until event `from` exists (or `timeout` passes), then read from it onwards,
@@ -62,25 +62,47 @@ impl Log {
     /// # Errors
     /// As [`Log::read_range`].
     pub fn tail(&self, from: u64, timeout: Duration, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        self.tail_budget(from, timeout, max, usize::MAX)
+    }
+
+    /// [`Log::tail`] that also stops once `max_bytes` of frames are read (after at
+    /// least one event), to bound the memory of a batch of large events.
+    ///
+    /// # Errors
+    /// As [`Log::read_range`].
+    pub fn tail_budget(
+        &self,
+        from: u64,
+        timeout: Duration,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Event)>, LogError> {
         let last = self.shared.wait_for(from, timeout);
         if last < from {
             return Ok(Vec::new());
         }
-        self.read_range(from..=last, max)
+        self.scan(from..=last, max, max_bytes, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
-    pub(crate) fn scan<T>(
+    fn scan<T>(
         &self,
         range: RangeInclusive<u64>,
         max: usize,
+        max_bytes: usize,
         mut each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
     ) -> Result<Vec<T>, LogError> {
         let txn = self.shared.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for entry in table.range(range)?.take(max) {
             let (key, value) = entry?;
-            out.push(each(key.value(), value.value())?);
+            let frame = value.value();
+            if !out.is_empty() && bytes.saturating_add(frame.len()) > max_bytes {
+                break;
+            }
+            bytes = bytes.saturating_add(frame.len());
+            out.push(each(key.value(), frame)?);
         }
         Ok(out)
     }

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::{LogError, EVENTS};
 use crate::event::{encode, Event};
@@ -121,7 +121,14 @@ impl Log {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
+        let existed = path.exists();
         let db = builder().create(path)?;
+        if !existed {
+            // redb does not fsync the directory: without this a power cut right after the
+            // first acknowledged writes could lose the new file's directory entry.
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         Self::start(db, &path.display().to_string(), config)
     }
 
@@ -139,15 +146,14 @@ impl Log {
     }
 
     fn start(db: Database, name: &str, config: LogConfig) -> Result<Self, LogError> {
+        // A read transaction: opening a log (for `annal verify`, say) writes nothing.
         let last = {
-            let txn = db.begin_write()?;
-            let last = {
-                let table = txn.open_table(EVENTS)?;
-                let last = table.last()?.map(|(k, _)| k.value());
-                last.unwrap_or(0)
-            };
-            txn.commit()?;
-            last
+            let txn = db.begin_read()?;
+            match txn.open_table(EVENTS) {
+                Ok(table) => table.last()?.map_or(0, |(k, _)| k.value()),
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(e.into()),
+            }
         };
         let shared = Arc::new(Shared {
             db,

@@ -13,8 +13,11 @@ use crate::error::ProjectionError;
 use crate::log::Log;
 use crate::sync::{lock, read, write};
 
-/// Events read from the log per batch.
+/// Most events read from the log per batch.
 const APPLY_BATCH_EVENTS: usize = 512;
+/// Most frame bytes read per batch (at least one event is always read), so replaying a
+/// log of large upserts does not decode gigabytes before applying any of it.
+const APPLY_BATCH_BYTES: usize = 256 * 1024 * 1024;
 /// How long the projector waits for new events before checking for shutdown.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
@@ -95,6 +98,9 @@ impl Projector {
             if let Some(fault) = lock(&self.shared.fault).as_ref() {
                 return Err(ProjectionError::Stopped(Arc::clone(fault)));
             }
+            if self.shared.stop.load(Ordering::Acquire) {
+                return Err(ProjectionError::Closed);
+            }
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Err(ProjectionError::Timeout { seq, applied: *applied });
@@ -126,6 +132,8 @@ impl Projector {
     /// Stop both threads (a running rebuild finishes first).
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
+        // Writers waiting for their event see the stop at once instead of timing out.
+        self.shared.applied_cv.notify_all();
         for handle in lock(&self.threads).drain(..) {
             if handle.join().is_err() {
                 tracing::error!("projector thread panicked");
@@ -140,15 +148,32 @@ impl Drop for Projector {
     }
 }
 
+/// Records a fault if the apply thread unwinds, so writers fail fast instead of waiting.
+struct PanicGuard<'a>(&'a Shared);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            raise(self.0, ProjectionError::Panicked);
+        }
+    }
+}
+
 fn apply_loop(shared: &Shared, rebuilds: &Sender<(String, IndexHandle)>) {
+    let _guard = PanicGuard(shared);
     let mut next = 1u64;
     while !shared.stop.load(Ordering::Acquire) {
-        let events = match shared.log.tail(next, TAIL_POLL, APPLY_BATCH_EVENTS) {
+        let events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
             Ok(events) => events,
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
         };
         let Some(&(last, _)) = events.last() else { continue };
-        for (seq, event) in &events {
+        for (expected, (seq, event)) in (next..).zip(&events) {
+            // A missing event would make the projection silently differ from the log.
+            if *seq != expected {
+                let source = crate::log::LogError::Gap { expected, found: *seq };
+                return raise(shared, ProjectionError::Read { seq: expected, source });
+            }
             match shared.catalog.apply(&event.body) {
                 Ok(applied) => {
                     if applied.rejected > 0 {
@@ -183,7 +208,12 @@ fn raise(shared: &Shared, error: ProjectionError) {
 fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
     lower_priority();
     while !shared.stop.load(Ordering::Acquire) {
-        let Ok((name, handle)) = jobs.recv_timeout(TAIL_POLL) else { continue };
+        let (name, handle) = match jobs.recv_timeout(TAIL_POLL) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            // The apply thread is gone (stopped or faulted): no more jobs will come.
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let started = Instant::now();
         let result = rebuild(shared, &name, &handle);
         write(&handle).rebuild_pending = false;

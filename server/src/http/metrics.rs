@@ -24,7 +24,9 @@ pub struct Metrics {
     events_applied: IntGauge,
     vectors_rejected: IntGauge,
     rebuilds: IntGauge,
+    rebuild_failures: IntGauge,
     commits: IntGauge,
+    poisoned: IntGauge,
     index_vectors: IntGaugeVec,
     index_tombstones: IntGaugeVec,
 }
@@ -50,7 +52,12 @@ impl Metrics {
             events_applied: gauge("annal_projection_events_applied", "Events applied since start")?,
             vectors_rejected: gauge("annal_projection_vectors_rejected", "Vectors the projection rejected")?,
             rebuilds: gauge("annal_projection_rebuilds", "Graph rebuilds completed since start")?,
+            rebuild_failures: gauge(
+                "annal_projection_rebuild_failures",
+                "Graph rebuilds that failed since start",
+            )?,
             commits: gauge("annal_log_commits", "Group commits since start")?,
+            poisoned: gauge("annal_log_poisoned", "1 once a failed commit made the log refuse writes")?,
             index_vectors: IntGaugeVec::new(
                 Opts::new("annal_index_vectors", "Live vectors per index"),
                 &["index"],
@@ -89,12 +96,23 @@ fn gauge_value(v: u64) -> i64 {
 /// Middleware: count and time every request by its route template.
 pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let method = req.method().as_str().to_owned();
+    // Only known methods become label values: hyper accepts any extension method, and
+    // each new value would add series without bound.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PUT" => "PUT",
+        "HEAD" => "HEAD",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(req).await;
     let m = &state.metrics;
-    m.latency.with_label_values(&[&route, &method]).observe(started.elapsed().as_secs_f64());
-    m.requests.with_label_values(&[&route, &method, response.status().as_str()]).inc();
+    m.latency.with_label_values(&[&route, method]).observe(started.elapsed().as_secs_f64());
+    m.requests.with_label_values(&[&route, method, response.status().as_str()]).inc();
     response
 }
 
@@ -109,6 +127,8 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     m.events_applied.set(gauge_value(stats.projector.events_applied));
     m.vectors_rejected.set(gauge_value(stats.projector.vectors_rejected));
     m.rebuilds.set(gauge_value(stats.projector.rebuilds));
+    m.rebuild_failures.set(gauge_value(stats.projector.rebuild_failures));
+    m.poisoned.set(i64::from(state.engine.log().is_poisoned()));
     m.commits.set(gauge_value(stats.log.commits));
     // Dropped indexes disappear from the export rather than freeze at their last value.
     m.index_vectors.reset();

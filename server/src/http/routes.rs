@@ -218,6 +218,13 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     if let Some(fault) = state.engine.projection_fault() {
         return Err(ApiError::internal(&*fault));
     }
+    if state.engine.log().is_poisoned() {
+        return Err(ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            error: "internal",
+            detail: "log is poisoned by a failed commit; restart to recover".into(),
+        });
+    }
     let engine = state.engine;
     let stats = blocking(move || Ok(engine.stats())).await?;
     Ok(Json(serde_json::json!({
@@ -225,6 +232,14 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "last_seq": stats.log.last_seq,
         "applied_seq": stats.projector.applied_seq,
     })))
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        error: "method_not_allowed",
+        detail: "this route does not take that method".into(),
+    }
 }
 
 pub async fn not_found() -> ApiError {

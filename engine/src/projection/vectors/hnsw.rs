@@ -9,7 +9,7 @@ use std::ffi::CStr;
 use faiss::index::autotune::ParameterSpace;
 use faiss::index::IndexImpl;
 use faiss::{index_factory, MetricType};
-use faiss_sys::{idx_t, FaissSearchParameters};
+use faiss_sys::{idx_t, FaissIDSelector, FaissIDSelectorBitmap, FaissSearchParameters};
 
 use super::error::HnswError;
 use crate::event::{HnswConfig, Metric};
@@ -85,23 +85,17 @@ impl Hnsw {
         }
         let mut distances = vec![0f32; nq * k];
         let mut labels = vec![-1 as idx_t; nq * k];
-        // The selector borrows `live` (FAISS keeps the pointer, not a copy); both the
-        // selector and the parameters are dropped before this function returns.
+        // FAISS keeps a pointer to `live` (no copy) and SearchParameters does not own its
+        // selector, so both are created here and freed by guards before returning; the
+        // `faiss` crate's wrapper would leak the selector on every search.
         let params = match live {
-            Some(bitmap) => {
-                let selector = faiss::selector::IdSelector::bitmap(bitmap)
-                    .map_err(|source| HnswError::Faiss { op: "IDSelectorBitmap", source })?;
-                Some(
-                    faiss::search_params::SearchParameters::new(selector)
-                        .map_err(|source| HnswError::Faiss { op: "SearchParameters", source })?,
-                )
-            }
+            Some(bitmap) => Some(BitmapParams::new(bitmap)?),
             None => None,
         };
-        let params_ptr: *const FaissSearchParameters =
-            params.as_ref().map_or(std::ptr::null(), |p| p.inner_ptr() as *const _);
+        let params_ptr: *const FaissSearchParameters = params.as_ref().map_or(std::ptr::null(), |p| p.params);
         // SAFETY: the index is only read (FAISS search is const and thread-safe);
-        // output buffers hold nq*k entries; the query holds nq*d floats.
+        // output buffers hold nq*k entries; the query holds nq*d floats; the parameters
+        // and the bitmap they point to outlive the call.
         let rc = unsafe {
             faiss_sys::faiss_Index_search_with_params(
                 self.index.inner_ptr(),
@@ -125,6 +119,48 @@ impl Hnsw {
             unsafe { faiss_sys::faiss_Index_reconstruct(self.index.inner_ptr(), label, out.as_mut_ptr()) };
         check(rc, "reconstruct")?;
         Ok(out)
+    }
+}
+
+/// Search parameters restricting results to the labels set in a bitmap. Owns both the
+/// selector and the parameters; borrows the bitmap.
+struct BitmapParams<'a> {
+    selector: *mut FaissIDSelector,
+    params: *mut FaissSearchParameters,
+    _bitmap: std::marker::PhantomData<&'a [u8]>,
+}
+
+impl<'a> BitmapParams<'a> {
+    fn new(bitmap: &'a [u8]) -> Result<Self, HnswError> {
+        let mut selector: *mut FaissIDSelectorBitmap = std::ptr::null_mut();
+        // SAFETY: FAISS stores the pointer and length; `bitmap` outlives `Self` ('a).
+        let rc =
+            unsafe { faiss_sys::faiss_IDSelectorBitmap_new(&mut selector, bitmap.len(), bitmap.as_ptr()) };
+        check(rc, "IDSelectorBitmap")?;
+        let mut this = Self {
+            selector: selector.cast::<FaissIDSelector>(),
+            params: std::ptr::null_mut(),
+            _bitmap: std::marker::PhantomData,
+        };
+        // SAFETY: `this.selector` is a valid selector; on failure `Drop` frees it.
+        let rc = unsafe { faiss_sys::faiss_SearchParameters_new(&mut this.params, this.selector) };
+        check(rc, "SearchParameters")?;
+        Ok(this)
+    }
+}
+
+impl Drop for BitmapParams<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each pointer is null or was created above and is freed exactly once;
+        // the parameters go first, as they refer to the selector.
+        unsafe {
+            if !self.params.is_null() {
+                faiss_sys::faiss_SearchParameters_free(self.params);
+            }
+            if !self.selector.is_null() {
+                faiss_sys::faiss_IDSelector_free(self.selector);
+            }
+        }
     }
 }
 

@@ -96,6 +96,7 @@ impl VectorIndex {
         item.vector.len() == self.params.dimension as usize
             && item.vector.iter().all(|x| x.is_finite())
             && (self.params.metric != Metric::Cosine || norm(&item.vector) > 0.0)
+            && ((norm(&item.vector) * norm(&item.vector)) as f32).is_finite()
     }
 
     /// Insert or replace `items` (all accepted) with one FAISS add.
@@ -193,13 +194,9 @@ impl VectorIndex {
         Ok(out)
     }
 
+    /// The hit for a raw FAISS score; `None` if the label is not live.
     fn hit(&self, label: i64, raw: f32) -> Option<Hit> {
-        let entry = self.entries.get(&label)?;
-        Some(Hit {
-            id: Arc::clone(&entry.id),
-            distance: self.distance(raw),
-            metadata: entry.metadata.clone(),
-        })
+        self.hit_at(label, self.distance(raw))
     }
 
     /// FAISS's raw score as a distance where smaller is closer.
@@ -275,13 +272,15 @@ impl RebuildInput {
     }
 }
 
-pub(crate) fn norm(v: &[f32]) -> f32 {
-    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+/// Euclidean norm, summed in f64 so that neither tiny nor large components under- or
+/// overflow on the way (an f32 sum of 1e-23 squares is 0, of 1e20 squares infinite).
+pub(crate) fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
 }
 
 fn normalize(v: &mut [f32]) {
     let n = norm(v);
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
+    if n > 0.0 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
     }
 }
