@@ -29,7 +29,7 @@ pub mod validate;
 pub use engine::{Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Upserted, LOG_FILE};
 pub use error::{Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
-pub use log::{Log, LogConfig, LogError, LogStats, SyncMode, VerifyReport};
+pub use log::{Log, LogConfig, LogError, LogStats, ReadOnlyLog, SyncMode, VerifyReport};
 pub use projection::vectors::{Hit, HnswError, IndexParams};
 pub use projection::ProjectorStats;
 pub use validate::InvalidInput;

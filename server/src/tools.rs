@@ -4,16 +4,16 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use annal_engine::event::EventBody;
-use annal_engine::{Log, LogConfig, LOG_FILE};
+use annal_engine::{ReadOnlyLog, LOG_FILE};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn open(data: &Path) -> Result<Log> {
+fn open(data: &Path) -> Result<ReadOnlyLog> {
     let path = data.join(LOG_FILE);
     if !path.exists() {
         return Err(format!("no log at {}", path.display()).into());
     }
-    Ok(Log::open(path, LogConfig::default())?)
+    Ok(ReadOnlyLog::open(path)?)
 }
 
 /// `annal verify`: exit 0 when every event is sound, 1 with the first bad one otherwise.
@@ -22,7 +22,7 @@ pub fn verify(data: &Path) -> Result<ExitCode> {
     let report = log.verify()?;
     match report.first_bad {
         None => {
-            println!("ok: {} events, last sequence {}", report.events_ok, log.last_seq());
+            println!("ok: {} events, last sequence {}", report.events_ok, log.last_seq()?);
             Ok(ExitCode::SUCCESS)
         }
         Some(bad) => {

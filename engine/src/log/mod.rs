@@ -2,11 +2,13 @@
 //! starting at 1, written by one group-commit thread and read by any number of readers.
 
 mod error;
+mod read_only;
 mod reader;
 mod verify;
 mod writer;
 
 pub use error::LogError;
+pub use read_only::ReadOnlyLog;
 pub use verify::{BadEvent, VerifyReport};
 pub use writer::{Log, LogConfig, LogStats, SyncMode};
 

@@ -89,21 +89,37 @@ impl Log {
         range: RangeInclusive<u64>,
         max: usize,
         max_bytes: usize,
-        mut each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
+        each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
     ) -> Result<Vec<T>, LogError> {
-        let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        for entry in table.range(range)?.take(max) {
-            let (key, value) = entry?;
-            let frame = value.value();
-            if !out.is_empty() && bytes.saturating_add(frame.len()) > max_bytes {
-                break;
-            }
-            bytes = bytes.saturating_add(frame.len());
-            out.push(each(key.value(), frame)?);
-        }
-        Ok(out)
+        scan(&self.shared.db, range, max, max_bytes, each)
     }
+}
+
+/// Read the frames in `range`, at most `max` of them and, after the first, at most
+/// `max_bytes` in all, passing each to `each`.
+pub(crate) fn scan<T>(
+    db: &impl ReadableDatabase,
+    range: RangeInclusive<u64>,
+    max: usize,
+    max_bytes: usize,
+    mut each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
+) -> Result<Vec<T>, LogError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(EVENTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for entry in table.range(range)?.take(max) {
+        let (key, value) = entry?;
+        let frame = value.value();
+        if !out.is_empty() && bytes.saturating_add(frame.len()) > max_bytes {
+            break;
+        }
+        bytes = bytes.saturating_add(frame.len());
+        out.push(each(key.value(), frame)?);
+    }
+    Ok(out)
 }

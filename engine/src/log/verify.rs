@@ -38,28 +38,36 @@ impl Log {
     /// # Errors
     /// Only for storage failures; corruption is reported in [`VerifyReport::first_bad`].
     pub fn verify(&self) -> Result<VerifyReport, LogError> {
-        let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
-        let mut expected = 1u64;
-        for entry in table.iter()? {
-            let (key, value) = entry?;
-            let seq = key.value();
-            if seq != expected {
-                let error = LogError::Gap { expected, found: seq };
-                return Ok(VerifyReport {
-                    events_ok: expected - 1,
-                    first_bad: Some(BadEvent { seq: expected, error }),
-                });
-            }
-            if let Err(e) = decode(seq, value.value()) {
-                let error = LogError::Frame(e);
-                return Ok(VerifyReport {
-                    events_ok: expected - 1,
-                    first_bad: Some(BadEvent { seq, error }),
-                });
-            }
-            expected += 1;
-        }
-        Ok(VerifyReport { events_ok: expected - 1, first_bad: None })
+        verify(&self.shared.db)
     }
+}
+
+/// [`Log::verify`] over any redb database holding the events table.
+pub(crate) fn verify(db: &impl ReadableDatabase) -> Result<VerifyReport, LogError> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(EVENTS) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Ok(VerifyReport { events_ok: 0, first_bad: None })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut expected = 1u64;
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let seq = key.value();
+        if seq != expected {
+            let error = LogError::Gap { expected, found: seq };
+            return Ok(VerifyReport {
+                events_ok: expected - 1,
+                first_bad: Some(BadEvent { seq: expected, error }),
+            });
+        }
+        if let Err(e) = decode(seq, value.value()) {
+            let error = LogError::Frame(e);
+            return Ok(VerifyReport { events_ok: expected - 1, first_bad: Some(BadEvent { seq, error }) });
+        }
+        expected += 1;
+    }
+    Ok(VerifyReport { events_ok: expected - 1, first_bad: None })
 }

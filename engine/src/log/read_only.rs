@@ -1,0 +1,58 @@
+//! A read-only view of a log file, for tooling (`annal verify`, `annal events`): it
+//! never writes, not even the repair redb does on a normal open after a crash.
+
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
+
+use super::reader::scan;
+use super::verify::verify;
+use super::{LogError, VerifyReport, EVENTS};
+use crate::event::{decode, Event};
+
+/// A log opened read-only. A file that needs repair (left by a crash) is refused
+/// rather than repaired: open it once with [`super::Log::open`] (or start the server)
+/// to repair it.
+pub struct ReadOnlyLog {
+    db: ReadOnlyDatabase,
+}
+
+impl ReadOnlyLog {
+    /// Open the log file at `path` without modifying it.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if the file is missing, locked by a writer, or needs repair.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, LogError> {
+        Ok(Self { db: redb::Builder::new().open_read_only(path)? })
+    }
+
+    /// Highest stored sequence number (0 for an empty log).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn last_seq(&self) -> Result<u64, LogError> {
+        let txn = self.db.begin_read()?;
+        match txn.open_table(EVENTS) {
+            Ok(table) => Ok(table.last()?.map_or(0, |(k, _)| k.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// As [`super::Log::read_range`].
+    ///
+    /// # Errors
+    /// [`LogError::Frame`] naming the first corrupt event in the range.
+    pub fn read_range(&self, range: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
+    }
+
+    /// As [`super::Log::verify`].
+    ///
+    /// # Errors
+    /// Only for storage failures; corruption is reported in the report.
+    pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        verify(&self.db)
+    }
+}
