@@ -165,7 +165,7 @@ impl Engine {
     /// [`Error::IndexNotFound`].
     pub fn get_index(&self, name: &str) -> Result<IndexInfo, Error> {
         let handle = self.index(name)?;
-        let index = read(&handle);
+        let index = handle.read();
         Ok(IndexInfo { params: index.params.clone(), length: index.len() })
     }
 
@@ -195,7 +195,7 @@ impl Engine {
         let ddl = read(&self.ddl);
         let handle = self.index(index)?;
         let (dimension, metric) = {
-            let guard = read(&handle);
+            let guard = handle.read();
             (guard.params.dimension, guard.params.metric)
         };
         validate::items(&items, dimension, metric)?;
@@ -204,7 +204,7 @@ impl Engine {
         let seq = self.append(actor, body)?;
         drop(ddl);
         self.projector.wait_applied(seq, self.config.apply_timeout)?;
-        let length = read(&handle).len();
+        let length = handle.read().len();
         Ok(Upserted { added, length, seq })
     }
 
@@ -217,12 +217,12 @@ impl Engine {
         let ddl = read(&self.ddl);
         let handle = self.index(index)?;
         validate::ids(&ids)?;
-        let deleted = read(&handle).count_live(&ids);
+        let deleted = handle.read().count_live(&ids);
         let seq =
             self.append(actor, EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids }))?;
         drop(ddl);
         self.projector.wait_applied(seq, self.config.apply_timeout)?;
-        let length = read(&handle).len();
+        let length = handle.read().len();
         Ok(Deleted { deleted, length, seq })
     }
 
@@ -246,7 +246,7 @@ impl Engine {
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, Error> {
         let handle = self.index(index)?;
-        let index = read(&handle);
+        let index = handle.read();
         validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
         let flat: Vec<f32> = vectors.concat();
         Ok(index.search(&flat, k)?)
@@ -268,7 +268,7 @@ impl Engine {
             .into_iter()
             .filter_map(|name| {
                 let handle = self.catalog.get(&name)?;
-                let index = read(&handle);
+                let index = handle.read();
                 Some(IndexStats { name, length: index.len(), tombstones: index.dead() })
             })
             .collect();

@@ -251,3 +251,43 @@ fn open_refuses_a_log_with_a_corrupt_event_and_names_its_sequence_number() {
     }
     assert!(chain.contains("event 4: checksum mismatch"), "{chain}");
 }
+
+#[test]
+fn searches_run_between_the_chunks_of_a_large_upsert_and_see_none_of_it_until_it_is_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    engine.create_index("t", "x", 128, Metric::L2, HnswConfig::default()).unwrap();
+    let vector = |i: usize| (0..128).map(|j| ((i * 31 + j * 7) % 113) as f32).collect::<Vec<f32>>();
+    let first: Vec<VectorItem> = (0..200).map(|i| item(&format!("a{i}"), vector(i), None)).collect();
+    engine.upsert("t", "x", first).unwrap();
+    let big: Vec<VectorItem> = (0..6000).map(|i| item(&format!("b{i}"), vector(i + 200), None)).collect();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let searcher = {
+        let (engine, done) = (Arc::clone(&engine), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut during = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                // Staged vectors are in the graph but not live: they show as tombstones.
+                let staging_before = engine.stats().indexes[0].tombstones > 0;
+                let n = engine.search("x", vector(7), 1000).unwrap().len();
+                let staging_after = engine.stats().indexes[0].tombstones > 0;
+                assert!(n == 200 || n == 1000, "saw part of a batch: {n} results");
+                if staging_before && staging_after {
+                    assert_eq!(n, 200, "a staged vector was visible");
+                    during += 1;
+                }
+            }
+            during
+        })
+    };
+    engine.upsert("t", "x", big).unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = searcher.join().unwrap();
+    assert!(during >= 1, "no search completed while the upsert was being added");
+    assert_eq!(engine.get_index("x").unwrap().length, 6200);
+    let hits = engine.search("x", vector(6199), 1000).unwrap();
+    assert!(
+        hits.iter().any(|h| h.id.as_ref() == "b5999" && h.distance == 0.0),
+        "the last vector is searchable"
+    );
+}

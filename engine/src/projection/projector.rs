@@ -11,13 +11,15 @@ use std::time::{Duration, Instant};
 use super::vectors::{Catalog, IndexHandle};
 use crate::error::ProjectionError;
 use crate::log::Log;
-use crate::sync::{lock, read, write};
+use crate::sync::lock;
 
 /// Most events read from the log per batch.
 const APPLY_BATCH_EVENTS: usize = 512;
 /// Most frame bytes read per batch (at least one event is always read), so replaying a
 /// log of large upserts does not decode gigabytes before applying any of it.
 const APPLY_BATCH_BYTES: usize = 256 * 1024 * 1024;
+/// How long a rebuild waits before looking again whether a staged upsert finished.
+const STAGING_RETRY: Duration = Duration::from_millis(2);
 /// How long the projector waits for new events before checking for shutdown.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
@@ -216,7 +218,7 @@ fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
         };
         let started = Instant::now();
         let result = rebuild(shared, &name, &handle);
-        write(&handle).rebuild_pending = false;
+        handle.write().rebuild_pending = false;
         match result {
             Ok(()) => {
                 shared.rebuilds.fetch_add(1, Ordering::Relaxed);
@@ -231,13 +233,34 @@ fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
 }
 
 fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<(), super::vectors::HnswError> {
-    let input = read(handle).rebuild_input()?;
+    // Neither the snapshot nor the swap may fall inside a staged upsert: its labels are
+    // reserved but not all in the graph yet.
+    let input = loop {
+        let index = handle.read();
+        if !index.staging {
+            break index.rebuild_input()?;
+        }
+        drop(index);
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        std::thread::sleep(STAGING_RETRY);
+    };
     let graph = input.build()?;
-    let mut index = write(handle);
-    if shared.catalog.is_current(name, handle) {
-        index.install(graph, input.watermark)?;
+    loop {
+        let mut index = handle.write();
+        if !index.staging {
+            if shared.catalog.is_current(name, handle) {
+                index.install(graph, input.watermark)?;
+            }
+            return Ok(());
+        }
+        drop(index);
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        std::thread::sleep(STAGING_RETRY);
     }
-    Ok(())
 }
 
 /// Rebuilds yield the CPU to appends, projection and searches.

@@ -56,6 +56,22 @@ pub(crate) struct VectorIndex {
     next_label: i64,
     /// Whether a rebuild is queued or running.
     pub(crate) rebuild_pending: bool,
+    /// Whether an upsert is between [`VectorIndex::stage`] and [`VectorIndex::publish`].
+    pub(crate) staging: bool,
+}
+
+/// An upsert whose labels are reserved and whose vectors are laid out for FAISS.
+pub(crate) struct Staged {
+    labels: Vec<i64>,
+    vectors: Vec<f32>,
+    dim: usize,
+}
+
+impl Staged {
+    /// Number of vectors.
+    pub(crate) fn len(&self) -> usize {
+        self.labels.len()
+    }
 }
 
 impl VectorIndex {
@@ -69,6 +85,7 @@ impl VectorIndex {
             live_bits: Vec::new(),
             next_label: 0,
             rebuild_pending: false,
+            staging: false,
         })
     }
 
@@ -99,23 +116,46 @@ impl VectorIndex {
             && ((norm(&item.vector) * norm(&item.vector)) as f32).is_finite()
     }
 
-    /// Insert or replace `items` (all accepted) with one FAISS add.
-    pub(crate) fn upsert(&mut self, items: &[VectorItem]) -> Result<(), HnswError> {
+    /// Reserve labels for `items` (all accepted) and lay out their vectors for FAISS:
+    /// the first step of an upsert. Nothing is visible to searches until
+    /// [`VectorIndex::publish`]; until then the index is `staging` and rebuilds wait.
+    pub(crate) fn stage(&mut self, items: &[VectorItem]) -> Staged {
         let dim = self.params.dimension as usize;
-        let mut labels = Vec::with_capacity(items.len());
-        let mut flat = Vec::with_capacity(items.len() * dim);
-        for (offset, item) in items.iter().enumerate() {
-            labels.push(self.next_label + offset as i64);
-            let start = flat.len();
-            flat.extend_from_slice(&item.vector);
+        let labels: Vec<i64> = (self.next_label..).take(items.len()).collect();
+        let mut vectors = Vec::with_capacity(items.len() * dim);
+        for item in items {
+            let start = vectors.len();
+            vectors.extend_from_slice(&item.vector);
             if self.params.metric == Metric::Cosine {
-                normalize(&mut flat[start..]);
+                normalize(&mut vectors[start..]);
             }
         }
-        self.hnsw.add(&labels, &flat)?;
-        // Only after FAISS accepted the batch does the id map change, so a failed add
-        // leaves the index as it was.
-        for (label, item) in labels.into_iter().zip(items) {
+        self.next_label += items.len() as i64;
+        self.staging = true;
+        Staged { labels, vectors, dim }
+    }
+
+    /// Add one chunk of a staged upsert to the graph. Its labels are not live yet, so
+    /// searches (which pass the live bitmap whenever the graph holds non-live labels)
+    /// do not see them.
+    pub(crate) fn add_staged(
+        &mut self,
+        staged: &Staged,
+        chunk: std::ops::Range<usize>,
+    ) -> Result<(), HnswError> {
+        let vectors = &staged.vectors[chunk.start * staged.dim..chunk.end * staged.dim];
+        self.hnsw.add(&staged.labels[chunk], vectors)
+    }
+
+    /// Make a staged upsert visible, all at once: map the ids, replace older vectors,
+    /// set the live bits. If an add failed part-way, `published` is false: the labels
+    /// already in the graph simply stay dead.
+    pub(crate) fn publish(&mut self, staged: Staged, items: &[VectorItem], published: bool) {
+        self.staging = false;
+        if !published {
+            return;
+        }
+        for (label, item) in staged.labels.into_iter().zip(items) {
             let id: Arc<str> = Arc::from(item.id.as_str());
             if let Some(old) = self.by_id.insert(Arc::clone(&id), label) {
                 self.kill(old);
@@ -123,8 +163,6 @@ impl VectorIndex {
             self.entries.insert(label, Entry { id, metadata: item.metadata.as_deref().map(Arc::from) });
             self.set_live(label);
         }
-        self.next_label += items.len() as i64;
-        Ok(())
     }
 
     /// Delete the ids that are live; returns how many were.

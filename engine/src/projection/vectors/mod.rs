@@ -15,8 +15,10 @@ use crate::event::{EventBody, IndexCreated};
 use crate::sync::{read, write};
 
 /// A shared handle on one index; readers search under its read lock, the projector
-/// applies a whole event under its write lock.
-pub(crate) type IndexHandle = Arc<RwLock<VectorIndex>>;
+/// applies events under its write lock. parking_lot's lock, for `unlock_fair`: between
+/// the chunks of a large upsert the lock is handed to waiting searches instead of being
+/// taken straight back by the projector.
+pub(crate) type IndexHandle = Arc<parking_lot::RwLock<VectorIndex>>;
 
 /// What applying one event did.
 #[derive(Default)]
@@ -25,6 +27,30 @@ pub(crate) struct Applied {
     pub(crate) rejected: u64,
     /// An index whose graph should now be rebuilt.
     pub(crate) rebuild: Option<(String, IndexHandle)>,
+}
+
+/// Vectors added to FAISS per write-lock hold: searches on the index wait at most for
+/// one chunk of a large upsert, not for all of it.
+pub const ADD_CHUNK_VECTORS: usize = 512;
+
+/// Apply one upsert: stage it, add it to the graph chunk by chunk (releasing the write
+/// lock in between so searches interleave), then publish it in one step. Only the
+/// projector thread mutates an index, so nothing else changes it in between; the
+/// rebuild thread waits while `staging` is set.
+fn add_in_chunks(handle: &IndexHandle, items: &[crate::event::VectorItem]) -> Result<(), HnswError> {
+    let staged = handle.write().stage(items);
+    let mut result = Ok(());
+    for start in (0..staged.len()).step_by(ADD_CHUNK_VECTORS) {
+        let end = (start + ADD_CHUNK_VECTORS).min(staged.len());
+        let mut index = handle.write();
+        result = index.add_staged(&staged, start..end);
+        parking_lot::RwLockWriteGuard::unlock_fair(index);
+        if result.is_err() {
+            break;
+        }
+    }
+    handle.write().publish(staged, items, result.is_ok());
+    result
 }
 
 /// All indexes by name.
@@ -62,7 +88,7 @@ impl Catalog {
                         metric: *metric,
                         config: *config,
                     };
-                    let index = Arc::new(RwLock::new(VectorIndex::new(params)?));
+                    let index = Arc::new(parking_lot::RwLock::new(VectorIndex::new(params)?));
                     write(&self.indexes).insert(name.clone(), index);
                 }
             }
@@ -74,15 +100,18 @@ impl Catalog {
                     applied.rejected = upsert.items.len() as u64;
                     return Ok(applied);
                 };
-                let mut index = write(&handle);
-                let (ok, bad): (Vec<_>, Vec<_>) = upsert.items.iter().partition(|item| index.accepts(item));
+                let (ok, bad): (Vec<_>, Vec<_>) = {
+                    let index = handle.read();
+                    upsert.items.iter().partition(|item| index.accepts(item))
+                };
                 applied.rejected = bad.len() as u64;
                 if bad.is_empty() {
-                    index.upsert(&upsert.items)?;
+                    add_in_chunks(&handle, &upsert.items)?;
                 } else {
                     let ok: Vec<_> = ok.into_iter().cloned().collect();
-                    index.upsert(&ok)?;
+                    add_in_chunks(&handle, &ok)?;
                 }
+                let mut index = handle.write();
                 applied.rebuild = self.check_rebuild(&upsert.index, &handle, &mut index);
             }
             EventBody::VectorsDeleted(delete) => {
@@ -90,7 +119,7 @@ impl Catalog {
                     applied.rejected = delete.ids.len() as u64;
                     return Ok(applied);
                 };
-                let mut index = write(&handle);
+                let mut index = handle.write();
                 index.delete(&delete.ids);
                 applied.rebuild = self.check_rebuild(&delete.index, &handle, &mut index);
             }
