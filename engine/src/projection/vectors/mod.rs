@@ -31,7 +31,7 @@ pub(crate) struct Applied {
 
 /// Vectors added to FAISS per write-lock hold: searches on the index wait at most for
 /// one chunk of a large upsert, not for all of it.
-pub const ADD_CHUNK_VECTORS: usize = 512;
+pub const ADD_CHUNK_VECTORS: usize = 1024;
 
 /// Apply one upsert: stage it, add it to the graph chunk by chunk (releasing the write
 /// lock in between so searches interleave), then publish it in one step. Only the
