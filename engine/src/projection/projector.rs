@@ -220,7 +220,9 @@ fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
         let result = rebuild(shared, &name, &handle);
         handle.write().rebuild_pending = false;
         match result {
-            Ok(()) => {
+            // Shutdown, or the index was dropped meanwhile.
+            Ok(false) => {}
+            Ok(true) => {
                 shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(index = %name, ms = started.elapsed().as_millis() as u64, "graph rebuilt");
             }
@@ -232,7 +234,8 @@ fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
     }
 }
 
-fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<(), super::vectors::HnswError> {
+/// Returns whether a new graph was swapped in.
+fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<bool, super::vectors::HnswError> {
     // Neither the snapshot nor the swap may fall inside a staged upsert: its labels are
     // reserved but not all in the graph yet.
     let input = loop {
@@ -242,7 +245,7 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<(), supe
         }
         drop(index);
         if shared.stop.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(false);
         }
         std::thread::sleep(STAGING_RETRY);
     };
@@ -250,14 +253,15 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<(), supe
     loop {
         let mut index = handle.write();
         if !index.staging {
-            if shared.catalog.is_current(name, handle) {
-                index.install(graph, input.watermark)?;
+            if !shared.catalog.is_current(name, handle) {
+                return Ok(false);
             }
-            return Ok(());
+            index.install(graph, input.watermark)?;
+            return Ok(true);
         }
         drop(index);
         if shared.stop.load(Ordering::Acquire) {
-            return Ok(());
+            return Ok(false);
         }
         std::thread::sleep(STAGING_RETRY);
     }

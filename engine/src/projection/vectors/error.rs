@@ -21,6 +21,12 @@ pub enum HnswError {
         /// FAISS's message.
         message: String,
     },
+    /// An earlier add failed part-way; the index serves nothing until a reopen.
+    #[error("index {index:?} is unusable after a failed FAISS add; reopen the engine to rebuild it")]
+    Faulted {
+        /// Index name.
+        index: String,
+    },
     /// A buffer's length did not match its vectors' dimension.
     #[error("vector buffer of {actual} floats where {expected} were expected")]
     Shape {

@@ -58,6 +58,9 @@ pub(crate) struct VectorIndex {
     pub(crate) rebuild_pending: bool,
     /// Whether an upsert is between [`VectorIndex::stage`] and [`VectorIndex::publish`].
     pub(crate) staging: bool,
+    /// Set when a FAISS add failed part-way: the graph may then disagree with FAISS's own
+    /// id map, so the index refuses searches until the engine is reopened and replays.
+    faulted: bool,
 }
 
 /// An upsert whose labels are reserved and whose vectors are laid out for FAISS.
@@ -86,6 +89,7 @@ impl VectorIndex {
             next_label: 0,
             rebuild_pending: false,
             staging: false,
+            faulted: false,
         })
     }
 
@@ -153,6 +157,7 @@ impl VectorIndex {
     pub(crate) fn publish(&mut self, staged: Staged, items: &[VectorItem], published: bool) {
         self.staging = false;
         if !published {
+            self.faulted = true;
             return;
         }
         for (label, item) in staged.labels.into_iter().zip(items) {
@@ -201,6 +206,9 @@ impl VectorIndex {
 
     /// The `k` nearest live vectors to each of `queries` (validated, nq*d floats).
     pub(crate) fn search(&self, queries: &[f32], k: usize) -> Result<Vec<Vec<Hit>>, HnswError> {
+        if self.faulted {
+            return Err(HnswError::Faulted { index: self.params.name.clone() });
+        }
         let dim = self.params.dimension as usize;
         let mut queries = queries.to_vec();
         if self.params.metric == Metric::Cosine {
