@@ -291,3 +291,51 @@ fn searches_run_between_the_chunks_of_a_large_upsert_and_see_none_of_it_until_it
         "the last vector is searchable"
     );
 }
+
+#[test]
+fn rebuilds_racing_with_large_upserts_keep_every_live_vector_and_no_dead_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    engine.create_index("t", "x", 64, Metric::L2, HnswConfig::default()).unwrap();
+    // Distinct pseudo-random vectors, so a vector's nearest neighbour is itself.
+    let vector = |i: usize| -> Vec<f32> {
+        (0..64u64)
+            .map(|j| {
+                let h = (i as u64 * 64 + j).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+                (h % 10_000) as f32 / 100.0
+            })
+            .collect()
+    };
+    let mut live = std::collections::BTreeSet::new();
+    let mut next = 0;
+    for round in 0..4 {
+        let batch: Vec<VectorItem> =
+            (next..next + 6000).map(|i| item(&format!("v{i}"), vector(i), None)).collect();
+        engine.upsert("t", "x", batch).unwrap();
+        live.extend(next..next + 6000);
+        next += 3000;
+        // Kill a third of what is live: past the rebuild share, so a rebuild starts
+        // and runs while the next round's upsert is added chunk by chunk.
+        let dead: Vec<usize> = live.iter().copied().step_by(3).collect();
+        engine.delete("t", "x", dead.iter().map(|i| format!("v{i}")).collect()).unwrap();
+        for i in &dead {
+            live.remove(i);
+        }
+        assert_eq!(engine.get_index("x").unwrap().length, live.len() as u64, "round {round}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while engine.stats().projector.rebuilds < 2 {
+        assert!(Instant::now() < deadline, "rebuilds did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(engine.stats().projector.rebuild_failures, 0);
+    for i in (0..next).step_by(7) {
+        let hits = engine.search("x", vector(i), 1).unwrap();
+        if live.contains(&i) {
+            assert_eq!(hits[0].id.as_ref(), format!("v{i}"), "live vector {i} lost");
+            assert_eq!(hits[0].distance, 0.0);
+        } else {
+            assert_ne!(hits[0].id.as_ref(), format!("v{i}"), "dead vector {i} returned");
+        }
+    }
+}

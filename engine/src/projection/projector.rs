@@ -18,8 +18,6 @@ const APPLY_BATCH_EVENTS: usize = 512;
 /// Most frame bytes read per batch (at least one event is always read), so replaying a
 /// log of large upserts does not decode gigabytes before applying any of it.
 const APPLY_BATCH_BYTES: usize = 256 * 1024 * 1024;
-/// How long a rebuild waits before looking again whether a staged upsert finished.
-const STAGING_RETRY: Duration = Duration::from_millis(2);
 /// How long the projector waits for new events before checking for shutdown.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
@@ -236,35 +234,14 @@ fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
 
 /// Returns whether a new graph was swapped in.
 fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<bool, super::vectors::HnswError> {
-    // Neither the snapshot nor the swap may fall inside a staged upsert: its labels are
-    // reserved but not all in the graph yet.
-    let input = loop {
-        let index = handle.read();
-        if !index.staging {
-            break index.rebuild_input()?;
-        }
-        drop(index);
-        if shared.stop.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        std::thread::sleep(STAGING_RETRY);
-    };
+    let input = handle.read().rebuild_input()?;
     let graph = input.build()?;
-    loop {
-        let mut index = handle.write();
-        if !index.staging {
-            if !shared.catalog.is_current(name, handle) {
-                return Ok(false);
-            }
-            index.install(graph, input.watermark)?;
-            return Ok(true);
-        }
-        drop(index);
-        if shared.stop.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        std::thread::sleep(STAGING_RETRY);
+    let mut index = handle.write();
+    if !shared.catalog.is_current(name, handle) {
+        return Ok(false);
     }
+    index.install(graph, input.watermark)?;
+    Ok(true)
 }
 
 /// Rebuilds yield the CPU to appends, projection and searches.

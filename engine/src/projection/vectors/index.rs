@@ -56,8 +56,12 @@ pub(crate) struct VectorIndex {
     next_label: i64,
     /// Whether a rebuild is queued or running.
     pub(crate) rebuild_pending: bool,
-    /// Whether an upsert is between [`VectorIndex::stage`] and [`VectorIndex::publish`].
-    pub(crate) staging: bool,
+    /// First label of the upsert between [`VectorIndex::stage`] and
+    /// [`VectorIndex::publish`], if one is.
+    staging: Option<i64>,
+    /// One past the highest label added to the graph. Below `next_label` only while an
+    /// upsert is staged and not all its chunks are added yet.
+    graph_end: i64,
     /// Set when a FAISS add failed part-way: the graph may then disagree with FAISS's own
     /// id map, so the index refuses searches until the engine is reopened and replays.
     faulted: bool,
@@ -88,7 +92,8 @@ impl VectorIndex {
             live_bits: Vec::new(),
             next_label: 0,
             rebuild_pending: false,
-            staging: false,
+            staging: None,
+            graph_end: 0,
             faulted: false,
         })
     }
@@ -122,7 +127,7 @@ impl VectorIndex {
 
     /// Reserve labels for `items` (all accepted) and lay out their vectors for FAISS:
     /// the first step of an upsert. Nothing is visible to searches until
-    /// [`VectorIndex::publish`]; until then the index is `staging` and rebuilds wait.
+    /// [`VectorIndex::publish`].
     pub(crate) fn stage(&mut self, items: &[VectorItem]) -> Staged {
         let dim = self.params.dimension as usize;
         let labels: Vec<i64> = (self.next_label..).take(items.len()).collect();
@@ -134,8 +139,8 @@ impl VectorIndex {
                 normalize(&mut vectors[start..]);
             }
         }
+        self.staging = Some(self.next_label);
         self.next_label += items.len() as i64;
-        self.staging = true;
         Staged { labels, vectors, dim }
     }
 
@@ -148,14 +153,19 @@ impl VectorIndex {
         chunk: std::ops::Range<usize>,
     ) -> Result<(), HnswError> {
         let vectors = &staged.vectors[chunk.start * staged.dim..chunk.end * staged.dim];
-        self.hnsw.add(&staged.labels[chunk], vectors)
+        let labels = &staged.labels[chunk];
+        self.hnsw.add(labels, vectors)?;
+        if let Some(&last) = labels.last() {
+            self.graph_end = last + 1;
+        }
+        Ok(())
     }
 
     /// Make a staged upsert visible, all at once: map the ids, replace older vectors,
     /// set the live bits. If an add failed part-way, `published` is false: the labels
     /// already in the graph simply stay dead.
     pub(crate) fn publish(&mut self, staged: Staged, items: &[VectorItem], published: bool) {
-        self.staging = false;
+        self.staging = None;
         if !published {
             self.faulted = true;
             return;
@@ -283,14 +293,18 @@ impl VectorIndex {
         for &label in &labels {
             vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);
         }
-        Ok(RebuildInput { params: self.params.clone(), labels, vectors, watermark: self.next_label })
+        // Labels of a staged upsert are not live yet: they are at or above the watermark,
+        // so `install` carries over the chunks already added, and the chunks still to
+        // come are added to whichever graph is in place by then.
+        let watermark = self.staging.unwrap_or(self.next_label);
+        Ok(RebuildInput { params: self.params.clone(), labels, vectors, watermark })
     }
 
     /// Swap in a graph rebuilt from `input`, first adding what was upserted since the
     /// input was taken (labels at or above its watermark), so nothing is lost.
     pub(crate) fn install(&mut self, mut rebuilt: Hnsw, watermark: i64) -> Result<(), HnswError> {
         let dim = self.params.dimension as usize;
-        let labels: Vec<i64> = (watermark..self.next_label).collect();
+        let labels: Vec<i64> = (watermark..self.graph_end).collect();
         let mut vectors = Vec::with_capacity(labels.len() * dim);
         for &label in &labels {
             vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);

@@ -35,8 +35,9 @@ pub const ADD_CHUNK_VECTORS: usize = 1024;
 
 /// Apply one upsert: stage it, add it to the graph chunk by chunk (releasing the write
 /// lock in between so searches interleave), then publish it in one step. Only the
-/// projector thread mutates an index, so nothing else changes it in between; the
-/// rebuild thread waits while `staging` is set.
+/// projector thread adds to an index; a rebuild swapping the graph in between is fine,
+/// as `install` carries over the chunks added so far and later chunks go to the new
+/// graph.
 fn add_in_chunks(handle: &IndexHandle, items: &[crate::event::VectorItem]) -> Result<(), HnswError> {
     let staged = handle.write().stage(items);
     let mut result = Ok(());
