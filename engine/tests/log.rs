@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use annal_engine::event::{decode, encode, EventKind};
 use annal_engine::{Log, LogConfig, LogError, SyncMode};
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
@@ -48,19 +48,10 @@ fn flipped_byte_in_a_stored_event_is_reported_by_verify_and_read_with_its_sequen
         }
         assert!(log.verify().unwrap().is_ok());
     }
-    // Corrupt event 17 behind the log's back (redb's own page checksums stay valid).
-    {
-        let db = redb::Database::create(&path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut table = txn.open_table(EVENTS).unwrap();
-            let mut frame = table.get(17).unwrap().unwrap().value().to_vec();
-            let last = frame.len() - 1;
-            frame[last] ^= 0x40;
-            table.insert(17, frame.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    common::corrupt_event(&path, 17, |frame| {
+        let last = frame.len() - 1;
+        frame[last] ^= 0x40;
+    });
     let log = Log::open(&path, LogConfig::default()).unwrap();
     let report = log.verify().unwrap();
     let bad = report.first_bad.expect("verify must find the flipped byte");

@@ -229,18 +229,7 @@ fn open_refuses_a_log_with_a_corrupt_event_and_names_its_sequence_number() {
             engine.upsert("t", "docs", vec![item(&format!("v{i}"), vec![i as f32, 1.0], None)]).unwrap();
         }
     }
-    {
-        let db = redb::Database::create(dir.path().join(annal_engine::LOG_FILE)).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
-            let mut table = txn.open_table(events).unwrap();
-            let mut frame = redb::ReadableTable::get(&table, 4).unwrap().unwrap().value().to_vec();
-            frame[20] ^= 0xff;
-            table.insert(4, frame.as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
+    common::corrupt_event(&dir.path().join(annal_engine::LOG_FILE), 4, |frame| frame[20] ^= 0xff);
     let err = Engine::open(dir.path(), EngineConfig::default()).err().expect("open must fail");
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);

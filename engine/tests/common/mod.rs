@@ -140,3 +140,19 @@ pub fn items(vectors: &[Vec<f32>], offset: usize) -> Vec<VectorItem> {
         })
         .collect()
 }
+
+/// Rewrite stored event `seq` of the log file at `path` behind the log's back, through
+/// redb (whose own page checksums stay valid), so only the frame's CRC can notice.
+pub fn corrupt_event(path: &std::path::Path, seq: u64, damage: impl FnOnce(&mut Vec<u8>)) {
+    use redb::ReadableTable;
+    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut table = txn.open_table(events).unwrap();
+        let mut frame = table.get(seq).unwrap().unwrap().value().to_vec();
+        damage(&mut frame);
+        table.insert(seq, frame.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
