@@ -215,3 +215,14 @@ fn every_acknowledged_event_survives_sigkill_of_the_writer_process() {
         assert_eq!(event.stamp.actor, "test");
     }
 }
+
+#[test]
+fn a_log_never_written_to_reads_as_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    assert_eq!(log.last_seq(), 0);
+    assert_eq!(log.count().unwrap(), 0);
+    assert!(log.read(1).unwrap().is_none());
+    assert!(log.read_range(1..=10, 10).unwrap().is_empty());
+    assert!(log.verify().unwrap().is_ok());
+}

@@ -12,7 +12,26 @@ pub use read_only::ReadOnlyLog;
 pub use verify::{BadEvent, VerifyReport};
 pub use writer::{Log, LogConfig, LogStats, SyncMode};
 
-use redb::TableDefinition;
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 
 /// The events table: sequence number -> frame (see [`crate::event::encode`]).
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// The events table of a read transaction; `None` for a log never written to (redb
+/// creates the table with the first write).
+pub(crate) fn events_table(
+    txn: &ReadTransaction,
+) -> Result<Option<ReadOnlyTable<u64, &'static [u8]>>, LogError> {
+    match txn.open_table(EVENTS) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Highest stored sequence number (0 for an empty log).
+pub(crate) fn last_stored_seq(txn: &ReadTransaction) -> Result<u64, LogError> {
+    let Some(table) = events_table(txn)? else { return Ok(0) };
+    let last = table.last()?.map_or(0, |(k, _)| k.value());
+    Ok(last)
+}

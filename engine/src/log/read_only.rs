@@ -4,11 +4,11 @@
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use redb::{ReadOnlyDatabase, ReadableDatabase, ReadableTable};
+use redb::{ReadOnlyDatabase, ReadableDatabase};
 
 use super::reader::scan;
 use super::verify::verify;
-use super::{LogError, VerifyReport, EVENTS};
+use super::{last_stored_seq, LogError, VerifyReport};
 use crate::event::{decode, Event};
 
 /// A log opened read-only. A file that needs repair (left by a crash) is refused
@@ -32,12 +32,7 @@ impl ReadOnlyLog {
     /// # Errors
     /// [`LogError::Storage`] if redb fails.
     pub fn last_seq(&self) -> Result<u64, LogError> {
-        let txn = self.db.begin_read()?;
-        match txn.open_table(EVENTS) {
-            Ok(table) => Ok(table.last()?.map_or(0, |(k, _)| k.value())),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        last_stored_seq(&self.db.begin_read()?)
     }
 
     /// As [`super::Log::read_range`].

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
-use super::{Log, LogError, EVENTS};
+use super::{events_table, Log, LogError};
 use crate::event::{decode, Event};
 
 impl Log {
@@ -20,7 +20,7 @@ impl Log {
     /// [`LogError::Storage`] if redb fails.
     pub fn count(&self) -> Result<u64, LogError> {
         let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
+        let Some(table) = events_table(&txn)? else { return Ok(0) };
         Ok(table.len()?)
     }
 
@@ -31,7 +31,7 @@ impl Log {
     /// `Ok(None)` if there is no such event.
     pub fn read(&self, seq: u64) -> Result<Option<Event>, LogError> {
         let txn = self.shared.db.begin_read()?;
-        let table = txn.open_table(EVENTS)?;
+        let Some(table) = events_table(&txn)? else { return Ok(None) };
         let Some(frame) = table.get(seq)? else { return Ok(None) };
         Ok(Some(decode(seq, frame.value())?))
     }
@@ -105,11 +105,7 @@ pub(crate) fn scan<T>(
     mut each: impl FnMut(u64, &[u8]) -> Result<T, LogError>,
 ) -> Result<Vec<T>, LogError> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(EVENTS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(table) = events_table(&txn)? else { return Ok(Vec::new()) };
     let mut out = Vec::new();
     let mut bytes = 0usize;
     for entry in table.range(range)?.take(max) {

@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{Log, LogError, EVENTS};
+use super::{events_table, Log, LogError};
 use crate::event::decode;
 
 /// The first problem `verify` found.
@@ -45,12 +45,8 @@ impl Log {
 /// [`Log::verify`] over any redb database holding the events table.
 pub(crate) fn verify(db: &impl ReadableDatabase) -> Result<VerifyReport, LogError> {
     let txn = db.begin_read()?;
-    let table = match txn.open_table(EVENTS) {
-        Ok(table) => table,
-        Err(redb::TableError::TableDoesNotExist(_)) => {
-            return Ok(VerifyReport { events_ok: 0, first_bad: None })
-        }
-        Err(e) => return Err(e.into()),
+    let Some(table) = events_table(&txn)? else {
+        return Ok(VerifyReport { events_ok: 0, first_bad: None });
     };
     let mut expected = 1u64;
     for entry in table.iter()? {

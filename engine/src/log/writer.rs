@@ -6,14 +6,15 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, Durability, ReadableDatabase};
 
-use super::{LogError, EVENTS};
+use super::{last_stored_seq, LogError, EVENTS};
 use crate::event::{encode, Event};
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
+use crate::sync::lock;
 
 /// When a commit reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,12 +98,6 @@ impl Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The guarded values are plain numbers and options, valid whatever a panicking
-    // holder was doing, so a poisoned mutex is still safe to use.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The event log. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct Log {
     pub(crate) shared: Arc<Shared>,
@@ -118,15 +113,13 @@ impl Log {
     /// [`LogError::Storage`] if redb cannot open or repair the file.
     pub fn open(path: impl AsRef<Path>, config: LogConfig) -> Result<Self, LogError> {
         let path = path.as_ref();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
         let existed = path.exists();
         let db = builder().create(path)?;
         if !existed {
             // redb does not fsync the directory: without this a power cut right after the
             // first acknowledged writes could lose the new file's directory entry.
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
             std::fs::File::open(dir)?.sync_all()?;
         }
         Self::start(db, &path.display().to_string(), config)
@@ -146,15 +139,7 @@ impl Log {
     }
 
     fn start(db: Database, name: &str, config: LogConfig) -> Result<Self, LogError> {
-        // A read transaction: opening a log (for `annal verify`, say) writes nothing.
-        let last = {
-            let txn = db.begin_read()?;
-            match txn.open_table(EVENTS) {
-                Ok(table) => table.last()?.map_or(0, |(k, _)| k.value()),
-                Err(redb::TableError::TableDoesNotExist(_)) => 0,
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let last = last_stored_seq(&db.begin_read()?)?;
         let shared = Arc::new(Shared {
             db,
             last: AtomicU64::new(last),
