@@ -7,11 +7,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::event::FrameError;
 use crate::event::{
     Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, VectorItem, VectorsDeleted,
     VectorsUpserted,
 };
-use crate::log::{Log, LogConfig, LogStats, SyncMode};
+use crate::log::{Log, LogConfig, LogError, LogStats, SyncMode};
 use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams};
 use crate::projection::{Projector, ProjectorStats};
 use crate::sync::{read, write};
@@ -298,12 +299,14 @@ impl Engine {
         if let Some(fault) = self.projector.fault() {
             return Err(crate::error::ProjectionError::Stopped(fault).into());
         }
-        let event = Event::new(actor, body);
-        let bytes = crate::event::estimated_payload_bytes(&event);
-        if bytes > crate::limits::EVENT_BYTES_MAX {
-            return Err(validate::too_large_for_one_event(bytes).into());
-        }
-        let range = self.log.append(&[event])?;
+        // The encoder refuses an oversized event before serializing it; that is the
+        // caller's batch being too big, so it is bad input, not a fault.
+        let range = self.log.append(&[Event::new(actor, body)]).map_err(|e| match e {
+            LogError::Frame(FrameError::TooLarge { len, .. }) => {
+                validate::too_large_for_one_event(len).into()
+            }
+            other => Error::from(other),
+        })?;
         Ok(range.map_or(0, |r| *r.end()))
     }
 

@@ -328,3 +328,23 @@ fn rebuilds_racing_with_large_upserts_keep_every_live_vector_and_no_dead_one() {
         }
     }
 }
+
+#[test]
+fn a_batch_that_fits_alone_but_not_with_its_actor_is_bad_input_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let dim = annal_engine::limits::DIMENSION_MAX as usize;
+    engine.create_index("t", "big", dim as u32, Metric::L2, HnswConfig::default()).unwrap();
+    let before = engine.log().last_seq();
+    // Items whose estimate stays just under the event limit, so item validation passes;
+    // a long actor then pushes the whole event over it.
+    let per_item = annal_engine::event::estimated_item_bytes(&item("000000", vec![1.0; dim], None));
+    let n = annal_engine::limits::EVENT_BYTES_MAX / per_item;
+    let items: Vec<VectorItem> = (0..n).map(|i| item(&format!("{i:06}"), vec![1.0; dim], None)).collect();
+    let actor = "a".repeat(12_000);
+    match engine.upsert(&actor, "big", items) {
+        Err(Error::Invalid(e)) => assert_eq!(e.field, "items", "{e}"),
+        other => panic!("expected invalid items, got {:?}", other.map(|o| o.seq)),
+    }
+    assert_eq!(engine.log().last_seq(), before);
+}
