@@ -119,10 +119,11 @@ impl VectorIndex {
     /// Whether `item` can be applied; the engine validates before appending, so this
     /// only rejects events from a log written under different rules.
     pub(crate) fn accepts(&self, item: &VectorItem) -> bool {
-        item.vector.len() == self.params.dimension as usize
-            && item.vector.iter().all(|x| x.is_finite())
-            && (self.params.metric != Metric::Cosine || norm(&item.vector) > 0.0)
-            && ((norm(&item.vector) * norm(&item.vector)) as f32).is_finite()
+        if item.vector.len() != self.params.dimension as usize || !item.vector.iter().all(|x| x.is_finite()) {
+            return false;
+        }
+        let norm = norm(&item.vector);
+        (self.params.metric != Metric::Cosine || norm > 0.0) && ((norm * norm) as f32).is_finite()
     }
 
     /// Reserve labels for `items` (all accepted) and lay out their vectors for FAISS:
