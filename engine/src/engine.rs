@@ -45,6 +45,15 @@ pub struct IndexInfo {
     pub length: u64,
 }
 
+/// Outcome of a create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Created {
+    /// The new index.
+    pub info: IndexInfo,
+    /// Sequence number of the event.
+    pub seq: u64,
+}
+
 /// Outcome of an upsert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upserted {
@@ -146,7 +155,7 @@ impl Engine {
         dimension: u32,
         metric: Metric,
         config: HnswConfig,
-    ) -> Result<IndexInfo, Error> {
+    ) -> Result<Created, Error> {
         validate::actor(actor)?;
         validate::name(name)?;
         validate::dimension(dimension)?;
@@ -156,8 +165,8 @@ impl Engine {
             return Err(Error::IndexExists { name: name.to_owned() });
         }
         let body = EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
-        self.append_and_apply(actor, body)?;
-        self.get_index(name)
+        let seq = self.append_and_apply(actor, body)?;
+        Ok(Created { info: self.get_index(name)?, seq })
     }
 
     /// Parameters and length of an index.
@@ -175,16 +184,15 @@ impl Engine {
         self.catalog.names()
     }
 
-    /// Drop an index and all its vectors.
+    /// Drop an index and all its vectors; returns the event's sequence number.
     ///
     /// # Errors
     /// [`Error::IndexNotFound`].
-    pub fn drop_index(&self, actor: &str, name: &str) -> Result<(), Error> {
+    pub fn drop_index(&self, actor: &str, name: &str) -> Result<u64, Error> {
         validate::actor(actor)?;
         let _ddl = write(&self.ddl);
         self.index(name)?;
-        self.append_and_apply(actor, EventBody::IndexDropped(IndexDropped { name: name.to_owned() }))?;
-        Ok(())
+        self.append_and_apply(actor, EventBody::IndexDropped(IndexDropped { name: name.to_owned() }))
     }
 
     /// Insert or replace a batch of vectors, all or nothing.

@@ -26,7 +26,7 @@ pub mod projection;
 mod sync;
 pub mod validate;
 
-pub use engine::{Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Upserted, LOG_FILE};
+pub use engine::{Created, Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Upserted, LOG_FILE};
 pub use error::{Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
 pub use log::{Log, LogConfig, LogError, LogStats, ReadOnlyLog, SyncMode, VerifyReport};

@@ -91,9 +91,9 @@ pub async fn create_index(
     };
     let actor = actor(&headers);
     let engine = state.engine;
-    let info =
+    let created =
         blocking(move || engine.create_index(&actor, &body.name, body.dimension, metric, config)).await?;
-    Ok((StatusCode::CREATED, Json(IndexView::from(info))))
+    Ok((StatusCode::CREATED, Json(IndexView::from(created.info))))
 }
 
 pub async fn list_indexes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

@@ -35,11 +35,14 @@ pub struct Hit {
     pub distance: f32,
     /// The vector's metadata (JSON text), if any.
     pub metadata: Option<Arc<str>>,
+    /// The partition the vector belongs to, if any.
+    pub partition: Option<Arc<str>>,
 }
 
 struct Entry {
     id: Arc<str>,
     metadata: Option<Arc<str>>,
+    partition: Option<Arc<str>>,
 }
 
 /// The projected state of one index.
@@ -176,7 +179,14 @@ impl VectorIndex {
             if let Some(old) = self.by_id.insert(Arc::clone(&id), label) {
                 self.kill(old);
             }
-            self.entries.insert(label, Entry { id, metadata: item.metadata.as_deref().map(Arc::from) });
+            self.entries.insert(
+                label,
+                Entry {
+                    id,
+                    metadata: item.metadata.as_deref().map(Arc::from),
+                    partition: item.partition.as_deref().map(Arc::from),
+                },
+            );
             self.set_live(label);
         }
     }
@@ -281,7 +291,12 @@ impl VectorIndex {
 
     fn hit_at(&self, label: i64, distance: f32) -> Option<Hit> {
         let entry = self.entries.get(&label)?;
-        Some(Hit { id: Arc::clone(&entry.id), distance, metadata: entry.metadata.clone() })
+        Some(Hit {
+            id: Arc::clone(&entry.id),
+            distance,
+            metadata: entry.metadata.clone(),
+            partition: entry.partition.clone(),
+        })
     }
 
     /// What a background rebuild needs: the live labels and their stored vectors, and
