@@ -3,8 +3,8 @@
 //! applied, so the caller reads its own writes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::event::FrameError;
@@ -13,27 +13,48 @@ use crate::event::{
     VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogStats, SyncMode};
-use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams};
-use crate::projection::{Projector, ProjectorStats};
+use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams, RebuildStats, VectorProjection};
+use crate::projection::{Hooks, Projection, Projector, ProjectorStats};
+use crate::schema::{Schema, SchemaEntry};
 use crate::sync::{read, write};
 use crate::validate;
 
 /// File name of the event log inside the data directory.
 pub const LOG_FILE: &str = "log.redb";
+/// How often replay at start logs its progress.
+const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Durability of appends (see [`SyncMode`]).
     pub sync: SyncMode,
-    /// How long a write waits for the projector to apply its event.
+    /// How long a write waits for the projector to apply its event. Past it the write
+    /// fails with [`crate::ProjectionError::Timeout`], which carries its sequence
+    /// number: the event is durable and will be applied.
     pub apply_timeout: Duration,
+    /// Fault and delay injection, for tests; empty by default.
+    pub hooks: Hooks,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { sync: SyncMode::Immediate, apply_timeout: Duration::from_secs(120) }
+        Self { sync: SyncMode::Immediate, apply_timeout: Duration::from_secs(120), hooks: Hooks::default() }
     }
+}
+
+/// Where opening stands: replay of the log up to the event that was last when the
+/// engine started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Startup {
+    /// Events applied so far.
+    pub applied_seq: u64,
+    /// The last event of the log when the engine started; ready once it is applied.
+    pub target_seq: u64,
+    /// Whether replay is done and writes are accepted.
+    pub ready: bool,
+    /// Time since the engine started.
+    pub elapsed: Duration,
 }
 
 /// An index as the API shows it.
@@ -92,8 +113,10 @@ pub struct IndexStats {
 pub struct EngineStats {
     /// The log writer.
     pub log: LogStats,
-    /// The projector.
+    /// The projector and each projection.
     pub projector: ProjectorStats,
+    /// Graph rebuilds.
+    pub rebuilds: RebuildStats,
     /// Events appended but not yet applied.
     pub lag_events: u64,
     /// Every index.
@@ -105,33 +128,139 @@ pub struct Engine {
     dir: PathBuf,
     log: Arc<Log>,
     catalog: Arc<Catalog>,
+    vectors: Arc<VectorProjection>,
     projector: Projector,
-    /// Create and drop hold this exclusively from validation until their event is
-    /// applied; upserts and deletes hold it shared from validation until they are
-    /// appended. So an index cannot vanish between a write's validation and its append.
-    ddl: RwLock<()>,
+    /// The command-side schema, set once replay at start has caught up (see
+    /// `schema.rs`). Create and drop hold it exclusively from validation until their
+    /// event is appended; upserts and deletes hold it shared for the same span. So an
+    /// index cannot vanish between a write's validation and its append, and no write
+    /// waits for the projector while holding it.
+    schema: OnceLock<RwLock<Schema>>,
+    /// The last event when the engine started: ready once it is applied.
+    target_seq: u64,
+    started: Instant,
     config: EngineConfig,
 }
 
 impl Engine {
-    /// Open (or create) the data directory `dir` and replay its log.
+    /// Open (or create) the data directory `dir` and replay its log; returns once the
+    /// projections have caught up. See [`Engine::start`] to serve while replaying.
     ///
     /// # Errors
     /// Storage errors, or a projection error naming the first event that could not be
     /// read or applied.
     pub fn open(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, Error> {
+        let engine = Self::start(dir, config)?;
+        // Replay has no deadline: a long log simply takes its time.
+        engine.wait_ready(Duration::MAX)?;
+        Ok(engine)
+    }
+
+    /// Open (or create) the data directory `dir` and start replaying its log in the
+    /// background. Reads answer from what is applied so far; writes fail with
+    /// [`Error::Starting`] until [`Engine::startup`] says it is ready.
+    ///
+    /// # Errors
+    /// Storage errors opening the log; [`Error::LogTruncated`] if the log starts after
+    /// event 1.
+    pub fn start(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
-        let started = std::time::Instant::now();
-        let log = Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync })?);
+        let started = Instant::now();
+        let log =
+            Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync, ..LogConfig::default() })?);
+        let first_seq = 1u64; // MERGE: log.first_seq()
+        if first_seq > 1 {
+            return Err(Error::LogTruncated { first_seq });
+        }
         let catalog = Arc::new(Catalog::default());
-        let projector = Projector::start(Arc::clone(&log), Arc::clone(&catalog))?;
-        let engine = Self { dir, log, catalog, projector, ddl: RwLock::new(()), config };
-        let last = engine.log.last_seq();
-        // Replay has no deadline: a long log simply takes its time.
-        engine.projector.wait_applied(last, Duration::MAX)?;
-        tracing::info!(events = last, ms = started.elapsed().as_millis() as u64, "engine opened");
-        Ok(engine)
+        let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), config.hooks.clone())?);
+        // Every projection of the engine, in the order each event is applied to them.
+        let projections: Vec<Arc<dyn Projection>> = vec![Arc::clone(&vectors) as Arc<dyn Projection>];
+        let projector = Projector::start(Arc::clone(&log), projections, first_seq, config.hooks.clone())?;
+        let target_seq = log.last_seq();
+        tracing::info!(events = target_seq, "replaying the log");
+        Ok(Self {
+            dir,
+            log,
+            catalog,
+            vectors,
+            projector,
+            schema: OnceLock::new(),
+            target_seq,
+            started,
+            config,
+        })
+    }
+
+    /// Wait until replay at start is done, logging progress every few seconds.
+    ///
+    /// # Errors
+    /// A projection fault during replay, or [`crate::ProjectionError::Timeout`].
+    pub fn wait_ready(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            match self.projector.wait_applied(self.target_seq, left.min(REPLAY_PROGRESS_EVERY)) {
+                Ok(()) => break,
+                Err(crate::ProjectionError::Timeout { applied, .. }) if !left.is_zero() => {
+                    tracing::info!(applied, target = self.target_seq, "replaying the log");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.schema();
+        tracing::info!(
+            events = self.target_seq,
+            ms = self.started.elapsed().as_millis() as u64,
+            "engine ready"
+        );
+        Ok(())
+    }
+
+    /// Replay progress at start.
+    pub fn startup(&self) -> Startup {
+        let applied_seq = self.projector.applied_seq();
+        Startup {
+            applied_seq,
+            target_seq: self.target_seq,
+            ready: applied_seq >= self.target_seq && self.projector.fault().is_none(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+
+    /// The schema, once replay at start is done.
+    fn schema(&self) -> Option<&RwLock<Schema>> {
+        if let Some(schema) = self.schema.get() {
+            return Some(schema);
+        }
+        if !self.startup().ready {
+            return None;
+        }
+        // No write is appended before the schema exists, so the catalog now holds
+        // exactly the indexes of the log.
+        Some(self.schema.get_or_init(|| {
+            let schema = self
+                .catalog
+                .names()
+                .into_iter()
+                .filter_map(|name| {
+                    let handle = self.catalog.get(&name)?;
+                    let index = handle.read();
+                    let entry =
+                        SchemaEntry { dimension: index.params.dimension, metric: index.params.metric };
+                    Some((name, entry))
+                })
+                .collect();
+            RwLock::new(schema)
+        }))
+    }
+
+    fn writable_schema(&self) -> Result<&RwLock<Schema>, Error> {
+        if let Some(fault) = self.projector.fault() {
+            return Err(crate::error::ProjectionError::Stopped(fault).into());
+        }
+        self.schema().ok_or(Error::Starting)
     }
 
     /// The data directory.
@@ -160,12 +289,18 @@ impl Engine {
         validate::name(name)?;
         validate::dimension(dimension)?;
         validate::config(&config)?;
-        let _ddl = write(&self.ddl);
-        if self.catalog.get(name).is_some() {
-            return Err(Error::IndexExists { name: name.to_owned() });
-        }
-        let body = EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
-        let seq = self.append_and_apply(actor, body)?;
+        let seq = {
+            let mut schema = write(self.writable_schema()?);
+            if schema.get(name).is_some() {
+                return Err(Error::IndexExists { name: name.to_owned() });
+            }
+            let body =
+                EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
+            let seq = self.append(actor, body)?;
+            schema.insert(name, SchemaEntry { dimension, metric });
+            seq
+        };
+        self.projector.wait_applied(seq, self.config.apply_timeout)?;
         Ok(Created { info: self.get_index(name)?, seq })
     }
 
@@ -190,9 +325,17 @@ impl Engine {
     /// [`Error::IndexNotFound`].
     pub fn drop_index(&self, actor: &str, name: &str) -> Result<u64, Error> {
         validate::actor(actor)?;
-        let _ddl = write(&self.ddl);
-        self.index(name)?;
-        self.append_and_apply(actor, EventBody::IndexDropped(IndexDropped { name: name.to_owned() }))
+        let seq = {
+            let mut schema = write(self.writable_schema()?);
+            if schema.get(name).is_none() {
+                return Err(Error::IndexNotFound { name: name.to_owned() });
+            }
+            let seq = self.append(actor, EventBody::IndexDropped(IndexDropped { name: name.to_owned() }))?;
+            schema.remove(name);
+            seq
+        };
+        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        Ok(seq)
     }
 
     /// Insert or replace a batch of vectors, all or nothing.
@@ -201,20 +344,16 @@ impl Engine {
     /// [`Error::Invalid`] naming the first bad item; [`Error::IndexNotFound`].
     pub fn upsert(&self, actor: &str, index: &str, items: Vec<VectorItem>) -> Result<Upserted, Error> {
         validate::actor(actor)?;
-        let ddl = read(&self.ddl);
-        let handle = self.index(index)?;
-        let (dimension, metric) = {
-            let guard = handle.read();
-            (guard.params.dimension, guard.params.metric)
-        };
-        validate::items(&items, dimension, metric)?;
         let added = items.len() as u64;
-        let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
-        let seq = self.append(actor, body)?;
-        drop(ddl);
+        let seq = {
+            let schema = read(self.writable_schema()?);
+            let entry = schema.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+            validate::items(&items, entry.dimension, entry.metric)?;
+            let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
+            self.append(actor, body)?
+        };
         self.projector.wait_applied(seq, self.config.apply_timeout)?;
-        let length = handle.read().len();
-        Ok(Upserted { added, length, seq })
+        Ok(Upserted { added, length: self.length(index), seq })
     }
 
     /// Delete vectors by id. Ids that do not exist are ignored.
@@ -223,16 +362,19 @@ impl Engine {
     /// [`Error::Invalid`] naming the first bad id; [`Error::IndexNotFound`].
     pub fn delete(&self, actor: &str, index: &str, ids: Vec<String>) -> Result<Deleted, Error> {
         validate::actor(actor)?;
-        let ddl = read(&self.ddl);
-        let handle = self.index(index)?;
-        validate::ids(&ids)?;
-        let deleted = handle.read().count_live(&ids);
-        let seq =
-            self.append(actor, EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids }))?;
-        drop(ddl);
+        let (deleted, seq) = {
+            let schema = read(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            validate::ids(&ids)?;
+            // As the projection has it now: it may lag behind the log (documented).
+            let deleted = self.catalog.get(index).map_or(0, |handle| handle.read().count_live(&ids));
+            let body = EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids });
+            (deleted, self.append(actor, body)?)
+        };
         self.projector.wait_applied(seq, self.config.apply_timeout)?;
-        let length = handle.read().len();
-        Ok(Deleted { deleted, length, seq })
+        Ok(Deleted { deleted, length: self.length(index), seq })
     }
 
     /// The `k` nearest live vectors to `vector`, nearest first.
@@ -271,6 +413,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let projector = self.projector.stats();
         let log = self.log.stats();
+        let rebuilds = self.vectors.rebuild_stats();
         let indexes = self
             .catalog
             .names()
@@ -282,25 +425,34 @@ impl Engine {
             })
             .collect();
         EngineStats {
+            lag_events: log.last_seq.saturating_sub(projector.applied_seq),
             log,
             projector,
-            lag_events: log.last_seq.saturating_sub(projector.applied_seq),
+            rebuilds,
             indexes,
         }
     }
 
-    /// Stop the projector and close the log (making every append durable).
+    /// Close: first the log (refusing new appends and making every acknowledged one
+    /// durable), then the projector, which stops a running rebuild or a large upsert at
+    /// its next chunk. Idempotent.
     ///
     /// # Errors
     /// The log's final commit failed.
     pub fn close(&self) -> Result<(), Error> {
+        let closed = self.log.close();
         self.projector.stop();
-        self.log.close()?;
+        closed?;
         Ok(())
     }
 
     fn index(&self, name: &str) -> Result<IndexHandle, Error> {
         self.catalog.get(name).ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })
+    }
+
+    /// Live vectors of `index` as applied now (0 if it is gone).
+    fn length(&self, index: &str) -> u64 {
+        self.catalog.get(index).map_or(0, |handle| handle.read().len())
     }
 
     fn append(&self, actor: &str, body: EventBody) -> Result<u64, Error> {
@@ -316,15 +468,6 @@ impl Engine {
             other => Error::from(other),
         })?;
         Ok(range.map_or(0, |r| *r.end()))
-    }
-
-    /// For create and drop, called under the exclusive DDL lock: the wait has no
-    /// deadline, because releasing the lock before the event is applied would let a
-    /// write validate against the catalog as it was (only a projector fault ends it).
-    fn append_and_apply(&self, actor: &str, body: EventBody) -> Result<u64, Error> {
-        let seq = self.append(actor, body)?;
-        self.projector.wait_applied(seq, Duration::MAX)?;
-        Ok(seq)
     }
 }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::log::LogError;
 use crate::projection::vectors::HnswError;
+use crate::projection::ApplyError;
 use crate::validate::InvalidInput;
 
 /// Everything an engine call can fail with.
@@ -37,6 +38,28 @@ pub enum Error {
     /// Filesystem error outside the log.
     #[error("engine I/O failed")]
     Io(#[from] std::io::Error),
+    /// The engine is still replaying its log at start and accepts no writes yet.
+    #[error("the engine is starting: replaying the log")]
+    Starting,
+    /// The log starts after event 1 (older events were removed by retention) and no
+    /// snapshot covers the events before it, so the projections cannot be rebuilt.
+    #[error("the log starts at event {first_seq} and no snapshot covers the events before it")]
+    LogTruncated {
+        /// The first event the log holds.
+        first_seq: u64,
+    },
+}
+
+/// An error with its chain of causes, on one line: `a: b: c`.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl Error {
@@ -59,14 +82,16 @@ pub enum ProjectionError {
         #[source]
         source: LogError,
     },
-    /// FAISS failed while applying an event.
-    #[error("projector could not apply event {seq}")]
+    /// A projection failed to apply an event.
+    #[error("projection {projection:?} could not apply event {seq}")]
     Apply {
         /// The event.
         seq: u64,
-        /// The FAISS error.
+        /// The projection's name.
+        projection: &'static str,
+        /// What failed.
         #[source]
-        source: HnswError,
+        source: ApplyError,
     },
     /// The projector stopped earlier on a fault and applies nothing more.
     #[error("projection stopped")]

@@ -23,13 +23,18 @@ pub mod event;
 pub mod limits;
 pub mod log;
 pub mod projection;
+mod schema;
 mod sync;
 pub mod validate;
 
-pub use engine::{Created, Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Upserted, LOG_FILE};
-pub use error::{Error, ProjectionError};
+pub use engine::{
+    Created, Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Startup, Upserted, LOG_FILE,
+};
+pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
 pub use log::{Log, LogConfig, LogError, LogStats, ReadOnlyLog, SyncMode, VerifyReport};
-pub use projection::vectors::{Hit, HnswError, IndexParams};
-pub use projection::ProjectorStats;
+pub use projection::vectors::{Hit, HnswError, IndexParams, RebuildStats};
+pub use projection::{
+    ApplyError, Hooks, Outcome, Projection, ProjectionStats, ProjectorStats, SnapshotError,
+};
 pub use validate::InvalidInput;

@@ -122,7 +122,7 @@ fn search_returns_k_live_results_and_never_a_deleted_one_even_after_a_rebuild() 
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while engine.stats().projector.rebuilds == 0 {
+    while engine.stats().rebuilds.rebuilds == 0 {
         assert!(Instant::now() < deadline, "no rebuild happened");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -313,11 +313,11 @@ fn rebuilds_racing_with_large_upserts_keep_every_live_vector_and_no_dead_one() {
         assert_eq!(engine.get_index("x").unwrap().length, live.len() as u64, "round {round}");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while engine.stats().projector.rebuilds < 2 {
+    while engine.stats().rebuilds.rebuilds < 2 {
         assert!(Instant::now() < deadline, "rebuilds did not happen");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(engine.stats().projector.rebuild_failures, 0);
+    assert_eq!(engine.stats().rebuilds.failures, 0);
     for i in (0..next).step_by(7) {
         let hits = engine.search("x", vector(i), 1).unwrap();
         if live.contains(&i) {

@@ -1,7 +1,96 @@
 //! Projections: state derived from the log by applying its events in order.
+//!
+//! A [`Projection`] is handed every event of the log, in sequence order, by the
+//! [`Projector`]; it keeps whatever part of the state it owns (the vector indexes now;
+//! the bucket error journal, promotion state, partitions and migrations later). The
+//! projector keeps a watermark and counters per projection, and the snapshot hooks let a
+//! checkpoint write every projection's state as of one sequence number and restore it.
 
+mod hooks;
 mod projector;
 pub mod vectors;
 
+use crate::event::Event;
+
+pub use hooks::Hooks;
 pub(crate) use projector::Projector;
-pub use projector::ProjectorStats;
+pub use projector::{ProjectionStats, ProjectorStats};
+
+/// What applying one event did to a projection.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Parts of the event (vectors, ids, the event itself) the projection could not
+    /// apply: an unknown index, or a log written under other validation rules. Counted,
+    /// logged, and otherwise skipped: the log stays the truth.
+    pub rejected: u64,
+}
+
+/// State derived from the log.
+///
+/// `apply` is called by the projector thread only, for every event in sequence order
+/// (also those the projection does not care about); readers use the projection
+/// concurrently through their own handles, so implementations use interior mutability.
+pub trait Projection: Send + Sync {
+    /// A short stable name (`vectors`), used in stats, logs and snapshot sections.
+    fn name(&self) -> &'static str;
+
+    /// Apply event `seq`. An error is a fault of the engine or the machine (never of the
+    /// caller's input, which was validated before it was appended): the projector stops.
+    ///
+    /// # Errors
+    /// [`ApplyError`] for a fault.
+    fn apply(&self, seq: u64, event: &Event) -> Result<Outcome, ApplyError>;
+
+    /// Write this projection's state as of `seq` (the last event applied to it) to `out`.
+    /// The snapshot format frames and checksums what is written here.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Unsupported`] until the projection implements snapshots;
+    /// I/O or encoding failures otherwise.
+    fn write_snapshot(&self, seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        let _ = (seq, out);
+        Err(SnapshotError::Unsupported { projection: self.name() })
+    }
+
+    /// Replace this projection's state with one written by [`Projection::write_snapshot`]
+    /// at `seq`; the projector then applies the events after `seq`.
+    ///
+    /// # Errors
+    /// As [`Projection::write_snapshot`].
+    fn restore_snapshot(&self, seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
+        let _ = (seq, input);
+        Err(SnapshotError::Unsupported { projection: self.name() })
+    }
+
+    /// Stop background work (rebuilds, queues) promptly: the engine is closing.
+    fn shutdown(&self) {}
+}
+
+/// A projection failed to apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// FAISS failed.
+    #[error(transparent)]
+    Vectors(#[from] vectors::HnswError),
+    /// The engine is closing; the event was not (wholly) applied, and will be again on
+    /// the next open. Not a fault.
+    #[error("apply stopped: the engine is closing")]
+    Cancelled,
+    /// A fault injected through [`Hooks`] (tests only).
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+/// Writing or restoring a projection's snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The projection does not implement snapshots yet.
+    #[error("projection {projection:?} cannot be snapshotted yet")]
+    Unsupported {
+        /// The projection's name.
+        projection: &'static str,
+    },
+    /// Reading or writing the snapshot stream failed.
+    #[error("snapshot I/O failed")]
+    Io(#[from] std::io::Error),
+}

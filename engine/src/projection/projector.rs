@@ -1,91 +1,106 @@
-//! The projector: a work queue over the log. One thread tails the log and applies new
-//! events in batches; a second, lower-priority thread rebuilds graphs whose tombstones
-//! passed their share and swaps each one in atomically under the index's write lock.
+//! The projector: one thread tails the log and hands every event, in order, to every
+//! projection. It keeps a watermark and counters per projection and publishes the
+//! sequence number applied to all of them, which writers wait on (read-your-writes).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::vectors::{Catalog, IndexHandle};
+use super::{Hooks, Projection};
 use crate::error::ProjectionError;
 use crate::log::Log;
 use crate::sync::lock;
 
 /// Most events read from the log per batch.
-const APPLY_BATCH_EVENTS: usize = 512;
-/// Most frame bytes read per batch (at least one event is always read), so replaying a
-/// log of large upserts does not decode gigabytes before applying any of it.
-const APPLY_BATCH_BYTES: usize = 256 * 1024 * 1024;
+const APPLY_BATCH_EVENTS: usize = 256;
+/// Most frame bytes read per batch (at least one event is always read). Small enough
+/// that replay holds little decoded data at once (resident memory after replay is
+/// mostly what the projections keep), large enough to amortise the read transaction.
+const APPLY_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// How long the projector waits for new events before checking for shutdown.
 const TAIL_POLL: Duration = Duration::from_millis(100);
 
-/// Projector counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ProjectorStats {
-    /// Highest sequence number applied to the projections.
+/// Counters of one projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectionStats {
+    /// The projection's name.
+    pub name: &'static str,
+    /// Highest sequence number applied to it.
     pub applied_seq: u64,
-    /// Events applied since open (replay included).
+    /// Events applied to it since open (replay included).
     pub events_applied: u64,
-    /// Vectors or ids in applied events that could not be applied (unknown index,
-    /// wrong dimension in a log written under other rules).
-    pub vectors_rejected: u64,
-    /// Graph rebuilds completed.
-    pub rebuilds: u64,
-    /// Graph rebuilds that failed (the old graph stays in service).
-    pub rebuild_failures: u64,
+    /// Parts of events it could not apply (see [`super::Outcome::rejected`]).
+    pub rejected: u64,
+}
+
+/// Projector counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectorStats {
+    /// Highest sequence number applied to every projection.
+    pub applied_seq: u64,
+    /// Per projection, in the order they are applied.
+    pub projections: Vec<ProjectionStats>,
+}
+
+struct Slot {
+    projection: Arc<dyn Projection>,
+    applied: AtomicU64,
+    events_applied: AtomicU64,
+    rejected: AtomicU64,
 }
 
 struct Shared {
     log: Arc<Log>,
-    catalog: Arc<Catalog>,
+    slots: Vec<Slot>,
+    hooks: Hooks,
     applied: Mutex<u64>,
     applied_cv: Condvar,
     fault: Mutex<Option<Arc<ProjectionError>>>,
     stop: AtomicBool,
-    events_applied: AtomicU64,
-    vectors_rejected: AtomicU64,
-    rebuilds: AtomicU64,
-    rebuild_failures: AtomicU64,
 }
 
 pub(crate) struct Projector {
     shared: Arc<Shared>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Projector {
-    /// Start applying the log from its first event.
-    pub(crate) fn start(log: Arc<Log>, catalog: Arc<Catalog>) -> Result<Self, ProjectionError> {
+    /// Start applying the log from event `from` to `projections`, whose state is as of
+    /// `from - 1`.
+    pub(crate) fn start(
+        log: Arc<Log>,
+        projections: Vec<Arc<dyn Projection>>,
+        from: u64,
+        hooks: Hooks,
+    ) -> Result<Self, ProjectionError> {
+        let base = from.saturating_sub(1);
+        let slots = projections
+            .into_iter()
+            .map(|projection| Slot {
+                projection,
+                applied: AtomicU64::new(base),
+                events_applied: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            })
+            .collect();
         let shared = Arc::new(Shared {
             log,
-            catalog,
-            applied: Mutex::new(0),
+            slots,
+            hooks,
+            applied: Mutex::new(base),
             applied_cv: Condvar::new(),
             fault: Mutex::new(None),
             stop: AtomicBool::new(false),
-            events_applied: AtomicU64::new(0),
-            vectors_rejected: AtomicU64::new(0),
-            rebuilds: AtomicU64::new(0),
-            rebuild_failures: AtomicU64::new(0),
         });
-        let (rebuild_tx, rebuild_rx) = mpsc::channel();
-        let apply = {
+        let thread = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("annal-projector".into())
-                .spawn(move || apply_loop(&shared, &rebuild_tx))
+                .spawn(move || apply_loop(&shared, from))
                 .map_err(ProjectionError::Thread)?
         };
-        let rebuild = {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("annal-rebuild".into())
-                .spawn(move || rebuild_loop(&shared, &rebuild_rx))
-                .map_err(ProjectionError::Thread)?
-        };
-        Ok(Self { shared, threads: Mutex::new(vec![apply, rebuild]) })
+        Ok(Self { shared, thread: Mutex::new(Some(thread)) })
     }
 
     /// Wait until event `seq` is applied. Fails if the projector stopped on a fault, or
@@ -113,28 +128,41 @@ impl Projector {
         Ok(())
     }
 
+    /// The highest sequence number applied to every projection.
+    pub(crate) fn applied_seq(&self) -> u64 {
+        *lock(&self.shared.applied)
+    }
+
     /// The fault that stopped the projector, if any.
     pub(crate) fn fault(&self) -> Option<Arc<ProjectionError>> {
         lock(&self.shared.fault).clone()
     }
 
     pub(crate) fn stats(&self) -> ProjectorStats {
-        let s = &self.shared;
-        ProjectorStats {
-            applied_seq: *lock(&s.applied),
-            events_applied: s.events_applied.load(Ordering::Relaxed),
-            vectors_rejected: s.vectors_rejected.load(Ordering::Relaxed),
-            rebuilds: s.rebuilds.load(Ordering::Relaxed),
-            rebuild_failures: s.rebuild_failures.load(Ordering::Relaxed),
-        }
+        let projections = self
+            .shared
+            .slots
+            .iter()
+            .map(|slot| ProjectionStats {
+                name: slot.projection.name(),
+                applied_seq: slot.applied.load(Ordering::Acquire),
+                events_applied: slot.events_applied.load(Ordering::Relaxed),
+                rejected: slot.rejected.load(Ordering::Relaxed),
+            })
+            .collect();
+        ProjectorStats { applied_seq: self.applied_seq(), projections }
     }
 
-    /// Stop both threads (a running rebuild finishes first).
+    /// Stop the thread and every projection's background work. The event being applied
+    /// finishes first (a large upsert stops between its chunks).
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         // Writers waiting for their event see the stop at once instead of timing out.
         self.shared.applied_cv.notify_all();
-        for handle in lock(&self.threads).drain(..) {
+        for slot in &self.shared.slots {
+            slot.projection.shutdown();
+        }
+        if let Some(handle) = lock(&self.thread).take() {
             if handle.join().is_err() {
                 tracing::error!("projector thread panicked");
             }
@@ -159,99 +187,58 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn apply_loop(shared: &Shared, rebuilds: &Sender<(String, IndexHandle)>) {
+fn apply_loop(shared: &Shared, from: u64) {
     let _guard = PanicGuard(shared);
-    let mut next = 1u64;
+    let mut next = from;
     while !shared.stop.load(Ordering::Acquire) {
         let events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
             Ok(events) => events,
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
         };
-        let Some(&(last, _)) = events.last() else { continue };
-        for (expected, (seq, event)) in (next..).zip(&events) {
-            // A missing event would make the projection silently differ from the log.
-            if *seq != expected {
-                let source = crate::log::LogError::Gap { expected, found: *seq };
-                return raise(shared, ProjectionError::Read { seq: expected, source });
+        for (seq, event) in events {
+            // A missing event would make the projections silently differ from the log.
+            if seq != next {
+                let source = crate::log::LogError::Gap { expected: next, found: seq };
+                return raise(shared, ProjectionError::Read { seq: next, source });
             }
-            match shared.catalog.apply(&event.body) {
-                Ok(applied) => {
-                    if applied.rejected > 0 {
-                        tracing::warn!(
-                            seq,
-                            rejected = applied.rejected,
-                            "event partly rejected by the projection"
-                        );
-                        shared.vectors_rejected.fetch_add(applied.rejected, Ordering::Relaxed);
+            if let Some(hook) = &shared.hooks.before_apply {
+                hook(seq, &event);
+            }
+            for slot in &shared.slots {
+                match slot.projection.apply(seq, &event) {
+                    Ok(outcome) => {
+                        if outcome.rejected > 0 {
+                            tracing::warn!(
+                                seq,
+                                projection = slot.projection.name(),
+                                rejected = outcome.rejected,
+                                "event partly rejected by a projection"
+                            );
+                            slot.rejected.fetch_add(outcome.rejected, Ordering::Relaxed);
+                        }
+                        slot.applied.store(seq, Ordering::Release);
+                        slot.events_applied.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let Some(job) = applied.rebuild {
-                        // A closed queue means shutdown; the rebuild is simply not done.
-                        let _ = rebuilds.send(job);
+                    Err(super::ApplyError::Cancelled) => return,
+                    Err(source) => {
+                        let projection = slot.projection.name();
+                        return raise(shared, ProjectionError::Apply { seq, projection, source });
                     }
                 }
-                Err(source) => return raise(shared, ProjectionError::Apply { seq: *seq, source }),
+            }
+            next = seq + 1;
+            // Published per event, so a writer waits for its own event, not its batch.
+            *lock(&shared.applied) = seq;
+            shared.applied_cv.notify_all();
+            if shared.stop.load(Ordering::Acquire) {
+                return;
             }
         }
-        shared.events_applied.fetch_add(events.len() as u64, Ordering::Relaxed);
-        next = last + 1;
-        *lock(&shared.applied) = last;
-        shared.applied_cv.notify_all();
     }
 }
 
 fn raise(shared: &Shared, error: ProjectionError) {
-    tracing::error!(%error, "projector stopped");
+    tracing::error!(error = %crate::error::chain(&error), "projector stopped");
     *lock(&shared.fault) = Some(Arc::new(error));
     shared.applied_cv.notify_all();
-}
-
-fn rebuild_loop(shared: &Shared, jobs: &Receiver<(String, IndexHandle)>) {
-    lower_priority();
-    while !shared.stop.load(Ordering::Acquire) {
-        let (name, handle) = match jobs.recv_timeout(TAIL_POLL) {
-            Ok(job) => job,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            // The apply thread is gone (stopped or faulted): no more jobs will come.
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let started = Instant::now();
-        let result = rebuild(shared, &name, &handle);
-        handle.write().rebuild_pending = false;
-        match result {
-            // Shutdown, or the index was dropped meanwhile.
-            Ok(false) => {}
-            Ok(true) => {
-                shared.rebuilds.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(index = %name, ms = started.elapsed().as_millis() as u64, "graph rebuilt");
-            }
-            Err(error) => {
-                shared.rebuild_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(index = %name, %error, "graph rebuild failed; the old graph stays");
-            }
-        }
-    }
-}
-
-/// Returns whether a new graph was swapped in.
-fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<bool, super::vectors::HnswError> {
-    let input = handle.read().rebuild_input()?;
-    let graph = input.build()?;
-    let mut index = handle.write();
-    if !shared.catalog.is_current(name, handle) {
-        return Ok(false);
-    }
-    index.install(graph, input.watermark)?;
-    Ok(true)
-}
-
-/// Rebuilds yield the CPU to appends, projection and searches.
-fn lower_priority() {
-    // SAFETY: setpriority on the calling thread (tid from gettid) has no memory effects.
-    let rc = unsafe {
-        let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if rc != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "could not lower rebuild thread priority");
-    }
 }

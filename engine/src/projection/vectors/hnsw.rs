@@ -15,9 +15,15 @@ use super::error::HnswError;
 use crate::event::{HnswConfig, Metric};
 
 /// One FAISS HNSW graph with caller-chosen 63-bit labels.
+///
+/// Vectors sit in FAISS's own flat storage at *positions* 0, 1, 2, ... in the order they
+/// were added; `IDMap2` maps each position to its label. Labels are added in increasing
+/// order, so the position of a label is a binary search in [`Hnsw::labels`].
 pub(crate) struct Hnsw {
     index: IndexImpl,
     dim: usize,
+    /// The configuration this graph was built with (`ef_search` may change later).
+    config: HnswConfig,
 }
 
 impl Hnsw {
@@ -31,7 +37,7 @@ impl Hnsw {
         let description = format!("IDMap2,HNSW{}", config.m);
         let index = index_factory(dim, &description, metric_type)
             .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
-        let mut hnsw = Self { index, dim: dim as usize };
+        let mut hnsw = Self { index, dim: dim as usize, config };
         hnsw.set_parameter("efConstruction", config.ef_construction)?;
         hnsw.set_parameter("efSearch", config.ef_search)?;
         Ok(hnsw)
@@ -44,6 +50,55 @@ impl Hnsw {
         space
             .set_index_parameter(&self.index, name, f64::from(value))
             .map_err(|source| HnswError::Faiss { op: name, source })
+    }
+
+    /// The configuration the graph was built with, with the current `ef_search`.
+    pub(crate) fn config(&self) -> HnswConfig {
+        self.config
+    }
+
+    /// Change `ef_search` of a built graph (takes effect for the next search).
+    pub(crate) fn set_ef_search(&mut self, ef_search: u32) -> Result<(), HnswError> {
+        self.set_parameter("efSearch", ef_search)?;
+        self.config.ef_search = ef_search;
+        Ok(())
+    }
+
+    /// The label of every position, in position order (ascending labels).
+    pub(crate) fn labels(&self) -> &[i64] {
+        let mut ptr: *mut idx_t = std::ptr::null_mut();
+        let mut len = 0usize;
+        // SAFETY: the index is an IDMap2 (built by `new` from an "IDMap2," factory string);
+        // the returned pointer and length describe its id map, which lives as long as the
+        // index and changes only on add, which takes `&mut self`, so not while the slice is
+        // borrowed.
+        unsafe {
+            faiss_sys::faiss_IndexIDMap2_id_map(self.index.inner_ptr(), &mut ptr, &mut len);
+            if ptr.is_null() || len == 0 {
+                return &[];
+            }
+            std::slice::from_raw_parts(ptr, len)
+        }
+    }
+
+    /// Copy the stored vectors at positions `start..start + n` into `out` (n*d floats):
+    /// one FFI call for the whole range, no allocation.
+    pub(crate) fn copy_vectors(&self, start: usize, out: &mut [f32]) -> Result<(), HnswError> {
+        let n = out.len() / self.dim;
+        if n * self.dim != out.len() || start + n > self.len() as usize {
+            return Err(HnswError::Shape { expected: n * self.dim, actual: out.len() });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        // SAFETY: the IDMap2's sub-index is the HNSW index it owns; reconstruct_n on it
+        // addresses positions (not labels), which are in range (checked above); `out` holds
+        // n*d floats; reconstruction only reads the index.
+        let rc = unsafe {
+            let sub = faiss_sys::faiss_IndexIDMap2_sub_index(self.index.inner_ptr());
+            faiss_sys::faiss_Index_reconstruct_n(sub, start as idx_t, n as idx_t, out.as_mut_ptr())
+        };
+        check(rc, "reconstruct_n")
     }
 
     /// Vectors stored in the graph (live or not).
@@ -110,16 +165,6 @@ impl Hnsw {
         };
         check(rc, "search")?;
         Ok((distances, labels))
-    }
-
-    /// The stored vector of `label` (normalised, for cosine).
-    pub(crate) fn reconstruct(&self, label: i64) -> Result<Vec<f32>, HnswError> {
-        let mut out = vec![0f32; self.dim];
-        // SAFETY: `out` holds d floats; reconstruct only reads the index.
-        let rc =
-            unsafe { faiss_sys::faiss_Index_reconstruct(self.index.inner_ptr(), label, out.as_mut_ptr()) };
-        check(rc, "reconstruct")?;
-        Ok(out)
     }
 }
 
@@ -209,4 +254,28 @@ fn check(rc: std::os::raw::c_int, op: &'static str) -> Result<(), HnswError> {
         }
     };
     Err(HnswError::Native { op, code: rc, message })
+}
+
+/// FAISS's raw scores of `query` against `vectors` (ny*d floats) into `out` (ny):
+/// squared L2 distances, or inner products; the same SIMD kernels FAISS searches with.
+pub(crate) fn raw_scores(l2: bool, query: &[f32], vectors: &[f32], out: &mut [f32]) {
+    let d = query.len();
+    let ny = out.len();
+    if d == 0 || vectors.len() != ny * d {
+        return;
+    }
+    // SAFETY: `query` holds d floats, `vectors` ny*d and `out` ny (checked above).
+    unsafe {
+        if l2 {
+            faiss_sys::faiss_fvec_L2sqr_ny(out.as_mut_ptr(), query.as_ptr(), vectors.as_ptr(), d, ny);
+        } else {
+            faiss_sys::faiss_fvec_inner_products_ny(
+                out.as_mut_ptr(),
+                query.as_ptr(),
+                vectors.as_ptr(),
+                d,
+                ny,
+            );
+        }
+    }
 }

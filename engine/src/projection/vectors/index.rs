@@ -1,19 +1,25 @@
 //! One vector index as projected from the log: the FAISS graph, the string-id <-> label
 //! map, metadata, and the tombstones FAISS HNSW cannot do itself.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::error::HnswError;
-use super::hnsw::Hnsw;
+use super::hnsw::{raw_scores, Hnsw};
 use crate::event::{HnswConfig, Metric, VectorItem};
 
 /// Share of dead vectors in a graph above which it is rebuilt from the live set.
 pub const REBUILD_DEAD_SHARE: f64 = 0.20;
 /// Fewest dead vectors that justify a rebuild (tiny graphs are not worth it).
 pub const REBUILD_DEAD_MIN: u64 = 32;
+/// Promotions kept per index: the current one and up to 50 earlier ones to roll back to.
+pub const PROMOTIONS_MAX: usize = 51;
+/// Bytes of stored vectors copied out of FAISS per step of a rebuild or an exact scan:
+/// one FFI call per step, and a read-lock hold short enough for a waiting writer.
+pub const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
-/// Parameters of an index, fixed at creation.
+/// Parameters of an index: fixed at creation, but for `config`, which is the one in
+/// effect (the creation config, or the last promotion not rolled back).
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexParams {
     /// Index name.
@@ -62,9 +68,10 @@ pub(crate) struct VectorIndex {
     /// First label of the upsert between [`VectorIndex::stage`] and
     /// [`VectorIndex::publish`], if one is.
     staging: Option<i64>,
-    /// One past the highest label added to the graph. Below `next_label` only while an
-    /// upsert is staged and not all its chunks are added yet.
-    graph_end: i64,
+    /// The configuration the index was created with.
+    created: HnswConfig,
+    /// Promoted configurations, oldest first; the last one is in effect.
+    promotions: Vec<HnswConfig>,
     /// Set when a FAISS add failed part-way: the graph may then disagree with FAISS's own
     /// id map, so the index refuses searches until the engine is reopened and replays.
     faulted: bool,
@@ -88,6 +95,8 @@ impl VectorIndex {
     pub(crate) fn new(params: IndexParams) -> Result<Self, HnswError> {
         let hnsw = Hnsw::new(params.dimension, params.metric, params.config)?;
         Ok(Self {
+            created: params.config,
+            promotions: Vec::new(),
             params,
             hnsw,
             by_id: HashMap::new(),
@@ -96,7 +105,6 @@ impl VectorIndex {
             next_label: 0,
             rebuild_pending: false,
             staging: None,
-            graph_end: 0,
             faulted: false,
         })
     }
@@ -111,12 +119,48 @@ impl VectorIndex {
         self.hnsw.len().saturating_sub(self.len())
     }
 
-    /// Whether enough of the graph is dead that it should be rebuilt.
+    /// Whether the graph should be rebuilt: enough of it is dead, or it was built with
+    /// an `m` or `ef_construction` other than the configuration now in effect.
     pub(crate) fn wants_rebuild(&self) -> bool {
+        if self.rebuild_pending || self.faulted {
+            return false;
+        }
         let dead = self.dead();
-        !self.rebuild_pending
-            && dead >= REBUILD_DEAD_MIN
-            && dead as f64 > REBUILD_DEAD_SHARE * self.hnsw.len() as f64
+        let built = self.hnsw.config();
+        let stale =
+            (built.m, built.ef_construction) != (self.params.config.m, self.params.config.ef_construction);
+        stale || (dead >= REBUILD_DEAD_MIN && dead as f64 > REBUILD_DEAD_SHARE * self.hnsw.len() as f64)
+    }
+
+    /// Put `config` in effect (a promotion). `ef_search` applies to the next search;
+    /// a new `m` or `ef_construction` makes [`VectorIndex::wants_rebuild`] true, and the
+    /// rebuilt graph uses it.
+    pub(crate) fn promote(&mut self, config: HnswConfig) -> Result<(), HnswError> {
+        self.promotions.push(config);
+        if self.promotions.len() > PROMOTIONS_MAX {
+            self.promotions.remove(0);
+        }
+        self.set_config(config)
+    }
+
+    /// Undo the last promotion: the one before it is in effect again, or the creation
+    /// config when there is none. Returns false (and changes nothing) when nothing is
+    /// promoted.
+    pub(crate) fn roll_back(&mut self) -> Result<bool, HnswError> {
+        if self.promotions.pop().is_none() {
+            return Ok(false);
+        }
+        let config = self.promotions.last().copied().unwrap_or(self.created);
+        self.set_config(config)?;
+        Ok(true)
+    }
+
+    fn set_config(&mut self, config: HnswConfig) -> Result<(), HnswError> {
+        self.params.config = config;
+        if self.hnsw.config().ef_search != config.ef_search {
+            self.hnsw.set_ef_search(config.ef_search)?;
+        }
+        Ok(())
     }
 
     /// Whether `item` can be applied; the engine validates before appending, so this
@@ -157,11 +201,7 @@ impl VectorIndex {
         chunk: std::ops::Range<usize>,
     ) -> Result<(), HnswError> {
         let vectors = &staged.vectors[chunk.start * staged.dim..chunk.end * staged.dim];
-        let labels = &staged.labels[chunk];
-        self.hnsw.add(labels, vectors)?;
-        if let Some(&last) = labels.last() {
-            self.graph_end = last + 1;
-        }
+        self.hnsw.add(&staged.labels[chunk], vectors)?;
         Ok(())
     }
 
@@ -208,6 +248,11 @@ impl VectorIndex {
         ids.iter().filter(|id| self.by_id.contains_key(id.as_str())).count() as u64
     }
 
+    fn is_live(&self, label: i64) -> bool {
+        let byte = usize::try_from(label / 8).unwrap_or(usize::MAX);
+        self.live_bits.get(byte).is_some_and(|b| b & (1u8 << (label % 8)) != 0)
+    }
+
     fn kill(&mut self, label: i64) {
         self.entries.remove(&label);
         if let Some(byte) = self.live_bits.get_mut((label / 8) as usize) {
@@ -244,19 +289,28 @@ impl VectorIndex {
         let selector = (self.dead() > 0).then_some(self.live_bits.as_slice());
         let (distances, labels) = self.hnsw.search(&queries, want, selector)?;
         let mut out = Vec::with_capacity(nq);
+        let mut short = Vec::new();
         for (q, query) in queries.chunks_exact(dim).enumerate() {
             let row = q * want..(q + 1) * want;
-            let mut hits: Vec<Hit> = labels[row.clone()]
+            let hits: Vec<Hit> = labels[row.clone()]
                 .iter()
                 .zip(&distances[row])
                 .filter_map(|(&label, &raw)| self.hit(label, raw))
                 .collect();
             if hits.len() < want {
-                // The graph walk ended short among tombstones; an exact scan of the
-                // live set still owes the caller `want` results.
-                hits = self.exact(query, want)?;
+                short.push((q, query));
             }
             out.push(hits);
+        }
+        if !short.is_empty() {
+            // The graph walk ended short among tombstones; an exact scan of the live set
+            // still owes the caller `want` results. One pass serves every short query.
+            let exact = self.exact(short.iter().map(|(_, query)| *query).collect(), want)?;
+            for ((q, _), hits) in short.into_iter().zip(exact) {
+                if let Some(slot) = out.get_mut(q) {
+                    *slot = hits;
+                }
+            }
         }
         Ok(out)
     }
@@ -275,18 +329,43 @@ impl VectorIndex {
         }
     }
 
-    fn exact(&self, query: &[f32], k: usize) -> Result<Vec<Hit>, HnswError> {
-        let mut scored = Vec::with_capacity(self.entries.len());
-        for &label in self.entries.keys() {
-            let v = self.hnsw.reconstruct(label)?;
-            let raw = match self.params.metric {
-                Metric::L2 => v.iter().zip(query).map(|(a, b)| (a - b) * (a - b)).sum::<f32>(),
-                Metric::Cosine | Metric::Ip => v.iter().zip(query).map(|(a, b)| a * b).sum::<f32>(),
-            };
-            scored.push((self.distance(raw), label));
+    /// The `k` nearest live vectors to each query by an exact scan of FAISS's stored
+    /// vectors: copied out [`COPY_CHUNK_BYTES`] at a time (one FFI call per chunk) and
+    /// scored with FAISS's own distance kernels; a bounded heap per query keeps the best
+    /// `k`. Cost: one pass over the graph's vectors, O(n*d) per query, no allocation per
+    /// vector.
+    fn exact(&self, queries: Vec<&[f32]>, k: usize) -> Result<Vec<Vec<Hit>>, HnswError> {
+        let dim = self.params.dimension as usize;
+        let l2 = self.params.metric == Metric::L2;
+        let labels = self.hnsw.labels();
+        let per_chunk = (COPY_CHUNK_BYTES / (4 * dim)).max(1);
+        let mut buffer = vec![0f32; per_chunk.min(labels.len()) * dim];
+        let mut scores = vec![0f32; per_chunk.min(labels.len())];
+        let mut best: Vec<BinaryHeap<Scored>> =
+            queries.iter().map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+        for start in (0..labels.len()).step_by(per_chunk) {
+            let n = per_chunk.min(labels.len() - start);
+            let vectors = &mut buffer[..n * dim];
+            self.hnsw.copy_vectors(start, vectors)?;
+            for (query, heap) in queries.iter().zip(&mut best) {
+                raw_scores(l2, query, vectors, &mut scores[..n]);
+                for (&label, &raw) in labels[start..start + n].iter().zip(&scores[..n]) {
+                    if !self.is_live(label) {
+                        continue;
+                    }
+                    heap.push(Scored { distance: self.distance(raw), label });
+                    if heap.len() > k {
+                        heap.pop();
+                    }
+                }
+            }
         }
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        Ok(scored.into_iter().take(k).filter_map(|(d, label)| self.hit_at(label, d)).collect())
+        Ok(best
+            .into_iter()
+            .map(|heap| {
+                heap.into_sorted_vec().into_iter().filter_map(|s| self.hit_at(s.label, s.distance)).collect()
+            })
+            .collect())
     }
 
     fn hit_at(&self, label: i64, distance: f32) -> Option<Hit> {
@@ -299,52 +378,96 @@ impl VectorIndex {
         })
     }
 
-    /// What a background rebuild needs: the live labels and their stored vectors, and
-    /// the label watermark they were taken at.
-    pub(crate) fn rebuild_input(&self) -> Result<RebuildInput, HnswError> {
-        let mut labels: Vec<i64> = self.entries.keys().copied().collect();
-        labels.sort_unstable();
-        let dim = self.params.dimension as usize;
-        let mut vectors = Vec::with_capacity(labels.len() * dim);
-        for &label in &labels {
-            vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);
-        }
-        // Labels of a staged upsert are not live yet: they are at or above the watermark,
-        // so `install` carries over the chunks already added, and the chunks still to
-        // come are added to whichever graph is in place by then.
-        let watermark = self.staging.unwrap_or(self.next_label);
-        Ok(RebuildInput { params: self.params.clone(), labels, vectors, watermark })
+    /// Vectors in the graph (positions), live or not.
+    pub(crate) fn graph_len(&self) -> usize {
+        self.hnsw.labels().len()
     }
 
-    /// Swap in a graph rebuilt from `input`, first adding what was upserted since the
-    /// input was taken (labels at or above its watermark), so nothing is lost.
-    pub(crate) fn install(&mut self, mut rebuilt: Hnsw, watermark: i64) -> Result<(), HnswError> {
+    /// Where a rebuild starts: the configuration to build with, and the position below
+    /// which only live vectors are copied. Above it lie the vectors of an upsert still
+    /// staged (in the graph, not yet live) and everything added later: the rebuild copies
+    /// those whatever their state, so a staged upsert published after the swap is whole.
+    pub(crate) fn rebuild_plan(&self) -> (IndexParams, usize) {
+        let watermark = self.staging.unwrap_or(self.next_label);
+        let live_until = self.hnsw.labels().partition_point(|&label| label < watermark);
+        (self.params.clone(), live_until)
+    }
+
+    /// Copy the vectors at positions `from..until` into `labels` and `vectors` (cleared
+    /// first), at most [`COPY_CHUNK_BYTES`] of them, skipping dead ones if `live_only`.
+    /// Returns the position after the last one looked at.
+    pub(crate) fn copy_chunk(
+        &self,
+        from: usize,
+        until: usize,
+        live_only: bool,
+        labels: &mut Vec<i64>,
+        vectors: &mut Vec<f32>,
+    ) -> Result<usize, HnswError> {
         let dim = self.params.dimension as usize;
-        let labels: Vec<i64> = (watermark..self.graph_end).collect();
-        let mut vectors = Vec::with_capacity(labels.len() * dim);
-        for &label in &labels {
-            vectors.extend_from_slice(&self.hnsw.reconstruct(label)?);
+        let all = self.hnsw.labels();
+        let until = until.min(all.len());
+        let end = until.min(from + (COPY_CHUNK_BYTES / (4 * dim)).max(1));
+        labels.clear();
+        vectors.clear();
+        if from >= end {
+            return Ok(from.max(until));
         }
-        rebuilt.add(&labels, &vectors)?;
+        vectors.resize((end - from) * dim, 0.0);
+        self.hnsw.copy_vectors(from, vectors)?;
+        labels.extend_from_slice(&all[from..end]);
+        if live_only {
+            let mut kept = 0;
+            for i in 0..labels.len() {
+                if self.is_live(labels[i]) {
+                    labels[kept] = labels[i];
+                    vectors.copy_within(i * dim..(i + 1) * dim, kept * dim);
+                    kept += 1;
+                }
+            }
+            labels.truncate(kept);
+            vectors.truncate(kept * dim);
+        }
+        Ok(end)
+    }
+
+    /// Swap in `rebuilt`, which holds this graph's vectors up to position `done`: first
+    /// the rest are added to it (whatever their state: tombstones stay tombstones), so
+    /// nothing is lost. Runs under the write lock; the caller keeps `len - done` small.
+    pub(crate) fn install(&mut self, mut rebuilt: Hnsw, done: usize) -> Result<(), HnswError> {
+        let mut labels = Vec::new();
+        let mut vectors = Vec::new();
+        let mut at = done;
+        while at < self.graph_len() {
+            at = self.copy_chunk(at, usize::MAX, false, &mut labels, &mut vectors)?;
+            rebuilt.add(&labels, &vectors)?;
+        }
+        if rebuilt.config().ef_search != self.params.config.ef_search {
+            rebuilt.set_ef_search(self.params.config.ef_search)?;
+        }
         self.hnsw = rebuilt;
         Ok(())
     }
 }
 
-/// A snapshot of an index's live set, built into a new graph off the write lock.
-pub(crate) struct RebuildInput {
-    pub(crate) params: IndexParams,
-    pub(crate) labels: Vec<i64>,
-    pub(crate) vectors: Vec<f32>,
-    pub(crate) watermark: i64,
+/// A candidate of an exact scan; the heap's top is the worst kept so far.
+#[derive(PartialEq)]
+struct Scored {
+    distance: f32,
+    label: i64,
 }
 
-impl RebuildInput {
-    /// Build the new graph (the slow part; runs on the rebuild thread).
-    pub(crate) fn build(&self) -> Result<Hnsw, HnswError> {
-        let mut hnsw = Hnsw::new(self.params.dimension, self.params.metric, self.params.config)?;
-        hnsw.add(&self.labels, &self.vectors)?;
-        Ok(hnsw)
+impl Eq for Scored {}
+
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scored {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.distance.total_cmp(&other.distance).then(self.label.cmp(&other.label))
     }
 }
 

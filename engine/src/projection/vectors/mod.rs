@@ -1,18 +1,24 @@
-//! The vector projection: every index of the log as a FAISS HNSW graph.
+//! The vector projection: every index of the log as a FAISS HNSW graph, with its own
+//! background rebuilder.
 
 mod error;
 mod hnsw;
 mod index;
+mod rebuild;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
 pub(crate) use index::{norm, VectorIndex};
-pub use index::{Hit, IndexParams, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE};
+pub use index::{Hit, IndexParams, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE};
+pub use rebuild::RebuildStats;
 
-use crate::event::{EventBody, IndexCreated};
+use super::{ApplyError, Hooks, Outcome, Projection};
+use crate::event::{Event, EventBody, IndexCreated, VectorItem};
 use crate::sync::{read, write};
+use rebuild::Rebuilder;
 
 /// A shared handle on one index; readers search under its read lock, the projector
 /// applies events under its write lock. parking_lot's lock, for `unlock_fair`: between
@@ -20,41 +26,11 @@ use crate::sync::{read, write};
 /// taken straight back by the projector.
 pub(crate) type IndexHandle = Arc<parking_lot::RwLock<VectorIndex>>;
 
-/// What applying one event did.
-#[derive(Default)]
-pub(crate) struct Applied {
-    /// Vectors (or ids) the event carried that could not be applied.
-    pub(crate) rejected: u64,
-    /// An index whose graph should now be rebuilt.
-    pub(crate) rebuild: Option<(String, IndexHandle)>,
-}
-
 /// Vectors added to FAISS per write-lock hold: searches on the index wait at most for
 /// one chunk of a large upsert, not for all of it.
 pub const ADD_CHUNK_VECTORS: usize = 1024;
 
-/// Apply one upsert: stage it, add it to the graph chunk by chunk (releasing the write
-/// lock in between so searches interleave), then publish it in one step. Only the
-/// projector thread adds to an index; a rebuild swapping the graph in between is fine,
-/// as `install` carries over the chunks added so far and later chunks go to the new
-/// graph.
-fn add_in_chunks(handle: &IndexHandle, items: &[crate::event::VectorItem]) -> Result<(), HnswError> {
-    let staged = handle.write().stage(items);
-    let mut result = Ok(());
-    for start in (0..staged.len()).step_by(ADD_CHUNK_VECTORS) {
-        let end = (start + ADD_CHUNK_VECTORS).min(staged.len());
-        let mut index = handle.write();
-        result = index.add_staged(&staged, start..end);
-        parking_lot::RwLockWriteGuard::unlock_fair(index);
-        if result.is_err() {
-            break;
-        }
-    }
-    handle.write().publish(staged, items, result.is_ok());
-    result
-}
-
-/// All indexes by name.
+/// All indexes by name: the read side of the vector projection.
 #[derive(Default)]
 pub(crate) struct Catalog {
     indexes: RwLock<BTreeMap<String, IndexHandle>>,
@@ -73,15 +49,85 @@ impl Catalog {
     pub(crate) fn is_current(&self, name: &str, handle: &IndexHandle) -> bool {
         read(&self.indexes).get(name).is_some_and(|h| Arc::ptr_eq(h, handle))
     }
+}
 
-    /// Apply one event. Events about other projections are ignored here.
-    pub(crate) fn apply(&self, body: &EventBody) -> Result<Applied, HnswError> {
-        let mut applied = Applied::default();
-        match body {
+/// The vector projection: applies index and vector events to the [`Catalog`], and
+/// queues graph rebuilds on its own lower-priority thread.
+pub(crate) struct VectorProjection {
+    catalog: Arc<Catalog>,
+    rebuilder: Rebuilder,
+    hooks: Hooks,
+    /// Set at shutdown: a large upsert stops between its chunks.
+    closing: AtomicBool,
+}
+
+impl VectorProjection {
+    pub(crate) fn new(catalog: Arc<Catalog>, hooks: Hooks) -> Result<Self, std::io::Error> {
+        let rebuilder = Rebuilder::start(Arc::clone(&catalog))?;
+        Ok(Self { catalog, rebuilder, hooks, closing: AtomicBool::new(false) })
+    }
+
+    pub(crate) fn rebuild_stats(&self) -> RebuildStats {
+        self.rebuilder.stats()
+    }
+
+    /// Queue a rebuild of `name` if its graph wants one.
+    fn check_rebuild(&self, name: &str, handle: &IndexHandle) {
+        let mut index = handle.write();
+        if index.wants_rebuild() {
+            index.rebuild_pending = true;
+            drop(index);
+            self.rebuilder.queue(name, handle);
+        }
+    }
+
+    /// Apply one upsert: stage it, add it to the graph chunk by chunk (releasing the write
+    /// lock in between so searches interleave), then publish it in one step. Only the
+    /// projector thread adds to an index; a rebuild swapping the graph in between is fine,
+    /// as `install` carries over the chunks added so far and later chunks go to the new
+    /// graph.
+    fn add_in_chunks(
+        &self,
+        name: &str,
+        handle: &IndexHandle,
+        items: &[VectorItem],
+    ) -> Result<(), ApplyError> {
+        let staged = handle.write().stage(items);
+        let mut result = Ok(());
+        for start in (0..staged.len()).step_by(ADD_CHUNK_VECTORS) {
+            let end = (start + ADD_CHUNK_VECTORS).min(staged.len());
+            if self.closing.load(Ordering::Acquire) {
+                result = Err(ApplyError::Cancelled);
+                break;
+            }
+            if self.hooks.fail_add.as_ref().is_some_and(|fail| fail(name)) {
+                result = Err(ApplyError::Injected(format!("FAISS add into index {name:?}")));
+                break;
+            }
+            let mut index = handle.write();
+            result = index.add_staged(&staged, start..end).map_err(ApplyError::from);
+            parking_lot::RwLockWriteGuard::unlock_fair(index);
+            if result.is_err() {
+                break;
+            }
+        }
+        handle.write().publish(staged, items, result.is_ok());
+        result
+    }
+}
+
+impl Projection for VectorProjection {
+    fn name(&self) -> &'static str {
+        "vectors"
+    }
+
+    fn apply(&self, _seq: u64, event: &Event) -> Result<Outcome, ApplyError> {
+        let mut outcome = Outcome::default();
+        match &event.body {
             EventBody::IndexCreated(IndexCreated { name, dimension, metric, config }) => {
-                if read(&self.indexes).contains_key(name) {
+                if read(&self.catalog.indexes).contains_key(name) {
                     tracing::warn!(index = %name, "create of an existing index ignored");
-                    applied.rejected = 1;
+                    outcome.rejected = 1;
                 } else {
                     let params = IndexParams {
                         name: name.clone(),
@@ -90,56 +136,66 @@ impl Catalog {
                         config: *config,
                     };
                     let index = Arc::new(parking_lot::RwLock::new(VectorIndex::new(params)?));
-                    write(&self.indexes).insert(name.clone(), index);
+                    write(&self.catalog.indexes).insert(name.clone(), index);
                 }
             }
             EventBody::IndexDropped(dropped) => {
-                applied.rejected = u64::from(write(&self.indexes).remove(&dropped.name).is_none());
+                outcome.rejected = u64::from(write(&self.catalog.indexes).remove(&dropped.name).is_none());
             }
             EventBody::VectorsUpserted(upsert) => {
-                let Some(handle) = self.get(&upsert.index) else {
-                    applied.rejected = upsert.items.len() as u64;
-                    return Ok(applied);
+                let Some(handle) = self.catalog.get(&upsert.index) else {
+                    outcome.rejected = upsert.items.len() as u64;
+                    return Ok(outcome);
                 };
-                let (ok, bad): (Vec<_>, Vec<_>) = {
+                let bad = {
                     let index = handle.read();
-                    upsert.items.iter().partition(|item| index.accepts(item))
+                    upsert.items.iter().filter(|item| !index.accepts(item)).count()
                 };
-                applied.rejected = bad.len() as u64;
-                if bad.is_empty() {
-                    add_in_chunks(&handle, &upsert.items)?;
+                outcome.rejected = bad as u64;
+                if bad == 0 {
+                    self.add_in_chunks(&upsert.index, &handle, &upsert.items)?;
                 } else {
-                    let ok: Vec<_> = ok.into_iter().cloned().collect();
-                    add_in_chunks(&handle, &ok)?;
+                    let index = handle.read();
+                    let ok: Vec<_> =
+                        upsert.items.iter().filter(|item| index.accepts(item)).cloned().collect();
+                    drop(index);
+                    self.add_in_chunks(&upsert.index, &handle, &ok)?;
                 }
-                let mut index = handle.write();
-                applied.rebuild = self.check_rebuild(&upsert.index, &handle, &mut index);
+                self.check_rebuild(&upsert.index, &handle);
             }
             EventBody::VectorsDeleted(delete) => {
-                let Some(handle) = self.get(&delete.index) else {
-                    applied.rejected = delete.ids.len() as u64;
-                    return Ok(applied);
+                let Some(handle) = self.catalog.get(&delete.index) else {
+                    outcome.rejected = delete.ids.len() as u64;
+                    return Ok(outcome);
                 };
-                let mut index = handle.write();
-                index.delete(&delete.ids);
-                applied.rebuild = self.check_rebuild(&delete.index, &handle, &mut index);
+                handle.write().delete(&delete.ids);
+                self.check_rebuild(&delete.index, &handle);
             }
-            // Promotion, trial, bucket and partition events belong to other projections.
+            EventBody::ConfigPromoted(promoted) => {
+                let Some(handle) = self.catalog.get(&promoted.index) else {
+                    outcome.rejected = 1;
+                    return Ok(outcome);
+                };
+                handle.write().promote(promoted.config)?;
+                self.check_rebuild(&promoted.index, &handle);
+            }
+            EventBody::PromotionRolledBack(rolled_back) => {
+                let Some(handle) = self.catalog.get(&rolled_back.index) else {
+                    outcome.rejected = 1;
+                    return Ok(outcome);
+                };
+                let rolled = handle.write().roll_back()?;
+                outcome.rejected = u64::from(!rolled);
+                self.check_rebuild(&rolled_back.index, &handle);
+            }
+            // Trial, bucket and partition events belong to other projections.
             _ => {}
         }
-        Ok(applied)
+        Ok(outcome)
     }
 
-    fn check_rebuild(
-        &self,
-        name: &str,
-        handle: &IndexHandle,
-        index: &mut VectorIndex,
-    ) -> Option<(String, IndexHandle)> {
-        if !index.wants_rebuild() {
-            return None;
-        }
-        index.rebuild_pending = true;
-        Some((name.to_owned(), Arc::clone(handle)))
+    fn shutdown(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.rebuilder.stop();
     }
 }

@@ -1,0 +1,30 @@
+//! Fault and delay injection for tests: the engine's real code paths, made to fail or
+//! to take long on demand, where FAISS and the disk cannot be made to.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::event::Event;
+
+/// Called before the projector applies event `seq`; may sleep to make a long apply.
+pub type BeforeApply = Arc<dyn Fn(u64, &Event) + Send + Sync>;
+/// Called before each FAISS add into index `name`; `true` fails the add as FAISS would.
+pub type FailAdd = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Test hooks; all empty by default, and then free.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// See [`BeforeApply`].
+    pub before_apply: Option<BeforeApply>,
+    /// See [`FailAdd`].
+    pub fail_add: Option<FailAdd>,
+}
+
+impl fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hooks")
+            .field("before_apply", &self.before_apply.is_some())
+            .field("fail_add", &self.fail_add.is_some())
+            .finish()
+    }
+}
