@@ -300,7 +300,7 @@ impl Engine {
             schema.insert(name, SchemaEntry { dimension, metric });
             seq
         };
-        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        self.wait_applied(seq)?;
         Ok(Created { info: self.get_index(name)?, seq })
     }
 
@@ -334,7 +334,7 @@ impl Engine {
             schema.remove(name);
             seq
         };
-        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        self.wait_applied(seq)?;
         Ok(seq)
     }
 
@@ -352,7 +352,7 @@ impl Engine {
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };
-        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        self.wait_applied(seq)?;
         Ok(Upserted { added, length: self.length(index), seq })
     }
 
@@ -373,7 +373,7 @@ impl Engine {
             let body = EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids });
             (deleted, self.append(actor, body)?)
         };
-        self.projector.wait_applied(seq, self.config.apply_timeout)?;
+        self.wait_applied(seq)?;
         Ok(Deleted { deleted, length: self.length(index), seq })
     }
 
@@ -448,6 +448,14 @@ impl Engine {
 
     fn index(&self, name: &str) -> Result<IndexHandle, Error> {
         self.catalog.get(name).ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })
+    }
+
+    /// Wait for a write's own event, which is durable already: any failure to see it
+    /// applied says so, with its sequence number.
+    fn wait_applied(&self, seq: u64) -> Result<(), Error> {
+        self.projector
+            .wait_applied(seq, self.config.apply_timeout)
+            .map_err(|source| Error::NotApplied { seq, source })
     }
 
     /// Live vectors of `index` as applied now (0 if it is gone).

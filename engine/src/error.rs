@@ -38,6 +38,17 @@ pub enum Error {
     /// Filesystem error outside the log.
     #[error("engine I/O failed")]
     Io(#[from] std::io::Error),
+    /// The write's event is durable in the log (it will be applied, at the latest on the
+    /// next open) but was not applied before the call returned: the wait timed out, the
+    /// engine is closing, or the projector stopped on a fault.
+    #[error("event {seq} is durable but not applied")]
+    NotApplied {
+        /// The event's sequence number.
+        seq: u64,
+        /// Why it was not applied in time.
+        #[source]
+        source: ProjectionError,
+    },
     /// The engine is still replaying its log at start and accepts no writes yet.
     #[error("the engine is starting: replaying the log")]
     Starting,

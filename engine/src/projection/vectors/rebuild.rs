@@ -34,6 +34,8 @@ pub struct RebuildStats {
     pub failures: u64,
     /// Rebuilds stopped part-way because the engine closed.
     pub cancelled: u64,
+    /// Whether a rebuild is running now.
+    pub running: bool,
 }
 
 struct Shared {
@@ -42,6 +44,7 @@ struct Shared {
     rebuilds: AtomicU64,
     failures: AtomicU64,
     cancelled: AtomicU64,
+    running: AtomicBool,
 }
 
 type Job = (String, IndexHandle);
@@ -60,6 +63,7 @@ impl Rebuilder {
             rebuilds: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
+            running: AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::channel();
         let thread = {
@@ -85,6 +89,7 @@ impl Rebuilder {
             rebuilds: self.shared.rebuilds.load(Ordering::Relaxed),
             failures: self.shared.failures.load(Ordering::Relaxed),
             cancelled: self.shared.cancelled.load(Ordering::Relaxed),
+            running: self.shared.running.load(Ordering::Relaxed),
         }
     }
 
@@ -131,7 +136,10 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
         };
         let (name, handle) = &job;
         let started = Instant::now();
-        match rebuild(shared, name, handle) {
+        shared.running.store(true, Ordering::Relaxed);
+        let result = rebuild(shared, name, handle);
+        shared.running.store(false, Ordering::Relaxed);
+        match result {
             Ok(Done::Swapped) => {
                 shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(index = %name, ms = started.elapsed().as_millis() as u64, "graph rebuilt");
