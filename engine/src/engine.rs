@@ -210,6 +210,7 @@ impl Engine {
             }
         }
         self.schema();
+        release_free_memory();
         tracing::info!(
             events = self.target_seq,
             ms = self.started.elapsed().as_millis() as u64,
@@ -476,6 +477,17 @@ impl Engine {
             other => Error::from(other),
         })?;
         Ok(range.map_or(0, |r| *r.end()))
+    }
+}
+
+/// Hand the heap memory freed after replay (decoded batches, staging buffers) back to
+/// the system: glibc keeps freed memory in its per-thread arenas otherwise, and replay
+/// frees a lot on the projector thread and FAISS's OpenMP threads.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of malloc's arenas to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
