@@ -29,3 +29,7 @@ pub const HNSW_M_MAX: u32 = 256;
 pub const HNSW_EF_MAX: u32 = 4096;
 /// Upper bound on the bytes one group commit puts into a single write transaction.
 pub const GROUP_COMMIT_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// redb's page cache for the log (its default is 1 GiB). The log is written once and
+/// read mostly once, at replay, so a small cache costs little and keeps resident memory
+/// for the projections.
+pub const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;

@@ -255,6 +255,9 @@ impl Drop for Log {
 
 fn builder() -> redb::Builder {
     let mut builder = redb::Builder::new();
+    // redb caches pages in process memory, 1 GiB by default: replay reads the whole log
+    // once, which would leave up to that much of it resident for nothing.
+    builder.set_cache_size(crate::limits::LOG_CACHE_BYTES);
     builder.set_repair_callback(|session| {
         tracing::warn!(progress = session.progress(), "repairing log after unclean shutdown");
     });
