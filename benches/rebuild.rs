@@ -65,7 +65,9 @@ fn main() {
 
     let dead: Vec<String> = (0..n / 4).map(|i| format!("v{}", i * 4)).collect();
     let t = Instant::now();
-    engine.delete("bench", "docs", dead).expect("delete");
+    for chunk in dead.chunks(10_000) {
+        engine.delete("bench", "docs", chunk.to_vec()).expect("delete");
+    }
     println!("delete of {} ids: {:.1} ms", n / 4, t.elapsed().as_secs_f64() * 1e3);
     while !engine.stats().rebuilds.running && engine.stats().rebuilds.rebuilds == 0 {
         std::thread::sleep(Duration::from_millis(1));
@@ -100,7 +102,10 @@ fn main() {
         lat.push(t.elapsed());
     }
     report("k=1000, no tombstones", lat);
-    engine.delete("bench", "half", (0..n / 2).map(|i| format!("v{}", i * 2)).collect()).expect("delete");
+    let half: Vec<String> = (0..n / 2).map(|i| format!("v{}", i * 2)).collect();
+    for chunk in half.chunks(10_000) {
+        engine.delete("bench", "half", chunk.to_vec()).expect("delete");
+    }
     let mut lat = Vec::new();
     for q in queries.iter().take(200) {
         let t = Instant::now();

@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::hnsw::Hnsw;
-use super::{Catalog, HnswError, IndexHandle, ADD_CHUNK_VECTORS};
+use super::{Catalog, HnswError, IndexHandle};
 use crate::sync::lock;
 
 /// Vectors still to copy at which the rebuild takes the write lock to finish and swap.
-pub const SWAP_CATCHUP_MAX: usize = ADD_CHUNK_VECTORS;
+pub const SWAP_CATCHUP_MAX: usize = 256;
 /// First wait before a failed rebuild is retried; doubled per failure up to the max.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(300);
