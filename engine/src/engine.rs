@@ -12,7 +12,7 @@ use crate::event::{
     Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, VectorItem, VectorsDeleted,
     VectorsUpserted,
 };
-use crate::log::{Log, LogConfig, LogError, LogStats, SyncMode};
+use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams, RebuildStats, VectorProjection};
 use crate::projection::{Hooks, Projection, Projector, ProjectorStats};
 use crate::schema::{Schema, SchemaEntry};
@@ -169,7 +169,7 @@ impl Engine {
         let started = Instant::now();
         let log =
             Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync, ..LogConfig::default() })?);
-        let first_seq = 1u64; // MERGE: log.first_seq()
+        let first_seq = log.first_seq()?;
         if first_seq > 1 {
             return Err(Error::LogTruncated { first_seq });
         }
@@ -269,8 +269,8 @@ impl Engine {
         &self.dir
     }
 
-    /// The event log (for readers and tooling).
-    pub fn log(&self) -> &Log {
+    /// The event log, read-only: every append goes through the engine's validation.
+    pub fn log(&self) -> &LogReader {
         &self.log
     }
 

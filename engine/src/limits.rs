@@ -33,3 +33,5 @@ pub const GROUP_COMMIT_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// read mostly once, at replay, so a small cache costs little and keeps resident memory
 /// for the projections.
 pub const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Default bound on frame bytes queued for the log writer (backpressure beyond it).
+pub const LOG_QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;

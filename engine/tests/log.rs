@@ -143,7 +143,7 @@ fn deferred_mode_appends_are_kept_after_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     {
-        let log = Log::open(&path, LogConfig { sync: SyncMode::Deferred }).unwrap();
+        let log = Log::open(&path, LogConfig { sync: SyncMode::Deferred, ..LogConfig::default() }).unwrap();
         for i in 0..50 {
             log.append(&[common::upsert(&format!("d{i}"), 2, 4)]).unwrap();
         }

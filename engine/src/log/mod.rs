@@ -1,6 +1,7 @@
 //! The event log: a redb table of framed events keyed by a dense sequence number
-//! starting at 1, written by one group-commit thread and read by any number of readers.
+//! (starting at 1, or later once retention removed old events), written by one group-commit thread and read by any number of readers.
 
+mod budget;
 mod error;
 mod read_only;
 mod reader;
@@ -9,6 +10,7 @@ mod writer;
 
 pub use error::LogError;
 pub use read_only::ReadOnlyLog;
+pub use reader::LogReader;
 pub use verify::{BadEvent, VerifyReport};
 pub use writer::{Log, LogConfig, LogStats, SyncMode};
 
@@ -27,6 +29,14 @@ pub(crate) fn events_table(
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Lowest stored sequence number (1 for an empty log): events before it were removed by
+/// retention after a snapshot covered them.
+pub(crate) fn first_stored_seq(txn: &ReadTransaction) -> Result<u64, LogError> {
+    let Some(table) = events_table(txn)? else { return Ok(1) };
+    let first = table.first()?.map_or(1, |(k, _)| k.value());
+    Ok(first)
 }
 
 /// Highest stored sequence number (0 for an empty log).

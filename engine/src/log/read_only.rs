@@ -8,7 +8,7 @@ use redb::{ReadOnlyDatabase, ReadableDatabase};
 
 use super::reader::scan;
 use super::verify::verify;
-use super::{last_stored_seq, LogError, VerifyReport};
+use super::{first_stored_seq, last_stored_seq, LogError, VerifyReport};
 use crate::event::{decode, Event};
 
 /// A log opened read-only. A file that needs repair (left by a crash) is refused
@@ -35,7 +35,15 @@ impl ReadOnlyLog {
         last_stored_seq(&self.db.begin_read()?)
     }
 
-    /// As [`super::Log::read_range`].
+    /// Lowest stored sequence number (1 for an empty log).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn first_seq(&self) -> Result<u64, LogError> {
+        first_stored_seq(&self.db.begin_read()?)
+    }
+
+    /// As [`super::LogReader::read_range`].
     ///
     /// # Errors
     /// [`LogError::Frame`] naming the first corrupt event in the range.
@@ -43,7 +51,7 @@ impl ReadOnlyLog {
         scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
-    /// As [`super::Log::verify`].
+    /// As [`super::LogReader::verify`].
     ///
     /// # Errors
     /// Only for storage failures; corruption is reported in the report.

@@ -5,13 +5,33 @@ use std::time::Duration;
 
 use redb::{ReadableDatabase, ReadableTableMetadata};
 
-use super::{events_table, Log, LogError};
+use std::sync::Arc;
+
+use super::writer::Shared;
+use super::{events_table, first_stored_seq, LogError};
 use crate::event::{decode, Event};
 
-impl Log {
+/// A read-only handle on a [`super::Log`]: every read, no way to append. Cheap to clone;
+/// this is what the engine hands out, so nothing outside the engine can append a frame
+/// that skipped validation.
+#[derive(Clone)]
+pub struct LogReader {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LogReader {
     /// Highest committed sequence number (0 for an empty log).
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()
+    }
+
+    /// Lowest stored sequence number: 1, unless retention removed older events (then
+    /// only a snapshot covers them). 1 for an empty log.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn first_seq(&self) -> Result<u64, LogError> {
+        first_stored_seq(&self.shared.db.begin_read()?)
     }
 
     /// Number of events stored.

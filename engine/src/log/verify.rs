@@ -2,7 +2,7 @@
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::{events_table, Log, LogError};
+use super::{events_table, LogError, LogReader};
 use crate::event::decode;
 
 /// The first problem `verify` found.
@@ -14,9 +14,12 @@ pub struct BadEvent {
     pub error: LogError,
 }
 
-/// Result of [`Log::verify`].
+/// Result of [`LogReader::verify`].
 #[derive(Debug)]
 pub struct VerifyReport {
+    /// The first event of the log (events before it were removed by retention, or the
+    /// log is empty and this is 1): the walk checks density from here.
+    pub first_seq: u64,
     /// Events that passed before the walk stopped.
     pub events_ok: u64,
     /// The first bad event, if any; the walk stops there.
@@ -30,9 +33,10 @@ impl VerifyReport {
     }
 }
 
-impl Log {
+impl LogReader {
     /// Walk the whole log: every frame's checksum and payload are validated and sequence
-    /// numbers must run 1, 2, 3, ... without a gap. Runs on a read snapshot, so it does
+    /// numbers must run from the first stored one without a gap (the log need not start
+    /// at 1: retention removes old events). Runs on a read snapshot, so it does
     /// not block appends (events appended meanwhile are not part of the walk).
     ///
     /// # Errors
@@ -42,28 +46,34 @@ impl Log {
     }
 }
 
-/// [`Log::verify`] over any redb database holding the events table.
+/// [`LogReader::verify`] over any redb database holding the events table.
 pub(crate) fn verify(db: &impl ReadableDatabase) -> Result<VerifyReport, LogError> {
     let txn = db.begin_read()?;
     let Some(table) = events_table(&txn)? else {
-        return Ok(VerifyReport { events_ok: 0, first_bad: None });
+        return Ok(VerifyReport { first_seq: 1, events_ok: 0, first_bad: None });
     };
-    let mut expected = 1u64;
+    let first_seq = table.first()?.map_or(1, |(k, _)| k.value());
+    let mut expected = first_seq;
     for entry in table.iter()? {
         let (key, value) = entry?;
         let seq = key.value();
         if seq != expected {
             let error = LogError::Gap { expected, found: seq };
             return Ok(VerifyReport {
-                events_ok: expected - 1,
+                first_seq,
+                events_ok: expected - first_seq,
                 first_bad: Some(BadEvent { seq: expected, error }),
             });
         }
         if let Err(e) = decode(seq, value.value()) {
             let error = LogError::Frame(e);
-            return Ok(VerifyReport { events_ok: expected - 1, first_bad: Some(BadEvent { seq, error }) });
+            return Ok(VerifyReport {
+                first_seq,
+                events_ok: expected - first_seq,
+                first_bad: Some(BadEvent { seq, error }),
+            });
         }
         expected += 1;
     }
-    Ok(VerifyReport { events_ok: expected - 1, first_bad: None })
+    Ok(VerifyReport { first_seq, events_ok: expected - first_seq, first_bad: None })
 }

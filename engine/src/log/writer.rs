@@ -11,7 +11,8 @@ use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableDatabase};
 
-use super::{last_stored_seq, LogError, EVENTS};
+use super::budget::{QueueBudget, Reservation};
+use super::{last_stored_seq, LogError, LogReader, EVENTS};
 use crate::event::{encode, Event};
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
 use crate::sync::lock;
@@ -30,10 +31,18 @@ pub enum SyncMode {
 }
 
 /// Log settings.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
     /// Durability of appends.
     pub sync: SyncMode,
+    /// Most frame bytes queued for the writer; appenders beyond it wait (backpressure).
+    pub queue_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { sync: SyncMode::default(), queue_bytes_max: crate::limits::LOG_QUEUE_BYTES_MAX }
+    }
 }
 
 /// Acknowledgement of one queued request: the assigned sequence numbers, or why not.
@@ -41,13 +50,15 @@ type Ack = Result<Option<RangeInclusive<u64>>, LogError>;
 
 /// One caller's append waiting in a group commit.
 struct Pending {
+    /// Released when the writer is done with this append.
+    _reserved: Option<Reservation>,
     frames: Vec<Vec<u8>>,
     durable: bool,
     reply: SyncSender<Ack>,
 }
 
 enum Request {
-    Append { frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
+    Append { reserved: Option<Reservation>, frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
     Shutdown { reply: SyncSender<Ack> },
 }
 
@@ -76,6 +87,13 @@ pub struct LogStats {
     pub commit_ns: u64,
 }
 
+impl Log {
+    /// Frame bytes queued for the writer now (bounded by `LogConfig::queue_bytes_max`).
+    pub fn queued_bytes(&self) -> usize {
+        self.budget.queued()
+    }
+}
+
 impl Shared {
     pub(crate) fn last_seq(&self) -> u64 {
         self.last.load(Ordering::Acquire)
@@ -98,10 +116,13 @@ impl Shared {
     }
 }
 
-/// The event log. Cheap to share behind an `Arc`; every method takes `&self`.
+/// The event log. Cheap to share behind an `Arc`; every method takes `&self`. Its read
+/// methods are those of [`LogReader`] (through `Deref`); [`Log::reader`] hands out a
+/// handle that can only read.
 pub struct Log {
-    pub(crate) shared: Arc<Shared>,
+    reader: LogReader,
     queue: Sender<Request>,
+    budget: Arc<QueueBudget>,
     writer: Mutex<Option<JoinHandle<()>>>,
     config: LogConfig,
 }
@@ -156,7 +177,8 @@ impl Log {
             .name("annal-log-writer".into())
             .spawn(move || Writer { shared: writer_shared, next: last + 1, dirty: false }.run(rx))?;
         tracing::info!(log = name, last_seq = last, "log opened");
-        Ok(Self { shared, queue, writer: Mutex::new(Some(writer)), config })
+        let budget = QueueBudget::new(config.queue_bytes_max);
+        Ok(Self { reader: LogReader { shared }, queue, budget, writer: Mutex::new(Some(writer)), config })
     }
 
     /// Append events; returns their sequence numbers once the commit is durable (or, in
@@ -184,7 +206,9 @@ impl Log {
             return Ok(None);
         }
         let durable = self.config.sync == SyncMode::Immediate;
-        self.request(|reply| Request::Append { frames, durable, reply })
+        let bytes = frames.iter().map(Vec::len).sum();
+        let reserved = Some(self.budget.reserve(bytes, &self.shared.closed)?);
+        self.request(|reply| Request::Append { reserved, frames, durable, reply })
     }
 
     /// Make every commit so far durable (one fsync), whatever the [`SyncMode`].
@@ -193,7 +217,8 @@ impl Log {
     /// As [`Log::append`].
     pub fn sync(&self) -> Result<(), LogError> {
         self.check_writable()?;
-        self.request(|reply| Request::Append { frames: Vec::new(), durable: true, reply }).map(|_| ())
+        self.request(|reply| Request::Append { reserved: None, frames: Vec::new(), durable: true, reply })
+            .map(|_| ())
     }
 
     /// Stop accepting appends, make everything durable, and stop the writer thread.
@@ -213,6 +238,21 @@ impl Log {
         result
     }
 
+    /// A read-only handle on this log.
+    pub fn reader(&self) -> LogReader {
+        self.reader.clone()
+    }
+}
+
+impl std::ops::Deref for Log {
+    type Target = LogReader;
+
+    fn deref(&self) -> &LogReader {
+        &self.reader
+    }
+}
+
+impl LogReader {
     /// Writer counters: commits and the time they took; events per commit is
     /// `last_seq / commits` for a log opened empty.
     pub fn stats(&self) -> LogStats {
@@ -227,7 +267,9 @@ impl Log {
     pub fn is_poisoned(&self) -> bool {
         lock(&self.shared.poison).is_some()
     }
+}
 
+impl Log {
     fn check_writable(&self) -> Result<(), LogError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed);
@@ -279,9 +321,9 @@ impl Writer {
             let mut bytes = 0usize;
             let mut shutdown = None;
             let mut push = |req: Request| match req {
-                Request::Append { frames, durable, reply } => {
+                Request::Append { reserved, frames, durable, reply } => {
                     let len = frames.iter().map(Vec::len).sum::<usize>();
-                    batch.push(Pending { frames, durable, reply });
+                    batch.push(Pending { _reserved: reserved, frames, durable, reply });
                     len
                 }
                 Request::Shutdown { reply } => {
