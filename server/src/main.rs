@@ -1,15 +1,11 @@
 //! `annal`: the HTTP server embedding the engine, and tooling over its log.
 
-mod http;
-mod tools;
-
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annal_engine::SyncMode;
-use clap::{Parser, Subcommand, ValueEnum};
+use annal_server::{http, report, tools, ServeArgs};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "annal", version, about = "Event-sourced vector store")]
@@ -42,39 +38,6 @@ enum Command {
     },
 }
 
-/// Flags of `annal serve`; each also reads an environment variable.
-#[derive(clap::Args, Clone)]
-pub struct ServeArgs {
-    /// Data directory (created if missing).
-    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
-    pub data: PathBuf,
-    /// Address to listen on.
-    #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:7700")]
-    pub listen: SocketAddr,
-    /// `immediate`: fsync before acknowledging each write; `deferred`: bulk-load mode,
-    /// durable at the next sync or at shutdown (see docs/OPERATIONS.md).
-    #[arg(long, env = "ANNAL_SYNC", value_enum, default_value_t = Sync::Immediate)]
-    pub sync: Sync,
-}
-
-/// Durability choice on the command line.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Sync {
-    /// fsync every group commit.
-    Immediate,
-    /// No fsync per commit.
-    Deferred,
-}
-
-impl From<Sync> for SyncMode {
-    fn from(s: Sync) -> Self {
-        match s {
-            Sync::Immediate => SyncMode::Immediate,
-            Sync::Deferred => SyncMode::Deferred,
-        }
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -97,16 +60,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error with its chain of causes, one line.
-pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,89 +1,13 @@
 //! The `annal serve` process over HTTP: crash safety, restarts, and every bad input.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
 
-/// A running `annal serve` child process.
-struct Server {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
-}
+#[path = "common/server.rs"]
+mod server;
 
-impl Server {
-    fn start(data: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
-            .args(["serve", "--data"])
-            .arg(data)
-            .args(["--listen", "127.0.0.1:0"])
-            .env("ANNAL_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(stderr.read_line(&mut line).unwrap() > 0, "server exited before listening");
-            if let Some(rest) = line.split("addr=").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining the log so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        Server { child, base: format!("http://{addr}"), agent }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let url = format!("{}{}", self.base, path);
-        let mut response = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("POST", Some(body)) => self.agent.post(&url).send_json(body),
-            _ => unreachable!(),
-        }
-        .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.call("POST", path, Some(body))
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        self.call("GET", path, None)
-    }
-
-    fn last_seq(&self) -> u64 {
-        self.get("/healthz").1["last_seq"].as_u64().unwrap()
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap(); // SIGKILL
-        self.child.wait().unwrap();
-    }
-
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        assert!(self.child.wait().unwrap().success(), "graceful shutdown exits 0");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use server::{raw_status, Server};
 
 fn shared_vectors(n: usize) -> Vec<Vec<f32>> {
     let bytes =
@@ -156,27 +80,17 @@ fn upsert_delete_and_drop_over_http_survive_a_graceful_restart() {
         {"id": "y", "vector": [0.0, 1.0], "metadata": {"v": 1}},
         {"id": "z", "vector": [5.0, 5.0]},
     ]});
-    assert_eq!(server.post("/vectors/index/a/add", items).1, json!({"added": 3, "length": 3}));
+    assert_eq!(server.post("/vectors/index/a/add", items).1, json!({"added": 3, "length": 3, "seq": 3}));
     let replace = json!({"items": [{"id": "y", "vector": [1.0, 0.1], "metadata": {"v": 2}}]});
-    assert_eq!(server.post("/vectors/index/a/add", replace).1, json!({"added": 1, "length": 3}));
+    assert_eq!(server.post("/vectors/index/a/add", replace).1, json!({"added": 1, "length": 3, "seq": 4}));
     assert_eq!(
         server.post("/vectors/index/a/delete", json!({"ids": ["x"]})).1,
-        json!({"deleted": 1, "length": 2})
+        json!({"deleted": 1, "length": 2, "seq": 5})
     );
-    assert_eq!(server.call("DELETE", "/vectors/index/b", None).0, 204);
+    assert_eq!(server.call("DELETE", "/vectors/index/b", None), (200, json!({"dropped": "b", "seq": 6})));
     check(&server);
     server.terminate();
     check(&Server::start(dir.path()));
-}
-
-/// Send raw bytes and return the status code, for requests a client library would not
-/// make (wrong content type, a declared length over the limit).
-fn raw_status(base: &str, request: &str) -> u16 {
-    let mut stream = TcpStream::connect(base.trim_start_matches("http://")).unwrap();
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -258,20 +172,20 @@ fn every_bad_input_gets_its_status_and_message_and_commits_nothing() {
     let (status, body) = server.call("DELETE", "/vectors/index", None);
     assert_eq!((status, body["error"].as_str()), (405, Some("method_not_allowed")));
     assert_eq!(server.get("/vectors/index/nope").0, 404);
-    let host = server.base.trim_start_matches("http://").to_owned();
+    let host = server.host().to_owned();
     let no_json = format!(
         "POST /vectors/index HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
-    assert_eq!(raw_status(&server.base, &no_json), 415);
+    assert_eq!(raw_status(&host, &no_json), 415);
     let too_big = format!(
         "POST /vectors/index/docs/add HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         64 * 1024 * 1024 + 1
     );
-    assert_eq!(raw_status(&server.base, &too_big), 413);
+    assert_eq!(raw_status(&host, &too_big), 413);
     let broken = format!(
         "POST /vectors/index HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 4\r\nConnection: close\r\n\r\n{{\"na"
     );
-    assert_eq!(raw_status(&server.base, &broken), 400);
+    assert_eq!(raw_status(&host, &broken), 400);
     assert_eq!(server.last_seq(), before, "no 4xx may commit anything");
     assert_eq!(server.get("/vectors/index/docs").1["length"], 0);
 }

@@ -1,46 +1,192 @@
-//! Errors as the API shows them: JSON `{error, detail}` with the status that fits.
-//! Caller mistakes are 4xx and commit nothing; 500 is kept for real faults, which are
-//! logged with their whole cause chain.
+//! Errors as the API shows them, with the status that fits.
+//!
+//! Caller mistakes are 4xx and commit nothing. 503 means the server cannot serve the
+//! request now (closing, poisoned log, faulted projection, spent body budget). 500 is
+//! kept for real faults: its body carries the top-level message and an `error_id`, and
+//! the whole cause chain is logged under that id. Two outcomes are not plain failures:
+//! a write whose event is durable but not applied in time (202), and a failed commit
+//! whose outcome nobody knows (500 `outcome_unknown`).
 
-use annal_engine::Error;
-use axum::http::StatusCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use annal_engine::{Error, HnswError, LogError, ProjectionError};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 
-/// An API error response.
+use super::limits::{CLOSING_RETRY_AFTER_S, OVERLOADED_RETRY_AFTER_S};
+
+/// An API error response (or, for a write not applied in time, a 202).
 #[derive(Debug)]
 pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Short machine-readable code.
-    pub error: &'static str,
-    /// Human-readable detail naming the field and the reason.
-    pub detail: String,
+    status: StatusCode,
+    body: Body,
+    retry_after_s: Option<u32>,
+}
+
+/// The JSON shapes an [`ApiError`] answers with.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Body {
+    /// `{error, detail, error_id?}`.
+    Failed {
+        error: &'static str,
+        detail: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_id: Option<String>,
+    },
+    /// `{seq, durable: true, applied: false, detail}`.
+    NotApplied { seq: u64, durable: bool, applied: bool, detail: String },
 }
 
 impl ApiError {
-    /// 400 with a detail.
-    pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, error: "bad_request", detail: detail.into() }
+    fn failed(status: StatusCode, error: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: Body::Failed { error, detail: detail.into(), error_id: None },
+            retry_after_s: None,
+        }
     }
 
-    /// 500 for a fault; the cause is logged here, the client gets a short detail.
-    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
-        let detail = crate::report(error);
-        tracing::error!(error = %detail, "request failed");
-        Self { status: StatusCode::INTERNAL_SERVER_ERROR, error: "internal", detail }
+    /// 400: the request is malformed or invalid; `detail` names the field.
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::failed(StatusCode::BAD_REQUEST, "bad_request", detail)
     }
+
+    /// 404: no such index or route.
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::failed(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    /// 405: the route exists but not with this method.
+    pub fn method_not_allowed() -> Self {
+        Self::failed(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    }
+
+    /// 409: the index exists already.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::failed(StatusCode::CONFLICT, "conflict", detail)
+    }
+
+    /// 413: the body is over [`super::BODY_BYTES_MAX`].
+    pub fn payload_too_large() -> Self {
+        Self::failed(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("body exceeds the limit of {} bytes", super::BODY_BYTES_MAX),
+        )
+    }
+
+    /// 415: the body is not declared as JSON.
+    pub fn unsupported_media_type() -> Self {
+        Self::failed(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected content-type: application/json",
+        )
+    }
+
+    /// 503 `overloaded`: the bodies in flight use the whole budget; retry in a second.
+    pub fn overloaded(body_bytes: u64) -> Self {
+        let detail = format!(
+            "request bodies in flight use the server's budget; a body of {body_bytes} bytes does not fit now"
+        );
+        Self {
+            retry_after_s: Some(OVERLOADED_RETRY_AFTER_S),
+            ..Self::failed(SERVICE_UNAVAILABLE, "overloaded", detail)
+        }
+    }
+
+    /// 503 `unavailable`: the engine cannot serve now. `retry_after_s` is set only
+    /// where retrying can help without an operator.
+    pub fn unavailable(detail: impl Into<String>, retry_after_s: Option<u32>) -> Self {
+        Self { retry_after_s, ..Self::failed(SERVICE_UNAVAILABLE, "unavailable", detail) }
+    }
+
+    /// 500 for a fault: the client gets the top-level message and an id, the log gets
+    /// the whole cause chain under that id.
+    pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
+        Self::fault("internal", error.to_string(), error)
+    }
+
+    /// 500 `outcome_unknown`: a commit failed, and redb may have made it durable before
+    /// the failure was seen, so the caller must read before retrying.
+    pub fn outcome_unknown(error: &(dyn std::error::Error + 'static)) -> Self {
+        let detail =
+            "the log commit failed; the write may or may not be durable: read it back before retrying";
+        Self::fault("outcome_unknown", detail.to_owned(), error)
+    }
+
+    fn fault(code: &'static str, detail: String, error: &(dyn std::error::Error + 'static)) -> Self {
+        let id = next_error_id();
+        tracing::error!(error_id = %id, error = %crate::report(error), "request failed");
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: Body::Failed { error: code, detail, error_id: Some(id) },
+            retry_after_s: None,
+        }
+    }
+
+    /// 202: the write's event `seq` is in the log but was not applied in time; it will
+    /// be applied, in order, unless the projection faults first.
+    pub fn not_applied(seq: u64, detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::ACCEPTED,
+            body: Body::NotApplied { seq, durable: true, applied: false, detail: detail.into() },
+            retry_after_s: None,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The human-readable detail of the answer.
+    pub fn detail(&self) -> &str {
+        match &self.body {
+            Body::Failed { detail, .. } | Body::NotApplied { detail, .. } => detail,
+        }
+    }
+}
+
+const SERVICE_UNAVAILABLE: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
+
+/// A fresh id for one fault: milliseconds since the epoch, then a process-wide counter,
+/// so ids stay unique across restarts and within a millisecond.
+fn next_error_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("{ms:x}-{n}")
 }
 
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match &error {
             Error::Invalid(e) => Self::bad_request(e.to_string()),
-            Error::IndexNotFound { .. } => {
-                Self { status: StatusCode::NOT_FOUND, error: "not_found", detail: error.to_string() }
+            Error::IndexNotFound { .. } => Self::not_found(error.to_string()),
+            Error::IndexExists { .. } => Self::conflict(error.to_string()),
+            Error::Log(LogError::CommitFailed(_)) => Self::outcome_unknown(&error),
+            Error::Projection(ProjectionError::Timeout { seq, .. }) => {
+                Self::not_applied(*seq, format!("{error}; the event is in the log and will be applied"))
             }
-            Error::IndexExists { .. } => {
-                Self { status: StatusCode::CONFLICT, error: "conflict", detail: error.to_string() }
+            Error::Log(LogError::Closed) | Error::Projection(ProjectionError::Closed) => {
+                Self::unavailable(error.to_string(), Some(CLOSING_RETRY_AFTER_S))
+            }
+            // Only a restart recovers these: no Retry-After, and a warning with the cause
+            // so the operator sees why requests are refused.
+            Error::Log(LogError::Poisoned(_) | LogError::WriterGone)
+            | Error::Projection(ProjectionError::Stopped(_) | ProjectionError::Panicked)
+            | Error::Faiss(HnswError::Faulted { .. }) => {
+                tracing::warn!(error = %crate::report(&error), "request refused: engine unavailable");
+                Self::unavailable(error.to_string(), None)
             }
             _ => Self::internal(&error),
         }
@@ -55,7 +201,108 @@ impl From<tokio::task::JoinError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.error, "detail": self.detail });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn io_fault() -> Arc<redb::Error> {
+        Arc::new(redb::Error::Io(std::io::Error::other("disk on fire")))
+    }
+
+    /// The status, the `Retry-After` header and the JSON body of `error`.
+    async fn answer(error: impl Into<ApiError>) -> (u16, Option<String>, Value) {
+        let response = error.into().into_response();
+        let status = response.status().as_u16();
+        let retry = response.headers().get(header::RETRY_AFTER).map(|v| v.to_str().unwrap().to_owned());
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, retry, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_closing_engine_is_503_unavailable_with_retry_after() {
+        for error in [Error::Log(LogError::Closed), Error::Projection(ProjectionError::Closed)] {
+            let (status, retry, body) = answer(error).await;
+            assert_eq!((status, retry.as_deref()), (503, Some("5")));
+            assert_eq!(body["error"], "unavailable");
+            assert!(body["detail"].as_str().unwrap().contains("clos"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_log_or_faulted_projection_is_503_without_retry_after() {
+        let stopped = Arc::new(ProjectionError::Read { seq: 7, source: LogError::Closed });
+        for error in [
+            Error::Log(LogError::Poisoned(io_fault())),
+            Error::Log(LogError::WriterGone),
+            Error::Projection(ProjectionError::Stopped(stopped)),
+            Error::Projection(ProjectionError::Panicked),
+            Error::Faiss(HnswError::Faulted { index: "docs".into() }),
+        ] {
+            let message = error.to_string();
+            let (status, retry, body) = answer(error).await;
+            assert_eq!((status, retry), (503, None), "{message}");
+            assert_eq!(body, serde_json::json!({"error": "unavailable", "detail": message}));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_apply_timeout_is_202_naming_the_durable_unapplied_seq() {
+        let (status, retry, body) =
+            answer(Error::Projection(ProjectionError::Timeout { seq: 42, applied: 40 })).await;
+        assert_eq!((status, retry), (202, None));
+        assert_eq!(body["seq"], 42);
+        assert_eq!(body["durable"], true);
+        assert_eq!(body["applied"], false);
+        assert!(body["detail"].as_str().unwrap().contains("event 42 not applied in time"), "{body}");
+        assert!(body.get("error").is_none(), "a 202 is not an error: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_is_500_outcome_unknown_with_an_error_id() {
+        let (status, _, body) = answer(Error::Log(LogError::CommitFailed(io_fault()))).await;
+        assert_eq!(status, 500);
+        assert_eq!(body["error"], "outcome_unknown");
+        assert!(body["detail"].as_str().unwrap().contains("may or may not be durable"), "{body}");
+        assert!(!body["error_id"].as_str().unwrap().is_empty(), "{body}");
+        assert!(!body["detail"].as_str().unwrap().contains("disk on fire"), "no cause chain: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_500_shows_only_the_top_message_and_a_fresh_error_id_each_time() {
+        let fault = || Error::Io(std::io::Error::other("disk on fire"));
+        let (status, retry, first) = answer(fault()).await;
+        let (_, _, second) = answer(fault()).await;
+        assert_eq!((status, retry), (500, None));
+        assert_eq!(first["error"], "internal");
+        assert_eq!(first["detail"], "engine I/O failed");
+        assert_ne!(first["error_id"], second["error_id"]);
+    }
+
+    #[tokio::test]
+    async fn caller_mistakes_keep_their_4xx_without_an_error_id() {
+        let (status, _, body) = answer(Error::IndexNotFound { name: "x".into() }).await;
+        assert_eq!(status, 404);
+        assert_eq!(body, serde_json::json!({"error": "not_found", "detail": "index \"x\" does not exist"}));
+        assert_eq!(answer(Error::IndexExists { name: "x".into() }).await.0, 409);
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_refusal_is_503_with_retry_after_one_second() {
+        let (status, retry, body) = answer(ApiError::overloaded(2048)).await;
+        assert_eq!((status, retry.as_deref()), (503, Some("1")));
+        assert_eq!(body["error"], "overloaded");
+        assert!(body["detail"].as_str().unwrap().contains("2048 bytes"), "{body}");
     }
 }

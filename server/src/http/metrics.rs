@@ -1,14 +1,20 @@
 //! `/metrics` in the Prometheus text format: request counts and latencies recorded by a
-//! middleware, engine figures (log sequence, projection lag, index sizes) read at scrape.
+//! middleware, engine figures read at scrape.
+//!
+//! Monotone engine figures are counters. The engine keeps them as running totals, so
+//! each scrape adds the growth since the figures last seen, under one lock, so that two
+//! scrapes at once cannot both add the same growth. Levels are gauges.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use annal_engine::EngineStats;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use super::{ApiError, AppState};
@@ -18,21 +24,57 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    inflight_body_bytes: IntGauge,
     last_seq: IntGauge,
     applied_seq: IntGauge,
     lag: IntGauge,
-    events_applied: IntGauge,
-    vectors_rejected: IntGauge,
-    rebuilds: IntGauge,
-    rebuild_failures: IntGauge,
-    commits: IntGauge,
     poisoned: IntGauge,
     index_vectors: IntGaugeVec,
     index_tombstones: IntGaugeVec,
+    totals: Mutex<Totals>,
+}
+
+/// The engine's running totals, each with the counter that exports it.
+struct Totals {
+    commits: Total,
+    events_applied: Total,
+    vectors_rejected: Total,
+    rebuilds: Total,
+    rebuild_failures: Total,
+}
+
+impl Totals {
+    fn all(&self) -> [&Total; 5] {
+        [&self.commits, &self.events_applied, &self.vectors_rejected, &self.rebuilds, &self.rebuild_failures]
+    }
+}
+
+/// A counter fed from an engine total, and the total it has counted up to.
+struct Total {
+    counter: IntCounter,
+    seen: u64,
+}
+
+impl Total {
+    fn new(name: &str, help: &str) -> Result<Self, prometheus::Error> {
+        Ok(Self { counter: IntCounter::new(name, help)?, seen: 0 })
+    }
+
+    /// Count the growth of `total` since the last call; a total older than one already
+    /// counted (read by a slower scrape) adds nothing.
+    fn advance(&mut self, total: u64) {
+        if total > self.seen {
+            self.counter.inc_by(total - self.seen);
+            self.seen = total;
+        }
+    }
 }
 
 impl Metrics {
     /// Register every metric.
+    ///
+    /// # Errors
+    /// A metric's name, labels or buckets are invalid (a bug).
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
@@ -45,18 +87,31 @@ impl Metrics {
             &["route", "method"],
         )?;
         let gauge = |name: &str, help: &str| IntGauge::new(name, help);
+        let totals = Totals {
+            commits: Total::new("annal_log_commits_total", "Group commits since start")?,
+            events_applied: Total::new(
+                "annal_projection_events_applied_total",
+                "Events applied since start (replay included)",
+            )?,
+            vectors_rejected: Total::new(
+                "annal_projection_vectors_rejected_total",
+                "Vectors or ids in applied events the projection could not apply",
+            )?,
+            rebuilds: Total::new("annal_projection_rebuilds_total", "Graph rebuilds completed since start")?,
+            rebuild_failures: Total::new(
+                "annal_projection_rebuild_failures_total",
+                "Graph rebuilds that failed since start (the old graph stays in service)",
+            )?,
+        };
+        let counters: Vec<IntCounter> = totals.all().into_iter().map(|t| t.counter.clone()).collect();
         let m = Self {
+            inflight_body_bytes: gauge(
+                "annal_http_inflight_body_bytes",
+                "Request body bytes reserved by the requests in flight",
+            )?,
             last_seq: gauge("annal_log_last_seq", "Highest committed log sequence number")?,
             applied_seq: gauge("annal_projection_applied_seq", "Highest sequence number applied")?,
             lag: gauge("annal_projection_lag_events", "Events committed but not yet applied")?,
-            events_applied: gauge("annal_projection_events_applied", "Events applied since start")?,
-            vectors_rejected: gauge("annal_projection_vectors_rejected", "Vectors the projection rejected")?,
-            rebuilds: gauge("annal_projection_rebuilds", "Graph rebuilds completed since start")?,
-            rebuild_failures: gauge(
-                "annal_projection_rebuild_failures",
-                "Graph rebuilds that failed since start",
-            )?,
-            commits: gauge("annal_log_commits", "Group commits since start")?,
             poisoned: gauge("annal_log_poisoned", "1 once a failed commit made the log refuse writes")?,
             index_vectors: IntGaugeVec::new(
                 Opts::new("annal_index_vectors", "Live vectors per index"),
@@ -69,23 +124,49 @@ impl Metrics {
             registry,
             requests,
             latency,
+            totals: Mutex::new(totals),
         };
-        m.registry.register(Box::new(m.requests.clone()))?;
-        m.registry.register(Box::new(m.latency.clone()))?;
-        for g in [
-            &m.last_seq,
-            &m.applied_seq,
-            &m.lag,
-            &m.events_applied,
-            &m.vectors_rejected,
-            &m.rebuilds,
-            &m.commits,
-        ] {
-            m.registry.register(Box::new(g.clone()))?;
-        }
-        m.registry.register(Box::new(m.index_vectors.clone()))?;
-        m.registry.register(Box::new(m.index_tombstones.clone()))?;
+        m.register(&counters)?;
         Ok(m)
+    }
+
+    fn register(&self, counters: &[IntCounter]) -> Result<(), prometheus::Error> {
+        let r = &self.registry;
+        r.register(Box::new(self.requests.clone()))?;
+        r.register(Box::new(self.latency.clone()))?;
+        for g in [&self.inflight_body_bytes, &self.last_seq, &self.applied_seq, &self.lag, &self.poisoned] {
+            r.register(Box::new(g.clone()))?;
+        }
+        for c in counters {
+            r.register(Box::new(c.clone()))?;
+        }
+        r.register(Box::new(self.index_vectors.clone()))?;
+        r.register(Box::new(self.index_tombstones.clone()))?;
+        Ok(())
+    }
+
+    /// Bring every engine figure up to `stats`.
+    fn update(&self, stats: &EngineStats, poisoned: bool, inflight_body_bytes: u64) {
+        {
+            let mut t = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+            t.commits.advance(stats.log.commits);
+            t.events_applied.advance(stats.projector.events_applied);
+            t.vectors_rejected.advance(stats.projector.vectors_rejected);
+            t.rebuilds.advance(stats.projector.rebuilds);
+            t.rebuild_failures.advance(stats.projector.rebuild_failures);
+        }
+        self.inflight_body_bytes.set(gauge_value(inflight_body_bytes));
+        self.last_seq.set(gauge_value(stats.log.last_seq));
+        self.applied_seq.set(gauge_value(stats.projector.applied_seq));
+        self.lag.set(gauge_value(stats.lag_events));
+        self.poisoned.set(i64::from(poisoned));
+        // Dropped indexes disappear from the export rather than freeze at their last value.
+        self.index_vectors.reset();
+        self.index_tombstones.reset();
+        for index in &stats.indexes {
+            self.index_vectors.with_label_values(&[&index.name]).set(gauge_value(index.length));
+            self.index_tombstones.with_label_values(&[&index.name]).set(gauge_value(index.tombstones));
+        }
     }
 }
 
@@ -118,28 +199,29 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = std::sync::Arc::clone(&state.engine);
+    let engine = Arc::clone(&state.engine);
     let stats = super::routes::blocking(move || Ok(engine.stats())).await?;
     let m = &state.metrics;
-    m.last_seq.set(gauge_value(stats.log.last_seq));
-    m.applied_seq.set(gauge_value(stats.projector.applied_seq));
-    m.lag.set(gauge_value(stats.lag_events));
-    m.events_applied.set(gauge_value(stats.projector.events_applied));
-    m.vectors_rejected.set(gauge_value(stats.projector.vectors_rejected));
-    m.rebuilds.set(gauge_value(stats.projector.rebuilds));
-    m.rebuild_failures.set(gauge_value(stats.projector.rebuild_failures));
-    m.poisoned.set(i64::from(state.engine.log().is_poisoned()));
-    m.commits.set(gauge_value(stats.log.commits));
-    // Dropped indexes disappear from the export rather than freeze at their last value.
-    m.index_vectors.reset();
-    m.index_tombstones.reset();
-    for index in &stats.indexes {
-        m.index_vectors.with_label_values(&[&index.name]).set(gauge_value(index.length));
-        m.index_tombstones.with_label_values(&[&index.name]).set(gauge_value(index.tombstones));
-    }
+    m.update(&stats, state.engine.log().is_poisoned(), state.budget.in_use_bytes());
     let mut body = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&m.registry.gather(), &mut body)
         .map_err(|e| ApiError::internal(&e))?;
     Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_total_counts_only_its_growth_however_often_and_late_it_is_seen() {
+        let mut total = Total::new("t_total", "test").unwrap();
+        total.advance(5);
+        total.advance(5);
+        // A scrape that read the engine before another scrape's newer figure was counted.
+        total.advance(3);
+        total.advance(8);
+        assert_eq!(total.counter.get(), 8);
+    }
 }

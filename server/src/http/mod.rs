@@ -1,7 +1,10 @@
 //! The HTTP API: axum on tokio, calling the synchronous engine on the blocking pool.
 
+mod actor;
+mod budget;
 mod error;
 mod json;
+mod limits;
 mod metrics;
 mod routes;
 
@@ -9,24 +12,43 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use annal_engine::{Engine, EngineConfig};
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use actor::{ACTOR_HEADER, DEFAULT_ACTOR};
+pub use budget::{BodyBudget, Reservation};
 pub use error::ApiError;
+pub use limits::{
+    BODY_BYTES_MAX, BUDGET_PERMIT_BYTES, CLOSING_RETRY_AFTER_S, INFLIGHT_BODY_BYTES_DEFAULT,
+    OVERLOADED_RETRY_AFTER_S, SEARCH_K_DEFAULT,
+};
+pub use metrics::Metrics;
 
 use crate::ServeArgs;
-
-/// Largest request body accepted (413 above it).
-pub const BODY_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
-    /// Request counters and latencies.
-    pub metrics: Arc<metrics::Metrics>,
+    /// Request counters and latencies, engine figures.
+    pub metrics: Arc<Metrics>,
+    /// The budget of request body bytes in flight.
+    pub budget: Arc<BodyBudget>,
+}
+
+impl AppState {
+    /// State over `engine` with a budget of `inflight_body_bytes` of request bodies.
+    ///
+    /// # Errors
+    /// The metrics could not be registered (a bug).
+    pub fn new(engine: Arc<Engine>, inflight_body_bytes: u64) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            engine,
+            metrics: Arc::new(Metrics::new()?),
+            budget: Arc::new(BodyBudget::new(inflight_body_bytes)),
+        })
+    }
 }
 
 /// The router, for the server and for tests.
@@ -41,12 +63,16 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // The last layer runs first: requests refused for the budget are still counted.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), budget::admit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
 
 /// `annal serve`: open the engine, serve until SIGINT or SIGTERM, then close cleanly.
+///
+/// # Errors
+/// The engine could not open or close, or the listener could not bind.
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -54,7 +80,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let data = args.data.clone();
         let engine = tokio::task::spawn_blocking(move || Engine::open(&data, config)).await??;
         let engine = Arc::new(engine);
-        let state = AppState { engine: Arc::clone(&engine), metrics: Arc::new(metrics::Metrics::new()?) };
+        let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "listening");
         axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;

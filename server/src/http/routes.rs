@@ -1,33 +1,34 @@
 //! Handlers. Each one parses its body, runs the engine call on the blocking pool (the
-//! engine waits on fsync and on the projector), and shapes the answer.
+//! engine waits on fsync and on the projector), and shapes the answer. Every write
+//! answers with the sequence number of its event, so a caller can find it in the log.
+
+use std::sync::Arc;
 
 use annal_engine::event::VectorItem;
-use annal_engine::{HnswConfig, IndexInfo, Metric};
+use annal_engine::limits::METADATA_BYTES_MAX;
+use annal_engine::{HnswConfig, IndexInfo, Metric, ProjectionError};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
+use super::actor::actor;
 use super::json::ApiJson;
+use super::limits::SEARCH_K_DEFAULT;
 use super::{ApiError, AppState};
 
-/// Header naming who makes a change; recorded in the log as the event's actor.
-pub const ACTOR_HEADER: &str = "x-annal-actor";
-const DEFAULT_ACTOR: &str = "http";
-const DEFAULT_K: usize = 10;
-
+/// Run an engine call on the blocking pool.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, annal_engine::Error> + Send + 'static,
 ) -> Result<T, ApiError> {
     Ok(tokio::task::spawn_blocking(f).await??)
 }
 
-fn actor(headers: &HeaderMap) -> String {
-    headers.get(ACTOR_HEADER).and_then(|v| v.to_str().ok()).unwrap_or(DEFAULT_ACTOR).to_owned()
-}
-
+/// Body of `POST /vectors/index`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIndex {
@@ -39,6 +40,7 @@ pub struct CreateIndex {
     ef_search: Option<u32>,
 }
 
+/// An index's creation parameters as the API shows them.
 #[derive(Serialize)]
 pub struct Params {
     name: String,
@@ -49,6 +51,7 @@ pub struct Params {
     ef_search: u32,
 }
 
+/// `{params, length}`.
 #[derive(Serialize)]
 pub struct IndexView {
     params: Params,
@@ -72,11 +75,22 @@ impl From<IndexInfo> for IndexView {
     }
 }
 
+/// `{params, length, seq}`: a created index and the event that created it.
+#[derive(Serialize)]
+struct CreatedView {
+    #[serde(flatten)]
+    index: IndexView,
+    seq: u64,
+}
+
+/// `POST /vectors/index`: 201 `{params, length, seq}`.
 pub async fn create_index(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<CreateIndex>,
+    body: ApiJson,
 ) -> Result<impl IntoResponse, ApiError> {
+    let actor = actor(&headers)?;
+    let body: CreateIndex = body.parse()?;
     let metric = match body.distance.as_deref() {
         None => Metric::Cosine,
         Some(name) => Metric::parse(name).ok_or_else(|| {
@@ -89,19 +103,20 @@ pub async fn create_index(
         ef_construction: body.ef_construction.unwrap_or(defaults.ef_construction),
         ef_search: body.ef_search.unwrap_or(defaults.ef_search),
     };
-    let actor = actor(&headers);
     let engine = state.engine;
     let created =
         blocking(move || engine.create_index(&actor, &body.name, body.dimension, metric, config)).await?;
-    Ok((StatusCode::CREATED, Json(IndexView::from(created.info))))
+    Ok((StatusCode::CREATED, Json(CreatedView { index: created.info.into(), seq: created.seq })))
 }
 
+/// `GET /vectors/index`: `{count, names}`.
 pub async fn list_indexes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let engine = state.engine;
     let names = blocking(move || Ok(engine.list_indexes())).await?;
-    Ok(Json(serde_json::json!({ "count": names.len(), "names": names })))
+    Ok(Json(json!({ "count": names.len(), "names": names })))
 }
 
+/// `GET /vectors/index/{name}`: `{params, length}`.
 pub async fn get_index(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -112,136 +127,180 @@ pub async fn get_index(
     Ok(Json(blocking(move || engine.get_index(&name)).await?.into()))
 }
 
+/// `DELETE /vectors/index/{name}`: `{dropped, seq}`.
 pub async fn drop_index(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let actor = actor(&headers);
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(&headers)?;
     let engine = state.engine;
-    blocking(move || engine.drop_index(&actor, &name)).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let dropped = name.clone();
+    let seq = blocking(move || engine.drop_index(&actor, &dropped)).await?;
+    Ok(Json(json!({ "dropped": name, "seq": seq })))
+}
+
+/// Item metadata as the caller's JSON text, borrowed from the request body. Its size is
+/// checked as it is parsed, so an oversized document is refused before it is copied.
+struct Metadata<'a>(&'a RawValue);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = <&'a RawValue>::deserialize(deserializer)?;
+        let len = raw.get().len();
+        if len > METADATA_BYTES_MAX {
+            return Err(D::Error::custom(format!("is {len} bytes, over the limit of {METADATA_BYTES_MAX}")));
+        }
+        Ok(Metadata(raw))
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AddItem {
+struct AddItem<'a> {
     id: String,
     vector: Vec<f32>,
-    metadata: Option<Value>,
+    /// JSON `null` is the same as no metadata.
+    #[serde(borrow, default)]
+    metadata: Option<Metadata<'a>>,
     partition: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Add {
-    items: Vec<AddItem>,
+struct Add<'a> {
+    #[serde(borrow)]
+    items: Vec<AddItem<'a>>,
 }
 
+/// `POST /vectors/index/{name}/add`: `{added, length, seq}`.
 pub async fn add(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<Add>,
+    body: ApiJson,
 ) -> Result<Json<Value>, ApiError> {
+    let actor = actor(&headers)?;
     let items = body
+        .parse::<Add<'_>>()?
         .items
         .into_iter()
         .map(|item| VectorItem {
             id: item.id,
             vector: item.vector,
-            // JSON `null` metadata is the same as none.
-            metadata: item.metadata.filter(|m| !m.is_null()).map(|m| m.to_string()),
+            metadata: item.metadata.map(|m| m.0.get().to_owned()),
             partition: item.partition,
         })
         .collect();
-    let actor = actor(&headers);
+    // The body is not needed past this point: give its memory back before the engine
+    // call, which may wait long for fsync and the projector.
+    drop(body);
     let engine = state.engine;
     let out = blocking(move || engine.upsert(&actor, &name, items)).await?;
-    Ok(Json(serde_json::json!({ "added": out.added, "length": out.length })))
+    Ok(Json(json!({ "added": out.added, "length": out.length, "seq": out.seq })))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Delete {
+struct Delete {
     ids: Vec<String>,
 }
 
+/// `POST /vectors/index/{name}/delete`: `{deleted, length, seq}`.
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<Delete>,
+    body: ApiJson,
 ) -> Result<Json<Value>, ApiError> {
-    let actor = actor(&headers);
+    let actor = actor(&headers)?;
+    let Delete { ids } = body.parse()?;
     let engine = state.engine;
-    let out = blocking(move || engine.delete(&actor, &name, body.ids)).await?;
-    Ok(Json(serde_json::json!({ "deleted": out.deleted, "length": out.length })))
+    let out = blocking(move || engine.delete(&actor, &name, ids)).await?;
+    Ok(Json(json!({ "deleted": out.deleted, "length": out.length, "seq": out.seq })))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Search {
+struct Search {
     vector: Vec<f32>,
     k: Option<usize>,
 }
 
+/// One hit; metadata goes out as the stored JSON text, not re-parsed.
 #[derive(Serialize)]
-pub struct SearchHit {
-    id: String,
+struct SearchHit<'a> {
+    id: &'a str,
     distance: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
-    metadata: Option<Value>,
+    metadata: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+struct SearchResults<'a> {
+    results: Vec<SearchHit<'a>>,
+}
+
+/// `POST /vectors/index/{name}/search`: `{results: [{id, distance, metadata?, partition?}]}`.
 pub async fn search(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    ApiJson(body): ApiJson<Search>,
-) -> Result<Json<Value>, ApiError> {
+    body: ApiJson,
+) -> Result<Response, ApiError> {
+    let Search { vector, k } = body.parse()?;
     let engine = state.engine;
-    let k = body.k.unwrap_or(DEFAULT_K);
-    let hits = blocking(move || engine.search(&name, body.vector, k)).await?;
-    let results: Vec<SearchHit> = hits
-        .into_iter()
+    let k = k.unwrap_or(SEARCH_K_DEFAULT);
+    let hits = blocking(move || engine.search(&name, vector, k)).await?;
+    let results = hits
+        .iter()
         .map(|hit| SearchHit {
-            id: hit.id.to_string(),
+            id: &hit.id,
             distance: hit.distance,
-            // Stored metadata was validated as JSON on the way in.
-            metadata: hit.metadata.and_then(|m| serde_json::from_str(&m).ok()),
+            metadata: hit.metadata.as_deref().and_then(|text| raw_metadata(&hit.id, text)),
+            partition: hit.partition.as_deref(),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "results": results })))
+    Ok(Json(SearchResults { results }).into_response())
 }
 
+/// Stored metadata as raw JSON. The engine validated it on the way in; a log written
+/// under other rules could still hold text that is not JSON, which is left out (and
+/// logged) rather than sent as a broken document.
+fn raw_metadata<'a>(id: &str, text: &'a str) -> Option<&'a RawValue> {
+    match serde_json::from_str::<&RawValue>(text) {
+        Ok(raw) => Some(raw),
+        Err(error) => {
+            tracing::warn!(id, %error, "stored metadata is not JSON; left out of the hit");
+            None
+        }
+    }
+}
+
+/// `GET /healthz`: `{status, last_seq, applied_seq}`; 503 once a fault stops writes.
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if let Some(fault) = state.engine.projection_fault() {
-        return Err(ApiError::internal(&*fault));
+        return Err(annal_engine::Error::Projection(ProjectionError::Stopped(fault)).into());
     }
     if state.engine.log().is_poisoned() {
-        return Err(ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            error: "internal",
-            detail: "log is poisoned by a failed commit; restart to recover".into(),
-        });
+        return Err(ApiError::unavailable("log is poisoned by a failed commit; restart to recover", None));
     }
-    let engine = state.engine;
+    let engine = Arc::clone(&state.engine);
     let stats = blocking(move || Ok(engine.stats())).await?;
-    Ok(Json(serde_json::json!({
+    Ok(Json(json!({
         "status": "ok",
         "last_seq": stats.log.last_seq,
         "applied_seq": stats.projector.applied_seq,
     })))
 }
 
+/// Answer for a known route asked with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError {
-        status: StatusCode::METHOD_NOT_ALLOWED,
-        error: "method_not_allowed",
-        detail: "this route does not take that method".into(),
-    }
+    ApiError::method_not_allowed()
 }
 
+/// Answer for an unknown route.
 pub async fn not_found() -> ApiError {
-    ApiError { status: StatusCode::NOT_FOUND, error: "not_found", detail: "no such route".into() }
+    ApiError::not_found("no such route")
 }

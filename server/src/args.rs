@@ -1,0 +1,52 @@
+//! The flags of `annal serve`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use annal_engine::SyncMode;
+use clap::ValueEnum;
+
+use crate::http::{BODY_BYTES_MAX, INFLIGHT_BODY_BYTES_DEFAULT};
+
+/// Flags of `annal serve`; each also reads an environment variable.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ANNAL_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
+    /// `immediate`: fsync before acknowledging each write; `deferred`: bulk-load mode,
+    /// durable at the next sync or at shutdown (see docs/OPERATIONS.md).
+    #[arg(long, env = "ANNAL_SYNC", value_enum, default_value_t = Sync::Immediate)]
+    pub sync: Sync,
+    /// Bytes of request bodies the server holds at once; a request that does not fit
+    /// is refused with 503 `overloaded`. At least the body limit (64 MiB), so that a
+    /// body the limit admits can ever be served.
+    #[arg(
+        long,
+        env = "ANNAL_INFLIGHT_BODY_BYTES",
+        default_value_t = INFLIGHT_BODY_BYTES_DEFAULT,
+        value_parser = clap::value_parser!(u64).range(BODY_BYTES_MAX as u64..),
+    )]
+    pub inflight_body_bytes: u64,
+}
+
+/// Durability choice on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Sync {
+    /// fsync every group commit.
+    Immediate,
+    /// No fsync per commit.
+    Deferred,
+}
+
+impl From<Sync> for SyncMode {
+    fn from(s: Sync) -> Self {
+        match s {
+            Sync::Immediate => SyncMode::Immediate,
+            Sync::Deferred => SyncMode::Deferred,
+        }
+    }
+}
