@@ -100,9 +100,12 @@ async fn monotone_counters_equal_the_engine_totals_however_many_scrapes_run_at_o
     let text = scrape(&app).await;
     let stats = app.engine().stats();
     assert_eq!(value(&text, "annal_log_commits_total"), stats.log.commits);
-    assert_eq!(value(&text, "annal_projection_events_applied_total"), stats.projector.events_applied);
+    assert_eq!(
+        value(&text, "annal_projection_events_applied_total"),
+        stats.projector.projections[0].events_applied
+    );
     assert_eq!(value(&text, "annal_projection_events_applied_total"), 4, "one create and three adds");
-    assert_eq!(value(&text, "annal_projection_rebuilds_total"), stats.projector.rebuilds);
+    assert_eq!(value(&text, "annal_projection_rebuilds_total"), stats.rebuilds.rebuilds);
     assert_eq!(value(&text, "annal_log_last_seq"), 4);
     assert_eq!(value(&text, "annal_index_vectors{index=\"m\"}"), 3);
     assert_eq!(value(&text, "annal_log_poisoned"), 0);

@@ -109,6 +109,11 @@ impl ApiError {
         Self { retry_after_s, ..Self::failed(SERVICE_UNAVAILABLE, "unavailable", detail) }
     }
 
+    /// 503 `starting`: the engine is replaying its log; retry shortly.
+    pub fn starting(detail: impl Into<String>) -> Self {
+        Self { retry_after_s: Some(1), ..Self::failed(SERVICE_UNAVAILABLE, "starting", detail) }
+    }
+
     /// 500 for a fault: the client gets the top-level message and an id, the log gets
     /// the whole cause chain under that id.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
@@ -174,9 +179,13 @@ impl From<Error> for ApiError {
             Error::IndexNotFound { .. } => Self::not_found(error.to_string()),
             Error::IndexExists { .. } => Self::conflict(error.to_string()),
             Error::Log(LogError::CommitFailed(_)) => Self::outcome_unknown(&error),
-            Error::Projection(ProjectionError::Timeout { seq, .. }) => {
-                Self::not_applied(*seq, format!("{error}; the event is in the log and will be applied"))
-            }
+            // The write is durable whatever stopped its apply (a timeout, a close, a
+            // projector fault): it is in the log and is applied at the latest on reopen.
+            Error::NotApplied { seq, .. } => Self::not_applied(
+                *seq,
+                format!("{}; the event is in the log and will be applied", crate::report(&error)),
+            ),
+            Error::Starting => Self::starting(error.to_string()),
             Error::Log(LogError::Closed) | Error::Projection(ProjectionError::Closed) => {
                 Self::unavailable(error.to_string(), Some(CLOSING_RETRY_AFTER_S))
             }
@@ -260,7 +269,8 @@ mod tests {
     #[tokio::test]
     async fn an_apply_timeout_is_202_naming_the_durable_unapplied_seq() {
         let (status, retry, body) =
-            answer(Error::Projection(ProjectionError::Timeout { seq: 42, applied: 40 })).await;
+            answer(Error::NotApplied { seq: 42, source: ProjectionError::Timeout { seq: 42, applied: 40 } })
+                .await;
         assert_eq!((status, retry), (202, None));
         assert_eq!(body["seq"], 42);
         assert_eq!(body["durable"], true);

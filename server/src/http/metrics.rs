@@ -150,10 +150,14 @@ impl Metrics {
         {
             let mut t = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
             t.commits.advance(stats.log.commits);
-            t.events_applied.advance(stats.projector.events_applied);
-            t.vectors_rejected.advance(stats.projector.vectors_rejected);
-            t.rebuilds.advance(stats.projector.rebuilds);
-            t.rebuild_failures.advance(stats.projector.rebuild_failures);
+            // Every projection is handed every event; the vector projection's rejections
+            // are the vectors (and ids) it could not apply.
+            let projections = &stats.projector.projections;
+            t.events_applied.advance(projections.iter().map(|p| p.events_applied).max().unwrap_or(0));
+            t.vectors_rejected
+                .advance(projections.iter().filter(|p| p.name == "vectors").map(|p| p.rejected).sum());
+            t.rebuilds.advance(stats.rebuilds.rebuilds);
+            t.rebuild_failures.advance(stats.rebuilds.failures);
         }
         self.inflight_body_bytes.set(gauge_value(inflight_body_bytes));
         self.last_seq.set(gauge_value(stats.log.last_seq));

@@ -60,32 +60,56 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}/delete", post(routes::delete))
         .route("/vectors/index/{name}/search", post(routes::search))
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // The last layer runs first: requests refused for the budget are still counted.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), routes::while_starting))
         .layer(axum::middleware::from_fn_with_state(state.clone(), budget::admit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 
-/// `annal serve`: open the engine, serve until SIGINT or SIGTERM, then close cleanly.
+/// `annal serve`: open the log, bind the listener, replay in the background (data
+/// routes answer 503 `starting` meanwhile), serve until SIGINT or SIGTERM, then close
+/// cleanly: the log is made durable first, then the projector and any rebuild stop.
 ///
 /// # Errors
-/// The engine could not open or close, or the listener could not bind.
+/// The engine could not open, replay or close, or the listener could not bind.
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let config = EngineConfig { sync: args.sync.into(), ..EngineConfig::default() };
         let data = args.data.clone();
-        let engine = tokio::task::spawn_blocking(move || Engine::open(&data, config)).await??;
-        let engine = Arc::new(engine);
+        let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
         let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "listening");
-        axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
+        let replay = Arc::clone(&engine);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = replay.wait_ready(std::time::Duration::MAX) {
+                tracing::error!(error = %crate::report(&error), "replay failed; shutting down");
+                let _ = failed_tx.send(());
+            }
+        });
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = {
+            let failed = Arc::clone(&failed);
+            async move {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    Ok(()) = failed_rx => failed.store(true, std::sync::atomic::Ordering::SeqCst),
+                }
+            }
+        };
+        axum::serve(listener, router(state)).with_graceful_shutdown(stop).await?;
         tracing::info!("shutting down");
         tokio::task::spawn_blocking(move || engine.close()).await??;
+        if failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(ExitCode::FAILURE);
+        }
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -288,11 +288,59 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     }
     let engine = Arc::clone(&state.engine);
     let stats = blocking(move || Ok(engine.stats())).await?;
+    let startup = state.engine.startup();
     Ok(Json(json!({
-        "status": "ok",
+        "status": if startup.ready { "ok" } else { "starting" },
         "last_seq": stats.log.last_seq,
         "applied_seq": stats.projector.applied_seq,
+        "replay": {
+            "applied_seq": startup.applied_seq,
+            "target_seq": startup.target_seq,
+            "ready": startup.ready,
+            "elapsed_ms": u64::try_from(startup.elapsed.as_millis()).unwrap_or(u64::MAX),
+        },
     })))
+}
+
+/// `GET /readyz`: 200 once the log is replayed and the engine takes writes; 503
+/// `starting` before, 503 `unavailable` after a fault.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(fault) = state.engine.projection_fault() {
+        return Err(annal_engine::Error::Projection(ProjectionError::Stopped(fault)).into());
+    }
+    if state.engine.log().is_poisoned() {
+        return Err(ApiError::unavailable("log is poisoned by a failed commit; restart to recover", None));
+    }
+    let startup = state.engine.startup();
+    if !startup.ready {
+        return Err(starting(&startup));
+    }
+    Ok(Json(json!({ "status": "ready", "applied_seq": startup.applied_seq })))
+}
+
+/// The 503 every data route answers while the log replays.
+pub fn starting(startup: &annal_engine::Startup) -> ApiError {
+    ApiError::starting(format!(
+        "replaying the log: {} of {} events applied",
+        startup.applied_seq, startup.target_seq
+    ))
+}
+
+/// Middleware: data routes answer 503 `starting` until replay is done; `/healthz`,
+/// `/readyz` and `/metrics` answer at once.
+pub async fn while_starting(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    let open = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    let startup = state.engine.startup();
+    if !open && !startup.ready {
+        return starting(&startup).into_response();
+    }
+    next.run(req).await
 }
 
 /// Answer for a known route asked with a method it does not take.

@@ -20,8 +20,20 @@ impl Server {
         Self::start_with(data, &[])
     }
 
-    /// Start with extra `annal serve` flags.
+    /// Start with extra `annal serve` flags, and wait until `/readyz` says the log is
+    /// replayed, as a load balancer would.
     pub fn start_with(data: &Path, flags: &[&str]) -> Self {
+        let server = Self::start_listening(data, flags);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while server.get("/readyz").0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "server never became ready");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        server
+    }
+
+    /// Start and return as soon as the listener is up (replay may still run).
+    pub fn start_listening(data: &Path, flags: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_annal"))
             .args(["serve", "--data"])
             .arg(data)
