@@ -243,14 +243,13 @@ impl Engine {
         Some(self.schema.get_or_init(|| {
             let schema = self
                 .catalog
-                .names()
+                .handles()
                 .into_iter()
-                .filter_map(|name| {
-                    let handle = self.catalog.get(&name)?;
+                .map(|(name, handle)| {
                     let index = handle.read();
                     let entry =
                         SchemaEntry { dimension: index.params.dimension, metric: index.params.metric };
-                    Some((name, entry))
+                    (name, entry)
                 })
                 .collect();
             RwLock::new(schema)
@@ -417,12 +416,11 @@ impl Engine {
         let rebuilds = self.vectors.rebuild_stats();
         let indexes = self
             .catalog
-            .names()
+            .handles()
             .into_iter()
-            .filter_map(|name| {
-                let handle = self.catalog.get(&name)?;
+            .map(|(name, handle)| {
                 let index = handle.read();
-                Some(IndexStats { name, length: index.len(), tombstones: index.dead() })
+                IndexStats { name, length: index.len(), tombstones: index.dead() }
             })
             .collect();
         EngineStats {

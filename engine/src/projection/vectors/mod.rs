@@ -41,6 +41,11 @@ impl Catalog {
         read(&self.indexes).get(name).cloned()
     }
 
+    /// Every index with its handle, sorted by name, taken under one lock.
+    pub(crate) fn handles(&self) -> Vec<(String, IndexHandle)> {
+        read(&self.indexes).iter().map(|(name, handle)| (name.clone(), Arc::clone(handle))).collect()
+    }
+
     pub(crate) fn names(&self) -> Vec<String> {
         read(&self.indexes).keys().cloned().collect()
     }
