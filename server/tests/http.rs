@@ -1,6 +1,7 @@
 //! The `annal serve` process over HTTP: crash safety, restarts, and every bad input.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -210,4 +211,46 @@ fn metrics_export_requests_log_position_lag_and_index_sizes() {
         assert!(text.contains(needle), "missing {needle:?} in\n{text}");
     }
     assert_eq!(server.get("/healthz").1["status"], "ok");
+}
+
+#[test]
+fn sigterm_during_a_rebuild_in_deferred_mode_ends_in_seconds_and_keeps_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let dim = 128;
+    let server = Server::start_with(dir.path(), &["--sync", "deferred"]);
+    let (status, body) = server.post(
+        "/vectors/index",
+        json!({"name": "big", "dimension": dim, "distance": "l2", "m": 32, "ef_construction": 200}),
+    );
+    assert_eq!(status, 201, "{body}");
+    for start in (0..30_000).step_by(5_000) {
+        let items: Vec<Value> = (start..start + 5_000)
+            .map(|i| {
+                let v: Vec<f32> = (0..dim).map(|j| ((i * 31 + j * 7) % 1009) as f32 * 0.01).collect();
+                json!({"id": format!("v{i}"), "vector": v})
+            })
+            .collect();
+        let (status, body) = server.post("/vectors/index/big/add", json!({"items": items}));
+        assert_eq!(status, 200, "{body}");
+    }
+    let ids: Vec<String> = (0..10_000).map(|i| format!("v{i}")).collect();
+    let (status, body) = server.post("/vectors/index/big/delete", json!({"ids": ids}));
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !server.metrics().contains("annal_projection_rebuilds_running 1") {
+        assert!(Instant::now() < deadline, "the rebuild never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
+    server.terminate();
+    // Generous against a loaded machine; an uncancelled rebuild of this index takes
+    // much longer in a debug build.
+    assert!(asked.elapsed() < Duration::from_secs(15), "shutdown took {:?}", asked.elapsed());
+
+    let server = Server::start(dir.path());
+    let (_, info) = server.get("/vectors/index/big");
+    assert_eq!(info["length"], 20_000, "{info}");
+    let probe: Vec<f32> = (0..dim).map(|j| ((5 * 31 + j * 7) % 1009) as f32 * 0.01).collect();
+    let (_, found) = server.post("/vectors/index/big/search", json!({"vector": probe, "k": 5}));
+    assert!(found["results"].as_array().unwrap().iter().all(|hit| hit["id"] != "v5"), "{found}");
 }

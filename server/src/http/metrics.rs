@@ -29,6 +29,7 @@ pub struct Metrics {
     applied_seq: IntGauge,
     lag: IntGauge,
     poisoned: IntGauge,
+    rebuilds_running: IntGauge,
     index_vectors: IntGaugeVec,
     index_tombstones: IntGaugeVec,
     totals: Mutex<Totals>,
@@ -41,11 +42,19 @@ struct Totals {
     vectors_rejected: Total,
     rebuilds: Total,
     rebuild_failures: Total,
+    rebuilds_cancelled: Total,
 }
 
 impl Totals {
-    fn all(&self) -> [&Total; 5] {
-        [&self.commits, &self.events_applied, &self.vectors_rejected, &self.rebuilds, &self.rebuild_failures]
+    fn all(&self) -> [&Total; 6] {
+        [
+            &self.commits,
+            &self.events_applied,
+            &self.vectors_rejected,
+            &self.rebuilds,
+            &self.rebuild_failures,
+            &self.rebuilds_cancelled,
+        ]
     }
 }
 
@@ -102,6 +111,10 @@ impl Metrics {
                 "annal_projection_rebuild_failures_total",
                 "Graph rebuilds that failed since start (the old graph stays in service)",
             )?,
+            rebuilds_cancelled: Total::new(
+                "annal_projection_rebuilds_cancelled_total",
+                "Graph rebuilds stopped unfinished by shutdown",
+            )?,
         };
         let counters: Vec<IntCounter> = totals.all().into_iter().map(|t| t.counter.clone()).collect();
         let m = Self {
@@ -113,6 +126,7 @@ impl Metrics {
             applied_seq: gauge("annal_projection_applied_seq", "Highest sequence number applied")?,
             lag: gauge("annal_projection_lag_events", "Events committed but not yet applied")?,
             poisoned: gauge("annal_log_poisoned", "1 once a failed commit made the log refuse writes")?,
+            rebuilds_running: gauge("annal_projection_rebuilds_running", "1 while a graph rebuild runs")?,
             index_vectors: IntGaugeVec::new(
                 Opts::new("annal_index_vectors", "Live vectors per index"),
                 &["index"],
@@ -134,7 +148,14 @@ impl Metrics {
         let r = &self.registry;
         r.register(Box::new(self.requests.clone()))?;
         r.register(Box::new(self.latency.clone()))?;
-        for g in [&self.inflight_body_bytes, &self.last_seq, &self.applied_seq, &self.lag, &self.poisoned] {
+        for g in [
+            &self.inflight_body_bytes,
+            &self.last_seq,
+            &self.applied_seq,
+            &self.lag,
+            &self.poisoned,
+            &self.rebuilds_running,
+        ] {
             r.register(Box::new(g.clone()))?;
         }
         for c in counters {
@@ -158,7 +179,9 @@ impl Metrics {
                 .advance(projections.iter().filter(|p| p.name == "vectors").map(|p| p.rejected).sum());
             t.rebuilds.advance(stats.rebuilds.rebuilds);
             t.rebuild_failures.advance(stats.rebuilds.failures);
+            t.rebuilds_cancelled.advance(stats.rebuilds.cancelled);
         }
+        self.rebuilds_running.set(i64::from(stats.rebuilds.running));
         self.inflight_body_bytes.set(gauge_value(inflight_body_bytes));
         self.last_seq.set(gauge_value(stats.log.last_seq));
         self.applied_seq.set(gauge_value(stats.projector.applied_seq));

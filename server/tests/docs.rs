@@ -1,0 +1,118 @@
+//! What docs/OPERATIONS.md lists (routes, flags) against what the server serves and
+//! accepts, both ways.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+
+#[path = "common/server.rs"]
+mod server;
+
+use server::Server;
+
+fn operations_doc() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/OPERATIONS.md")).unwrap()
+}
+
+/// `(METHOD, /template)` of every row of the HTTP API table: ``| `GET /path` | ...``.
+fn documented_routes() -> BTreeSet<(String, String)> {
+    let doc = operations_doc();
+    let section = doc.split("\n## HTTP API\n").nth(1).expect("docs/OPERATIONS.md has a ## HTTP API section");
+    let section = section.split("\n## ").next().unwrap();
+    let routes: BTreeSet<(String, String)> = section
+        .lines()
+        .filter_map(|line| {
+            let cell = line.strip_prefix("| `")?.split('`').next()?;
+            let (method, path) = cell.split_once(' ')?;
+            Some((method.to_owned(), path.to_owned()))
+        })
+        .collect();
+    assert!(routes.len() >= 10, "the route table was not found: {routes:?}");
+    routes
+}
+
+/// `(METHOD, /template)` of every `.route(...)` in the router's source.
+fn routed() -> BTreeSet<(String, String)> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/mod.rs")).unwrap();
+    let mut routes = BTreeSet::new();
+    for line in source.lines() {
+        let Some(rest) = line.trim().strip_prefix(".route(\"") else { continue };
+        let (path, handlers) = rest.split_once('"').unwrap();
+        for method in ["get", "post", "put", "delete"] {
+            for (i, _) in handlers.match_indices(&format!("{method}(")) {
+                let before = handlers[..i].chars().last();
+                if matches!(before, Some(' ' | '.')) {
+                    routes.insert((method.to_uppercase(), path.to_owned()));
+                }
+            }
+        }
+    }
+    assert!(routes.len() >= 10, "no routes found in the router's source: {routes:?}");
+    routes
+}
+
+#[test]
+fn every_documented_route_is_served_and_every_served_route_is_documented() {
+    let documented = documented_routes();
+    assert_eq!(documented, routed(), "docs/OPERATIONS.md's route table against the router");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 2})).0, 201);
+    for (method, template) in &documented {
+        let path = template.replace("{name}", "docs");
+        let (status, body) = match method.as_str() {
+            "GET" => server.get(&path),
+            "POST" => server.post(&path, json!({})),
+            "DELETE" => continue, // dropping the index would hide the routes after it
+            other => panic!("no client call for {other}"),
+        };
+        assert_ne!(status, 405, "{method} {template}: {body}");
+    }
+    // Each request was counted under its route's template, which only a matched route has.
+    let metrics = server.metrics();
+    for (method, template) in documented.iter().filter(|(m, _)| m != "DELETE") {
+        let series = format!("method=\"{method}\",route=\"{template}\"");
+        assert!(metrics.contains(&series), "{method} {template} did not match a route:\n{metrics}");
+    }
+    let (status, _) = server.call("DELETE", "/vectors/index/docs", None);
+    assert_eq!(status, 200);
+}
+
+/// The `--flags` and `ANNAL_*` variables of the configuration table.
+fn documented_flags() -> (BTreeSet<String>, BTreeSet<String>) {
+    let doc = operations_doc();
+    let section = doc.split("\n## Configuration\n").nth(1).expect("a ## Configuration section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut flags = BTreeSet::new();
+    let mut vars = BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| ")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if let Some(flag) = cells.get(1).and_then(|c| c.strip_prefix("`--")) {
+            flags.insert(format!("--{}", flag.split([' ', '`']).next().unwrap()));
+        }
+        if let Some(var) = cells.get(2).and_then(|c| c.strip_prefix("`ANNAL_")) {
+            vars.insert(format!("ANNAL_{}", var.trim_end_matches('`')));
+        }
+    }
+    (flags, vars)
+}
+
+#[test]
+fn every_serve_flag_and_its_variable_are_documented_and_no_more() {
+    let help = Command::new(env!("CARGO_BIN_EXE_annal")).args(["serve", "--help"]).output().unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8(help.stdout).unwrap();
+    let words = || help.split(|c: char| c.is_whitespace() || matches!(c, '[' | ']' | ',' | '=' | ':'));
+    let flags: BTreeSet<String> =
+        words().filter(|w| w.starts_with("--") && *w != "--help").map(str::to_owned).collect();
+    let vars: BTreeSet<String> = words().filter(|w| w.starts_with("ANNAL_")).map(str::to_owned).collect();
+    let (documented_flags, documented_vars) = documented_flags();
+    assert_eq!(flags, documented_flags, "`annal serve --help` against docs/OPERATIONS.md");
+    // ANNAL_LOG is read by the logger, not by a flag.
+    let vars: BTreeSet<String> = vars.into_iter().chain(["ANNAL_LOG".to_owned()]).collect();
+    assert_eq!(vars, documented_vars, "environment variables against docs/OPERATIONS.md");
+}
