@@ -16,7 +16,7 @@ fn start_up_routes_answer_during_a_long_replay_and_data_routes_wait_for_it() {
     let dir = tempfile::tempdir().unwrap();
     // Written straight to the log, so only the server's replay builds the graph.
     {
-        let log = Log::open(&dir.path().join(LOG_FILE), LogConfig::default()).unwrap();
+        let log = Log::open(dir.path().join(LOG_FILE), LogConfig::default()).unwrap();
         let created = IndexCreated {
             name: "docs".into(),
             dimension: 64,
