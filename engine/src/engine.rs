@@ -13,9 +13,11 @@ use crate::event::{
     VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
+use crate::projection::journal::ErrorJournal;
 use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams, RebuildStats, VectorProjection};
 use crate::projection::{Hooks, Projection, Projector, ProjectorStats};
 use crate::schema::{Schema, SchemaEntry};
+use crate::storage::{BucketsConfig, Recorder, Storage};
 use crate::sync::{read, write};
 use crate::validate;
 
@@ -35,11 +37,18 @@ pub struct EngineConfig {
     pub apply_timeout: Duration,
     /// Fault and delay injection, for tests; empty by default.
     pub hooks: Hooks,
+    /// The storage buckets (default: a local `primary` inside the data directory).
+    pub buckets: BucketsConfig,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { sync: SyncMode::Immediate, apply_timeout: Duration::from_secs(120), hooks: Hooks::default() }
+        Self {
+            sync: SyncMode::Immediate,
+            apply_timeout: Duration::from_secs(120),
+            hooks: Hooks::default(),
+            buckets: BucketsConfig::default(),
+        }
     }
 }
 
@@ -129,7 +138,9 @@ pub struct Engine {
     log: Arc<Log>,
     catalog: Arc<Catalog>,
     vectors: Arc<VectorProjection>,
-    projector: Projector,
+    projector: Arc<Projector>,
+    journal: Arc<ErrorJournal>,
+    storage: Storage,
     /// The command-side schema, set once replay at start has caught up (see
     /// `schema.rs`). Create and drop hold it exclusively from validation until their
     /// event is appended; upserts and deletes hold it shared for the same span. So an
@@ -176,8 +187,19 @@ impl Engine {
         let catalog = Arc::new(Catalog::default());
         let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), config.hooks.clone())?);
         // Every projection of the engine, in the order each event is applied to them.
-        let projections: Vec<Arc<dyn Projection>> = vec![Arc::clone(&vectors) as Arc<dyn Projection>];
-        let projector = Projector::start(Arc::clone(&log), projections, first_seq, config.hooks.clone())?;
+        let journal = Arc::new(ErrorJournal::default());
+        let projections: Vec<Arc<dyn Projection>> =
+            vec![Arc::clone(&vectors) as Arc<dyn Projection>, Arc::clone(&journal) as Arc<dyn Projection>];
+        let projector =
+            Arc::new(Projector::start(Arc::clone(&log), projections, first_seq, config.hooks.clone())?);
+        let recorder = Recorder { log: Arc::clone(&log), projector: Arc::clone(&projector) };
+        let storage = match Storage::open(&dir, &config.buckets, recorder, &config.hooks) {
+            Ok(storage) => storage,
+            Err(e) => {
+                projector.stop();
+                return Err(e.into());
+            }
+        };
         let target_seq = log.last_seq();
         tracing::info!(events = target_seq, "replaying the log");
         Ok(Self {
@@ -186,6 +208,8 @@ impl Engine {
             catalog,
             vectors,
             projector,
+            journal,
+            storage,
             schema: OnceLock::new(),
             target_seq,
             started,
@@ -407,6 +431,16 @@ impl Engine {
     /// and serves the state it had.
     pub fn projection_fault(&self) -> Option<Arc<crate::error::ProjectionError>> {
         self.projector.fault()
+    }
+
+    /// The storage buckets: object I/O, probes, and their failure counters.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// The bucket error journal (the newest bucket errors from the log).
+    pub fn journal(&self) -> &ErrorJournal {
+        &self.journal
     }
 
     /// Counters of the log, the projector and every index.

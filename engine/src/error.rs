@@ -52,6 +52,9 @@ pub enum Error {
     /// The engine is still replaying its log at start and accepts no writes yet.
     #[error("the engine is starting: replaying the log")]
     Starting,
+    /// A storage bucket operation failed (see [`crate::storage`]).
+    #[error(transparent)]
+    Storage(Box<crate::storage::StorageError>),
     /// The log starts after event 1 (older events were removed by retention) and no
     /// snapshot covers the events before it, so the projections cannot be rebuilt.
     #[error("the log starts at event {first_seq} and no snapshot covers the events before it")]
@@ -59,6 +62,12 @@ pub enum Error {
         /// The first event the log holds.
         first_seq: u64,
     },
+}
+
+impl From<crate::storage::StorageError> for Error {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Self::Storage(Box::new(e))
+    }
 }
 
 /// An error with its chain of causes, on one line: `a: b: c`.
@@ -77,7 +86,18 @@ impl Error {
     /// Whether the caller caused this error (bad input, unknown or existing index), as
     /// opposed to a fault of the engine or the machine.
     pub fn is_caller_error(&self) -> bool {
+        use crate::storage::StorageError;
         matches!(self, Error::Invalid(_) | Error::IndexNotFound { .. } | Error::IndexExists { .. })
+            || matches!(
+                self,
+                Error::Storage(e) if matches!(
+                    **e,
+                    StorageError::UnknownBucket(_)
+                        | StorageError::Key { .. }
+                        | StorageError::NotFound { .. }
+                        | StorageError::TooLarge { .. }
+                )
+            )
     }
 }
 

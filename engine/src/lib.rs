@@ -24,6 +24,7 @@ pub mod limits;
 pub mod log;
 pub mod projection;
 mod schema;
+pub mod storage;
 mod sync;
 pub mod validate;
 
@@ -37,4 +38,5 @@ pub use projection::vectors::{Hit, HnswError, IndexParams, RebuildStats};
 pub use projection::{
     ApplyError, Hooks, Outcome, Projection, ProjectionStats, ProjectorStats, SnapshotError,
 };
+pub use storage::{BucketsConfig, Storage, StorageError};
 pub use validate::InvalidInput;

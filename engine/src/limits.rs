@@ -35,3 +35,17 @@ pub const GROUP_COMMIT_BYTES_MAX: usize = 256 * 1024 * 1024;
 pub const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Default bound on frame bytes queued for the log writer (backpressure beyond it).
 pub const LOG_QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Bucket errors the error journal keeps in memory (the newest; the log keeps all).
+pub const JOURNAL_ENTRIES_MAX: usize = 2_000;
+/// Longest object key, in bytes of UTF-8.
+pub const OBJECT_KEY_BYTES_MAX: usize = 1024;
+/// Most objects one listing returns; a longer listing says it was truncated.
+pub const LIST_OBJECTS_MAX: usize = 10_000;
+/// Largest object a whole-object read returns (larger ones are refused before their
+/// body is read).
+pub const OBJECT_GET_BYTES_MAX: u64 = 256 * 1024 * 1024;
+/// Longest error text a bucket error event keeps; longer texts are cut at a character
+/// boundary.
+pub const BUCKET_ERROR_TEXT_MAX: usize = 4 * 1024;
+/// Bytes of the object a reachability probe writes, reads back and deletes.
+pub const PROBE_OBJECT_BYTES: usize = 64;

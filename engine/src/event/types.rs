@@ -210,7 +210,7 @@ pub struct HnswTrialRecorded {
 }
 
 /// A storage bucket operation.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BucketOp {
     /// Reading an object.
     Read,

@@ -11,6 +11,11 @@ pub type BeforeApply = Arc<dyn Fn(u64, &Event) + Send + Sync>;
 /// Called before each FAISS add into index `name`; `true` fails the add as FAISS would.
 pub type FailAdd = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Wraps the object store of bucket `name` as it is opened, e.g. in a
+/// [`crate::storage::FaultyStore`] that fails chosen operations.
+pub type WrapStore =
+    Arc<dyn Fn(&str, Arc<dyn object_store::ObjectStore>) -> Arc<dyn object_store::ObjectStore> + Send + Sync>;
+
 /// Test hooks; all empty by default, and then free.
 #[derive(Clone, Default)]
 pub struct Hooks {
@@ -18,6 +23,8 @@ pub struct Hooks {
     pub before_apply: Option<BeforeApply>,
     /// See [`FailAdd`].
     pub fail_add: Option<FailAdd>,
+    /// See [`WrapStore`].
+    pub wrap_store: Option<WrapStore>,
 }
 
 impl fmt::Debug for Hooks {
@@ -25,6 +32,7 @@ impl fmt::Debug for Hooks {
         f.debug_struct("Hooks")
             .field("before_apply", &self.before_apply.is_some())
             .field("fail_add", &self.fail_add.is_some())
+            .field("wrap_store", &self.wrap_store.is_some())
             .finish()
     }
 }

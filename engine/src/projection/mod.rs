@@ -7,6 +7,7 @@
 //! checkpoint write every projection's state as of one sequence number and restore it.
 
 mod hooks;
+pub mod journal;
 mod projector;
 pub mod vectors;
 
