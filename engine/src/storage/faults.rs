@@ -25,12 +25,13 @@ pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     failing: Mutex<Vec<BucketOp>>,
     injected: AtomicU64,
+    calls: AtomicU64,
 }
 
 impl FaultyStore {
     /// Wrap `inner`; nothing fails yet.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, failing: Mutex::new(Vec::new()), injected: AtomicU64::new(0) }
+        Self { inner, failing: Mutex::new(Vec::new()), injected: AtomicU64::new(0), calls: AtomicU64::new(0) }
     }
 
     /// Make every `op` fail from now on.
@@ -48,7 +49,13 @@ impl FaultyStore {
         self.injected.load(Ordering::Relaxed)
     }
 
+    /// Operations asked of the store so far, failed or not.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     fn check(&self, op: BucketOp, path: &str) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         if self.failing.lock().contains(&op) {
             self.injected.fetch_add(1, Ordering::Relaxed);
             return Err(object_store::Error::Generic {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use annal_engine::event::*;
 
 /// One event of every kind, with non-trivial contents.
