@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # System packages the build needs: cmake and a C++ toolchain for the vendored FAISS
-# (faiss-sys, feature `static`), BLAS/LAPACK to link it, python3-venv for the bench script.
+# (faiss-sys, feature `static`), BLAS/LAPACK to link it, python3-venv for the bench script,
+# and moto (PyPI) for the S3 tests.
 set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq cmake g++ libopenblas-dev liblapack-dev pkg-config >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# A real S3-compatible server for the S3 bucket tests (engine/tests/storage.rs):
+# moto's server mode, started by the tests themselves on a loopback port.
+python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || echo "moto could not be installed: the S3 bucket tests will skip"

@@ -31,6 +31,10 @@ pub struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(BODY_BYTES_MAX as u64..),
     )]
     pub inflight_body_bytes: u64,
+    /// Bucket configuration file (TOML, see docs/OPERATIONS.md). Without it the one
+    /// bucket is `primary`, a local directory inside the data directory.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
 }
 
 /// Durability choice on the command line.

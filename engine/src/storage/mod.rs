@@ -206,6 +206,8 @@ pub struct BucketInfo {
 /// Failure counters since the engine started.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StorageStats {
+    /// Every configured bucket, by name.
+    pub buckets: Vec<String>,
     /// Failed operations per bucket and operation (rescued reads included).
     pub errors: BTreeMap<(String, BucketOp), u64>,
     /// Reads served by a rescue bucket, per bucket asked.
@@ -304,6 +306,7 @@ impl Storage {
     /// Failure counters since start.
     pub fn stats(&self) -> StorageStats {
         StorageStats {
+            buckets: self.buckets.keys().cloned().collect(),
             errors: self.errors.lock().clone(),
             rescued: self.rescued.lock().clone(),
             journal_failures: self.journal_failures.load(Ordering::Relaxed),

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use annal_engine::{Error, HnswError, LogError, ProjectionError};
+use annal_engine::{Error, HnswError, LogError, ProjectionError, StorageError};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -53,6 +53,11 @@ impl ApiError {
     /// 400: the request is malformed or invalid; `detail` names the field.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::failed(StatusCode::BAD_REQUEST, "bad_request", detail)
+    }
+
+    /// 502: a storage bucket's backend failed; the failure is in the error journal.
+    pub fn bucket_error(detail: impl Into<String>) -> Self {
+        Self::failed(StatusCode::BAD_GATEWAY, "bucket_error", detail)
     }
 
     /// 404: no such index or route.
@@ -186,6 +191,16 @@ impl From<Error> for ApiError {
                 format!("{}; the event is in the log and will be applied", crate::report(&error)),
             ),
             Error::Starting => Self::starting(error.to_string()),
+            Error::Storage(e) => match &**e {
+                StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => {
+                    Self::not_found(e.to_string())
+                }
+                StorageError::Key { .. } | StorageError::TooLarge { .. } => Self::bad_request(e.to_string()),
+                // The backend's own words (its error chain holds no credentials: they
+                // are only ever handed to the S3 signer).
+                StorageError::Backend { .. } => Self::bucket_error(crate::report(&**e)),
+                StorageError::Open { .. } => Self::internal(&error),
+            },
             Error::Log(LogError::Closed) | Error::Projection(ProjectionError::Closed) => {
                 Self::unavailable(error.to_string(), Some(CLOSING_RETRY_AFTER_S))
             }

@@ -68,6 +68,26 @@ impl<S: Send + Sync> FromRequest<S> for ApiJson {
     }
 }
 
+/// A request body of any content type, read whole within the body limit (object
+/// uploads).
+pub struct RawBody(pub Vec<u8>);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > BODY_BYTES_MAX as u64) {
+            return Err(ApiError::payload_too_large());
+        }
+        read_body(req, declared).await.map(RawBody)
+    }
+}
+
 /// Read the body into one buffer sized by its declared length, so that a body is held
 /// once (collecting its chunks and then joining them would hold it twice).
 async fn read_body(req: Request, declared: Option<u64>) -> Result<Vec<u8>, ApiError> {

@@ -8,6 +8,9 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use std::collections::BTreeMap;
+
+use annal_engine::storage::StorageStats;
 use annal_engine::EngineStats;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
@@ -32,6 +35,8 @@ pub struct Metrics {
     rebuilds_running: IntGauge,
     index_vectors: IntGaugeVec,
     index_tombstones: IntGaugeVec,
+    bucket_errors: IntCounterVec,
+    bucket_rescued: IntCounterVec,
     totals: Mutex<Totals>,
 }
 
@@ -43,11 +48,16 @@ struct Totals {
     rebuilds: Total,
     rebuild_failures: Total,
     rebuilds_cancelled: Total,
+    journal_failures: Total,
+    /// What each labelled bucket counter has counted up to.
+    bucket_errors_seen: BTreeMap<(String, &'static str), u64>,
+    bucket_rescued_seen: BTreeMap<String, u64>,
 }
 
 impl Totals {
-    fn all(&self) -> [&Total; 6] {
+    fn all(&self) -> [&Total; 7] {
         [
+            &self.journal_failures,
             &self.commits,
             &self.events_applied,
             &self.vectors_rejected,
@@ -115,6 +125,12 @@ impl Metrics {
                 "annal_projection_rebuilds_cancelled_total",
                 "Graph rebuilds stopped unfinished by shutdown",
             )?,
+            journal_failures: Total::new(
+                "annal_bucket_journal_failures_total",
+                "Bucket errors that could not be appended to the log (only in the server log)",
+            )?,
+            bucket_errors_seen: BTreeMap::new(),
+            bucket_rescued_seen: BTreeMap::new(),
         };
         let counters: Vec<IntCounter> = totals.all().into_iter().map(|t| t.counter.clone()).collect();
         let m = Self {
@@ -134,6 +150,17 @@ impl Metrics {
             index_tombstones: IntGaugeVec::new(
                 Opts::new("annal_index_tombstones", "Deleted or replaced vectors still in the graph"),
                 &["index"],
+            )?,
+            bucket_errors: IntCounterVec::new(
+                Opts::new("annal_bucket_errors_total", "Failed bucket operations by bucket and operation"),
+                &["bucket", "op"],
+            )?,
+            bucket_rescued: IntCounterVec::new(
+                Opts::new(
+                    "annal_bucket_rescued_reads_total",
+                    "Reads of a bucket served by its rescue bucket",
+                ),
+                &["bucket"],
             )?,
             registry,
             requests,
@@ -163,13 +190,39 @@ impl Metrics {
         }
         r.register(Box::new(self.index_vectors.clone()))?;
         r.register(Box::new(self.index_tombstones.clone()))?;
+        r.register(Box::new(self.bucket_errors.clone()))?;
+        r.register(Box::new(self.bucket_rescued.clone()))?;
         Ok(())
     }
 
     /// Bring every engine figure up to `stats`.
-    fn update(&self, stats: &EngineStats, poisoned: bool, inflight_body_bytes: u64) {
+    fn update(&self, stats: &EngineStats, storage: &StorageStats, poisoned: bool, inflight_body_bytes: u64) {
         {
             let mut t = self.totals.lock().unwrap_or_else(PoisonError::into_inner);
+            t.journal_failures.advance(storage.journal_failures);
+            // Every configured bucket's series exist from the first scrape, at 0.
+            for bucket in &storage.buckets {
+                for op in ["read", "write", "delete", "list"] {
+                    self.bucket_errors.with_label_values(&[bucket.as_str(), op]);
+                }
+                self.bucket_rescued.with_label_values(&[bucket.as_str()]);
+            }
+            for ((bucket, op), total) in &storage.errors {
+                let seen = t.bucket_errors_seen.entry((bucket.clone(), op.as_str())).or_default();
+                if *total > *seen {
+                    self.bucket_errors
+                        .with_label_values(&[bucket.as_str(), op.as_str()])
+                        .inc_by(total - *seen);
+                    *seen = *total;
+                }
+            }
+            for (bucket, total) in &storage.rescued {
+                let seen = t.bucket_rescued_seen.entry(bucket.clone()).or_default();
+                if *total > *seen {
+                    self.bucket_rescued.with_label_values(&[bucket.as_str()]).inc_by(total - *seen);
+                    *seen = *total;
+                }
+            }
             t.commits.advance(stats.log.commits);
             // Every projection is handed every event; the vector projection's rejections
             // are the vectors (and ids) it could not apply.
@@ -229,7 +282,12 @@ pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError>
     let engine = Arc::clone(&state.engine);
     let stats = super::routes::blocking(move || Ok(engine.stats())).await?;
     let m = &state.metrics;
-    m.update(&stats, state.engine.log().is_poisoned(), state.budget.in_use_bytes());
+    m.update(
+        &stats,
+        &state.engine.storage().stats(),
+        state.engine.log().is_poisoned(),
+        state.budget.in_use_bytes(),
+    );
     let mut body = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&m.registry.gather(), &mut body)

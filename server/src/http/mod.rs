@@ -7,11 +7,12 @@ mod json;
 mod limits;
 mod metrics;
 mod routes;
+mod storage;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use annal_engine::{Engine, EngineConfig};
+use annal_engine::{BucketsConfig, Engine, EngineConfig};
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -23,6 +24,7 @@ pub use limits::{
     OVERLOADED_RETRY_AFTER_S, SEARCH_K_DEFAULT,
 };
 pub use metrics::Metrics;
+pub use storage::RESCUE_HEADER;
 
 use crate::ServeArgs;
 
@@ -62,6 +64,19 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/storage/buckets", get(storage::list_buckets))
+        .route("/storage/buckets/{bucket}/probe", post(storage::probe))
+        .route("/storage/buckets/{bucket}/objects", get(storage::list_objects))
+        .route(
+            "/storage/buckets/{bucket}/objects/",
+            get(storage::empty_key).put(storage::empty_key).delete(storage::empty_key),
+        )
+        .route(
+            "/storage/buckets/{bucket}/objects/{*key}",
+            get(storage::get_object).put(storage::put_object).delete(storage::delete_object),
+        )
+        .route("/storage/errors", get(storage::errors))
+        .route("/storage/bucket-health", get(storage::bucket_health))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // The last layer runs first: requests refused for the budget are still counted.
@@ -70,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
+
+/// The actor of the probes the server runs at start.
+pub const STARTUP_ACTOR: &str = "annal-startup";
 
 /// `annal serve`: open the log, bind the listener, replay in the background (data
 /// routes answer 503 `starting` meanwhile), serve until SIGINT or SIGTERM, then close
@@ -80,7 +98,11 @@ pub fn router(state: AppState) -> Router {
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let config = EngineConfig { sync: args.sync.into(), ..EngineConfig::default() };
+        let buckets = match &args.buckets_config {
+            Some(path) => BucketsConfig::load(path, |name| std::env::var(name).ok())?,
+            None => BucketsConfig::default(),
+        };
+        let config = EngineConfig { sync: args.sync.into(), buckets, ..EngineConfig::default() };
         let data = args.data.clone();
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
         let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;
@@ -88,10 +110,30 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "listening");
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
         let replay = Arc::clone(&engine);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = replay.wait_ready(std::time::Duration::MAX) {
+        let ready = tokio::task::spawn_blocking(move || match replay.wait_ready(std::time::Duration::MAX) {
+            Ok(()) => true,
+            Err(error) => {
                 tracing::error!(error = %crate::report(&error), "replay failed; shutting down");
                 let _ = failed_tx.send(());
+                false
+            }
+        });
+        // Once replayed, probe every bucket, so that `GET /storage/buckets` says which
+        // are reachable and a broken one is in the error journal from the start.
+        let probing = Arc::clone(&engine);
+        tokio::spawn(async move {
+            if matches!(ready.await, Ok(true)) {
+                for bucket in probing.storage().buckets() {
+                    match probing.storage().probe(STARTUP_ACTOR, &bucket.name).await {
+                        Ok(report) if report.reachable => tracing::info!(bucket = bucket.name, "bucket reachable"),
+                        Ok(report) => tracing::warn!(
+                            bucket = bucket.name,
+                            error = report.error.as_deref().unwrap_or(""),
+                            "bucket unreachable"
+                        ),
+                        Err(error) => tracing::warn!(bucket = bucket.name, error = %crate::report(&error), "probe failed"),
+                    }
+                }
             }
         });
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -40,8 +40,12 @@ impl App {
     }
 
     pub fn with_budget(inflight_body_bytes: u64) -> Self {
+        Self::with_config(EngineConfig::default(), inflight_body_bytes)
+    }
+
+    pub fn with_config(config: EngineConfig, inflight_body_bytes: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(Engine::open(dir.path(), EngineConfig::default()).unwrap());
+        let engine = Arc::new(Engine::open(dir.path(), config).unwrap());
         let state = AppState::new(engine, inflight_body_bytes).unwrap();
         App { router: router(state.clone()), state, _dir: dir }
     }
@@ -79,5 +83,9 @@ impl App {
 
     pub async fn get(&self, path: &str) -> Answer {
         self.send("GET", path, &[], None).await
+    }
+
+    pub async fn put_bytes(&self, path: &str, bytes: &[u8]) -> Answer {
+        self.send("PUT", path, &[], Some(Body::from(bytes.to_vec()))).await
     }
 }

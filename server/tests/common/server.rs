@@ -73,6 +73,7 @@ impl Server {
         let mut response = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => self.agent.delete(&url).call(),
+            ("PUT", Some(body)) => self.agent.put(&url).send_json(body),
             ("POST", Some(body)) => self.agent.post(&url).send_json(body),
             _ => unreachable!(),
         }
@@ -80,6 +81,25 @@ impl Server {
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// PUT raw bytes; the status and the JSON answer.
+    pub fn put_bytes(&self, path: &str, bytes: &[u8]) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut response = self.agent.put(&url).content_type("application/octet-stream").send(bytes).unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET raw bytes; the status, the rescue header if any, and the body.
+    pub fn get_bytes(&self, path: &str) -> (u16, Option<String>, Vec<u8>) {
+        let url = format!("{}{}", self.base, path);
+        let mut response = self.agent.get(&url).call().unwrap();
+        let status = response.status().as_u16();
+        let rescue = response.headers().get("x-annal-rescue-used").map(|v| v.to_str().unwrap().to_owned());
+        let bytes = response.body_mut().read_to_vec().unwrap();
+        (status, rescue, bytes)
     }
 
     pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
