@@ -164,3 +164,71 @@ fn four_60_mib_requests_past_a_budget_of_two_get_503_for_two_and_memory_stays_bo
     assert_eq!(series(&server.metrics(), "annal_http_inflight_body_bytes"), 0);
     assert_eq!(server.last_seq(), before_seq, "nothing was committed");
 }
+
+#[test]
+fn four_reads_of_a_200_mib_object_at_once_stream_it_and_keep_the_server_small() {
+    let dir = tempfile::tempdir().unwrap();
+    // Placed straight into the local primary bucket's directory, as an engine-written
+    // snapshot would be: larger than any HTTP body.
+    let size = 200 * MIB as usize;
+    let object: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+    std::fs::create_dir_all(dir.path().join("buckets/primary/snapshots")).unwrap();
+    std::fs::write(dir.path().join("buckets/primary/snapshots/big.snap"), &object).unwrap();
+    let server = Server::start(dir.path());
+    let before = vm_bytes(server.pid(), "VmRSS");
+    let host = server.host().to_owned();
+    let barrier = Arc::new(Barrier::new(4));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (host, barrier) = (host.clone(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&host).unwrap();
+                barrier.wait();
+                write!(stream, "GET /storage/buckets/primary/objects/snapshots/big.snap HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+                // A slow reader: the server must not buffer what it cannot send yet.
+                let mut head = Vec::new();
+                let (mut body_bytes, mut sum) = (0usize, 0u64);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = stream.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    let mut chunk = &buf[..n];
+                    if !head.ends_with(b"\r\n\r\n") {
+                        let end = head.len();
+                        head.extend_from_slice(chunk);
+                        let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        head.truncate(at + 4);
+                        chunk = &chunk[at + 4 - end..];
+                    }
+                    body_bytes += chunk.len();
+                    sum = chunk.iter().fold(sum, |s, b| s.wrapping_add(u64::from(*b)));
+                    if body_bytes % (8 * MIB as usize) < chunk.len() {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                }
+                (String::from_utf8_lossy(&head).into_owned(), body_bytes, sum)
+            })
+        })
+        .collect();
+    let mut peak = before;
+    while !readers.iter().all(|r| r.is_finished()) {
+        peak = peak.max(vm_bytes(server.pid(), "VmRSS"));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let expected_sum = object.iter().fold(0u64, |s, b| s.wrapping_add(u64::from(*b)));
+    for reader in readers {
+        let (head, body_bytes, sum) = reader.join().unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("content-length: {size}")), "{head}");
+        assert_eq!((body_bytes, sum), (size, expected_sum), "the body is the object");
+    }
+    let growth = peak.saturating_sub(before);
+    println!(
+        "resident before {} MiB, peak growth {} MiB over four 200 MiB reads",
+        before / MIB,
+        growth / MIB
+    );
+    assert!(growth < 64 * MIB, "reads were buffered: grew {} MiB", growth / MIB);
+}

@@ -339,10 +339,50 @@ impl Storage {
     /// [`StorageError::NotFound`] if neither has it; [`StorageError::TooLarge`] past
     /// [`limits::OBJECT_GET_BYTES_MAX`]; a backend failure (journaled) otherwise.
     pub async fn get(&self, actor: &str, bucket: &str, key: &str) -> Result<Fetched, StorageError> {
+        let (bytes, rescued_by) = self
+            .read_with_rescue(actor, bucket, key, |store, path, b| read_whole(store, path, b, key))
+            .await?;
+        Ok(Fetched { bytes, rescued_by })
+    }
+
+    /// Open `key` in `bucket` for a streamed read, falling back to the rescue bucket as
+    /// [`Storage::get`] does when the object cannot be opened. Memory stays bounded
+    /// whatever the object's size. A failure while the stream is read is the reader's
+    /// to report: [`Storage::record_failure`].
+    ///
+    /// # Errors
+    /// As [`Storage::get`], but never [`StorageError::TooLarge`].
+    pub async fn open_read(
+        &self,
+        actor: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<ObjectReader, StorageError> {
+        let ((size, stream, served_by), rescued_by) = self
+            .read_with_rescue(actor, bucket, key, |store, path, b| async move {
+                let got = store.get(&path).await.map_err(ReadFailure::Store)?;
+                Ok((got.meta.size, got.into_stream(), b))
+            })
+            .await?;
+        Ok(ObjectReader { size, served_by, rescued_by, stream })
+    }
+
+    /// Try `read` on `bucket`, then on its rescue bucket; journal what failed.
+    async fn read_with_rescue<T, F, Fut>(
+        &self,
+        actor: &str,
+        bucket: &str,
+        key: &str,
+        read: F,
+    ) -> Result<(T, Option<String>), StorageError>
+    where
+        F: Fn(Arc<dyn ObjectStore>, object_store::path::Path, String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ReadFailure>>,
+    {
         let path = checked(key)?;
         let b = self.bucket(bucket)?;
-        let primary = match read_whole(&b.store, &path, bucket, key).await {
-            Ok(bytes) => return Ok(Fetched { bytes, rescued_by: None }),
+        let primary = match read(Arc::clone(&b.store), path.clone(), bucket.to_owned()).await {
+            Ok(value) => return Ok((value, None)),
             Err(ReadFailure::Refused(e)) => return Err(e),
             Err(ReadFailure::Store(e)) => e,
         };
@@ -350,11 +390,11 @@ impl Storage {
             return Err(self.failed_read(actor, bucket, key, primary, false).await);
         };
         let r = self.bucket(rescue)?;
-        match read_whole(&r.store, &path, rescue, key).await {
-            Ok(bytes) => {
+        match read(Arc::clone(&r.store), path, rescue.to_owned()).await {
+            Ok(value) => {
                 *self.rescued.lock().entry(bucket.to_owned()).or_default() += 1;
                 let _ = self.failed_read(actor, bucket, key, primary, true).await;
-                Ok(Fetched { bytes, rescued_by: Some(rescue.to_owned()) })
+                Ok((value, Some(rescue.to_owned())))
             }
             Err(ReadFailure::Refused(e)) => Err(e),
             Err(ReadFailure::Store(rescue_error)) => {
@@ -363,6 +403,19 @@ impl Storage {
                 Err(answer)
             }
         }
+    }
+
+    /// Journal a failure the storage layer did not see itself: a streamed read
+    /// ([`Storage::open_read`]) that failed part-way. Never fails.
+    pub async fn record_failure(
+        &self,
+        actor: &str,
+        bucket: &str,
+        op: BucketOp,
+        key: &str,
+        error: &object_store::Error,
+    ) {
+        self.journal(actor, bucket, op, key, error, false).await;
     }
 
     /// Delete `key` from `bucket`; deleting a missing key succeeds.
@@ -544,6 +597,28 @@ impl Storage {
     }
 }
 
+/// An object opened for a streamed read.
+pub struct ObjectReader {
+    /// Its size in bytes.
+    pub size: u64,
+    /// The bucket the stream reads from (the rescue bucket when it served the read).
+    pub served_by: String,
+    /// The rescue bucket that served it, when the bucket asked failed.
+    pub rescued_by: Option<String>,
+    /// Its bytes, in chunks.
+    pub stream: futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>,
+}
+
+impl fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectReader")
+            .field("size", &self.size)
+            .field("served_by", &self.served_by)
+            .field("rescued_by", &self.rescued_by)
+            .finish_non_exhaustive()
+    }
+}
+
 enum ReadFailure {
     /// Not a bucket failure: the caller's answer as is.
     Refused(StorageError),
@@ -552,15 +627,15 @@ enum ReadFailure {
 }
 
 async fn read_whole(
-    store: &Arc<dyn ObjectStore>,
-    path: &object_store::path::Path,
-    bucket: &str,
+    store: Arc<dyn ObjectStore>,
+    path: object_store::path::Path,
+    bucket: String,
     key: &str,
 ) -> Result<Bytes, ReadFailure> {
-    let got = store.get(path).await.map_err(ReadFailure::Store)?;
+    let got = store.get(&path).await.map_err(ReadFailure::Store)?;
     if got.meta.size > limits::OBJECT_GET_BYTES_MAX {
         return Err(ReadFailure::Refused(StorageError::TooLarge {
-            bucket: bucket.to_owned(),
+            bucket,
             key: key.to_owned(),
             size: got.meta.size,
             max: limits::OBJECT_GET_BYTES_MAX,

@@ -2,18 +2,21 @@
 //! health. Object keys are checked by the engine before any I/O; a read served by a
 //! rescue bucket says so in [`RESCUE_HEADER`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use annal_engine::event::{BucketOp, Stamp};
 use annal_engine::projection::journal::{JournalEntry, JournalFilter};
 use annal_engine::storage::ProbeReport;
 use annal_engine::{limits, Error};
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -83,18 +86,36 @@ pub async fn probe(
     Ok(Json(body))
 }
 
-/// `GET /storage/buckets/{bucket}/objects/{*key}`.
+/// `GET /storage/buckets/{bucket}/objects/{*key}`: streamed, so memory stays bounded
+/// whatever the object's size. A failure part-way aborts the response (the client sees
+/// a body shorter than its `content-length`) and is journaled.
 pub async fn get_object(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path((bucket, key)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let actor = actor(&headers)?;
-    let fetched = state.engine.storage().get(&actor, &bucket, &key).await.map_err(storage_error)?;
-    let mut response = fetched.bytes.into_response();
+    let reader = state.engine.storage().open_read(&actor, &bucket, &key).await.map_err(storage_error)?;
+    let engine = Arc::clone(&state.engine);
+    let served_by = reader.served_by.clone();
+    let stream = reader.stream.map(move |chunk| {
+        if let Err(error) = &chunk {
+            let message = crate::report(error);
+            tracing::warn!(bucket = served_by, key, error = %message, "object read failed part-way");
+            let (engine, actor, bucket, key) =
+                (Arc::clone(&engine), actor.clone(), served_by.clone(), key.clone());
+            let error = object_store::Error::Generic { store: "stream", source: message.into() };
+            tokio::spawn(async move {
+                engine.storage().record_failure(&actor, &bucket, BucketOp::Read, &key, &error).await;
+            });
+        }
+        chunk
+    });
+    let mut response = Body::from_stream(stream).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    if let Some(rescue) = fetched.rescued_by {
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(reader.size));
+    if let Some(rescue) = reader.rescued_by {
         // Bucket names are [A-Za-z0-9_-]: always a valid header value.
         if let Ok(value) = HeaderValue::from_str(&rescue) {
             h.insert(RESCUE_HEADER, value);
