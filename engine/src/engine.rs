@@ -9,14 +9,15 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::event::FrameError;
 use crate::event::{
-    Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, VectorItem, VectorsDeleted,
-    VectorsUpserted,
+    Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, SnapshotTaken, VectorItem,
+    VectorsDeleted, VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::journal::ErrorJournal;
 use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams, RebuildStats, VectorProjection};
-use crate::projection::{Hooks, Projection, Projector, ProjectorStats};
+use crate::projection::{CaptureError, Hooks, Projector, ProjectorStats};
 use crate::schema::{Schema, SchemaEntry};
+use crate::snapshot::{self, Restored, SnapshotInfo};
 use crate::storage::{BucketsConfig, Recorder, Storage};
 use crate::sync::{read, write};
 use crate::validate;
@@ -141,6 +142,8 @@ pub struct Engine {
     projector: Arc<Projector>,
     journal: Arc<ErrorJournal>,
     storage: Storage,
+    /// Which snapshot the open started from.
+    restored: Restored,
     /// The command-side schema, set once replay at start has caught up (see
     /// `schema.rs`). Create and drop hold it exclusively from validation until their
     /// event is appended; upserts and deletes hold it shared for the same span. So an
@@ -180,29 +183,37 @@ impl Engine {
         let started = Instant::now();
         let log =
             Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync, ..LogConfig::default() })?);
+        let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
+        let storage = Storage::open(&dir, &config.buckets, Arc::clone(&recorder), &config.hooks)?;
+        // The newest usable snapshot, or none: the projections start from its state.
+        let (projections, restored) = snapshot::restore(&log, &storage, &config.hooks)?;
+        let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         let first_seq = log.first_seq()?;
-        if first_seq > 1 {
+        if first_seq > from {
+            for p in projections.list() {
+                p.shutdown();
+            }
             return Err(Error::LogTruncated { first_seq });
         }
-        let catalog = Arc::new(Catalog::default());
-        let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), config.hooks.clone())?);
-        // Every projection of the engine, in the order each event is applied to them.
-        let journal = Arc::new(ErrorJournal::default());
-        let projections: Vec<Arc<dyn Projection>> =
-            vec![Arc::clone(&vectors) as Arc<dyn Projection>, Arc::clone(&journal) as Arc<dyn Projection>];
-        let projector =
-            Arc::new(Projector::start(Arc::clone(&log), projections, first_seq, config.hooks.clone())?);
-        let recorder = Recorder { log: Arc::clone(&log), projector: Arc::clone(&projector) };
-        let storage = match Storage::open(&dir, &config.buckets, recorder, &config.hooks) {
-            Ok(storage) => storage,
-            Err(e) => {
-                projector.stop();
-                return Err(e.into());
-            }
-        };
+        let projector = Arc::new(Projector::start(
+            Arc::clone(&log),
+            projections.list(),
+            from.max(first_seq),
+            config.hooks.clone(),
+        )?);
+        // Errors recorded from now on wait (briefly) for the journal to show them.
+        let _ = recorder.projector.set(Arc::clone(&projector));
+        let snapshot::Projections { catalog, vectors, journal } = projections;
         let target_seq = log.last_seq();
-        tracing::info!(events = target_seq, "replaying the log");
+        tracing::info!(
+            events = target_seq,
+            from,
+            snapshot = restored.snapshot.as_ref().map(|s| s.key.as_str()),
+            restore_ms = restored.elapsed.as_millis() as u64,
+            "replaying the log"
+        );
         Ok(Self {
+            restored,
             dir,
             log,
             catalog,
@@ -431,6 +442,74 @@ impl Engine {
     /// and serves the state it had.
     pub fn projection_fault(&self) -> Option<Arc<crate::error::ProjectionError>> {
         self.projector.fault()
+    }
+
+    /// Which snapshot this open started from, if any, and the ones it had to skip.
+    pub fn restored(&self) -> &Restored {
+        &self.restored
+    }
+
+    /// Take a snapshot: every projection's state at one event boundary S (the apply
+    /// thread pauses between two events while the projections write their state to
+    /// memory; appends go on), written to the primary bucket as one object, then
+    /// registered by a `SnapshotTaken` event once the object is durable.
+    ///
+    /// # Errors
+    /// A projection could not write its state (a faulted index), the bucket write
+    /// failed (journaled), or the log refused the registration.
+    pub async fn snapshot(&self, actor: &str) -> Result<SnapshotInfo, Error> {
+        let started = Instant::now();
+        let projector = Arc::clone(&self.projector);
+        let captured = tokio::task::spawn_blocking(move || projector.capture())
+            .await
+            .map_err(Error::Background)?
+            .map_err(|e| match e {
+                CaptureError::Snapshot(e) => Error::Snapshot(e),
+                CaptureError::Projector(e) => Error::Projection(e),
+            })?;
+        let (seq, paused) = (captured.seq, captured.paused);
+        let (chunks, bytes) = crate::snapshot::format::encode(seq, captured.sections);
+        let mut crc = crc32fast::Hasher::new();
+        for chunk in &chunks {
+            crc.update(chunk);
+        }
+        let crc32 = crc.finalize();
+        let key = snapshot::key(seq);
+        self.storage.put_chunks(actor, snapshot::BUCKET, &key, chunks).await?;
+        let taken =
+            SnapshotTaken { seq, bucket: snapshot::BUCKET.to_owned(), key: key.clone(), bytes, crc32 };
+        let event = Event::new(actor, EventBody::SnapshotTaken(taken));
+        let log = Arc::clone(&self.log);
+        let appended =
+            tokio::task::spawn_blocking(move || log.append(&[event])).await.map_err(Error::Background)??;
+        let event_seq = appended.map_or(0, |range| *range.end());
+        tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
+        Ok(SnapshotInfo {
+            seq,
+            bucket: snapshot::BUCKET.to_owned(),
+            key,
+            bytes,
+            crc32,
+            event_seq,
+            paused,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The snapshots registered in the log, newest first (at most `max`).
+    ///
+    /// # Errors
+    /// The log could not be read.
+    pub fn snapshots(&self, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+        Ok(self
+            .log
+            .newest_of_kind(crate::event::EventKind::SnapshotTaken, max)?
+            .into_iter()
+            .filter_map(|(seq, event)| match event.body {
+                EventBody::SnapshotTaken(taken) => Some((seq, taken)),
+                _ => None,
+            })
+            .collect())
     }
 
     /// The storage buckets: object I/O, probes, and their failure counters.

@@ -55,6 +55,12 @@ pub enum Error {
     /// A storage bucket operation failed (see [`crate::storage`]).
     #[error(transparent)]
     Storage(Box<crate::storage::StorageError>),
+    /// A projection could not write or restore its snapshot state.
+    #[error(transparent)]
+    Snapshot(#[from] crate::projection::SnapshotError),
+    /// A background task of the engine failed (panicked or was cancelled).
+    #[error("engine background task failed")]
+    Background(#[source] tokio::task::JoinError),
     /// The log starts after event 1 (older events were removed by retention) and no
     /// snapshot covers the events before it, so the projections cannot be rebuilt.
     #[error("the log starts at event {first_seq} and no snapshot covers the events before it")]

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod log;
 pub mod projection;
 mod schema;
+pub mod snapshot;
 pub mod storage;
 mod sync;
 pub mod validate;

@@ -55,6 +55,8 @@ pub enum EventKind {
     RecordsMoved = 10,
     /// [`EventBody::MigrationFinished`]
     MigrationFinished = 11,
+    /// [`EventBody::SnapshotTaken`]
+    SnapshotTaken = 12,
 }
 
 impl EventKind {
@@ -73,6 +75,7 @@ impl EventKind {
             9 => MigrationStarted,
             10 => RecordsMoved,
             11 => MigrationFinished,
+            12 => SnapshotTaken,
             _ => return None,
         })
     }
@@ -91,6 +94,7 @@ impl EventKind {
             EventBody::MigrationStarted(_) => EventKind::MigrationStarted,
             EventBody::RecordsMoved(_) => EventKind::RecordsMoved,
             EventBody::MigrationFinished(_) => EventKind::MigrationFinished,
+            EventBody::SnapshotTaken(_) => EventKind::SnapshotTaken,
         }
     }
 }
@@ -202,6 +206,7 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::MigrationStarted(b) => archive(stamp, b),
         EventBody::RecordsMoved(b) => archive(stamp, b),
         EventBody::MigrationFinished(b) => archive(stamp, b),
+        EventBody::SnapshotTaken(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -246,6 +251,7 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::MigrationStarted => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationStarted(b))),
         EventKind::RecordsMoved => unarchive(bytes).map(|(s, b)| (s, EventBody::RecordsMoved(b))),
         EventKind::MigrationFinished => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationFinished(b))),
+        EventKind::SnapshotTaken => unarchive(bytes).map(|(s, b)| (s, EventBody::SnapshotTaken(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -347,6 +353,7 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         EventBody::PromotionRolledBack(b) => s(&b.index),
         EventBody::HnswTrialRecorded(b) => s(&b.index) + s(&b.trial_id),
         EventBody::MigrationFinished(b) => s(&b.migration_id),
+        EventBody::SnapshotTaken(b) => s(&b.bucket) + s(&b.key),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

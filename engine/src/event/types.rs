@@ -63,6 +63,8 @@ pub enum EventBody {
     RecordsMoved(RecordsMoved),
     /// A partition-scheme migration finished.
     MigrationFinished(MigrationFinished),
+    /// A snapshot of every projection was durably written to a bucket.
+    SnapshotTaken(SnapshotTaken),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -286,4 +288,20 @@ pub struct MigrationFinished {
     pub migration_id: String,
     /// Records moved in all.
     pub records_moved: u64,
+}
+
+/// Body of [`EventBody::SnapshotTaken`]: appended only after the snapshot object is
+/// durably in its bucket, so every such event names a whole object.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotTaken {
+    /// The last event the snapshot covers.
+    pub seq: u64,
+    /// The bucket holding it.
+    pub bucket: String,
+    /// Its object key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
 }

@@ -3,13 +3,13 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTableMetadata};
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use std::sync::Arc;
 
 use super::writer::Shared;
 use super::{events_table, first_stored_seq, LogError};
-use crate::event::{decode, Event};
+use crate::event::{decode, Event, EventKind};
 
 /// A read-only handle on a [`super::Log`]: every read, no way to append. Cheap to clone;
 /// this is what the engine hands out, so nothing outside the engine can append a frame
@@ -102,6 +102,31 @@ impl LogReader {
             return Ok(Vec::new());
         }
         self.scan(from..=last, max, max_bytes, |seq, frame| Ok((seq, decode(seq, frame)?)))
+    }
+
+    /// The newest events of `kind`, newest first, at most `max`: a backward walk that
+    /// reads only each frame's kind byte until it finds one, so finding the latest
+    /// snapshot costs a key walk, not a decode of the log.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails; [`LogError::Frame`] if a matching frame is
+    /// corrupt.
+    pub fn newest_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
+        let txn = self.shared.db.begin_read()?;
+        let Some(table) = events_table(&txn)? else { return Ok(Vec::new()) };
+        let mut out = Vec::new();
+        for entry in table.iter()?.rev() {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            let frame = value.value();
+            if frame.get(1) == Some(&(kind as u8)) {
+                let seq = key.value();
+                out.push((seq, decode(seq, frame)?));
+            }
+        }
+        Ok(out)
     }
 
     fn scan<T>(

@@ -13,7 +13,8 @@ use parking_lot::RwLock;
 
 use crate::event::{BucketErrorRecorded, BucketOp, Event, EventBody};
 use crate::limits;
-use crate::projection::{ApplyError, Outcome, Projection};
+use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
+use crate::snapshot::codec::{Dec, Enc};
 
 /// A bucket has this many errors or more within a health period: it is unhealthy.
 pub const UNHEALTHY_ERRORS: u64 = 3;
@@ -171,6 +172,59 @@ impl Projection for ErrorJournal {
             });
         }
         Ok(Outcome::default())
+    }
+
+    /// `count u64`, then per entry, oldest first: `seq u64, time_ms u64, actor, bucket,
+    /// op u8, key, error` (strings as `u64` length + UTF-8) and `rescued u8`.
+    fn write_snapshot(&self, _seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        let ring = self.ring.read();
+        let mut e = Enc::default();
+        e.u64(ring.len() as u64);
+        for entry in ring.iter() {
+            e.u64(entry.seq);
+            e.u64(entry.time_ms);
+            e.str(&entry.actor);
+            e.str(&entry.bucket);
+            e.u8(entry.op as u8);
+            e.str(&entry.key);
+            e.str(&entry.error);
+            e.u8(u8::from(entry.rescued));
+        }
+        drop(ring);
+        out.write_all(&e.buf)?;
+        Ok(())
+    }
+
+    fn restore_snapshot(&self, _seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        let corrupt = |source| SnapshotError::Corrupt { projection: "journal", source };
+        let mut d = Dec::new(&bytes);
+        let n = d.count(8 + 8 + 8 * 5 + 2).map_err(corrupt)?;
+        let mut ring = VecDeque::with_capacity(n.min(self.capacity));
+        for _ in 0..n {
+            let seq = d.u64().map_err(corrupt)?;
+            let time_ms = d.u64().map_err(corrupt)?;
+            let actor = d.str().map_err(corrupt)?.to_owned();
+            let bucket = d.str().map_err(corrupt)?.to_owned();
+            let op = match d.u8().map_err(corrupt)? {
+                0 => BucketOp::Read,
+                1 => BucketOp::Write,
+                2 => BucketOp::Delete,
+                3 => BucketOp::List,
+                tag => return Err(corrupt(d.error(format!("bucket op tag {tag}")))),
+            };
+            let key = d.str().map_err(corrupt)?.to_owned();
+            let error = d.str().map_err(corrupt)?.to_owned();
+            let rescued = d.u8().map_err(corrupt)? != 0;
+            if ring.len() == self.capacity {
+                ring.pop_front();
+            }
+            ring.push_back(JournalEntry { seq, time_ms, actor, bucket, op, key, error, rescued });
+        }
+        d.finish().map_err(corrupt)?;
+        *self.ring.write() = ring;
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@ pub mod vectors;
 use crate::event::Event;
 
 pub use hooks::Hooks;
-pub(crate) use projector::Projector;
+pub(crate) use projector::{CaptureError, Projector};
 pub use projector::{ProjectionStats, ProjectorStats};
 
 /// What applying one event did to a projection.
@@ -94,4 +94,23 @@ pub enum SnapshotError {
     /// Reading or writing the snapshot stream failed.
     #[error("snapshot I/O failed")]
     Io(#[from] std::io::Error),
+    /// A section does not decode: the snapshot is corrupt (its CRC passed, so it was
+    /// written so, or by another version).
+    #[error("projection {projection:?}: snapshot section is corrupt")]
+    Corrupt {
+        /// The projection's name.
+        projection: &'static str,
+        /// Where and what.
+        #[source]
+        source: crate::snapshot::codec::DecodeError,
+    },
+    /// FAISS could not serialize or read an index.
+    #[error(transparent)]
+    Vectors(#[from] vectors::HnswError),
+    /// An index is unusable after a failed add and cannot be captured.
+    #[error("index {index:?} is faulted and cannot be snapshotted; reopen the engine first")]
+    Faulted {
+        /// The index.
+        index: String,
+    },
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Hooks, Projection};
+use super::{Hooks, Projection, SnapshotError};
 use crate::error::ProjectionError;
 use crate::log::Log;
 use crate::sync::lock;
@@ -50,8 +50,27 @@ struct Slot {
     rejected: AtomicU64,
 }
 
+/// The state of every projection at one sequence number, captured between events.
+pub(crate) struct Captured {
+    /// The last event applied to every projection when captured.
+    pub(crate) seq: u64,
+    /// Each projection's section: its name and bytes, in projection order.
+    pub(crate) sections: Vec<(String, Vec<u8>)>,
+    /// How long applying was paused for the capture.
+    pub(crate) paused: Duration,
+}
+
+enum Capture {
+    Idle,
+    Requested,
+    Done(Result<Captured, SnapshotError>),
+}
+
 struct Shared {
     log: Arc<Log>,
+    capture_requested: AtomicBool,
+    capture: Mutex<Capture>,
+    capture_cv: Condvar,
     slots: Vec<Slot>,
     hooks: Hooks,
     applied: Mutex<u64>,
@@ -86,6 +105,9 @@ impl Projector {
             .collect();
         let shared = Arc::new(Shared {
             log,
+            capture_requested: AtomicBool::new(false),
+            capture: Mutex::new(Capture::Idle),
+            capture_cv: Condvar::new(),
             slots,
             hooks,
             applied: Mutex::new(base),
@@ -126,6 +148,47 @@ impl Projector {
                 self.shared.applied_cv.wait_timeout(applied, wait).map_or_else(|e| e.into_inner().0, |r| r.0);
         }
         Ok(())
+    }
+
+    /// Capture every projection's snapshot section at one event boundary: the apply
+    /// thread pauses between two events, asks each projection to write its state, and
+    /// goes on. Appends are not paused (the log writer is its own thread); writers
+    /// waiting to read their own write wait for the pause.
+    ///
+    /// # Errors
+    /// A projection could not write its state; the projector stopped or faulted.
+    pub(crate) fn capture(&self) -> Result<Captured, CaptureError> {
+        let shared = &self.shared;
+        let mut state = lock(&shared.capture);
+        // One capture at a time.
+        while !matches!(*state, Capture::Idle) {
+            state = shared.capture_cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        *state = Capture::Requested;
+        shared.capture_requested.store(true, Ordering::Release);
+        loop {
+            match std::mem::replace(&mut *state, Capture::Idle) {
+                Capture::Done(result) => {
+                    shared.capture_cv.notify_all();
+                    return result.map_err(CaptureError::Snapshot);
+                }
+                pending => *state = pending,
+            }
+            let stopped = lock(&shared.fault)
+                .clone()
+                .map(ProjectionError::Stopped)
+                .or_else(|| shared.stop.load(Ordering::Acquire).then_some(ProjectionError::Closed));
+            if let Some(error) = stopped {
+                *state = Capture::Idle;
+                shared.capture_requested.store(false, Ordering::Release);
+                shared.capture_cv.notify_all();
+                return Err(CaptureError::Projector(error));
+            }
+            state = shared
+                .capture_cv
+                .wait_timeout(state, Duration::from_millis(200))
+                .map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
     }
 
     /// The highest sequence number applied to every projection.
@@ -187,10 +250,35 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
+/// Answer a pending capture request at this event boundary (`seq` applied to all).
+fn serve_capture(shared: &Shared, seq: u64) {
+    if !shared.capture_requested.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let started = Instant::now();
+    let mut sections = Vec::with_capacity(shared.slots.len());
+    let mut result = Ok(());
+    for slot in &shared.slots {
+        let mut bytes = Vec::new();
+        if let Err(e) = slot.projection.write_snapshot(seq, &mut bytes) {
+            result = Err(e);
+            break;
+        }
+        sections.push((slot.projection.name().to_owned(), bytes));
+    }
+    let paused = started.elapsed();
+    let mut state = lock(&shared.capture);
+    if matches!(*state, Capture::Requested) {
+        *state = Capture::Done(result.map(|()| Captured { seq, sections, paused }));
+    }
+    shared.capture_cv.notify_all();
+}
+
 fn apply_loop(shared: &Shared, from: u64) {
     let _guard = PanicGuard(shared);
     let mut next = from;
     while !shared.stop.load(Ordering::Acquire) {
+        serve_capture(shared, next.saturating_sub(1));
         let events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
             Ok(events) => events,
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
@@ -230,6 +318,7 @@ fn apply_loop(shared: &Shared, from: u64) {
             // Published per event, so a writer waits for its own event, not its batch.
             *lock(&shared.applied) = seq;
             shared.applied_cv.notify_all();
+            serve_capture(shared, seq);
             if shared.stop.load(Ordering::Acquire) {
                 return;
             }
@@ -241,4 +330,15 @@ fn raise(shared: &Shared, error: ProjectionError) {
     tracing::error!(error = %crate::error::chain(&error), "projector stopped");
     *lock(&shared.fault) = Some(Arc::new(error));
     shared.applied_cv.notify_all();
+}
+
+/// Why [`Projector::capture`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// A projection could not write its state.
+    #[error(transparent)]
+    Snapshot(SnapshotError),
+    /// The projector is stopped or faulted.
+    #[error(transparent)]
+    Projector(ProjectionError),
 }

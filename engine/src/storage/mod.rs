@@ -226,7 +226,8 @@ struct Bucket {
 /// the engine's own observation, not a caller's request) but not its bounds.
 pub(crate) struct Recorder {
     pub(crate) log: Arc<Log>,
-    pub(crate) projector: Arc<Projector>,
+    /// Set once the projector runs (errors met while opening are recorded before).
+    pub(crate) projector: std::sync::OnceLock<Arc<Projector>>,
 }
 
 /// How long recording an error waits for the journal to show it before returning
@@ -236,7 +237,8 @@ const RECORD_APPLY_WAIT: Duration = Duration::from_secs(5);
 impl Recorder {
     fn record(&self, event: &Event) -> Result<u64, crate::Error> {
         let seq = self.log.append(std::slice::from_ref(event))?.map_or(0, |range| *range.end());
-        match self.projector.wait_applied(seq, RECORD_APPLY_WAIT) {
+        let Some(projector) = self.projector.get() else { return Ok(seq) };
+        match projector.wait_applied(seq, RECORD_APPLY_WAIT) {
             Ok(()) | Err(crate::ProjectionError::Timeout { .. }) => Ok(seq),
             Err(e) => Err(e.into()),
         }
@@ -260,7 +262,7 @@ impl Storage {
     pub(crate) fn open(
         data_dir: &FsPath,
         config: &BucketsConfig,
-        recorder: Recorder,
+        recorder: Arc<Recorder>,
         hooks: &Hooks,
     ) -> Result<Self, StorageError> {
         let mut buckets = BTreeMap::new();
@@ -275,7 +277,7 @@ impl Storage {
         }
         Ok(Self {
             buckets,
-            recorder: Arc::new(recorder),
+            recorder,
             errors: Mutex::default(),
             rescued: Mutex::default(),
             journal_failures: AtomicU64::new(0),
@@ -339,10 +341,44 @@ impl Storage {
     /// [`StorageError::NotFound`] if neither has it; [`StorageError::TooLarge`] past
     /// [`limits::OBJECT_GET_BYTES_MAX`]; a backend failure (journaled) otherwise.
     pub async fn get(&self, actor: &str, bucket: &str, key: &str) -> Result<Fetched, StorageError> {
+        self.get_bounded(actor, bucket, key, limits::OBJECT_GET_BYTES_MAX).await
+    }
+
+    /// [`Storage::get`] with a size limit of `max` bytes instead of the default.
+    ///
+    /// # Errors
+    /// As [`Storage::get`].
+    pub async fn get_bounded(
+        &self,
+        actor: &str,
+        bucket: &str,
+        key: &str,
+        max: u64,
+    ) -> Result<Fetched, StorageError> {
         let (bytes, rescued_by) = self
-            .read_with_rescue(actor, bucket, key, |store, path, b| read_whole(store, path, b, key))
+            .read_with_rescue(actor, bucket, key, |store, path, b| read_whole(store, path, b, key, max))
             .await?;
         Ok(Fetched { bytes, rescued_by })
+    }
+
+    /// Write an object given as consecutive chunks (no copy into one buffer), as
+    /// [`Storage::put`].
+    ///
+    /// # Errors
+    /// As [`Storage::put`].
+    pub async fn put_chunks(
+        &self,
+        actor: &str,
+        bucket: &str,
+        key: &str,
+        chunks: Vec<Bytes>,
+    ) -> Result<(), StorageError> {
+        let path = checked(key)?;
+        let b = self.bucket(bucket)?;
+        match b.store.put(&path, chunks.into_iter().collect::<PutPayload>()).await {
+            Ok(_) => Ok(()),
+            Err(source) => Err(self.failed(actor, bucket, BucketOp::Write, key, source).await),
+        }
     }
 
     /// Open `key` in `bucket` for a streamed read, falling back to the rescue bucket as
@@ -631,14 +667,15 @@ async fn read_whole(
     path: object_store::path::Path,
     bucket: String,
     key: &str,
+    max: u64,
 ) -> Result<Bytes, ReadFailure> {
     let got = store.get(&path).await.map_err(ReadFailure::Store)?;
-    if got.meta.size > limits::OBJECT_GET_BYTES_MAX {
+    if got.meta.size > max {
         return Err(ReadFailure::Refused(StorageError::TooLarge {
             bucket,
             key: key.to_owned(),
             size: got.meta.size,
-            max: limits::OBJECT_GET_BYTES_MAX,
+            max,
         }));
     }
     got.bytes().await.map_err(ReadFailure::Store)

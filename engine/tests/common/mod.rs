@@ -76,6 +76,13 @@ pub fn one_of_each_kind() -> Vec<Event> {
             cursor: "a".into(),
         }),
         EventBody::MigrationFinished(MigrationFinished { migration_id: "m1".into(), records_moved: 1 }),
+        EventBody::SnapshotTaken(SnapshotTaken {
+            seq: 41,
+            bucket: "primary".into(),
+            key: "snapshots/00000000000000000041.snap".into(),
+            bytes: 123_456,
+            crc32: 0xdead_beef,
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }

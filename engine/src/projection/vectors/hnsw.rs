@@ -7,7 +7,7 @@
 use std::ffi::CStr;
 
 use faiss::index::autotune::ParameterSpace;
-use faiss::index::IndexImpl;
+use faiss::index::{FromInnerPtr, Index, IndexImpl};
 use faiss::{index_factory, MetricType};
 use faiss_sys::{idx_t, FaissIDSelector, FaissIDSelectorBitmap, FaissSearchParameters};
 
@@ -37,6 +37,83 @@ impl Hnsw {
         let description = format!("IDMap2,HNSW{}", config.m);
         let index = index_factory(dim, &description, metric_type)
             .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
+        let mut hnsw = Self { index, dim: dim as usize, config };
+        hnsw.set_parameter("efConstruction", config.ef_construction)?;
+        hnsw.set_parameter("efSearch", config.ef_search)?;
+        Ok(hnsw)
+    }
+
+    /// The index as FAISS serializes it (`faiss::write_index`), written to memory
+    /// through a POSIX `open_memstream` stream: no file, no guessed path.
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, HnswError> {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut len: libc::size_t = 0;
+        // SAFETY: open_memstream returns a stream that owns `buf` until fclose, after
+        // which `buf` (malloc'd, `len` bytes) is ours to copy and free.
+        unsafe {
+            let stream = libc::open_memstream(&raw mut buf, &raw mut len);
+            if stream.is_null() {
+                return Err(HnswError::Native {
+                    op: "open_memstream",
+                    code: -1,
+                    message: std::io::Error::last_os_error().to_string(),
+                });
+            }
+            let rc = faiss_sys::faiss_write_index(self.index.inner_ptr(), stream.cast());
+            let closed = libc::fclose(stream);
+            let out = if buf.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(buf.cast::<u8>(), len).to_vec()
+            };
+            libc::free(buf.cast());
+            check(rc, "write_index")?;
+            if closed != 0 {
+                return Err(HnswError::Native {
+                    op: "fclose",
+                    code: closed,
+                    message: "memory stream".into(),
+                });
+            }
+            Ok(out)
+        }
+    }
+
+    /// A graph read back from [`Hnsw::to_bytes`] (through `fmemopen`), with `config`
+    /// in effect.
+    pub(crate) fn from_bytes(bytes: &[u8], dim: u32, config: HnswConfig) -> Result<Self, HnswError> {
+        if bytes.is_empty() {
+            return Err(HnswError::Native {
+                op: "read_index",
+                code: -1,
+                message: "empty index bytes".into(),
+            });
+        }
+        // SAFETY: fmemopen reads `bytes` (alive for the call) without writing to it
+        // (mode "r"); FAISS hands back an owned index or an error code.
+        let index = unsafe {
+            let stream = libc::fmemopen(bytes.as_ptr().cast_mut().cast(), bytes.len(), c"r".as_ptr());
+            if stream.is_null() {
+                return Err(HnswError::Native {
+                    op: "fmemopen",
+                    code: -1,
+                    message: std::io::Error::last_os_error().to_string(),
+                });
+            }
+            let mut out: *mut faiss_sys::FaissIndex = std::ptr::null_mut();
+            let rc = faiss_sys::faiss_read_index(stream.cast(), 0, &raw mut out);
+            libc::fclose(stream);
+            check(rc, "read_index")?;
+            IndexImpl::from_inner_ptr(out)
+        };
+        let stored = index.d();
+        if stored != dim {
+            return Err(HnswError::Native {
+                op: "read_index",
+                code: -1,
+                message: format!("stored index has dimension {stored}, expected {dim}"),
+            });
+        }
         let mut hnsw = Self { index, dim: dim as usize, config };
         hnsw.set_parameter("efConstruction", config.ef_construction)?;
         hnsw.set_parameter("efSearch", config.ef_search)?;

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use super::error::HnswError;
 use super::hnsw::{raw_scores, Hnsw};
 use crate::event::{HnswConfig, Metric, VectorItem};
+use crate::projection::SnapshotError;
+use crate::snapshot::codec::{Dec, DecodeError, Enc};
 
 /// Share of dead vectors in a graph above which it is rebuilt from the live set.
 pub const REBUILD_DEAD_SHARE: f64 = 0.20;
@@ -481,5 +483,112 @@ fn normalize(v: &mut [f32]) {
     let n = norm(v);
     if n > 0.0 && n.is_finite() {
         v.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
+    }
+}
+
+fn metric_tag(metric: Metric) -> u8 {
+    match metric {
+        Metric::L2 => 0,
+        Metric::Cosine => 1,
+        Metric::Ip => 2,
+    }
+}
+
+fn write_config(e: &mut Enc, c: HnswConfig) {
+    e.u32(c.m);
+    e.u32(c.ef_construction);
+    e.u32(c.ef_search);
+}
+
+fn read_config(d: &mut Dec<'_>) -> Result<HnswConfig, DecodeError> {
+    Ok(HnswConfig { m: d.u32()?, ef_construction: d.u32()?, ef_search: d.u32()? })
+}
+
+impl VectorIndex {
+    /// Write this index's state to a snapshot section (layout in docs/FORMAT.md): its
+    /// parameters and configurations, the label map with metadata and partitions, the
+    /// live bitmap (tombstones are the graph's labels not in it), and the FAISS index as
+    /// FAISS serializes it.
+    pub(crate) fn write_snapshot(&self, e: &mut Enc) -> Result<(), SnapshotError> {
+        if self.faulted {
+            return Err(SnapshotError::Faulted { index: self.params.name.clone() });
+        }
+        e.str(&self.params.name);
+        e.u32(self.params.dimension);
+        e.u8(metric_tag(self.params.metric));
+        write_config(e, self.created);
+        e.u64(self.promotions.len() as u64);
+        for c in &self.promotions {
+            write_config(e, *c);
+        }
+        write_config(e, self.hnsw.config());
+        e.i64(self.next_label);
+        let mut labels: Vec<i64> = self.entries.keys().copied().collect();
+        labels.sort_unstable();
+        e.u64(labels.len() as u64);
+        for label in labels {
+            let entry = &self.entries[&label];
+            e.i64(label);
+            e.str(&entry.id);
+            e.opt_str(entry.metadata.as_deref());
+            e.opt_str(entry.partition.as_deref());
+        }
+        e.bytes(&self.live_bits);
+        e.bytes(&self.hnsw.to_bytes()?);
+        Ok(())
+    }
+
+    /// Read an index written by [`VectorIndex::write_snapshot`].
+    pub(crate) fn read_snapshot(d: &mut Dec<'_>) -> Result<Self, SnapshotError> {
+        let corrupt = |source| SnapshotError::Corrupt { projection: "vectors", source };
+        let name = d.str().map_err(corrupt)?.to_owned();
+        let dimension = d.u32().map_err(corrupt)?;
+        let metric = match d.u8().map_err(corrupt)? {
+            0 => Metric::L2,
+            1 => Metric::Cosine,
+            2 => Metric::Ip,
+            tag => return Err(corrupt(d.error(format!("metric tag {tag}")))),
+        };
+        let created = read_config(d).map_err(corrupt)?;
+        let n = d.count(12).map_err(corrupt)?;
+        let promotions = (0..n).map(|_| read_config(d)).collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
+        let built = read_config(d).map_err(corrupt)?;
+        let next_label = d.i64().map_err(corrupt)?;
+        let n = d.count(8 + 8 + 1 + 1).map_err(corrupt)?;
+        let mut entries = HashMap::with_capacity(n);
+        let mut by_id = HashMap::with_capacity(n);
+        for _ in 0..n {
+            let label = d.i64().map_err(corrupt)?;
+            let id: Arc<str> = Arc::from(d.str().map_err(corrupt)?);
+            let metadata = d.opt_str().map_err(corrupt)?.map(Arc::from);
+            let partition = d.opt_str().map_err(corrupt)?.map(Arc::from);
+            if label < 0 || label >= next_label || by_id.insert(Arc::clone(&id), label).is_some() {
+                return Err(corrupt(
+                    d.error(format!("entry {id:?} with label {label} is out of range or repeated")),
+                ));
+            }
+            entries.insert(label, Entry { id, metadata, partition });
+        }
+        let live_bits = d.bytes().map_err(corrupt)?.to_vec();
+        let faiss = d.bytes().map_err(corrupt)?;
+        let hnsw = Hnsw::from_bytes(faiss, dimension, built)?;
+        let config = promotions.last().copied().unwrap_or(created);
+        let mut index = Self {
+            params: IndexParams { name, dimension, metric, config },
+            hnsw,
+            by_id,
+            entries,
+            live_bits,
+            next_label,
+            rebuild_pending: false,
+            staging: None,
+            created,
+            promotions,
+            faulted: false,
+        };
+        if index.hnsw.config().ef_search != config.ef_search {
+            index.hnsw.set_ef_search(config.ef_search)?;
+        }
+        Ok(index)
     }
 }

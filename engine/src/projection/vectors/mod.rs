@@ -15,8 +15,9 @@ pub(crate) use index::{norm, VectorIndex};
 pub use index::{Hit, IndexParams, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE};
 pub use rebuild::RebuildStats;
 
-use super::{ApplyError, Hooks, Outcome, Projection};
+use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
 use crate::event::{Event, EventBody, IndexCreated, VectorItem};
+use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::{read, write};
 use rebuild::Rebuilder;
 
@@ -197,6 +198,41 @@ impl Projection for VectorProjection {
             _ => {}
         }
         Ok(outcome)
+    }
+
+    /// Every index, by name: `count u64`, then each index's state (docs/FORMAT.md).
+    /// Runs on the projector thread between events, so every index is as of `seq`; each
+    /// is read under its read lock, so searches go on.
+    fn write_snapshot(&self, _seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        let handles = self.catalog.handles();
+        let mut e = Enc::default();
+        e.u64(handles.len() as u64);
+        for (_, handle) in &handles {
+            handle.read().write_snapshot(&mut e)?;
+        }
+        out.write_all(&e.buf)?;
+        Ok(())
+    }
+
+    /// Replace every index with those of a snapshot; a graph that wants a rebuild (many
+    /// tombstones, or a promoted `m`) is queued for one.
+    fn restore_snapshot(&self, _seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
+        let mut bytes = Vec::new();
+        input.read_to_end(&mut bytes)?;
+        let mut d = Dec::new(&bytes);
+        let corrupt = |source| SnapshotError::Corrupt { projection: "vectors", source };
+        let n = d.count(4).map_err(corrupt)?;
+        let mut indexes = BTreeMap::new();
+        for _ in 0..n {
+            let index = VectorIndex::read_snapshot(&mut d)?;
+            indexes.insert(index.params.name.clone(), Arc::new(parking_lot::RwLock::new(index)));
+        }
+        d.finish().map_err(corrupt)?;
+        *write(&self.catalog.indexes) = indexes;
+        for (name, handle) in self.catalog.handles() {
+            self.check_rebuild(&name, &handle);
+        }
+        Ok(())
     }
 
     fn shutdown(&self) {

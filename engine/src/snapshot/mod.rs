@@ -1,0 +1,212 @@
+//! Snapshots: the state of every projection at one sequence number, written to the
+//! primary bucket as one framed object ([`format`]), so that an open restores it and
+//! replays only the events after it.
+
+pub mod codec;
+pub mod format;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::event::{EventBody, EventKind, SnapshotTaken};
+use crate::log::Log;
+use crate::projection::journal::ErrorJournal;
+use crate::projection::vectors::{Catalog, VectorProjection};
+use crate::projection::{Hooks, Projection};
+use crate::storage::{Storage, PRIMARY};
+
+/// Where snapshots live in their bucket.
+pub const PREFIX: &str = "snapshots";
+/// The actor of snapshots the engine takes on its own (at close).
+pub const ENGINE_ACTOR: &str = "annal-engine";
+/// How many registered snapshots an open tries, newest first, before a full replay.
+pub const OPEN_CANDIDATES: usize = 8;
+
+/// The object key of the snapshot at `seq`: zero-padded, so keys sort by sequence.
+pub fn key(seq: u64) -> String {
+    format!("{PREFIX}/{seq:020}.snap")
+}
+
+/// A snapshot taken by [`crate::Engine::snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// The last event it covers.
+    pub seq: u64,
+    /// The bucket holding it.
+    pub bucket: String,
+    /// Its object key.
+    pub key: String,
+    /// Its size.
+    pub bytes: u64,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
+    /// The sequence number of its `SnapshotTaken` event.
+    pub event_seq: u64,
+    /// How long applying was paused while the projections wrote their state.
+    pub paused: Duration,
+    /// How long the whole snapshot took (capture, upload, registration).
+    pub elapsed: Duration,
+}
+
+/// How an open found its starting point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The snapshot used, if any.
+    pub snapshot: Option<SnapshotTaken>,
+    /// Registered snapshots that could not be used (each is a bucket error event).
+    pub skipped: u64,
+    /// How long finding, reading and restoring took.
+    pub elapsed: Duration,
+}
+
+/// The engine's projections, built fresh for one open attempt.
+pub(crate) struct Projections {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) vectors: Arc<VectorProjection>,
+    pub(crate) journal: Arc<ErrorJournal>,
+}
+
+impl Projections {
+    pub(crate) fn new(hooks: &Hooks) -> Result<Self, Error> {
+        let catalog = Arc::new(Catalog::default());
+        let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), hooks.clone())?);
+        Ok(Self { catalog, vectors, journal: Arc::new(ErrorJournal::default()) })
+    }
+
+    /// Every projection of the engine, in the order each event is applied to them.
+    /// Adding a projection is one line here (and its snapshot section follows).
+    pub(crate) fn list(&self) -> Vec<Arc<dyn Projection>> {
+        vec![
+            Arc::clone(&self.vectors) as Arc<dyn Projection>,
+            Arc::clone(&self.journal) as Arc<dyn Projection>,
+        ]
+    }
+}
+
+/// Run `future` to completion on a fresh single-thread runtime on its own thread, so a
+/// synchronous caller can do storage I/O whether or not it is inside a runtime itself.
+pub(crate) fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(future))
+        });
+        match worker.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
+/// Why a registered snapshot could not be used.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("snapshot {key}: {source}")]
+    Format {
+        key: String,
+        #[source]
+        source: format::FormatError,
+    },
+    #[error("snapshot {key}: CRC-32 {actual:08x} of the object, {expected:08x} registered")]
+    Crc { key: String, actual: u32, expected: u32 },
+    #[error("snapshot {key}: covers event {actual}, registered as {expected}")]
+    Seq { key: String, actual: u64, expected: u64 },
+    #[error("snapshot {key}: has no section for projection {projection:?}")]
+    Missing { key: String, projection: &'static str },
+    #[error("snapshot {key}: restoring {projection:?} failed")]
+    Restore {
+        key: String,
+        projection: &'static str,
+        #[source]
+        source: crate::projection::SnapshotError,
+    },
+}
+
+/// Find the newest registered snapshot that reads back whole and restores; each one
+/// that does not is journaled as a bucket read error and skipped. Returns fresh
+/// projections holding the snapshot's state (or empty ones) and what was used.
+pub(crate) fn restore(log: &Log, storage: &Storage, hooks: &Hooks) -> Result<(Projections, Restored), Error> {
+    let started = Instant::now();
+    let mut skipped = 0;
+    for (_, event) in log.newest_of_kind(EventKind::SnapshotTaken, OPEN_CANDIDATES)? {
+        let EventBody::SnapshotTaken(taken) = event.body else { continue };
+        let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))?;
+        let object = match fetched {
+            Ok(fetched) => fetched.bytes,
+            // The read failure is journaled by the storage layer (a missing object too:
+            // it is registered, so its absence is an error here).
+            Err(error) => {
+                if let crate::storage::StorageError::NotFound { .. } = error {
+                    record(storage, &taken, &error);
+                }
+                tracing::warn!(key = taken.key, error = %crate::error::chain(&error), "snapshot skipped");
+                skipped += 1;
+                continue;
+            }
+        };
+        let projections = Projections::new(hooks)?;
+        match load(&object, &taken, &projections) {
+            Ok(()) => {
+                tracing::info!(key = taken.key, seq = taken.seq, skipped, "restored a snapshot");
+                let restored = Restored { snapshot: Some(taken), skipped, elapsed: started.elapsed() };
+                return Ok((projections, restored));
+            }
+            Err(error) => {
+                for p in projections.list() {
+                    p.shutdown();
+                }
+                tracing::warn!(key = taken.key, error = %crate::error::chain(&error), "snapshot skipped");
+                record(storage, &taken, &error);
+                skipped += 1;
+            }
+        }
+    }
+    let restored = Restored { snapshot: None, skipped, elapsed: started.elapsed() };
+    Ok((Projections::new(hooks)?, restored))
+}
+
+fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Error + 'static)) {
+    let error = object_store::Error::Generic { store: "snapshot", source: crate::error::chain(error).into() };
+    let recorded = block_on(storage.record_failure(
+        ENGINE_ACTOR,
+        &taken.bucket,
+        crate::event::BucketOp::Read,
+        &taken.key,
+        &error,
+    ));
+    if let Err(e) = recorded {
+        tracing::error!(error = %e, "could not journal a skipped snapshot");
+    }
+}
+
+fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Result<(), Unusable> {
+    let key = || taken.key.clone();
+    let actual = crc32fast::hash(object);
+    if actual != taken.crc32 {
+        return Err(Unusable::Crc { key: key(), actual, expected: taken.crc32 });
+    }
+    let decoded = format::decode(object).map_err(|source| Unusable::Format { key: key(), source })?;
+    if decoded.seq != taken.seq {
+        return Err(Unusable::Seq { key: key(), actual: decoded.seq, expected: taken.seq });
+    }
+    for projection in projections.list() {
+        let name = projection.name();
+        let Some((_, range)) = decoded.sections.iter().find(|(n, _)| n == name) else {
+            return Err(Unusable::Missing { key: key(), projection: name });
+        };
+        let mut section = &object[range.clone()];
+        projection.restore_snapshot(decoded.seq, &mut section).map_err(|source| Unusable::Restore {
+            key: key(),
+            projection: name,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The bucket snapshots are written to.
+pub(crate) const BUCKET: &str = PRIMARY;
