@@ -14,10 +14,12 @@ use crate::event::{
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::journal::ErrorJournal;
-use crate::projection::vectors::{Catalog, Hit, IndexHandle, IndexParams, RebuildStats, VectorProjection};
-use crate::projection::{CaptureError, Hooks, Projector, ProjectorStats};
+use crate::projection::vectors::{
+    Catalog, Hit, IndexHandle, IndexParams, RebuildStats, Record, VectorProjection,
+};
+use crate::projection::{Hooks, Projector, ProjectorStats};
 use crate::schema::{Schema, SchemaEntry};
-use crate::snapshot::{self, Restored, SnapshotInfo};
+use crate::snapshot::{self, Restored, SnapshotInfo, SnapshotPolicy, Taker};
 use crate::storage::{BucketsConfig, Recorder, Storage};
 use crate::sync::{read, write};
 use crate::validate;
@@ -40,6 +42,8 @@ pub struct EngineConfig {
     pub hooks: Hooks,
     /// The storage buckets (default: a local `primary` inside the data directory).
     pub buckets: BucketsConfig,
+    /// When snapshots are taken, kept and used at open.
+    pub snapshots: SnapshotPolicy,
 }
 
 impl Default for EngineConfig {
@@ -49,6 +53,7 @@ impl Default for EngineConfig {
             apply_timeout: Duration::from_secs(120),
             hooks: Hooks::default(),
             buckets: BucketsConfig::default(),
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
@@ -141,9 +146,11 @@ pub struct Engine {
     vectors: Arc<VectorProjection>,
     projector: Arc<Projector>,
     journal: Arc<ErrorJournal>,
-    storage: Storage,
+    storage: Arc<Storage>,
     /// Which snapshot the open started from.
     restored: Restored,
+    /// Takes snapshots, on request, by policy and at close.
+    snapshots: Arc<Taker>,
     /// The command-side schema, set once replay at start has caught up (see
     /// `schema.rs`). Create and drop hold it exclusively from validation until their
     /// event is appended; upserts and deletes hold it shared for the same span. So an
@@ -184,9 +191,13 @@ impl Engine {
         let log =
             Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync, ..LogConfig::default() })?);
         let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
-        let storage = Storage::open(&dir, &config.buckets, Arc::clone(&recorder), &config.hooks)?;
+        let storage = Arc::new(Storage::open(&dir, &config.buckets, Arc::clone(&recorder), &config.hooks)?);
         // The newest usable snapshot, or none: the projections start from its state.
-        let (projections, restored) = snapshot::restore(&log, &storage, &config.hooks)?;
+        let (projections, restored) = if config.snapshots.restore {
+            snapshot::restore(&log, &storage, &config.hooks, config.snapshots.keep.max(1))?
+        } else {
+            (snapshot::Projections::new(&config.hooks)?, Restored::default())
+        };
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         let first_seq = log.first_seq()?;
         if first_seq > from {
@@ -204,6 +215,14 @@ impl Engine {
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::clone(&projector));
         let snapshot::Projections { catalog, vectors, journal } = projections;
+        let covered = snapshot::registered(&log, 1)?.first().map_or(0, |(event_seq, _)| *event_seq);
+        let snapshots = Taker::start(
+            Arc::clone(&projector),
+            Arc::clone(&storage),
+            Arc::clone(&log),
+            config.snapshots.clone(),
+            covered,
+        )?;
         let target_seq = log.last_seq();
         tracing::info!(
             events = target_seq,
@@ -214,6 +233,7 @@ impl Engine {
         );
         Ok(Self {
             restored,
+            snapshots,
             dir,
             log,
             catalog,
@@ -349,6 +369,17 @@ impl Engine {
         Ok(IndexInfo { params: index.params.clone(), length: index.len() })
     }
 
+    /// Every live record of `index` (id, stored vector, metadata, partition), sorted by
+    /// id. Reads the whole index into memory: for inspection, export and tests.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`]; FAISS failed to read its storage.
+    pub fn records(&self, index: &str) -> Result<Vec<Record>, Error> {
+        let handle = self.index(index)?;
+        let records = handle.read().records()?;
+        Ok(records)
+    }
+
     /// Names of every index, sorted.
     pub fn list_indexes(&self) -> Vec<String> {
         self.catalog.names()
@@ -452,69 +483,28 @@ impl Engine {
     /// Take a snapshot: every projection's state at one event boundary S (the apply
     /// thread pauses between two events while the projections write their state to
     /// memory; appends go on), written to the primary bucket as one object, then
-    /// registered by a `SnapshotTaken` event once the object is durable.
+    /// registered by a `SnapshotTaken` event once the object is durable. Snapshots
+    /// beyond the newest `keep` of the policy are deleted from the bucket afterwards.
     ///
     /// # Errors
     /// A projection could not write its state (a faulted index), the bucket write
     /// failed (journaled), or the log refused the registration.
     pub async fn snapshot(&self, actor: &str) -> Result<SnapshotInfo, Error> {
-        let started = Instant::now();
-        let projector = Arc::clone(&self.projector);
-        let captured = tokio::task::spawn_blocking(move || projector.capture())
-            .await
-            .map_err(Error::Background)?
-            .map_err(|e| match e {
-                CaptureError::Snapshot(e) => Error::Snapshot(e),
-                CaptureError::Projector(e) => Error::Projection(e),
-            })?;
-        let (seq, paused) = (captured.seq, captured.paused);
-        let (chunks, bytes) = crate::snapshot::format::encode(seq, captured.sections);
-        let mut crc = crc32fast::Hasher::new();
-        for chunk in &chunks {
-            crc.update(chunk);
-        }
-        let crc32 = crc.finalize();
-        let key = snapshot::key(seq);
-        self.storage.put_chunks(actor, snapshot::BUCKET, &key, chunks).await?;
-        let taken =
-            SnapshotTaken { seq, bucket: snapshot::BUCKET.to_owned(), key: key.clone(), bytes, crc32 };
-        let event = Event::new(actor, EventBody::SnapshotTaken(taken));
-        let log = Arc::clone(&self.log);
-        let appended =
-            tokio::task::spawn_blocking(move || log.append(&[event])).await.map_err(Error::Background)??;
-        let event_seq = appended.map_or(0, |range| *range.end());
-        tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
-        Ok(SnapshotInfo {
-            seq,
-            bucket: snapshot::BUCKET.to_owned(),
-            key,
-            bytes,
-            crc32,
-            event_seq,
-            paused,
-            elapsed: started.elapsed(),
-        })
+        self.snapshots.take(actor).await
     }
 
-    /// The snapshots registered in the log, newest first (at most `max`).
+    /// The snapshots registered in the log, newest first (at most `max`), with the
+    /// sequence number of each one's `SnapshotTaken` event.
     ///
     /// # Errors
     /// The log could not be read.
     pub fn snapshots(&self, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-        Ok(self
-            .log
-            .newest_of_kind(crate::event::EventKind::SnapshotTaken, max)?
-            .into_iter()
-            .filter_map(|(seq, event)| match event.body {
-                EventBody::SnapshotTaken(taken) => Some((seq, taken)),
-                _ => None,
-            })
-            .collect())
+        snapshot::registered(&self.log, max)
     }
 
     /// The storage buckets: object I/O, probes, and their failure counters.
     pub fn storage(&self) -> &Storage {
-        &self.storage
+        self.storage.as_ref()
     }
 
     /// The bucket error journal (the newest bucket errors from the log).
@@ -552,6 +542,17 @@ impl Engine {
     /// # Errors
     /// The log's final commit failed.
     pub fn close(&self) -> Result<(), Error> {
+        self.snapshots.stop();
+        if self.config.snapshots.on_close && self.startup().ready && !self.log.is_poisoned() {
+            // A failed snapshot does not stop the close: the log is the truth.
+            match snapshot::block_on(self.snapshots.take_if_behind(snapshot::ENGINE_ACTOR, 1)) {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %crate::error::chain(&error), "no snapshot at close")
+                }
+                Err(error) => tracing::warn!(%error, "no snapshot at close"),
+            }
+        }
         let closed = self.log.close();
         self.projector.stop();
         closed?;

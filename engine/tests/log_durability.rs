@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal_engine::event::EventBody;
+use annal_engine::snapshot::SnapshotPolicy;
 use annal_engine::{Engine, EngineConfig, Error, Log, LogConfig, ReadOnlyLog, SyncMode, LOG_FILE};
 use redb::backends::InMemoryBackend;
 use redb::StorageBackend;
@@ -241,12 +242,32 @@ fn a_log_that_starts_after_event_1_is_verified_and_read_from_its_first_event() {
 #[test]
 fn an_engine_refuses_a_log_whose_early_events_no_snapshot_covers() {
     let dir = tempfile::tempdir().unwrap();
+    let no_snapshots = || EngineConfig {
+        snapshots: SnapshotPolicy { on_close: false, every_events: None, ..SnapshotPolicy::default() },
+        ..EngineConfig::default()
+    };
+    {
+        let engine = Engine::open(dir.path(), no_snapshots()).unwrap();
+        engine.create_index("t", "x", 2, annal_engine::Metric::L2, Default::default()).unwrap();
+        engine.upsert("t", "x", vec![common::items(&[vec![1.0, 2.0]], 0).remove(0)]).unwrap();
+        engine.close().unwrap();
+    }
+    remove_before(&dir.path().join(LOG_FILE), 2);
+    let Err(err) = Engine::open(dir.path(), no_snapshots()) else { panic!("opened") };
+    assert!(matches!(err, Error::LogTruncated { first_seq: 2 }), "{err:?}");
+}
+
+#[test]
+fn an_engine_opens_a_log_whose_removed_events_a_snapshot_covers() {
+    let dir = tempfile::tempdir().unwrap();
     {
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
         engine.create_index("t", "x", 2, annal_engine::Metric::L2, Default::default()).unwrap();
         engine.upsert("t", "x", vec![common::items(&[vec![1.0, 2.0]], 0).remove(0)]).unwrap();
+        engine.close().unwrap(); // snapshot at close covers events 1 and 2
     }
-    remove_before(&dir.path().join(LOG_FILE), 2);
-    let Err(err) = Engine::open(dir.path(), EngineConfig::default()) else { panic!("opened") };
-    assert!(matches!(err, Error::LogTruncated { first_seq: 2 }), "{err:?}");
+    remove_before(&dir.path().join(LOG_FILE), 3);
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    assert_eq!(engine.restored().snapshot.as_ref().map(|s| s.seq), Some(2));
+    assert_eq!(engine.get_index("x").unwrap().length, 1);
 }

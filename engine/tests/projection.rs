@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use annal_engine::event::*;
+use annal_engine::snapshot::SnapshotPolicy;
 use annal_engine::{Engine, EngineConfig, Error, HnswError, Hooks, Log, LogConfig, LogError, LOG_FILE};
 
 fn item(id: &str, vector: Vec<f32>) -> VectorItem {
@@ -227,7 +228,10 @@ fn closing_while_writes_are_in_flight_acknowledges_each_durably_or_refuses_it() 
 fn a_started_engine_serves_reads_refuses_writes_until_replay_is_done_then_accepts_them() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        // No snapshot at close: this start must replay.
+        let policy = SnapshotPolicy { on_close: false, ..SnapshotPolicy::default() };
+        let engine =
+            Engine::open(dir.path(), EngineConfig { snapshots: policy, ..EngineConfig::default() }).unwrap();
         engine.create_index("t", "x", 4, Metric::L2, HnswConfig::default()).unwrap();
         for i in 0..20 {
             engine.upsert("t", "x", batch("v", i * 10..i * 10 + 10, 4)).unwrap();

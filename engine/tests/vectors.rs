@@ -230,7 +230,15 @@ fn open_refuses_a_log_with_a_corrupt_event_and_names_its_sequence_number() {
         }
     }
     common::corrupt_event(&dir.path().join(annal_engine::LOG_FILE), 4, |frame| frame[20] ^= 0xff);
-    let err = Engine::open(dir.path(), EngineConfig::default()).err().expect("open must fail");
+    // The snapshot taken at close covers event 4: an open from it never reads it.
+    {
+        let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+        assert_eq!(engine.get_index("docs").unwrap().length, 5);
+    }
+    // A full replay does, and refuses it by number.
+    let replay = annal_engine::snapshot::SnapshotPolicy { restore: false, ..Default::default() };
+    let config = EngineConfig { snapshots: replay, ..EngineConfig::default() };
+    let err = Engine::open(dir.path(), config).err().expect("open must fail");
     let mut chain = err.to_string();
     let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {

@@ -5,23 +5,24 @@
 pub mod codec;
 pub mod format;
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::Error;
-use crate::event::{EventBody, EventKind, SnapshotTaken};
+use crate::event::{Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::vectors::{Catalog, VectorProjection};
+use crate::projection::{CaptureError, Projector};
 use crate::projection::{Hooks, Projection};
 use crate::storage::{Storage, PRIMARY};
+use crate::sync::lock;
 
 /// Where snapshots live in their bucket.
 pub const PREFIX: &str = "snapshots";
 /// The actor of snapshots the engine takes on its own (at close).
 pub const ENGINE_ACTOR: &str = "annal-engine";
-/// How many registered snapshots an open tries, newest first, before a full replay.
-pub const OPEN_CANDIDATES: usize = 8;
 
 /// The object key of the snapshot at `seq`: zero-padded, so keys sort by sequence.
 pub fn key(seq: u64) -> String {
@@ -50,7 +51,7 @@ pub struct SnapshotInfo {
 }
 
 /// How an open found its starting point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Restored {
     /// The snapshot used, if any.
     pub snapshot: Option<SnapshotTaken>,
@@ -129,11 +130,15 @@ enum Unusable {
 /// Find the newest registered snapshot that reads back whole and restores; each one
 /// that does not is journaled as a bucket read error and skipped. Returns fresh
 /// projections holding the snapshot's state (or empty ones) and what was used.
-pub(crate) fn restore(log: &Log, storage: &Storage, hooks: &Hooks) -> Result<(Projections, Restored), Error> {
+pub(crate) fn restore(
+    log: &Log,
+    storage: &Storage,
+    hooks: &Hooks,
+    candidates: usize,
+) -> Result<(Projections, Restored), Error> {
     let started = Instant::now();
     let mut skipped = 0;
-    for (_, event) in log.newest_of_kind(EventKind::SnapshotTaken, OPEN_CANDIDATES)? {
-        let EventBody::SnapshotTaken(taken) = event.body else { continue };
+    for (_, taken) in registered(log, candidates)? {
         let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))?;
         let object = match fetched {
             Ok(fetched) => fetched.bytes,
@@ -210,3 +215,180 @@ fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Resu
 
 /// The bucket snapshots are written to.
 pub(crate) const BUCKET: &str = PRIMARY;
+
+/// The snapshots registered in `log`, newest first, at most `max`, each with the
+/// sequence number of its `SnapshotTaken` event.
+pub(crate) fn registered(log: &Log, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+    Ok(log
+        .newest_of_kind(EventKind::SnapshotTaken, max)?
+        .into_iter()
+        .filter_map(|(seq, event)| match event.body {
+            EventBody::SnapshotTaken(taken) => Some((seq, taken)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// When snapshots are taken, how many are kept, and whether an open uses them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// Open from the newest usable snapshot (`false`: always replay the whole log).
+    pub restore: bool,
+    /// Take one at a clean close when events were applied since the last.
+    pub on_close: bool,
+    /// Take one once this many events were applied since the last (`None`: never on
+    /// its own).
+    pub every_events: Option<u64>,
+    /// Snapshots kept in the bucket; older ones are deleted after a new one is
+    /// registered. An open tries at most this many, newest first.
+    pub keep: usize,
+}
+
+impl Default for SnapshotPolicy {
+    fn default() -> Self {
+        Self { restore: true, on_close: true, every_events: Some(100_000), keep: 3 }
+    }
+}
+
+/// Takes snapshots: on request, when the policy says so (its own thread), at close.
+pub(crate) struct Taker {
+    projector: Arc<Projector>,
+    storage: Arc<Storage>,
+    log: Arc<Log>,
+    policy: SnapshotPolicy,
+    /// The `SnapshotTaken` event of the newest snapshot: events after it are uncovered.
+    covered: AtomicU64,
+    /// One snapshot at a time (the policy thread and a request may race).
+    taking: tokio::sync::Mutex<()>,
+    stop: AtomicBool,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// How often the policy thread looks at the log.
+const POLICY_POLL: Duration = Duration::from_millis(500);
+
+impl Taker {
+    pub(crate) fn start(
+        projector: Arc<Projector>,
+        storage: Arc<Storage>,
+        log: Arc<Log>,
+        policy: SnapshotPolicy,
+        covered: u64,
+    ) -> Result<Arc<Self>, Error> {
+        let every = policy.every_events;
+        let taker = Arc::new(Self {
+            projector,
+            storage,
+            log,
+            policy,
+            covered: AtomicU64::new(covered),
+            taking: tokio::sync::Mutex::new(()),
+            stop: AtomicBool::new(false),
+            thread: Mutex::new(None),
+        });
+        if let Some(every) = every {
+            let weak = Arc::downgrade(&taker);
+            let thread = std::thread::Builder::new().name("annal-snapshots".into()).spawn(move || loop {
+                std::thread::sleep(POLICY_POLL);
+                let Some(taker) = weak.upgrade() else { return };
+                if taker.stop.load(Ordering::Acquire) {
+                    return;
+                }
+                let behind =
+                    taker.projector.applied_seq().saturating_sub(taker.covered.load(Ordering::Acquire));
+                if behind < every.max(1) {
+                    continue;
+                }
+                if let Ok(Err(error)) = block_on(taker.take_if_behind(ENGINE_ACTOR, every)) {
+                    tracing::warn!(error = %crate::error::chain(&error), "scheduled snapshot failed");
+                    // Back off: the next try comes after as many events again.
+                    taker.covered.store(taker.projector.applied_seq(), Ordering::Release);
+                }
+            })?;
+            *lock(&taker.thread) = Some(thread);
+        }
+        Ok(taker)
+    }
+
+    /// Stop the policy thread.
+    pub(crate) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = lock(&self.thread).take() {
+            if thread.join().is_err() {
+                tracing::error!("snapshot thread panicked");
+            }
+        }
+    }
+
+    /// Take a snapshot if at least `events` were applied since the newest one.
+    pub(crate) async fn take_if_behind(
+        &self,
+        actor: &str,
+        events: u64,
+    ) -> Result<Option<SnapshotInfo>, Error> {
+        let behind = self.projector.applied_seq().saturating_sub(self.covered.load(Ordering::Acquire));
+        if behind < events.max(1) {
+            return Ok(None);
+        }
+        self.take(actor).await.map(Some)
+    }
+
+    pub(crate) async fn take(&self, actor: &str) -> Result<SnapshotInfo, Error> {
+        let _one = self.taking.lock().await;
+        let started = Instant::now();
+        let projector = Arc::clone(&self.projector);
+        let captured = tokio::task::spawn_blocking(move || projector.capture())
+            .await
+            .map_err(Error::Background)?
+            .map_err(|e| match e {
+                CaptureError::Snapshot(e) => Error::Snapshot(e),
+                CaptureError::Projector(e) => Error::Projection(e),
+            })?;
+        let (seq, paused) = (captured.seq, captured.paused);
+        let (chunks, bytes) = format::encode(seq, captured.sections);
+        let mut crc = crc32fast::Hasher::new();
+        for chunk in &chunks {
+            crc.update(chunk);
+        }
+        let crc32 = crc.finalize();
+        let key = key(seq);
+        self.storage.put_chunks(actor, BUCKET, &key, chunks).await?;
+        // Registered only now that the object is durable in its bucket.
+        let taken = SnapshotTaken { seq, bucket: BUCKET.to_owned(), key: key.clone(), bytes, crc32 };
+        let event = Event::new(actor, EventBody::SnapshotTaken(taken));
+        let log = Arc::clone(&self.log);
+        let appended =
+            tokio::task::spawn_blocking(move || log.append(&[event])).await.map_err(Error::Background)??;
+        let event_seq = appended.map_or(0, |range| *range.end());
+        self.covered.fetch_max(event_seq, Ordering::AcqRel);
+        tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
+        self.prune(actor).await;
+        Ok(SnapshotInfo {
+            seq,
+            bucket: BUCKET.to_owned(),
+            key,
+            bytes,
+            crc32,
+            event_seq,
+            paused,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Delete the objects of registered snapshots older than the newest `keep`. A failure
+    /// is journaled by the storage layer and otherwise ignored (the next prune retries).
+    async fn prune(&self, actor: &str) {
+        let keep = self.policy.keep.max(1);
+        let log = Arc::clone(&self.log);
+        let Ok(Ok(all)) = tokio::task::spawn_blocking(move || registered(&log, keep + PRUNE_BATCH)).await
+        else {
+            return;
+        };
+        for (_, old) in all.iter().skip(keep) {
+            let _ = self.storage.delete(actor, &old.bucket, &old.key).await;
+        }
+    }
+}
+
+/// Old snapshots looked at per prune beyond those kept.
+const PRUNE_BATCH: usize = 16;

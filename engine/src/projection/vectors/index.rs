@@ -592,3 +592,43 @@ impl VectorIndex {
         Ok(index)
     }
 }
+
+/// One live record of an index, as [`VectorIndex::records`] lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Its id.
+    pub id: String,
+    /// Its vector as stored (normalised for cosine indexes).
+    pub vector: Vec<f32>,
+    /// Its metadata as sent.
+    pub metadata: Option<String>,
+    /// Its partition.
+    pub partition: Option<String>,
+}
+
+impl VectorIndex {
+    /// Every live record, sorted by id, vectors read from FAISS's storage in chunks.
+    pub(crate) fn records(&self) -> Result<Vec<Record>, HnswError> {
+        let dim = self.params.dimension as usize;
+        let labels = self.hnsw.labels();
+        let chunk = (COPY_CHUNK_BYTES / (4 * dim.max(1))).max(1);
+        let mut out = Vec::with_capacity(self.entries.len());
+        let mut buf = vec![0f32; chunk * dim];
+        for start in (0..labels.len()).step_by(chunk) {
+            let n = chunk.min(labels.len() - start);
+            self.hnsw.copy_vectors(start, &mut buf[..n * dim])?;
+            for (i, label) in labels[start..start + n].iter().enumerate() {
+                if let Some(entry) = self.entries.get(label) {
+                    out.push(Record {
+                        id: entry.id.to_string(),
+                        vector: buf[i * dim..(i + 1) * dim].to_vec(),
+                        metadata: entry.metadata.as_deref().map(str::to_owned),
+                        partition: entry.partition.as_deref().map(str::to_owned),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+}

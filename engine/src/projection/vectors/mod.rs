@@ -12,7 +12,9 @@ use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
 pub(crate) use index::{norm, VectorIndex};
-pub use index::{Hit, IndexParams, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE};
+pub use index::{
+    Hit, IndexParams, Record, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
+};
 pub use rebuild::RebuildStats;
 
 use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
