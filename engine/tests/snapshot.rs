@@ -161,10 +161,13 @@ async fn two_snapshots(dir: &Path, base: &[Vec<f32>]) -> (u64, u64, State) {
     (first.seq, second.seq, at_close)
 }
 
+/// A way to break a snapshot object on disk.
+type Breakage = fn(&Path);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_newest_snapshot_falls_back_to_the_one_before_records_one_error_and_loses_nothing() {
     let base = shared_base(600);
-    let breakages: [(&str, fn(&Path)); 3] = [
+    let breakages: [(&str, Breakage); 3] = [
         ("a flipped byte", |p| {
             let mut bytes = std::fs::read(p).unwrap();
             let middle = bytes.len() / 2;
