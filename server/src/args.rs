@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// bucket is `primary`, a local directory inside the data directory.
     #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
     pub buckets_config: Option<PathBuf>,
+    /// Take a snapshot once this many events were applied since the last one (0:
+    /// only on request and at shutdown).
+    #[arg(long, env = "ANNAL_SNAPSHOT_EVERY_EVENTS", default_value_t = 100_000)]
+    pub snapshot_every_events: u64,
+    /// Snapshots kept in the primary bucket; older ones are deleted.
+    #[arg(long, env = "ANNAL_SNAPSHOT_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub snapshot_keep: u64,
 }
 
 /// Durability choice on the command line.

@@ -1,6 +1,7 @@
 //! The HTTP API: axum on tokio, calling the synchronous engine on the blocking pool.
 
 mod actor;
+mod admin;
 mod budget;
 mod error;
 mod json;
@@ -76,6 +77,8 @@ pub fn router(state: AppState) -> Router {
             get(storage::get_object).put(storage::put_object).delete(storage::delete_object),
         )
         .route("/storage/errors", get(storage::errors))
+        .route("/admin/snapshots", post(admin::take_snapshot).get(admin::list_snapshots))
+        .route("/admin/log", get(admin::log))
         .route("/storage/bucket-health", get(storage::bucket_health))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
@@ -102,7 +105,12 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(path) => BucketsConfig::load(path, |name| std::env::var(name).ok())?,
             None => BucketsConfig::default(),
         };
-        let config = EngineConfig { sync: args.sync.into(), buckets, ..EngineConfig::default() };
+        let snapshots = annal_engine::snapshot::SnapshotPolicy {
+            every_events: (args.snapshot_every_events > 0).then_some(args.snapshot_every_events),
+            keep: usize::try_from(args.snapshot_keep).unwrap_or(usize::MAX),
+            ..annal_engine::snapshot::SnapshotPolicy::default()
+        };
+        let config = EngineConfig { sync: args.sync.into(), buckets, snapshots, ..EngineConfig::default() };
         let data = args.data.clone();
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
         let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;

@@ -1,0 +1,76 @@
+//! Admin routes: snapshots and the log.
+
+use annal_engine::event::SnapshotTaken;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::actor::actor;
+use super::routes::blocking;
+use super::{ApiError, AppState};
+
+/// Registered snapshots `GET /admin/snapshots` lists at most.
+pub const SNAPSHOTS_LISTED_MAX: usize = 100;
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn taken_json(event_seq: u64, t: &SnapshotTaken) -> Value {
+    json!({
+        "seq": t.seq,
+        "event_seq": event_seq,
+        "bucket": t.bucket,
+        "key": t.key,
+        "bytes": t.bytes,
+        "crc32": t.crc32,
+    })
+}
+
+/// `POST /admin/snapshots`: take one now.
+pub async fn take_snapshot(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let actor = actor(&headers)?;
+    let info = state.engine.snapshot(&actor).await?;
+    Ok(Json(json!({
+        "seq": info.seq,
+        "event_seq": info.event_seq,
+        "bucket": info.bucket,
+        "key": info.key,
+        "bytes": info.bytes,
+        "crc32": info.crc32,
+        "paused_ms": millis(info.paused),
+        "duration_ms": millis(info.elapsed),
+    })))
+}
+
+/// `GET /admin/snapshots`: the registered snapshots, newest first, and the one this
+/// process opened from.
+pub async fn list_snapshots(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let engine = std::sync::Arc::clone(&state.engine);
+    let registered = blocking(move || engine.snapshots(SNAPSHOTS_LISTED_MAX)).await?;
+    let restored = state.engine.restored();
+    Ok(Json(json!({
+        "snapshots": registered.iter().map(|(seq, t)| taken_json(*seq, t)).collect::<Vec<_>>(),
+        "opened_from": restored.snapshot.as_ref().map(|t| json!({"seq": t.seq, "key": t.key})),
+        "skipped_at_open": restored.skipped,
+        "restore_ms": millis(restored.elapsed),
+    })))
+}
+
+/// `GET /admin/log`: the log's extent and size on disk.
+pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let engine = std::sync::Arc::clone(&state.engine);
+    let (first_seq, last_seq, bytes) = blocking(move || {
+        let log = engine.log();
+        let bytes = std::fs::metadata(engine.dir().join(annal_engine::LOG_FILE)).map(|m| m.len())?;
+        Ok((log.first_seq()?, log.last_seq(), bytes))
+    })
+    .await?;
+    Ok(Json(json!({
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "archived": null,
+        "bytes_on_disk": bytes,
+    })))
+}
