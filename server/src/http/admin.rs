@@ -29,7 +29,10 @@ fn taken_json(event_seq: u64, t: &SnapshotTaken) -> Value {
 }
 
 /// `POST /admin/snapshots`: take one now.
-pub async fn take_snapshot(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn take_snapshot(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
     let actor = actor(&headers)?;
     let info = state.engine.snapshot(&actor).await?;
     Ok(Json(json!({

@@ -1,0 +1,43 @@
+//! Snapshots and the log over HTTP: take one, restart from it, read the log's extent.
+
+use serde_json::json;
+
+#[path = "common/server.rs"]
+mod server;
+
+use server::Server;
+
+#[test]
+fn a_snapshot_taken_over_http_is_what_the_next_start_opens_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--snapshot-every-events", "0"]);
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 3})).0, 201);
+    let items: Vec<_> =
+        (0..50).map(|i| json!({"id": format!("v{i}"), "vector": [i as f32, 1.0, 0.5]})).collect();
+    assert_eq!(server.post("/vectors/index/docs/add", json!({"items": items})).0, 200);
+    let (status, taken) = server.post("/admin/snapshots", json!({}));
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(taken["seq"], 2, "{taken}");
+    assert_eq!(taken["event_seq"], 3);
+    assert!(taken["bytes"].as_u64().unwrap() > 50 * 3 * 4);
+    assert!(taken["key"].as_str().unwrap().starts_with("snapshots/"));
+    let (_, listed) = server.get("/admin/snapshots");
+    assert_eq!(listed["snapshots"][0]["key"], taken["key"], "{listed}");
+    assert_eq!(listed["opened_from"], serde_json::Value::Null);
+    let (_, log) = server.get("/admin/log");
+    assert_eq!((log["first_seq"].as_u64(), log["last_seq"].as_u64()), (Some(1), Some(3)), "{log}");
+    assert!(log["bytes_on_disk"].as_u64().unwrap() > 0);
+    server.kill(); // no snapshot at shutdown: the next start uses the one taken by hand
+
+    let server = Server::start(dir.path());
+    let (_, listed) = server.get("/admin/snapshots");
+    assert_eq!(listed["opened_from"]["key"], taken["key"], "{listed}");
+    assert_eq!(listed["skipped_at_open"], 0);
+    assert_eq!(server.get("/vectors/index/docs").1["length"], 50);
+    let (_, found) = server.post("/vectors/index/docs/search", json!({"vector": [7.0, 1.0, 0.5], "k": 1}));
+    assert_eq!(found["results"][0]["id"], "v7", "{found}");
+    server.terminate(); // nothing applied since the snapshot: none is taken at shutdown
+    let server = Server::start(dir.path());
+    let (_, listed) = server.get("/admin/snapshots");
+    assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1, "nothing new was applied: {listed}");
+}
