@@ -44,39 +44,39 @@ impl Hnsw {
     }
 
     /// The index as FAISS serializes it (`faiss::write_index`), written to memory
-    /// through a POSIX `open_memstream` stream: no file, no guessed path.
+    /// through FAISS's custom writer: no file, no guessed path. The writer callback gets
+    /// no user pointer, so it appends to a thread-local buffer, taken back afterwards.
     pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, HnswError> {
-        let mut buf: *mut libc::c_char = std::ptr::null_mut();
-        let mut len: libc::size_t = 0;
-        // SAFETY: open_memstream returns a stream that owns `buf` until fclose, after
-        // which `buf` (malloc'd, `len` bytes) is ours to copy and free.
-        unsafe {
-            let stream = libc::open_memstream(&raw mut buf, &raw mut len);
-            if stream.is_null() {
-                return Err(HnswError::Native {
-                    op: "open_memstream",
-                    code: -1,
-                    message: std::io::Error::last_os_error().to_string(),
-                });
-            }
-            let rc = faiss_sys::faiss_write_index(self.index.inner_ptr(), stream.cast());
-            let closed = libc::fclose(stream);
-            let out = if buf.is_null() {
-                Vec::new()
-            } else {
-                std::slice::from_raw_parts(buf.cast::<u8>(), len).to_vec()
-            };
-            libc::free(buf.cast());
-            check(rc, "write_index")?;
-            if closed != 0 {
-                return Err(HnswError::Native {
-                    op: "fclose",
-                    code: closed,
-                    message: "memory stream".into(),
-                });
-            }
-            Ok(out)
+        thread_local! {
+            static SINK: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
+        unsafe extern "C" fn append(ptr: *const std::ffi::c_void, size: usize, nitems: usize) -> usize {
+            let Some(len) = size.checked_mul(nitems) else { return 0 };
+            if len > 0 {
+                // SAFETY: FAISS passes `nitems` items of `size` bytes at `ptr`.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) };
+                SINK.with(|sink| sink.borrow_mut().extend_from_slice(bytes));
+            }
+            nitems
+        }
+        // Vectors plus about 2M neighbour ids per vector: most of the size, reserved once.
+        let estimate = self.len() as usize * (self.dim * 4 + self.config.m as usize * 2 * 4 + 16);
+        SINK.with(|sink| *sink.borrow_mut() = Vec::with_capacity(estimate));
+        let mut writer: *mut faiss_sys::FaissCustomIOWriter = std::ptr::null_mut();
+        // SAFETY: the writer is freed below whatever happens; the index is only read.
+        let rc = unsafe {
+            let rc = faiss_sys::faiss_CustomIOWriter_new(&raw mut writer, Some(append));
+            if rc == 0 {
+                let written = faiss_sys::faiss_write_index_custom(self.index.inner_ptr(), writer.cast(), 0);
+                faiss_sys::faiss_CustomIOWriter_free(writer);
+                written
+            } else {
+                rc
+            }
+        };
+        let out = SINK.with(|sink| std::mem::take(&mut *sink.borrow_mut()));
+        check(rc, "write_index")?;
+        Ok(out)
     }
 
     /// A graph read back from [`Hnsw::to_bytes`] (through `fmemopen`), with `config`

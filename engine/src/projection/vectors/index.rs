@@ -534,7 +534,15 @@ impl VectorIndex {
             e.opt_str(entry.partition.as_deref());
         }
         e.bytes(&self.live_bits);
-        e.bytes(&self.hnsw.to_bytes()?);
+        Ok(())
+    }
+
+    /// The FAISS part of [`VectorIndex::write_snapshot`], written straight to `out` after
+    /// the rest (the graph is most of the bytes: no copy through the encoder).
+    pub(crate) fn write_faiss(&self, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        let faiss = self.hnsw.to_bytes()?;
+        out.write_all(&(faiss.len() as u64).to_le_bytes())?;
+        out.write_all(&faiss)?;
         Ok(())
     }
 

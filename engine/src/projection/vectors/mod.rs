@@ -207,12 +207,14 @@ impl Projection for VectorProjection {
     /// is read under its read lock, so searches go on.
     fn write_snapshot(&self, _seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
         let handles = self.catalog.handles();
-        let mut e = Enc::default();
-        e.u64(handles.len() as u64);
+        out.write_all(&(handles.len() as u64).to_le_bytes())?;
         for (_, handle) in &handles {
-            handle.read().write_snapshot(&mut e)?;
+            let index = handle.read();
+            let mut e = Enc::default();
+            index.write_snapshot(&mut e)?;
+            out.write_all(&e.buf)?;
+            index.write_faiss(out)?;
         }
-        out.write_all(&e.buf)?;
         Ok(())
     }
 
