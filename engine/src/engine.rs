@@ -215,13 +215,13 @@ impl Engine {
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::clone(&projector));
         let snapshot::Projections { catalog, vectors, journal } = projections;
-        let covered = snapshot::registered(&log, 1)?.first().map_or(0, |(event_seq, _)| *event_seq);
+        let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
             Arc::clone(&storage),
             Arc::clone(&log),
             config.snapshots.clone(),
-            covered,
+            newest,
         )?;
         let target_seq = log.last_seq();
         tracing::info!(
@@ -493,13 +493,11 @@ impl Engine {
         self.snapshots.take(actor).await
     }
 
-    /// The snapshots registered in the log, newest first (at most `max`), with the
-    /// sequence number of each one's `SnapshotTaken` event.
-    ///
-    /// # Errors
-    /// The log could not be read.
-    pub fn snapshots(&self, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-        snapshot::registered(&self.log, max)
+    /// The snapshots this engine knows, newest first, with the sequence number of each
+    /// one's `SnapshotTaken` event: the newest registered when it opened and those taken
+    /// since (older registrations stay in the log; `annal events` lists them).
+    pub fn snapshots(&self) -> Vec<(u64, SnapshotTaken)> {
+        self.snapshots.known()
     }
 
     /// The storage buckets: object I/O, probes, and their failure counters.

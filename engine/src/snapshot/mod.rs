@@ -138,7 +138,14 @@ pub(crate) fn restore(
 ) -> Result<(Projections, Restored), Error> {
     let started = Instant::now();
     let mut skipped = 0;
-    for (_, taken) in registered(log, candidates)? {
+    // One registration at a time, newest first: the walk back reads only the log after
+    // the snapshot that restores (the common case is the first one).
+    for tried in 1..=candidates {
+        let mut found = registered(log, tried)?;
+        if found.len() < tried {
+            break; // every registered snapshot was tried
+        }
+        let Some((_, taken)) = found.pop() else { break };
         let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))?;
         let object = match fetched {
             Ok(fetched) => fetched.bytes,
@@ -258,6 +265,9 @@ pub(crate) struct Taker {
     policy: SnapshotPolicy,
     /// The `SnapshotTaken` event of the newest snapshot: events after it are uncovered.
     covered: AtomicU64,
+    /// Snapshots this process knows, newest first: the newest registered at open and
+    /// those taken since. Pruning works from this list, so it never walks the log.
+    known: Mutex<Vec<(u64, SnapshotTaken)>>,
     /// One snapshot at a time (the policy thread and a request may race).
     taking: tokio::sync::Mutex<()>,
     stop: AtomicBool,
@@ -273,8 +283,9 @@ impl Taker {
         storage: Arc<Storage>,
         log: Arc<Log>,
         policy: SnapshotPolicy,
-        covered: u64,
+        newest: Option<(u64, SnapshotTaken)>,
     ) -> Result<Arc<Self>, Error> {
+        let covered = newest.as_ref().map_or(0, |(event_seq, _)| *event_seq);
         let every = policy.every_events;
         let taker = Arc::new(Self {
             projector,
@@ -282,6 +293,7 @@ impl Taker {
             log,
             policy,
             covered: AtomicU64::new(covered),
+            known: Mutex::new(newest.into_iter().collect()),
             taking: tokio::sync::Mutex::new(()),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -355,12 +367,13 @@ impl Taker {
         self.storage.put_chunks(actor, BUCKET, &key, chunks).await?;
         // Registered only now that the object is durable in its bucket.
         let taken = SnapshotTaken { seq, bucket: BUCKET.to_owned(), key: key.clone(), bytes, crc32 };
-        let event = Event::new(actor, EventBody::SnapshotTaken(taken));
+        let event = Event::new(actor, EventBody::SnapshotTaken(taken.clone()));
         let log = Arc::clone(&self.log);
         let appended =
             tokio::task::spawn_blocking(move || log.append(&[event])).await.map_err(Error::Background)??;
         let event_seq = appended.map_or(0, |range| *range.end());
         self.covered.fetch_max(event_seq, Ordering::AcqRel);
+        lock(&self.known).insert(0, (event_seq, taken));
         tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
         self.prune(actor).await;
         Ok(SnapshotInfo {
@@ -375,20 +388,24 @@ impl Taker {
         })
     }
 
-    /// Delete the objects of registered snapshots older than the newest `keep`. A failure
-    /// is journaled by the storage layer and otherwise ignored (the next prune retries).
+    /// Delete the objects of known snapshots older than the newest `keep`. A failure is
+    /// journaled by the storage layer and otherwise ignored.
     async fn prune(&self, actor: &str) {
         let keep = self.policy.keep.max(1);
-        let log = Arc::clone(&self.log);
-        let Ok(Ok(all)) = tokio::task::spawn_blocking(move || registered(&log, keep + PRUNE_BATCH)).await
-        else {
-            return;
+        let old: Vec<(u64, SnapshotTaken)> = {
+            let mut known = lock(&self.known);
+            if known.len() <= keep {
+                return;
+            }
+            known.split_off(keep)
         };
-        for (_, old) in all.iter().skip(keep) {
+        for (_, old) in old {
             let _ = self.storage.delete(actor, &old.bucket, &old.key).await;
         }
     }
-}
 
-/// Old snapshots looked at per prune beyond those kept.
-const PRUNE_BATCH: usize = 16;
+    /// The snapshots this process knows, newest first.
+    pub(crate) fn known(&self) -> Vec<(u64, SnapshotTaken)> {
+        lock(&self.known).clone()
+    }
+}

@@ -10,9 +10,6 @@ use super::actor::actor;
 use super::routes::blocking;
 use super::{ApiError, AppState};
 
-/// Registered snapshots `GET /admin/snapshots` lists at most.
-pub const SNAPSHOTS_LISTED_MAX: usize = 100;
-
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -47,11 +44,10 @@ pub async fn take_snapshot(
     })))
 }
 
-/// `GET /admin/snapshots`: the registered snapshots, newest first, and the one this
-/// process opened from.
+/// `GET /admin/snapshots`: the snapshots this process knows (the newest registered when
+/// it started, and those taken since), newest first, and the one it opened from.
 pub async fn list_snapshots(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let engine = std::sync::Arc::clone(&state.engine);
-    let registered = blocking(move || engine.snapshots(SNAPSHOTS_LISTED_MAX)).await?;
+    let registered = state.engine.snapshots();
     let restored = state.engine.restored();
     Ok(Json(json!({
         "snapshots": registered.iter().map(|(seq, t)| taken_json(*seq, t)).collect::<Vec<_>>(),
