@@ -19,7 +19,7 @@ use crate::projection::vectors::{
 };
 use crate::projection::{Hooks, Projector, ProjectorStats};
 use crate::schema::{Schema, SchemaEntry};
-use crate::snapshot::{self, Restored, SnapshotInfo, SnapshotPolicy, Taker};
+use crate::snapshot::{self, Restored, SnapshotInfo, SnapshotPolicy, Taker, View, Views};
 use crate::storage::{BucketsConfig, Recorder, Storage};
 use crate::sync::{read, write};
 use crate::validate;
@@ -151,6 +151,8 @@ pub struct Engine {
     restored: Restored,
     /// Takes snapshots, on request, by policy and at close.
     snapshots: Arc<Taker>,
+    /// Time-travel views, cached.
+    views: Views,
     /// The command-side schema, set once replay at start has caught up (see
     /// `schema.rs`). Create and drop hold it exclusively from validation until their
     /// event is appended; upserts and deletes hold it shared for the same span. So an
@@ -234,6 +236,7 @@ impl Engine {
         Ok(Self {
             restored,
             snapshots,
+            views: Views::default(),
             dir,
             log,
             catalog,
@@ -473,6 +476,17 @@ impl Engine {
     /// and serves the state it had.
     pub fn projection_fault(&self) -> Option<Arc<crate::error::ProjectionError>> {
         self.projector.fault()
+    }
+
+    /// A read-only view of every projection as of event `seq`: the newest snapshot at or
+    /// before it plus the events after that up to `seq`. Built on first use (it costs
+    /// about a replay from that snapshot) and cached.
+    ///
+    /// # Errors
+    /// [`Error::AsOfFuture`] past the last applied event; [`Error::AsOfGone`] before
+    /// the log's first retained event with no snapshot covering it; log or FAISS faults.
+    pub fn view_at(&self, seq: u64) -> Result<Arc<View>, Error> {
+        self.views.at(&self.log, &self.storage, &self.config.hooks, seq, self.projector.applied_seq())
     }
 
     /// Which snapshot this open started from, if any, and the ones it had to skip.

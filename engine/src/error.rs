@@ -61,6 +61,23 @@ pub enum Error {
     /// A background task of the engine failed (panicked or was cancelled).
     #[error("engine background task failed")]
     Background(#[source] tokio::task::JoinError),
+    /// A view was asked of a moment after the last applied event.
+    #[error("as_of {seq} is after the last applied event {applied}")]
+    AsOfFuture {
+        /// The sequence number asked for.
+        seq: u64,
+        /// The last applied.
+        applied: u64,
+    },
+    /// A view was asked of a moment before the log's first retained event that no
+    /// snapshot covers.
+    #[error("as_of {seq} is before the first retained event {first_retained} and no snapshot covers it")]
+    AsOfGone {
+        /// The sequence number asked for.
+        seq: u64,
+        /// The first event the log still holds.
+        first_retained: u64,
+    },
     /// The log starts after event 1 (older events were removed by retention) and no
     /// snapshot covers the events before it, so the projections cannot be rebuilt.
     #[error("the log starts at event {first_seq} and no snapshot covers the events before it")]

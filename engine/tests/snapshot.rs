@@ -333,3 +333,87 @@ fn a_kill_while_a_snapshot_is_written_leaves_the_previous_one_in_use_and_nothing
     };
     assert!(replayed_len >= 600);
 }
+
+/// What a search returned at the time: ids and distances.
+fn answer(hits: &[annal_engine::Hit]) -> Vec<(String, f32)> {
+    hits.iter().map(|h| (h.id.to_string(), h.distance)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_view_as_of_an_earlier_event_returns_what_the_engine_returned_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = shared_base(400);
+    let engine = Engine::open(dir.path(), config(manual())).unwrap();
+    engine.create_index("t", "docs", 384, Metric::Cosine, HnswConfig::default()).unwrap();
+    engine.create_index("t", "old", 384, Metric::L2, HnswConfig::default()).unwrap();
+    engine.upsert("t", "docs", items(&base, 0, 150, "d")).unwrap();
+    engine.upsert("t", "old", items(&base, 0, 20, "o")).unwrap();
+    engine.snapshot("ops").await.unwrap(); // a base for views after it
+    let s1 = engine.upsert("t", "docs", items(&base, 150, 300, "d")).unwrap().seq;
+    let queries: Vec<Vec<f32>> = (0..5).map(|i| base[i * 37].clone()).collect();
+    // Recorded at the time.
+    let then: Vec<_> =
+        queries.iter().map(|q| answer(&engine.search("docs", q.clone(), 10).unwrap())).collect();
+    let then_old = answer(&engine.search("old", base[3].clone(), 5).unwrap());
+    let then_len = engine.get_index("docs").unwrap().length;
+
+    engine.delete("t", "docs", (0..300).step_by(2).map(|i| format!("d{i}")).collect()).unwrap();
+    engine.upsert("t", "docs", items(&base, 300, 400, "d")).unwrap();
+    engine.drop_index("t", "old").unwrap();
+    engine.snapshot("ops").await.unwrap(); // newer than s1: must not be used for s1
+    assert!(engine.get_index("old").is_err());
+
+    let view = engine.view_at(s1).unwrap();
+    assert_eq!(view.seq(), s1);
+    assert_eq!(view.list_indexes(), ["docs", "old"]);
+    assert_eq!(view.get_index("docs").unwrap().length, then_len);
+    for (q, expected) in queries.iter().zip(&then) {
+        let got = answer(&view.search_batch("docs", vec![q.clone()], 10).unwrap()[0]);
+        assert_eq!(&got, expected, "as of {s1}");
+    }
+    assert_eq!(answer(&view.search_batch("old", vec![base[3].clone()], 5).unwrap()[0]), then_old);
+    // The same view again is the cached one.
+    assert!(Arc::ptr_eq(&view, &engine.view_at(s1).unwrap()));
+    // Before anything existed, and after the last event.
+    assert!(engine.view_at(1).unwrap().get_index("docs").unwrap().length == 0);
+    let last = engine.log().last_seq();
+    assert!(matches!(engine.view_at(last + 5), Err(annal_engine::Error::AsOfFuture { .. })));
+}
+
+#[test]
+fn a_view_before_the_first_retained_event_is_gone_not_a_newer_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path(), config(manual())).unwrap();
+        engine.create_index("t", "x", 2, Metric::L2, HnswConfig::default()).unwrap();
+        for i in 0..6 {
+            let item = VectorItem {
+                id: format!("v{i}"),
+                vector: vec![i as f32, 1.0],
+                metadata: None,
+                partition: None,
+            };
+            engine.upsert("t", "x", vec![item]).unwrap();
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(engine.snapshot("ops")).unwrap(); // covers 1..=7
+        engine.close().unwrap();
+    }
+    // Retention by hand: events 1..=4 leave the log.
+    {
+        let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let db = redb::Database::create(dir.path().join(annal_engine::LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(events).unwrap();
+            for seq in 1..=4u64 {
+                table.remove(seq).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(dir.path(), config(manual())).unwrap();
+    assert_eq!(engine.get_index("x").unwrap().length, 6);
+    assert!(matches!(engine.view_at(3), Err(annal_engine::Error::AsOfGone { seq: 3, first_retained: 5 })));
+    assert_eq!(engine.view_at(7).unwrap().get_index("x").unwrap().length, 6, "the snapshot covers 7");
+}

@@ -41,3 +41,32 @@ fn a_snapshot_taken_over_http_is_what_the_next_start_opens_from() {
     let (_, listed) = server.get("/admin/snapshots");
     assert_eq!(listed["snapshots"].as_array().unwrap().len(), 1, "nothing new was applied: {listed}");
 }
+
+#[test]
+fn read_routes_answer_as_of_an_earlier_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 3})).0, 201);
+    let items: Vec<_> =
+        (0..20).map(|i| json!({"id": format!("v{i}"), "vector": [i as f32, 1.0, 0.5]})).collect();
+    let (_, added) = server.post("/vectors/index/docs/add", json!({"items": items}));
+    let before = added["seq"].as_u64().unwrap();
+    let query = json!({"vector": [4.0, 1.0, 0.5], "k": 3});
+    let (_, then) = server.post("/vectors/index/docs/search", query.clone());
+    let ids: Vec<_> = (0..20).map(|i| format!("v{i}")).collect();
+    assert_eq!(server.post("/vectors/index/docs/delete", json!({"ids": ids})).0, 200);
+    assert_eq!(server.call("DELETE", "/vectors/index/docs", None).0, 200);
+
+    assert_eq!(server.get("/vectors/index/docs").0, 404, "gone now");
+    let (status, info) = server.get(&format!("/vectors/index/docs?as_of={before}"));
+    assert_eq!((status, info["length"].as_u64()), (200, Some(20)), "{info}");
+    let (_, names) = server.get(&format!("/vectors/index?as_of={before}"));
+    assert_eq!(names["names"], json!(["docs"]));
+    let (status, past) = server.post(&format!("/vectors/index/docs/search?as_of={before}"), query);
+    assert_eq!(status, 200, "{past}");
+    assert_eq!(past["results"], then["results"], "the answer given at the time");
+    let (status, body) = server.get("/vectors/index/docs?as_of=999999");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("as_of"), "{body}");
+    assert_eq!(server.get("/vectors/index/docs?as_of=abc").0, 400);
+}

@@ -4,6 +4,10 @@
 
 pub mod codec;
 pub mod format;
+mod view;
+
+pub(crate) use view::Views;
+pub use view::{View, VIEWS_CACHED_MAX, VIEW_CACHED_BYTES_MAX};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

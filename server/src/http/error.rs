@@ -60,6 +60,11 @@ impl ApiError {
         Self::failed(StatusCode::BAD_GATEWAY, "bucket_error", detail)
     }
 
+    /// 410: the moment asked for is no longer in the log.
+    pub fn gone(detail: impl Into<String>) -> Self {
+        Self::failed(StatusCode::GONE, "gone", detail)
+    }
+
     /// 404: no such index or route.
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::failed(StatusCode::NOT_FOUND, "not_found", detail)
@@ -191,6 +196,8 @@ impl From<Error> for ApiError {
                 format!("{}; the event is in the log and will be applied", crate::report(&error)),
             ),
             Error::Starting => Self::starting(error.to_string()),
+            Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
+            Error::AsOfGone { .. } => Self::gone(format!("as_of: {error}")),
             Error::Storage(e) => match &**e {
                 StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => {
                     Self::not_found(e.to_string())

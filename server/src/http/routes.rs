@@ -7,7 +7,8 @@ use std::sync::Arc;
 use annal_engine::event::VectorItem;
 use annal_engine::limits::METADATA_BYTES_MAX;
 use annal_engine::{HnswConfig, IndexInfo, Metric, ProjectionError};
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -110,21 +111,47 @@ pub async fn create_index(
 }
 
 /// `GET /vectors/index`: `{count, names}`.
-pub async fn list_indexes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn list_indexes(
+    State(state): State<AppState>,
+    q: Result<Query<AsOf>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let as_of = as_of(q)?;
     let engine = state.engine;
-    let names = blocking(move || Ok(engine.list_indexes())).await?;
+    let names = blocking(move || match as_of {
+        Some(seq) => Ok(engine.view_at(seq)?.list_indexes()),
+        None => Ok(engine.list_indexes()),
+    })
+    .await?;
     Ok(Json(json!({ "count": names.len(), "names": names })))
+}
+
+/// `?as_of=S` on the read routes: answer from the state as of event S.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOf {
+    as_of: Option<u64>,
+}
+
+fn as_of(q: Result<Query<AsOf>, QueryRejection>) -> Result<Option<u64>, ApiError> {
+    q.map(|Query(q)| q.as_of).map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
 }
 
 /// `GET /vectors/index/{name}`: `{params, length}`.
 pub async fn get_index(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<IndexView>, ApiError> {
+    let as_of = as_of(q)?;
     let engine = state.engine;
     // Reading an index waits on its lock, which a large add holds: keep it off the
     // async workers.
-    Ok(Json(blocking(move || engine.get_index(&name)).await?.into()))
+    let info = blocking(move || match as_of {
+        Some(seq) => engine.view_at(seq)?.get_index(&name),
+        None => engine.get_index(&name),
+    })
+    .await?;
+    Ok(Json(info.into()))
 }
 
 /// `DELETE /vectors/index/{name}`: `{dropped, seq}`.
@@ -247,12 +274,18 @@ struct SearchResults<'a> {
 pub async fn search(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    q: Result<Query<AsOf>, QueryRejection>,
     body: ApiJson,
 ) -> Result<Response, ApiError> {
+    let as_of = as_of(q)?;
     let Search { vector, k } = body.parse()?;
     let engine = state.engine;
     let k = k.unwrap_or(SEARCH_K_DEFAULT);
-    let hits = blocking(move || engine.search(&name, vector, k)).await?;
+    let hits = blocking(move || match as_of {
+        Some(seq) => Ok(engine.view_at(seq)?.search_batch(&name, vec![vector], k)?.pop().unwrap_or_default()),
+        None => engine.search(&name, vector, k),
+    })
+    .await?;
     let results = hits
         .iter()
         .map(|hit| SearchHit {

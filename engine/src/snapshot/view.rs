@@ -1,0 +1,193 @@
+//! Time travel: a read-only view of the projections as of any sequence number S still
+//! in the log: the newest snapshot at or before S, plus the events after it up to S,
+//! applied to fresh projections that no writer touches. Views are cached (a few, under
+//! a memory bound) so that a run of queries as of the same S builds it once.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+use crate::log::Log;
+use crate::projection::journal::ErrorJournal;
+use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
+use crate::projection::Hooks;
+use crate::storage::Storage;
+use crate::sync::lock;
+use crate::{validate, IndexInfo};
+
+use super::{block_on, load, registered, Projections, ENGINE_ACTOR};
+
+/// Views kept built at once.
+pub const VIEWS_CACHED_MAX: usize = 2;
+/// A view whose vectors take more than this many bytes is not kept after its query.
+pub const VIEW_CACHED_BYTES_MAX: u64 = 1 << 30;
+/// Registered snapshots looked at, newest first, for one at or before S.
+const BASE_CANDIDATES: usize = 16;
+/// Events read from the log per batch while a view is built.
+const BUILD_BATCH: usize = 256;
+
+/// The projections as of one sequence number.
+pub struct View {
+    seq: u64,
+    catalog: Arc<Catalog>,
+    journal: Arc<ErrorJournal>,
+    bytes: u64,
+}
+
+impl View {
+    /// The sequence number it shows.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Names of its indexes, sorted.
+    pub fn list_indexes(&self) -> Vec<String> {
+        self.catalog.names()
+    }
+
+    /// An index as it was.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`] if it did not exist at S.
+    pub fn get_index(&self, name: &str) -> Result<IndexInfo, Error> {
+        let handle = self.catalog.get(name).ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })?;
+        let index = handle.read();
+        Ok(IndexInfo { params: index.params.clone(), length: index.len() })
+    }
+
+    /// Search an index as it was.
+    ///
+    /// # Errors
+    /// As [`crate::Engine::search_batch`].
+    pub fn search_batch(
+        &self,
+        index: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, Error> {
+        let handle =
+            self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+        let index = handle.read();
+        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
+        Ok(index.search(&vectors.concat(), k)?)
+    }
+
+    /// Every live record of an index as it was, sorted by id.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`]; FAISS failed to read its storage.
+    pub fn records(&self, index: &str) -> Result<Vec<Record>, Error> {
+        let handle =
+            self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+        let records = handle.read().records()?;
+        Ok(records)
+    }
+
+    /// The bucket error journal as it was.
+    pub fn journal(&self) -> &ErrorJournal {
+        &self.journal
+    }
+}
+
+/// Builds and caches views.
+#[derive(Default)]
+pub(crate) struct Views {
+    cached: Mutex<Vec<Arc<View>>>,
+}
+
+impl Views {
+    /// The view as of `seq`, built if it is not cached. `applied` is the engine's applied
+    /// sequence number; a view past it is refused.
+    pub(crate) fn at(
+        &self,
+        log: &Log,
+        storage: &Storage,
+        hooks: &Hooks,
+        seq: u64,
+        applied: u64,
+    ) -> Result<Arc<View>, Error> {
+        if seq > applied {
+            return Err(Error::AsOfFuture { seq, applied });
+        }
+        if let Some(view) = lock(&self.cached).iter().find(|v| v.seq == seq) {
+            return Ok(Arc::clone(view));
+        }
+        let view = Arc::new(build(log, storage, hooks, seq)?);
+        if view.bytes <= VIEW_CACHED_BYTES_MAX {
+            let mut cached = lock(&self.cached);
+            if cached.len() >= VIEWS_CACHED_MAX {
+                cached.remove(0);
+            }
+            cached.push(Arc::clone(&view));
+        }
+        Ok(view)
+    }
+}
+
+fn build(log: &Log, storage: &Storage, hooks: &Hooks, seq: u64) -> Result<View, Error> {
+    // The newest registered snapshot at or before `seq` that reads back whole.
+    let mut base = None;
+    for (_, taken) in registered(log, BASE_CANDIDATES)? {
+        if taken.seq > seq {
+            continue;
+        }
+        let Ok(Ok(fetched)) =
+            block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))
+        else {
+            continue;
+        };
+        let projections = Projections::new(hooks)?;
+        if load(&fetched.bytes, &taken, &projections).is_ok() {
+            base = Some((taken.seq, projections));
+            break;
+        }
+        for p in projections.list() {
+            p.shutdown();
+        }
+    }
+    let (from, projections) = match base {
+        Some((s, projections)) => (s + 1, projections),
+        None => (1, Projections::new(hooks)?),
+    };
+    let first = log.first_seq()?;
+    if from < first {
+        for p in projections.list() {
+            p.shutdown();
+        }
+        return Err(Error::AsOfGone { seq, first_retained: first });
+    }
+    let list = projections.list();
+    let mut next = from;
+    while next <= seq {
+        let events = log.read_range(next..=seq, BUILD_BATCH)?;
+        if events.is_empty() {
+            break;
+        }
+        for (event_seq, event) in events {
+            for p in &list {
+                p.apply(event_seq, &event).map_err(|source| {
+                    Error::Projection(crate::ProjectionError::Apply {
+                        seq: event_seq,
+                        projection: p.name(),
+                        source,
+                    })
+                })?;
+            }
+            next = event_seq + 1;
+        }
+    }
+    // No writer will touch it: stop the rebuilder (a view keeps its tombstones).
+    for p in &list {
+        p.shutdown();
+    }
+    let Projections { catalog, journal, .. } = projections;
+    let bytes = catalog
+        .handles()
+        .iter()
+        .map(|(_, h)| {
+            let index = h.read();
+            let IndexParams { dimension, .. } = index.params;
+            (index.len() + index.dead()) * u64::from(dimension) * 4
+        })
+        .sum();
+    Ok(View { seq, catalog, journal, bytes })
+}
