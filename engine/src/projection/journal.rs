@@ -195,11 +195,9 @@ impl Projection for ErrorJournal {
         Ok(())
     }
 
-    fn restore_snapshot(&self, _seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
-        let mut bytes = Vec::new();
-        input.read_to_end(&mut bytes)?;
+    fn restore_snapshot(&self, _seq: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
         let corrupt = |source| SnapshotError::Corrupt { projection: "journal", source };
-        let mut d = Dec::new(&bytes);
+        let mut d = Dec::new(bytes);
         let n = d.count(8 + 8 + 8 * 5 + 2).map_err(corrupt)?;
         let mut ring = VecDeque::with_capacity(n.min(self.capacity));
         for _ in 0..n {

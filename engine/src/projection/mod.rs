@@ -54,11 +54,12 @@ pub trait Projection: Send + Sync {
     }
 
     /// Replace this projection's state with one written by [`Projection::write_snapshot`]
-    /// at `seq`; the projector then applies the events after `seq`.
+    /// at `seq` (its section, borrowed from the snapshot object, checksum already
+    /// verified); the projector then applies the events after `seq`.
     ///
     /// # Errors
     /// As [`Projection::write_snapshot`].
-    fn restore_snapshot(&self, seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
+    fn restore_snapshot(&self, seq: u64, input: &[u8]) -> Result<(), SnapshotError> {
         let _ = (seq, input);
         Err(SnapshotError::Unsupported { projection: self.name() })
     }

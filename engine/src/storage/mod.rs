@@ -678,7 +678,43 @@ async fn read_whole(
             max,
         }));
     }
-    got.bytes().await.map_err(ReadFailure::Store)
+    match got.payload {
+        // A local object: one read of the open file (the version `get` opened, even if
+        // it is replaced meanwhile), instead of object_store's 8 KiB chunks.
+        object_store::GetResultPayload::File(file, path) => {
+            let range = got.range;
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut file = file;
+                file.seek(SeekFrom::Start(range.start))?;
+                let len = range.end.saturating_sub(range.start);
+                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                file.take(len).read_to_end(&mut buf)?;
+                if buf.len() as u64 != len {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("{} ended after {} of {len} bytes", path.display(), buf.len()),
+                    ));
+                }
+                Ok(buf)
+            })
+            .await;
+            match read {
+                Ok(Ok(buf)) => Ok(Bytes::from(buf)),
+                Ok(Err(e)) => Err(ReadFailure::Store(object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })),
+                Err(e) => Err(ReadFailure::Store(object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })),
+            }
+        }
+        object_store::GetResultPayload::Stream(stream) => {
+            object_store::collect_bytes(stream, Some(got.meta.size)).await.map_err(ReadFailure::Store)
+        }
+    }
 }
 
 fn checked(key: &str) -> Result<object_store::path::Path, StorageError> {

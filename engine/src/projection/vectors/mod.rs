@@ -220,10 +220,8 @@ impl Projection for VectorProjection {
 
     /// Replace every index with those of a snapshot; a graph that wants a rebuild (many
     /// tombstones, or a promoted `m`) is queued for one.
-    fn restore_snapshot(&self, _seq: u64, input: &mut dyn std::io::Read) -> Result<(), SnapshotError> {
-        let mut bytes = Vec::new();
-        input.read_to_end(&mut bytes)?;
-        let mut d = Dec::new(&bytes);
+    fn restore_snapshot(&self, _seq: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let mut d = Dec::new(bytes);
         let corrupt = |source| SnapshotError::Corrupt { projection: "vectors", source };
         let n = d.count(4).map_err(corrupt)?;
         let mut indexes = BTreeMap::new();
