@@ -214,8 +214,8 @@ fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Resu
         let Some((_, range)) = decoded.sections.iter().find(|(n, _)| n == name) else {
             return Err(Unusable::Missing { key: key(), projection: name });
         };
-        let mut section = &object[range.clone()];
-        projection.restore_snapshot(decoded.seq, &mut section).map_err(|source| Unusable::Restore {
+        let section = &object[range.clone()];
+        projection.restore_snapshot(decoded.seq, section).map_err(|source| Unusable::Restore {
             key: key(),
             projection: name,
             source,
