@@ -255,3 +255,32 @@ async fn health_over_http_marks_a_bucket_unhealthy_at_its_third_error_and_not_be
     let since = errors["errors"][0]["time_ms"].as_u64().unwrap() + 1;
     assert_eq!(app.get(&format!("/storage/errors?since={since}")).await.json()["count"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_that_breaks_part_way_aborts_the_body_and_is_journaled() {
+    let (app, faults) = faulty_app(MIRRORED);
+    let object = vec![7u8; 1 << 20];
+    assert_eq!(app.put_bytes("/storage/buckets/primary/objects/big", &object).await.status, 200);
+    fault(&faults, "primary").break_reads_after(100_000);
+    let (status, body) = app.get_streamed("/storage/buckets/primary/objects/big").await;
+    assert_eq!(status, 200, "the read opened");
+    assert!(body.is_err(), "the body must not end cleanly after a break");
+    // Journaled from a task once the stream failed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let errors = app.get("/storage/errors?op=read").await.json();
+        if errors["count"] == 1 {
+            assert_eq!(errors["errors"][0]["key"], "big", "{errors}");
+            assert!(
+                errors["errors"][0]["error"].as_str().unwrap().contains("injected read break"),
+                "{errors}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the broken read was not journaled: {errors}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fault(&faults, "primary").heal();
+    let (status, body) = app.get_streamed("/storage/buckets/primary/objects/big").await;
+    assert_eq!((status, body.map(|b| b.len())), (200, Ok(1 << 20)));
+}

@@ -26,12 +26,20 @@ pub struct FaultyStore {
     failing: Mutex<Vec<BucketOp>>,
     injected: AtomicU64,
     calls: AtomicU64,
+    /// Reads succeed to open but fail after this many bytes of their stream.
+    break_reads_after: Mutex<Option<usize>>,
 }
 
 impl FaultyStore {
     /// Wrap `inner`; nothing fails yet.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, failing: Mutex::new(Vec::new()), injected: AtomicU64::new(0), calls: AtomicU64::new(0) }
+        Self {
+            inner,
+            failing: Mutex::new(Vec::new()),
+            injected: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            break_reads_after: Mutex::new(None),
+        }
     }
 
     /// Make every `op` fail from now on.
@@ -42,6 +50,13 @@ impl FaultyStore {
     /// Stop failing.
     pub fn heal(&self) {
         self.failing.lock().clear();
+        *self.break_reads_after.lock() = None;
+    }
+
+    /// Let reads open, then fail after `bytes` of their body (a connection lost
+    /// part-way).
+    pub fn break_reads_after(&self, bytes: usize) {
+        *self.break_reads_after.lock() = Some(bytes);
     }
 
     /// Faults injected so far.
@@ -97,7 +112,34 @@ impl ObjectStore for FaultyStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.check(BucketOp::Read, location.as_ref())?;
-        self.inner.get_opts(location, options).await
+        let got = self.inner.get_opts(location, options).await?;
+        let Some(limit) = *self.break_reads_after.lock() else { return Ok(got) };
+        self.injected.fetch_add(1, Ordering::Relaxed);
+        let (meta, range, attributes, extensions) =
+            (got.meta.clone(), got.range.clone(), got.attributes.clone(), got.extensions.clone());
+        let path = location.to_string();
+        let mut sent = 0usize;
+        let stream = got
+            .into_stream()
+            .map(move |chunk| {
+                let chunk = chunk?;
+                if sent + chunk.len() > limit {
+                    return Err(object_store::Error::Generic {
+                        store: "faulty",
+                        source: format!("injected read break at {path} after {sent} bytes").into(),
+                    });
+                }
+                sent += chunk.len();
+                Ok(chunk)
+            })
+            .boxed();
+        Ok(GetResult {
+            payload: object_store::GetResultPayload::Stream(stream),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {

@@ -77,6 +77,15 @@ impl App {
         Answer { status, headers, bytes }
     }
 
+    /// A GET whose body may fail part-way: the status, then the body or its error.
+    pub async fn get_streamed(&self, path: &str) -> (u16, Result<Vec<u8>, String>) {
+        let request = Request::builder().method("GET").uri(path).body(Body::empty()).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+        (status, body.map(|b| b.to_vec()).map_err(|e| e.to_string()))
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> Answer {
         self.send("POST", path, &[], Some(Body::from(body.to_string()))).await
     }
