@@ -13,7 +13,7 @@ use annal_engine::snapshot::{format, SnapshotPolicy};
 use annal_engine::{Engine, EngineConfig, HnswConfig, Metric};
 
 fn config(restore: bool) -> EngineConfig {
-    let snapshots = SnapshotPolicy { restore, on_close: false, every_events: None, keep: 3 };
+    let snapshots = SnapshotPolicy { restore, on_close: false, every_events: None, keep: 3, archive: false };
     EngineConfig { snapshots, ..EngineConfig::default() }
 }
 

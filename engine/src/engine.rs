@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::archive::ArchiveReader;
 use crate::error::Error;
 use crate::event::FrameError;
 use crate::event::{
@@ -202,7 +203,9 @@ impl Engine {
         };
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         let first_seq = log.first_seq()?;
-        if first_seq > from {
+        let archive = ArchiveReader { log: Arc::clone(&log), storage: Arc::clone(&storage) };
+        // Events before the log's first were archived: the segments must hold them.
+        if first_seq > from && !archive.covers(from, first_seq)? {
             for p in projections.list() {
                 p.shutdown();
             }
@@ -210,12 +213,13 @@ impl Engine {
         }
         let projector = Arc::new(Projector::start(
             Arc::clone(&log),
+            Some(archive),
             projections.list(),
-            from.max(first_seq),
+            from,
             config.hooks.clone(),
         )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
-        let _ = recorder.projector.set(Arc::clone(&projector));
+        let _ = recorder.projector.set(Arc::downgrade(&projector));
         let snapshot::Projections { catalog, vectors, journal } = projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
@@ -486,7 +490,8 @@ impl Engine {
     /// [`Error::AsOfFuture`] past the last applied event; [`Error::AsOfGone`] before
     /// the log's first retained event with no snapshot covering it; log or FAISS faults.
     pub fn view_at(&self, seq: u64) -> Result<Arc<View>, Error> {
-        self.views.at(&self.log, &self.storage, &self.config.hooks, seq, self.projector.applied_seq())
+        let archive = ArchiveReader { log: Arc::clone(&self.log), storage: Arc::clone(&self.storage) };
+        self.views.at(&archive, &self.config.hooks, seq, self.projector.applied_seq())
     }
 
     /// Which snapshot this open started from, if any, and the ones it had to skip.
@@ -505,6 +510,17 @@ impl Engine {
     /// failed (journaled), or the log refused the registration.
     pub async fn snapshot(&self, actor: &str) -> Result<SnapshotInfo, Error> {
         self.snapshots.take(actor).await
+    }
+
+    /// Archive the log now: move every event up to the oldest kept snapshot out of the
+    /// log into segment objects in the primary bucket (what the policy's `archive` does
+    /// after each snapshot). Returns the segments written (none if no snapshot is kept
+    /// or the log holds nothing it covers).
+    ///
+    /// # Errors
+    /// The bucket write failed (journaled; nothing was removed), or the log refused.
+    pub async fn archive_log(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
+        self.snapshots.archive(actor).await
     }
 
     /// The snapshots this engine knows, newest first, with the sequence number of each

@@ -61,6 +61,9 @@ pub enum Error {
     /// A background task of the engine failed (panicked or was cancelled).
     #[error("engine background task failed")]
     Background(#[source] tokio::task::JoinError),
+    /// An archive segment could not be written or read back.
+    #[error(transparent)]
+    Archive(Box<crate::archive::ArchiveError>),
     /// A view was asked of a moment after the last applied event.
     #[error("as_of {seq} is after the last applied event {applied}")]
     AsOfFuture {
@@ -135,6 +138,15 @@ pub enum ProjectionError {
         /// The log error.
         #[source]
         source: LogError,
+    },
+    /// Reading archived events back from their segment failed.
+    #[error("projector could not read archived event {seq}")]
+    Archive {
+        /// The event it tried to read from.
+        seq: u64,
+        /// What failed.
+        #[source]
+        source: Box<crate::archive::ArchiveError>,
     },
     /// A projection failed to apply an event.
     #[error("projection {projection:?} could not apply event {seq}")]

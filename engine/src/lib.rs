@@ -17,6 +17,7 @@
 //! ```
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod archive;
 mod engine;
 mod error;
 pub mod event;
@@ -34,7 +35,7 @@ pub use engine::{
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
-pub use log::{Log, LogConfig, LogError, LogReader, LogStats, ReadOnlyLog, SyncMode, VerifyReport};
+pub use log::{Log, LogConfig, LogError, LogReader, LogStats, ReadOnlyLog, Segment, SyncMode, VerifyReport};
 pub use projection::vectors::{Hit, HnswError, IndexParams, RebuildStats, Record};
 pub use projection::{
     ApplyError, Hooks, Outcome, Projection, ProjectionStats, ProjectorStats, SnapshotError,

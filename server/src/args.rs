@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// Snapshots kept in the primary bucket; older ones are deleted.
     #[arg(long, env = "ANNAL_SNAPSHOT_KEEP", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub snapshot_keep: u64,
+    /// Log retention: after each snapshot, move the events the oldest kept snapshot
+    /// covers out of the log into archive segments in the primary bucket.
+    #[arg(long, env = "ANNAL_ARCHIVE_LOG")]
+    pub archive_log: bool,
 }
 
 /// Durability choice on the command line.

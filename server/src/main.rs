@@ -18,11 +18,16 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API over a data directory.
     Serve(ServeArgs),
-    /// Check every event of a data directory's log (CRC, payload, density).
+    /// Check every event of a data directory's log and its archive segments (CRC,
+    /// payload, density).
     Verify {
         /// Data directory.
         #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
         data: PathBuf,
+        /// Bucket configuration file, where archive segments are not in the default
+        /// local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
     },
     /// Print events of the log as JSON lines (the audit trail).
     Events {
@@ -50,7 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => http::serve(args),
-        Command::Verify { data } => tools::verify(&data),
+        Command::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         Command::Events { data, from, limit } => tools::events(&data, from, limit),
     };
     match result {

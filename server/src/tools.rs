@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use annal_engine::event::EventBody;
-use annal_engine::{ReadOnlyLog, LOG_FILE};
+use annal_engine::{BucketsConfig, ReadOnlyLog, Storage, LOG_FILE};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -16,13 +16,38 @@ fn open(data: &Path) -> Result<ReadOnlyLog> {
     Ok(ReadOnlyLog::open(path)?)
 }
 
-/// `annal verify`: exit 0 when every event is sound, 1 with the first bad one otherwise.
-pub fn verify(data: &Path) -> Result<ExitCode> {
+/// `annal verify`: exit 0 when every event is sound, in the log and in its archive
+/// segments, 1 with the first bad one otherwise.
+pub fn verify(data: &Path, buckets_config: Option<&Path>) -> Result<ExitCode> {
     let log = open(data)?;
     let report = log.verify()?;
+    let segments = log.segments()?;
+    let archived = if segments.is_empty() {
+        None
+    } else {
+        let config = match buckets_config {
+            Some(path) => BucketsConfig::load(path, |name| std::env::var(name).ok())?,
+            None => BucketsConfig::default(),
+        };
+        let storage = Storage::open_detached(data, &config)?;
+        Some(annal_engine::archive::verify(&storage, &segments, report.first_seq))
+    };
+    if let Some(archive) = &archived {
+        if let Some(error) = &archive.first_bad {
+            println!(
+                "CORRUPT archive: {} ({} archived events before it are sound)",
+                crate::report(error),
+                archive.events_ok
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     match report.first_bad {
         None => {
-            println!("ok: {} events, last sequence {}", report.events_ok, log.last_seq()?);
+            let archived = archived.map_or_else(String::new, |a| {
+                format!("; {} archived events in {} segments", a.events_ok, a.segments)
+            });
+            println!("ok: {} events, last sequence {}{archived}", report.events_ok, log.last_seq()?);
             Ok(ExitCode::SUCCESS)
         }
         Some(bad) => {

@@ -70,3 +70,53 @@ fn read_routes_answer_as_of_an_earlier_event() {
     assert!(body["detail"].as_str().unwrap().contains("as_of"), "{body}");
     assert_eq!(server.get("/vectors/index/docs?as_of=abc").0, 400);
 }
+
+#[test]
+fn with_archive_log_the_log_sheds_what_the_oldest_kept_snapshot_covers_and_verify_checks_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--snapshot-every-events", "0", "--snapshot-keep", "1", "--archive-log"];
+    let server = Server::start_with(dir.path(), &flags);
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 3})).0, 201);
+    for batch in 0..3 {
+        let items: Vec<_> = (0..10)
+            .map(|i| json!({"id": format!("v{batch}-{i}"), "vector": [i as f32, batch as f32, 0.5]}))
+            .collect();
+        assert_eq!(server.post("/vectors/index/docs/add", json!({"items": items})).0, 200);
+    }
+    let (status, taken) = server.post("/admin/snapshots", json!({}));
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(taken["seq"], 4);
+    let (_, log) = server.get("/admin/log");
+    // Events 1..=4 are archived; the log holds the snapshot's registration and the
+    // archive's audit event.
+    assert_eq!(log["archived"]["first_seq"], 1, "{log}");
+    assert_eq!(log["archived"]["last_seq"], 4, "{log}");
+    assert_eq!(log["archived"]["segments"], 1, "{log}");
+    assert!(log["archived"]["bytes"].as_u64().unwrap() > 30 * 3 * 4, "{log}");
+    assert_eq!((log["first_seq"].as_u64(), log["last_seq"].as_u64()), (Some(5), Some(6)), "{log}");
+    // Time travel before the archive point reads the segment.
+    let (status, info) = server.get("/vectors/index/docs?as_of=3");
+    assert_eq!((status, info["length"].as_u64()), (200, Some(20)), "{info}");
+    server.terminate();
+
+    let verify = |data: &std::path::Path| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_annal"))
+            .args(["verify", "--data"])
+            .arg(data)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = verify(dir.path());
+    assert!(ok, "{out}");
+    assert!(out.contains("4 archived events in 1 segments"), "{out}");
+    let segments = dir.path().join("buckets/primary/archive");
+    let file = std::fs::read_dir(&segments).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let (ok, out) = verify(dir.path());
+    assert!(!ok, "verify must fail on a damaged segment: {out}");
+    assert!(out.contains("CORRUPT archive"), "{out}");
+}

@@ -57,6 +57,8 @@ pub enum EventKind {
     MigrationFinished = 11,
     /// [`EventBody::SnapshotTaken`]
     SnapshotTaken = 12,
+    /// [`EventBody::LogArchived`]
+    LogArchived = 13,
 }
 
 impl EventKind {
@@ -76,6 +78,7 @@ impl EventKind {
             10 => RecordsMoved,
             11 => MigrationFinished,
             12 => SnapshotTaken,
+            13 => LogArchived,
             _ => return None,
         })
     }
@@ -95,6 +98,7 @@ impl EventKind {
             EventBody::RecordsMoved(_) => EventKind::RecordsMoved,
             EventBody::MigrationFinished(_) => EventKind::MigrationFinished,
             EventBody::SnapshotTaken(_) => EventKind::SnapshotTaken,
+            EventBody::LogArchived(_) => EventKind::LogArchived,
         }
     }
 }
@@ -207,6 +211,7 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::RecordsMoved(b) => archive(stamp, b),
         EventBody::MigrationFinished(b) => archive(stamp, b),
         EventBody::SnapshotTaken(b) => archive(stamp, b),
+        EventBody::LogArchived(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -252,6 +257,7 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::RecordsMoved => unarchive(bytes).map(|(s, b)| (s, EventBody::RecordsMoved(b))),
         EventKind::MigrationFinished => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationFinished(b))),
         EventKind::SnapshotTaken => unarchive(bytes).map(|(s, b)| (s, EventBody::SnapshotTaken(b))),
+        EventKind::LogArchived => unarchive(bytes).map(|(s, b)| (s, EventBody::LogArchived(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -354,6 +360,7 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         EventBody::HnswTrialRecorded(b) => s(&b.index) + s(&b.trial_id),
         EventBody::MigrationFinished(b) => s(&b.migration_id),
         EventBody::SnapshotTaken(b) => s(&b.bucket) + s(&b.key),
+        EventBody::LogArchived(b) => s(&b.bucket) + s(&b.key),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

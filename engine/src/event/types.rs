@@ -65,6 +65,8 @@ pub enum EventBody {
     MigrationFinished(MigrationFinished),
     /// A snapshot of every projection was durably written to a bucket.
     SnapshotTaken(SnapshotTaken),
+    /// A range of old events was moved out of the log into an archive segment object.
+    LogArchived(LogArchived),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -297,6 +299,25 @@ pub struct SnapshotTaken {
     /// The last event the snapshot covers.
     pub seq: u64,
     /// The bucket holding it.
+    pub bucket: String,
+    /// Its object key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
+}
+
+/// Body of [`EventBody::LogArchived`]: events `first..=last` were written to one
+/// archive segment object (durably, before this event) and removed from the log, in
+/// the same write transaction that appended this event and registered the segment.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogArchived {
+    /// The first archived event.
+    pub first: u64,
+    /// The last archived event.
+    pub last: u64,
+    /// The bucket holding the segment.
     pub bucket: String,
     /// Its object key.
     pub key: String,

@@ -40,6 +40,27 @@ pub enum LogError {
         /// The one found.
         found: u64,
     },
+    /// An archive registration does not decode.
+    #[error("archive registration of the segment starting at event {first} is corrupt: {what}")]
+    ArchiveRecord {
+        /// The segment's first event (its registry key).
+        first: u64,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// An archive was asked for events the log does not hold as its oldest ones (a
+    /// second archiver, or a range past the last event).
+    #[error("cannot archive events {first}..={last}: the log holds {held_first}..={held_last}")]
+    ArchiveRange {
+        /// The range asked for.
+        first: u64,
+        /// Its end.
+        last: u64,
+        /// The first event stored.
+        held_first: u64,
+        /// The last event stored.
+        held_last: u64,
+    },
     /// An I/O error outside redb (creating the data directory).
     #[error("log I/O failed")]
     Io(#[from] std::io::Error),

@@ -1,6 +1,7 @@
 //! The event log: a redb table of framed events keyed by a dense sequence number
 //! (starting at 1, or later once retention removed old events), written by one group-commit thread and read by any number of readers.
 
+mod archive;
 mod budget;
 mod error;
 mod read_only;
@@ -8,6 +9,7 @@ mod reader;
 mod verify;
 mod writer;
 
+pub use archive::Segment;
 pub use error::LogError;
 pub use read_only::ReadOnlyLog;
 pub use reader::LogReader;

@@ -51,6 +51,14 @@ impl ReadOnlyLog {
         scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
+    /// As [`super::LogReader::segments`].
+    ///
+    /// # Errors
+    /// As [`super::LogReader::segments`].
+    pub fn segments(&self) -> Result<Vec<super::Segment>, LogError> {
+        super::archive::segments(&self.db.begin_read()?)
+    }
+
     /// As [`super::LogReader::verify`].
     ///
     /// # Errors

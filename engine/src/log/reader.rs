@@ -73,7 +73,31 @@ impl LogReader {
         range: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        self.scan(range, max, usize::MAX, |seq, frame| Ok((seq, frame.to_vec())))
+        self.read_frames_budget(range, max, usize::MAX)
+    }
+
+    /// [`LogReader::read_frames`] that also stops once `max_bytes` of frames are read
+    /// (after at least one).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn read_frames_budget(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        self.scan(range, max, max_bytes, |seq, frame| Ok((seq, frame.to_vec())))
+    }
+
+    /// The archive segments registered, oldest first: the events before
+    /// [`LogReader::first_seq`] live in them.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails; [`LogError::ArchiveRecord`] if a
+    /// registration is corrupt.
+    pub fn segments(&self) -> Result<Vec<super::Segment>, LogError> {
+        super::archive::segments(&self.shared.db.begin_read()?)
     }
 
     /// Wait until event `from` exists (or `timeout` passes), then read from it onwards,

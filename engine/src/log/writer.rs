@@ -9,8 +9,9 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
+use super::archive::{Segment, ARCHIVED};
 use super::budget::{QueueBudget, Reservation};
 use super::{last_stored_seq, LogError, LogReader, EVENTS};
 use crate::event::{encode, Event};
@@ -59,6 +60,7 @@ struct Pending {
 
 enum Request {
     Append { reserved: Option<Reservation>, frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
+    Archive { segment: Segment, frame: Vec<u8>, reply: SyncSender<Ack> },
     Shutdown { reply: SyncSender<Ack> },
 }
 
@@ -238,6 +240,22 @@ impl Log {
         result
     }
 
+    /// Remove the oldest events `segment.first..=segment.last` from the log, which a
+    /// caller has durably written to the segment object `segment` names, and append
+    /// `audit` (a `LogArchived` event) — one durable write transaction that also
+    /// registers the segment, so a crash leaves all of it or none. Returns the audit
+    /// event's sequence number.
+    ///
+    /// # Errors
+    /// [`LogError::ArchiveRange`] unless `segment.first` is the first stored event and
+    /// `segment.last` is stored; as [`Log::append`] otherwise.
+    pub fn archive(&self, segment: Segment, audit: &Event) -> Result<u64, LogError> {
+        self.check_writable()?;
+        let frame = encode(audit)?;
+        let range = self.request(|reply| Request::Archive { segment, frame, reply })?;
+        Ok(range.map_or(0, |r| *r.end()))
+    }
+
     /// A read-only handle on this log.
     pub fn reader(&self) -> LogReader {
         self.reader.clone()
@@ -320,11 +338,16 @@ impl Writer {
             let mut batch = Vec::new();
             let mut bytes = 0usize;
             let mut shutdown = None;
+            let mut archives = Vec::new();
             let mut push = |req: Request| match req {
                 Request::Append { reserved, frames, durable, reply } => {
                     let len = frames.iter().map(Vec::len).sum::<usize>();
                     batch.push(Pending { _reserved: reserved, frames, durable, reply });
                     len
+                }
+                Request::Archive { segment, frame, reply } => {
+                    archives.push((segment, frame, reply));
+                    0
                 }
                 Request::Shutdown { reply } => {
                     shutdown = Some(reply);
@@ -339,13 +362,18 @@ impl Writer {
                 }
             }
             self.commit_batch(batch);
+            for (segment, frame, reply) in archives {
+                let _ = reply.send(self.archive(&segment, frame));
+            }
             if let Some(reply) = shutdown {
                 let _ = reply.send(self.final_sync().map(|()| None));
                 self.shared.closed.store(true, Ordering::Release);
                 // Anything queued behind the shutdown is refused, not dropped silently.
                 while let Ok(req) = rx.try_recv() {
                     let reply = match req {
-                        Request::Append { reply, .. } | Request::Shutdown { reply } => reply,
+                        Request::Append { reply, .. }
+                        | Request::Archive { reply, .. }
+                        | Request::Shutdown { reply } => reply,
                     };
                     let _ = reply.send(Err(LogError::Closed));
                 }
@@ -414,6 +442,60 @@ impl Writer {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// One durable transaction: remove the archived events, register their segment,
+    /// append the audit frame.
+    fn archive(&mut self, segment: &Segment, frame: Vec<u8>) -> Ack {
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        let record = segment.encode()?;
+        let held_last = self.next - 1;
+        let txn = self.shared.db.begin_write()?;
+        let held_first = {
+            let table = txn.open_table(EVENTS)?;
+            let first = table.first()?.map_or(self.next, |(k, _)| k.value());
+            first
+        };
+        if segment.first != held_first || segment.last > held_last || segment.last < segment.first {
+            // Nothing was written: dropping the transaction aborts it.
+            return Err(LogError::ArchiveRange {
+                first: segment.first,
+                last: segment.last,
+                held_first,
+                held_last,
+            });
+        }
+        let seq = self.next;
+        let written = (|| -> Result<(), redb::Error> {
+            let mut txn = txn;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut events = txn.open_table(EVENTS)?;
+                events.retain_in(segment.first..=segment.last, |_, _| false)?;
+                events.insert(seq, frame.as_slice())?;
+                let mut archived = txn.open_table(ARCHIVED)?;
+                archived.insert(segment.first, record.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        match written {
+            Ok(()) => {
+                self.dirty = false;
+                self.next = seq + 1;
+                self.shared.publish(seq);
+                Ok(Some(seq..=seq))
+            }
+            Err(error) => {
+                let cause = Arc::new(error);
+                tracing::error!(error = %cause, "archive commit failed; poisoning the log");
+                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
+                Err(LogError::CommitFailed(cause))
+            }
+        }
     }
 
     fn final_sync(&mut self) -> Result<(), LogError> {

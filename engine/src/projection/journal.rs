@@ -198,7 +198,8 @@ impl Projection for ErrorJournal {
     fn restore_snapshot(&self, _seq: u64, bytes: &[u8]) -> Result<(), SnapshotError> {
         let corrupt = |source| SnapshotError::Corrupt { projection: "journal", source };
         let mut d = Dec::new(bytes);
-        let n = d.count(8 + 8 + 8 * 5 + 2).map_err(corrupt)?;
+        // The smallest entry: seq, time, four empty strings (a u64 length each), op, rescued.
+        let n = d.count(8 + 8 + 8 * 4 + 2).map_err(corrupt)?;
         let mut ring = VecDeque::with_capacity(n.min(self.capacity));
         for _ in 0..n {
             let seq = d.u64().map_err(corrupt)?;

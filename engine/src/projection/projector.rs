@@ -8,7 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{Hooks, Projection, SnapshotError};
+use crate::archive::ArchiveReader;
 use crate::error::ProjectionError;
+use crate::event::Event;
 use crate::log::Log;
 use crate::sync::lock;
 
@@ -68,6 +70,10 @@ enum Capture {
 
 struct Shared {
     log: Arc<Log>,
+    /// Reads events the log no longer holds (archived) back from their segments.
+    archive: Option<ArchiveReader>,
+    /// Set while the apply thread reads archive segments.
+    reading_archive: AtomicBool,
     capture_requested: AtomicBool,
     capture: Mutex<Capture>,
     capture_cv: Condvar,
@@ -86,9 +92,10 @@ pub(crate) struct Projector {
 
 impl Projector {
     /// Start applying the log from event `from` to `projections`, whose state is as of
-    /// `from - 1`.
+    /// `from - 1`. Events before the log's first stored one are read from `archive`.
     pub(crate) fn start(
         log: Arc<Log>,
+        archive: Option<ArchiveReader>,
         projections: Vec<Arc<dyn Projection>>,
         from: u64,
         hooks: Hooks,
@@ -105,6 +112,8 @@ impl Projector {
             .collect();
         let shared = Arc::new(Shared {
             log,
+            archive,
+            reading_archive: AtomicBool::new(false),
             capture_requested: AtomicBool::new(false),
             capture: Mutex::new(Capture::Idle),
             capture_cv: Condvar::new(),
@@ -189,6 +198,12 @@ impl Projector {
                 .wait_timeout(state, Duration::from_millis(200))
                 .map_or_else(|e| e.into_inner().0, |r| r.0);
         }
+    }
+
+    /// Whether the apply thread is reading archive segments (at open, before it tails
+    /// the log): a bucket error met there must not wait to be applied.
+    pub(crate) fn reading_archive(&self) -> bool {
+        self.shared.reading_archive.load(Ordering::Acquire)
     }
 
     /// The highest sequence number applied to every projection.
@@ -277,6 +292,39 @@ fn serve_capture(shared: &Shared, seq: u64) {
 fn apply_loop(shared: &Shared, from: u64) {
     let _guard = PanicGuard(shared);
     let mut next = from;
+    // Events the log no longer holds (archived after a snapshot covered them) are read
+    // back from their segments first; this happens only when no usable snapshot is
+    // newer than the archive point.
+    if let Some(archive) = &shared.archive {
+        let first_stored = match shared.log.first_seq() {
+            Ok(first) => first,
+            Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
+        };
+        while next < first_stored && !shared.stop.load(Ordering::Acquire) {
+            shared.reading_archive.store(true, Ordering::Release);
+            let read = archive.read_from(next);
+            shared.reading_archive.store(false, Ordering::Release);
+            let events = match read {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) => {
+                    let source = Box::new(crate::archive::ArchiveError::Missing { seq: next });
+                    return raise(shared, ProjectionError::Archive { seq: next, source });
+                }
+                Err(source) => {
+                    return raise(shared, ProjectionError::Archive { seq: next, source: Box::new(source) })
+                }
+            };
+            for (seq, event) in events {
+                if seq >= first_stored {
+                    break;
+                }
+                match apply_one(shared, next, seq, &event) {
+                    Some(applied) => next = applied + 1,
+                    None => return,
+                }
+            }
+        }
+    }
     while !shared.stop.load(Ordering::Acquire) {
         serve_capture(shared, next.saturating_sub(1));
         let events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
@@ -284,46 +332,58 @@ fn apply_loop(shared: &Shared, from: u64) {
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
         };
         for (seq, event) in events {
-            // A missing event would make the projections silently differ from the log.
-            if seq != next {
-                let source = crate::log::LogError::Gap { expected: next, found: seq };
-                return raise(shared, ProjectionError::Read { seq: next, source });
-            }
-            if let Some(hook) = &shared.hooks.before_apply {
-                hook(seq, &event);
-            }
-            for slot in &shared.slots {
-                match slot.projection.apply(seq, &event) {
-                    Ok(outcome) => {
-                        if outcome.rejected > 0 {
-                            tracing::warn!(
-                                seq,
-                                projection = slot.projection.name(),
-                                rejected = outcome.rejected,
-                                "event partly rejected by a projection"
-                            );
-                            slot.rejected.fetch_add(outcome.rejected, Ordering::Relaxed);
-                        }
-                        slot.applied.store(seq, Ordering::Release);
-                        slot.events_applied.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(super::ApplyError::Cancelled) => return,
-                    Err(source) => {
-                        let projection = slot.projection.name();
-                        return raise(shared, ProjectionError::Apply { seq, projection, source });
-                    }
-                }
-            }
-            next = seq + 1;
-            // Published per event, so a writer waits for its own event, not its batch.
-            *lock(&shared.applied) = seq;
-            shared.applied_cv.notify_all();
-            serve_capture(shared, seq);
-            if shared.stop.load(Ordering::Acquire) {
-                return;
+            match apply_one(shared, next, seq, &event) {
+                Some(applied) => next = applied + 1,
+                None => return,
             }
         }
     }
+}
+
+/// Apply event `seq` (which must be `expected`) to every projection, publish it, and
+/// serve a pending capture after it. `None`: the loop must stop (a fault was raised, or
+/// the engine is closing).
+fn apply_one(shared: &Shared, expected: u64, seq: u64, event: &Event) -> Option<u64> {
+    // A missing event would make the projections silently differ from the log.
+    if seq != expected {
+        let source = crate::log::LogError::Gap { expected, found: seq };
+        raise(shared, ProjectionError::Read { seq: expected, source });
+        return None;
+    }
+    if let Some(hook) = &shared.hooks.before_apply {
+        hook(seq, event);
+    }
+    for slot in &shared.slots {
+        match slot.projection.apply(seq, event) {
+            Ok(outcome) => {
+                if outcome.rejected > 0 {
+                    tracing::warn!(
+                        seq,
+                        projection = slot.projection.name(),
+                        rejected = outcome.rejected,
+                        "event partly rejected by a projection"
+                    );
+                    slot.rejected.fetch_add(outcome.rejected, Ordering::Relaxed);
+                }
+                slot.applied.store(seq, Ordering::Release);
+                slot.events_applied.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(super::ApplyError::Cancelled) => return None,
+            Err(source) => {
+                let projection = slot.projection.name();
+                raise(shared, ProjectionError::Apply { seq, projection, source });
+                return None;
+            }
+        }
+    }
+    // Published per event, so a writer waits for its own event, not its batch.
+    *lock(&shared.applied) = seq;
+    shared.applied_cv.notify_all();
+    serve_capture(shared, seq);
+    if shared.stop.load(Ordering::Acquire) {
+        return None;
+    }
+    Some(seq)
 }
 
 fn raise(shared: &Shared, error: ProjectionError) {

@@ -150,13 +150,17 @@ pub(crate) fn restore(
             break; // every registered snapshot was tried
         }
         let Some((_, taken)) = found.pop() else { break };
-        let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))?;
+        // Bounded by the registered size: an object replaced by a larger one is not
+        // buffered whole before its CRC could refuse it.
+        let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))?;
         let object = match fetched {
             Ok(fetched) => fetched.bytes,
             // The read failure is journaled by the storage layer (a missing object too:
             // it is registered, so its absence is an error here).
             Err(error) => {
-                if let crate::storage::StorageError::NotFound { .. } = error {
+                if let crate::storage::StorageError::NotFound { .. }
+                | crate::storage::StorageError::TooLarge { .. } = error
+                {
                     record(storage, &taken, &error);
                 }
                 tracing::warn!(key = taken.key, error = %crate::error::chain(&error), "snapshot skipped");
@@ -253,11 +257,15 @@ pub struct SnapshotPolicy {
     /// Snapshots kept in the bucket; older ones are deleted after a new one is
     /// registered. An open tries at most this many, newest first.
     pub keep: usize,
+    /// Log retention: after each snapshot, move the events the oldest kept snapshot
+    /// covers out of the log into archive segments in the primary bucket (see
+    /// [`crate::archive`]). Off by default.
+    pub archive: bool,
 }
 
 impl Default for SnapshotPolicy {
     fn default() -> Self {
-        Self { restore: true, on_close: true, every_events: Some(100_000), keep: 3 }
+        Self { restore: true, on_close: true, every_events: Some(100_000), keep: 3, archive: false }
     }
 }
 
@@ -272,6 +280,9 @@ pub(crate) struct Taker {
     /// Snapshots this process knows, newest first: the newest registered at open and
     /// those taken since. Pruning works from this list, so it never walks the log.
     known: Mutex<Vec<(u64, SnapshotTaken)>>,
+    /// Whether `known` was completed from the log (the registrations of earlier runs,
+    /// up to `keep` of them), which the first prune does once.
+    known_complete: AtomicBool,
     /// One snapshot at a time (the policy thread and a request may race).
     taking: tokio::sync::Mutex<()>,
     stop: AtomicBool,
@@ -298,6 +309,7 @@ impl Taker {
             policy,
             covered: AtomicU64::new(covered),
             known: Mutex::new(newest.into_iter().collect()),
+            known_complete: AtomicBool::new(false),
             taking: tokio::sync::Mutex::new(()),
             stop: AtomicBool::new(false),
             thread: Mutex::new(None),
@@ -342,15 +354,22 @@ impl Taker {
         actor: &str,
         events: u64,
     ) -> Result<Option<SnapshotInfo>, Error> {
+        let _one = self.taking.lock().await;
+        // Checked under the lock: a snapshot in flight when this was called may have
+        // covered the events already.
         let behind = self.projector.applied_seq().saturating_sub(self.covered.load(Ordering::Acquire));
         if behind < events.max(1) {
             return Ok(None);
         }
-        self.take(actor).await.map(Some)
+        self.take_locked(actor).await.map(Some)
     }
 
     pub(crate) async fn take(&self, actor: &str) -> Result<SnapshotInfo, Error> {
         let _one = self.taking.lock().await;
+        self.take_locked(actor).await
+    }
+
+    async fn take_locked(&self, actor: &str) -> Result<SnapshotInfo, Error> {
         let started = Instant::now();
         let projector = Arc::clone(&self.projector);
         let captured = tokio::task::spawn_blocking(move || projector.capture())
@@ -380,6 +399,12 @@ impl Taker {
         lock(&self.known).insert(0, (event_seq, taken));
         tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
         self.prune(actor).await;
+        if self.policy.archive {
+            // A failed archive run costs nothing but log space: the next one retries.
+            if let Err(error) = self.archive_locked(actor).await {
+                tracing::warn!(error = %crate::error::chain(&error), "archiving the log failed");
+            }
+        }
         Ok(SnapshotInfo {
             seq,
             bucket: BUCKET.to_owned(),
@@ -392,9 +417,60 @@ impl Taker {
         })
     }
 
+    /// Archive the events the oldest kept snapshot covers (see [`crate::archive`]).
+    pub(crate) async fn archive(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
+        let _one = self.taking.lock().await;
+        self.complete_known().await?;
+        self.archive_locked(actor).await
+    }
+
+    async fn archive_locked(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
+        // The oldest snapshot kept: every later one covers at least as much.
+        let Some(upto) = lock(&self.known).last().map(|(_, taken)| taken.seq) else {
+            return Ok(Vec::new());
+        };
+        let written = crate::archive::archive_through(&self.log, &self.storage, actor, upto).await?;
+        // An audit event changes no projection's state: it does not make the newest
+        // snapshot stale (else every close would snapshot again after an archive run),
+        // unless other events came between.
+        let mut covered = self.covered.load(Ordering::Acquire);
+        for (_, audit_seq) in &written {
+            if *audit_seq == covered + 1 {
+                covered = *audit_seq;
+            }
+        }
+        self.covered.fetch_max(covered, Ordering::AcqRel);
+        Ok(written.into_iter().map(|(segment, _)| segment).collect())
+    }
+
+    /// Complete `known` from the log once: the snapshots earlier runs registered, up to
+    /// `keep` of them, so that pruning and archiving see every kept snapshot.
+    async fn complete_known(&self) -> Result<(), Error> {
+        if self.known_complete.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let log = Arc::clone(&self.log);
+        let keep = self.policy.keep.max(1);
+        let from_log = tokio::task::spawn_blocking(move || registered(&log, keep + 1))
+            .await
+            .map_err(Error::Background)??;
+        let mut known = lock(&self.known);
+        for entry in from_log {
+            if !known.iter().any(|(event_seq, _)| *event_seq == entry.0) {
+                known.push(entry);
+            }
+        }
+        known.sort_by_key(|entry| std::cmp::Reverse(entry.0));
+        self.known_complete.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// Delete the objects of known snapshots older than the newest `keep`. A failure is
     /// journaled by the storage layer and otherwise ignored.
     async fn prune(&self, actor: &str) {
+        if let Err(error) = self.complete_known().await {
+            tracing::warn!(error = %crate::error::chain(&error), "could not list earlier snapshots");
+        }
         let keep = self.policy.keep.max(1);
         let old: Vec<(u64, SnapshotTaken)> = {
             let mut known = lock(&self.known);
@@ -403,9 +479,19 @@ impl Taker {
             }
             known.split_off(keep)
         };
-        for (_, old) in old {
-            let _ = self.storage.delete(actor, &old.bucket, &old.key).await;
+        let mut failed = Vec::new();
+        for entry in old {
+            let (_, old) = &entry;
+            // Two registrations of one key (a second snapshot at the same S): the kept
+            // one's object is the same object.
+            if lock(&self.known).iter().any(|(_, kept)| kept.key == old.key && kept.bucket == old.bucket) {
+                continue;
+            }
+            if self.storage.delete(actor, &old.bucket, &old.key).await.is_err() {
+                failed.push(entry); // journaled; tried again after the next snapshot
+            }
         }
+        lock(&self.known).extend(failed);
     }
 
     /// The snapshots this process knows, newest first.

@@ -1,16 +1,16 @@
 //! Time travel: a read-only view of the projections as of any sequence number S still
-//! in the log: the newest snapshot at or before S, plus the events after it up to S,
+//! in the log or its archive: the newest snapshot at or before S, plus the events after
+//! it up to S (read from archive segments where the log no longer holds them),
 //! applied to fresh projections that no writer touches. Views are cached (a few, under
 //! a memory bound) so that a run of queries as of the same S builds it once.
 
 use std::sync::{Arc, Mutex};
 
+use crate::archive::ArchiveReader;
 use crate::error::Error;
-use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
 use crate::projection::Hooks;
-use crate::storage::Storage;
 use crate::sync::lock;
 use crate::{validate, IndexInfo};
 
@@ -99,8 +99,7 @@ impl Views {
     /// sequence number; a view past it is refused.
     pub(crate) fn at(
         &self,
-        log: &Log,
-        storage: &Storage,
+        archive: &ArchiveReader,
         hooks: &Hooks,
         seq: u64,
         applied: u64,
@@ -111,7 +110,7 @@ impl Views {
         if let Some(view) = lock(&self.cached).iter().find(|v| v.seq == seq) {
             return Ok(Arc::clone(view));
         }
-        let view = Arc::new(build(log, storage, hooks, seq)?);
+        let view = Arc::new(build(archive, hooks, seq)?);
         if view.bytes <= VIEW_CACHED_BYTES_MAX {
             let mut cached = lock(&self.cached);
             if cached.len() >= VIEWS_CACHED_MAX {
@@ -123,7 +122,8 @@ impl Views {
     }
 }
 
-fn build(log: &Log, storage: &Storage, hooks: &Hooks, seq: u64) -> Result<View, Error> {
+fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error> {
+    let (log, storage) = (&archive.log, &archive.storage);
     // The newest registered snapshot at or before `seq` that reads back whole.
     let mut base = None;
     for (_, taken) in registered(log, BASE_CANDIDATES)? {
@@ -131,7 +131,7 @@ fn build(log: &Log, storage: &Storage, hooks: &Hooks, seq: u64) -> Result<View, 
             continue;
         }
         let Ok(Ok(fetched)) =
-            block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, u64::MAX))
+            block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))
         else {
             continue;
         };
@@ -149,7 +149,8 @@ fn build(log: &Log, storage: &Storage, hooks: &Hooks, seq: u64) -> Result<View, 
         None => (1, Projections::new(hooks)?),
     };
     let first = log.first_seq()?;
-    if from < first {
+    // Events before the log's first were archived: the segments must hold them.
+    if from < first && !archive.covers(from, first)? {
         for p in projections.list() {
             p.shutdown();
         }
@@ -158,9 +159,15 @@ fn build(log: &Log, storage: &Storage, hooks: &Hooks, seq: u64) -> Result<View, 
     let list = projections.list();
     let mut next = from;
     while next <= seq {
-        let events = log.read_range(next..=seq, BUILD_BATCH)?;
-        if events.is_empty() {
-            break;
+        let mut events = log.read_range(next..=seq, BUILD_BATCH)?;
+        // Not in the log (any more: an archive run may have moved it meanwhile, and
+        // archived events never come back): read its segment.
+        if events.first().map(|(s, _)| *s) != Some(next) {
+            events = archive.read_from(next)?;
+            events.retain(|(s, _)| *s <= seq);
+        }
+        if events.first().map(|(s, _)| *s) != Some(next) {
+            return Err(crate::archive::ArchiveError::Missing { seq: next }.into());
         }
         for (event_seq, event) in events {
             for p in &list {

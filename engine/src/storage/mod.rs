@@ -227,7 +227,9 @@ struct Bucket {
 pub(crate) struct Recorder {
     pub(crate) log: Arc<Log>,
     /// Set once the projector runs (errors met while opening are recorded before).
-    pub(crate) projector: std::sync::OnceLock<Arc<Projector>>,
+    /// Weak: the projector reaches the storage (reading archive segments), so a strong
+    /// reference here would be a cycle that keeps the log open after the engine.
+    pub(crate) projector: std::sync::OnceLock<std::sync::Weak<Projector>>,
 }
 
 /// How long recording an error waits for the journal to show it before returning
@@ -237,18 +239,26 @@ const RECORD_APPLY_WAIT: Duration = Duration::from_secs(5);
 impl Recorder {
     fn record(&self, event: &Event) -> Result<u64, crate::Error> {
         let seq = self.log.append(std::slice::from_ref(event))?.map_or(0, |range| *range.end());
-        let Some(projector) = self.projector.get() else { return Ok(seq) };
-        match projector.wait_applied(seq, RECORD_APPLY_WAIT) {
-            Ok(()) | Err(crate::ProjectionError::Timeout { .. }) => Ok(seq),
-            Err(e) => Err(e.into()),
+        let Some(projector) = self.projector.get().and_then(std::sync::Weak::upgrade) else { return Ok(seq) };
+        // The apply thread is itself reading archive segments (this error is one of
+        // them): it cannot apply the event until the read returns.
+        if projector.reading_archive() {
+            return Ok(seq);
         }
+        // The event is durable: however the wait ends, it is journaled.
+        if let Err(error) = projector.wait_applied(seq, RECORD_APPLY_WAIT) {
+            tracing::debug!(seq, %error, "bucket error recorded, not yet applied");
+        }
+        Ok(seq)
     }
 }
 
 /// The bucket registry of a data directory.
 pub struct Storage {
     buckets: BTreeMap<String, Bucket>,
-    recorder: Arc<Recorder>,
+    /// Appends bucket error events; `None` for tooling that has no log open for
+    /// writing (failures are then counted and logged only).
+    recorder: Option<Arc<Recorder>>,
     errors: Mutex<BTreeMap<(String, BucketOp), u64>>,
     rescued: Mutex<BTreeMap<String, u64>>,
     journal_failures: AtomicU64,
@@ -277,7 +287,29 @@ impl Storage {
         }
         Ok(Self {
             buckets,
-            recorder,
+            recorder: Some(recorder),
+            errors: Mutex::default(),
+            rescued: Mutex::default(),
+            journal_failures: AtomicU64::new(0),
+            probes: Mutex::default(),
+        })
+    }
+
+    /// Set up the buckets of `config` for tooling that reads them with no log open for
+    /// writing (`annal verify`): failures are counted and logged, not journaled.
+    ///
+    /// # Errors
+    /// As opening an engine's buckets.
+    pub fn open_detached(data_dir: &FsPath, config: &BucketsConfig) -> Result<Self, StorageError> {
+        let mut buckets = BTreeMap::new();
+        for (name, bucket) in &config.buckets {
+            let open = |source| StorageError::Open { bucket: name.clone(), source };
+            let (store, location) = open_store(data_dir, &bucket.backend).map_err(open)?;
+            buckets.insert(name.clone(), Bucket { config: bucket.clone(), location, store });
+        }
+        Ok(Self {
+            buckets,
+            recorder: None,
             errors: Mutex::default(),
             rescued: Mutex::default(),
             journal_failures: AtomicU64::new(0),
@@ -621,7 +653,10 @@ impl Storage {
                 rescued,
             }),
         );
-        let recorder = Arc::clone(&self.recorder);
+        let Some(recorder) = self.recorder.as_ref().map(Arc::clone) else {
+            tracing::error!(bucket, %op, key, "bucket error not journaled: no log is open for writing");
+            return;
+        };
         let outcome = tokio::task::spawn_blocking(move || recorder.record(&event)).await;
         let failure = match outcome {
             Ok(Ok(_)) => return,

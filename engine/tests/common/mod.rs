@@ -83,6 +83,14 @@ pub fn one_of_each_kind() -> Vec<Event> {
             bytes: 123_456,
             crc32: 0xdead_beef,
         }),
+        EventBody::LogArchived(LogArchived {
+            first: 1,
+            last: 40,
+            bucket: "primary".into(),
+            key: "archive/00000000000000000001-00000000000000000040.seg".into(),
+            bytes: 4_096,
+            crc32: 0x0bad_f00d,
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }

@@ -60,16 +60,26 @@ pub async fn list_snapshots(State(state): State<AppState>) -> Result<Json<Value>
 /// `GET /admin/log`: the log's extent and size on disk.
 pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let engine = std::sync::Arc::clone(&state.engine);
-    let (first_seq, last_seq, bytes) = blocking(move || {
+    let (first_seq, last_seq, bytes, segments) = blocking(move || {
         let log = engine.log();
         let bytes = std::fs::metadata(engine.dir().join(annal_engine::LOG_FILE)).map(|m| m.len())?;
-        Ok((log.first_seq()?, log.last_seq(), bytes))
+        Ok((log.first_seq()?, log.last_seq(), bytes, log.segments()?))
     })
     .await?;
+    // Events before `first_seq` live in archive segments in a bucket.
+    let archived = match (segments.first(), segments.last()) {
+        (Some(first), Some(last)) => json!({
+            "first_seq": first.first,
+            "last_seq": last.last,
+            "segments": segments.len(),
+            "bytes": segments.iter().map(|s| s.bytes).sum::<u64>(),
+        }),
+        _ => Value::Null,
+    };
     Ok(Json(json!({
         "first_seq": first_seq,
         "last_seq": last_seq,
-        "archived": null,
+        "archived": archived,
         "bytes_on_disk": bytes,
     })))
 }

@@ -108,6 +108,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let snapshots = annal_engine::snapshot::SnapshotPolicy {
             every_events: (args.snapshot_every_events > 0).then_some(args.snapshot_every_events),
             keep: usize::try_from(args.snapshot_keep).unwrap_or(usize::MAX),
+            archive: args.archive_log,
             ..annal_engine::snapshot::SnapshotPolicy::default()
         };
         let config = EngineConfig { sync: args.sync.into(), buckets, snapshots, ..EngineConfig::default() };

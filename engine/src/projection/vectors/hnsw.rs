@@ -114,7 +114,37 @@ impl Hnsw {
                 message: format!("stored index has dimension {stored}, expected {dim}"),
             });
         }
+        // The bytes passed their CRCs, but CRCs are not authentication: check the shape
+        // every later unsafe call relies on before trusting it.
+        let invalid = |message: String| HnswError::Native { op: "read_index", code: -1, message };
+        // SAFETY: the pointer is a valid index owned by `index`; the cast returns null
+        // unless it is an IDMap2.
+        let (map, sub) = unsafe {
+            let map = faiss_sys::faiss_IndexIDMap2_cast(index.inner_ptr());
+            let sub = if map.is_null() {
+                std::ptr::null_mut()
+            } else {
+                faiss_sys::faiss_IndexIDMap2_sub_index(map)
+            };
+            (map, sub)
+        };
+        if map.is_null() || sub.is_null() {
+            return Err(invalid("stored index is not an IDMap2 over a sub-index".into()));
+        }
         let mut hnsw = Self { index, dim: dim as usize, config };
+        // SAFETY: `sub` is the sub-index owned by the IDMap2 just checked.
+        let sub_len = unsafe { faiss_sys::faiss_Index_ntotal(sub) };
+        let len = hnsw.len();
+        let labels = hnsw.labels();
+        if u64::try_from(sub_len).ok() != Some(len) || labels.len() as u64 != len {
+            return Err(invalid(format!(
+                "stored index holds {len} vectors, its graph {sub_len}, its id map {}",
+                labels.len()
+            )));
+        }
+        if labels.windows(2).any(|w| w[0] >= w[1]) || labels.first().is_some_and(|l| *l < 0) {
+            return Err(invalid("stored id map is not strictly ascending from 0".into()));
+        }
         hnsw.set_parameter("efConstruction", config.ef_construction)?;
         hnsw.set_parameter("efSearch", config.ef_search)?;
         Ok(hnsw)
@@ -354,5 +384,42 @@ pub(crate) fn raw_scores(l2: bool, query: &[f32], vectors: &[f32], out: &mut [f3
                 ny,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> HnswConfig {
+        HnswConfig { m: 8, ef_construction: 40, ef_search: 16 }
+    }
+
+    #[test]
+    fn a_graph_round_trips_through_bytes_with_its_labels_and_vectors() {
+        let mut hnsw = Hnsw::new(4, Metric::L2, config()).unwrap();
+        let vectors: Vec<f32> = (0..40).map(|i| i as f32).collect();
+        hnsw.add(&[3, 5, 8, 13, 21, 34, 55, 89, 144, 233], &vectors).unwrap();
+        let back = Hnsw::from_bytes(&hnsw.to_bytes().unwrap(), 4, config()).unwrap();
+        assert_eq!(back.labels(), hnsw.labels());
+        let mut out = vec![0f32; 40];
+        back.copy_vectors(0, &mut out).unwrap();
+        assert_eq!(out, vectors);
+    }
+
+    #[test]
+    fn bytes_of_an_index_without_an_id_map_are_refused_not_trusted() {
+        // A FAISS index of another shape (no IDMap2 on top) that passed every CRC:
+        // reading its id map would read unrelated memory.
+        let index = index_factory(4, "HNSW8", MetricType::L2).unwrap();
+        let other = Hnsw { index, dim: 4, config: config() };
+        let bytes = other.to_bytes().unwrap();
+        let refused = Hnsw::from_bytes(&bytes, 4, config());
+        assert!(matches!(refused, Err(HnswError::Native { op: "read_index", .. })), "{:?}", refused.err());
+        // And a truncated graph is an error, not a crash.
+        let mut hnsw = Hnsw::new(4, Metric::L2, config()).unwrap();
+        hnsw.add(&[1, 2], &[0.0; 8]).unwrap();
+        let bytes = hnsw.to_bytes().unwrap();
+        assert!(Hnsw::from_bytes(&bytes[..bytes.len() / 2], 4, config()).is_err());
     }
 }

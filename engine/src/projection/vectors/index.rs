@@ -579,7 +579,34 @@ impl VectorIndex {
         }
         let live_bits = d.bytes().map_err(corrupt)?.to_vec();
         let faiss = d.bytes().map_err(corrupt)?;
+        // A section that passed its CRC may still come from another writer: what the
+        // engine would refuse from a caller it refuses here too.
+        let checked = crate::validate::dimension(dimension)
+            .and_then(|()| crate::validate::config(&created))
+            .and_then(|()| crate::validate::config(&built))
+            .and_then(|()| promotions.iter().try_for_each(crate::validate::config));
+        if let Err(invalid) = checked {
+            return Err(corrupt(d.error(format!("index {name:?}: {invalid}"))));
+        }
+        if promotions.len() > PROMOTIONS_MAX {
+            return Err(corrupt(d.error(format!("index {name:?}: {} promotions", promotions.len()))));
+        }
         let hnsw = Hnsw::from_bytes(faiss, dimension, built)?;
+        let labels = hnsw.labels();
+        if labels.last().is_some_and(|l| *l >= next_label) {
+            return Err(corrupt(
+                d.error(format!("index {name:?}: a graph label is at or past {next_label}")),
+            ));
+        }
+        let is_live = |label: i64| {
+            let (byte, bit) = ((label / 8) as usize, label % 8);
+            live_bits.get(byte).is_some_and(|b| b & (1 << bit) != 0)
+        };
+        if let Some(label) = entries.keys().find(|l| labels.binary_search(l).is_err() || !is_live(**l)) {
+            return Err(corrupt(
+                d.error(format!("index {name:?}: entry label {label} is not a live graph label")),
+            ));
+        }
         let config = promotions.last().copied().unwrap_or(created);
         let mut index = Self {
             params: IndexParams { name, dimension, metric, config },

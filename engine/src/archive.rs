@@ -1,0 +1,424 @@
+//! Log retention: events older than the oldest kept snapshot are moved out of the log
+//! into checksummed segment objects in the primary bucket, so the log does not grow
+//! without bound. Off by default ([`crate::snapshot::SnapshotPolicy::archive`]).
+//!
+//! A segment is written and made durable first; then one log transaction removes its
+//! events, registers it (see [`crate::log::Segment`]) and appends a `LogArchived` audit
+//! event. A crash between the two leaves an unregistered object that the next run
+//! overwrites. Replay, time travel and `annal verify` read the archived events back
+//! through [`ArchiveReader`].
+//!
+//! The segment object (all integers little-endian; see docs/FORMAT.md):
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic         "ANNALSEG"
+//!      8    2 version       1
+//!     10    2 reserved      0
+//!     12    4 count         events in the segment, n >= 1
+//!     16    8 first         sequence number of the first event
+//!     24    8 last          first + n - 1
+//!     32    . n records     u32 frame length, then the frame exactly as the log held it
+//!  end-4    4 crc32         CRC-32 of every byte before it
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::event::{decode, Event, EventBody, FrameError, LogArchived};
+use crate::log::{Log, LogError, Segment};
+use crate::snapshot::block_on;
+use crate::storage::{Storage, StorageError, PRIMARY};
+
+/// Where segments live in their bucket.
+pub const PREFIX: &str = "archive";
+/// First bytes of every segment object.
+pub const MAGIC: &[u8; 8] = b"ANNALSEG";
+/// The segment format version written.
+pub const VERSION: u16 = 1;
+/// Header bytes before the first record.
+pub const HEADER_LEN: usize = 32;
+/// Most events in one segment.
+pub const SEGMENT_EVENTS_MAX: usize = 100_000;
+/// Frame bytes after which a segment is closed (a segment holds at least one event, so
+/// one may reach this plus one event).
+pub const SEGMENT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// The actor of the engine's own archive runs.
+pub const ENGINE_ACTOR: &str = "annal-engine";
+
+/// The object key of the segment `first..=last`: zero-padded, so keys sort by sequence.
+pub fn key(first: u64, last: u64) -> String {
+    format!("{PREFIX}/{first:020}-{last:020}.seg")
+}
+
+/// Reading, writing or checking an archive segment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The bucket failed (journaled by the storage layer).
+    #[error("archive segment {key}")]
+    Storage {
+        /// The segment's key.
+        key: String,
+        /// What the bucket said.
+        #[source]
+        source: Box<StorageError>,
+    },
+    /// The log (or the registry beside it) failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The object's CRC does not match its registration.
+    #[error("archive segment {key}: CRC-32 {actual:08x} of the object, {expected:08x} registered")]
+    Crc {
+        /// The segment's key.
+        key: String,
+        /// Computed over what was read.
+        actual: u32,
+        /// Registered.
+        expected: u32,
+    },
+    /// The object does not decode as a segment.
+    #[error("archive segment {key}: {what}")]
+    Format {
+        /// The segment's key.
+        key: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// A frame inside a segment is corrupt.
+    #[error("archive segment {key}")]
+    Frame {
+        /// The segment's key.
+        key: String,
+        /// The frame's error, naming its sequence number.
+        #[source]
+        source: FrameError,
+    },
+    /// No segment holds an event the log no longer has.
+    #[error("event {seq} is neither in the log nor in any archive segment")]
+    Missing {
+        /// The event.
+        seq: u64,
+    },
+    /// Running the bucket I/O failed.
+    #[error("archive I/O failed")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encode `frames` (dense, in order) as one segment object; returns it and its CRC.
+fn encode(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError> {
+    let format = |what: &str| ArchiveError::Format { key: String::new(), what: what.to_owned() };
+    let (Some((first, _)), Some((last, _))) = (frames.first(), frames.last()) else {
+        return Err(format("a segment holds at least one event"));
+    };
+    let count = u32::try_from(frames.len()).map_err(|_too_many| format("too many events"))?;
+    let body: usize = frames.iter().map(|(_, f)| 4 + f.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + body + 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&first.to_le_bytes());
+    out.extend_from_slice(&last.to_le_bytes());
+    for (_, frame) in frames {
+        let len = u32::try_from(frame.len()).map_err(|_too_long| format("frame longer than 4 GiB"))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let whole = crc32fast::hash(&out);
+    Ok((out, whole))
+}
+
+/// Split a segment object into its frames, checking magic, version, trailer CRC,
+/// lengths and that the header's range matches the count. Frames are not decoded.
+pub fn split<'a>(key: &str, object: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, ArchiveError> {
+    let bad = |what: &str| ArchiveError::Format { key: key.to_owned(), what: what.to_owned() };
+    if object.len() < HEADER_LEN + 4 {
+        return Err(bad("truncated: shorter than a header and a trailer"));
+    }
+    let (body, trailer) = object.split_at(object.len() - 4);
+    let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(bad(&format!("trailer CRC-32 {stored:08x}, computed {actual:08x}")));
+    }
+    if &body[..8] != MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([body[at], body[at + 1]]);
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let u64_at = |at: usize| {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&body[at..at + 8]);
+        u64::from_le_bytes(word)
+    };
+    if u16_at(8) != VERSION {
+        return Err(bad(&format!("unknown version {}", u16_at(8))));
+    }
+    let count = u64::from(u32_at(body, 12));
+    let (first, last) = (u64_at(16), u64_at(24));
+    if count == 0 || first == 0 || first.checked_add(count - 1) != Some(last) {
+        return Err(bad(&format!("header range {first}..={last} does not hold {count} events")));
+    }
+    let mut frames = Vec::new();
+    let mut rest = &body[HEADER_LEN..];
+    let mut seq = first;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(bad("truncated record length"));
+        }
+        let len = u32_at(rest, 0) as usize;
+        let Some(frame) = rest.get(4..4 + len) else {
+            return Err(bad(&format!("record of event {seq} runs past the end")));
+        };
+        frames.push((seq, frame));
+        rest = &rest[4 + len..];
+        seq += 1;
+    }
+    if frames.len() as u64 != count {
+        return Err(bad(&format!("{} records, header says {count}", frames.len())));
+    }
+    Ok(frames)
+}
+
+/// Move every event up to `upto` (inclusive) still in the log into segments in the
+/// primary bucket, oldest first; returns the segments written, each with the sequence
+/// number of its `LogArchived` audit event. Stops at `upto` even if later events were
+/// appended meanwhile.
+///
+/// # Errors
+/// The bucket write failed (journaled; nothing was removed from the log), or the log
+/// refused the removal.
+pub(crate) async fn archive_through(
+    log: &Arc<Log>,
+    storage: &Storage,
+    actor: &str,
+    upto: u64,
+) -> Result<Vec<(Segment, u64)>, ArchiveError> {
+    let mut written = Vec::new();
+    loop {
+        let reader = log.reader();
+        let frames = tokio::task::spawn_blocking(move || -> Result<_, LogError> {
+            let first = reader.first_seq()?;
+            if first > upto {
+                return Ok(Vec::new());
+            }
+            reader.read_frames_budget(first..=upto, SEGMENT_EVENTS_MAX, SEGMENT_BYTES_MAX)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        let (Some(&(first, _)), Some(&(last, _))) = (frames.first(), frames.last()) else {
+            return Ok(written);
+        };
+        if last - first + 1 != frames.len() as u64 {
+            return Err(LogError::Gap { expected: first + frames.len() as u64 - 1, found: last }.into());
+        }
+        let (object, crc32) = encode(&frames)?;
+        drop(frames);
+        let key = key(first, last);
+        let bytes = object.len() as u64;
+        storage
+            .put(actor, PRIMARY, &key, Bytes::from(object))
+            .await
+            .map_err(|source| ArchiveError::Storage { key: key.clone(), source: Box::new(source) })?;
+        let segment = Segment { first, last, bucket: PRIMARY.to_owned(), key: key.clone(), bytes, crc32 };
+        let audit = Event::new(
+            actor,
+            EventBody::LogArchived(LogArchived {
+                first,
+                last,
+                bucket: PRIMARY.to_owned(),
+                key,
+                bytes,
+                crc32,
+            }),
+        );
+        let log = Arc::clone(log);
+        let registered = segment.clone();
+        let seq = tokio::task::spawn_blocking(move || log.archive(registered, &audit))
+            .await
+            .map_err(std::io::Error::other)??;
+        tracing::info!(first, last, bytes, audit_seq = seq, "archived log events");
+        written.push((segment, seq));
+    }
+}
+
+/// Reads archived events back from their segments.
+#[derive(Clone)]
+pub(crate) struct ArchiveReader {
+    pub(crate) log: Arc<Log>,
+    pub(crate) storage: Arc<Storage>,
+}
+
+impl ArchiveReader {
+    /// The events of the segment holding `from`, from it to the segment's end.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Missing`] if no segment holds `from`; a bucket, CRC or format
+    /// failure of that segment.
+    pub(crate) fn read_from(&self, from: u64) -> Result<Vec<(u64, Event)>, ArchiveError> {
+        let segments = self.log.segments()?;
+        let segment = segments
+            .into_iter()
+            .find(|s| s.first <= from && from <= s.last)
+            .ok_or(ArchiveError::Missing { seq: from })?;
+        let object = fetch(&self.storage, &segment)?;
+        let frames = split(&segment.key, &object)?;
+        check_range(&segment, &frames)?;
+        frames
+            .into_iter()
+            .filter(|(seq, _)| *seq >= from)
+            .map(|(seq, frame)| {
+                decode(seq, frame)
+                    .map(|event| (seq, event))
+                    .map_err(|source| ArchiveError::Frame { key: segment.key.clone(), source })
+            })
+            .collect()
+    }
+
+    /// Whether segments hold every event from `from` up to the log's first stored one.
+    pub(crate) fn covers(&self, from: u64, first_stored: u64) -> Result<bool, ArchiveError> {
+        let mut next = from;
+        for segment in self.log.segments()? {
+            if next >= first_stored {
+                break;
+            }
+            if segment.last < next {
+                continue;
+            }
+            if segment.first > next {
+                return Ok(false);
+            }
+            next = segment.last + 1;
+        }
+        Ok(next >= first_stored)
+    }
+}
+
+fn fetch(storage: &Storage, segment: &Segment) -> Result<Vec<u8>, ArchiveError> {
+    let storage_err = |source| ArchiveError::Storage { key: segment.key.clone(), source: Box::new(source) };
+    let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &segment.bucket, &segment.key, segment.bytes))?
+        .map_err(storage_err)?;
+    let object = fetched.bytes.to_vec();
+    let actual = crc32fast::hash(&object);
+    if actual != segment.crc32 {
+        return Err(ArchiveError::Crc { key: segment.key.clone(), actual, expected: segment.crc32 });
+    }
+    Ok(object)
+}
+
+fn check_range(segment: &Segment, frames: &[(u64, &[u8])]) -> Result<(), ArchiveError> {
+    let first = frames.first().map(|(s, _)| *s);
+    let last = frames.last().map(|(s, _)| *s);
+    if first != Some(segment.first) || last != Some(segment.last) {
+        return Err(ArchiveError::Format {
+            key: segment.key.clone(),
+            what: format!("holds {first:?}..={last:?}, registered as {}..={}", segment.first, segment.last),
+        });
+    }
+    Ok(())
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Default)]
+pub struct ArchiveReport {
+    /// Segments registered.
+    pub segments: u64,
+    /// Archived events whose frames passed (CRC and payload).
+    pub events_ok: u64,
+    /// The first problem, if any; the walk stops there.
+    pub first_bad: Option<ArchiveError>,
+}
+
+/// Check every registered segment: read back whole, CRC as registered, every frame
+/// decodes, the segments run from event 1 without a gap or overlap, and the last one
+/// ends right before `first_stored` (the log's first event). Every problem is in the
+/// report.
+pub fn verify(storage: &Storage, segments: &[Segment], first_stored: u64) -> ArchiveReport {
+    let mut report = ArchiveReport { segments: segments.len() as u64, ..ArchiveReport::default() };
+    let mut next = if segments.is_empty() { first_stored } else { 1 };
+    for segment in segments {
+        if segment.first != next {
+            report.first_bad = Some(ArchiveError::Missing { seq: next });
+            return report;
+        }
+        let checked = fetch(storage, segment).and_then(|object| {
+            let frames = split(&segment.key, &object)?;
+            check_range(segment, &frames)?;
+            for (seq, frame) in frames {
+                decode(seq, frame)
+                    .map_err(|source| ArchiveError::Frame { key: segment.key.clone(), source })?;
+            }
+            Ok(())
+        });
+        if let Err(error) = checked {
+            report.first_bad = Some(error);
+            return report;
+        }
+        report.events_ok += segment.events();
+        next = segment.last + 1;
+    }
+    if next != first_stored {
+        report.first_bad = Some(ArchiveError::Missing { seq: next.min(first_stored) });
+    }
+    report
+}
+
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Self {
+        Error::Archive(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{encode as encode_event, IndexDropped};
+
+    fn frames(first: u64, n: u64) -> Vec<(u64, Vec<u8>)> {
+        (first..first + n)
+            .map(|seq| {
+                let body = EventBody::IndexDropped(IndexDropped { name: format!("i{seq}") });
+                (seq, encode_event(&Event::new("t", body)).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_segment_round_trips_its_frames() {
+        let input = frames(7, 5);
+        let (object, crc) = encode(&input).unwrap();
+        assert_eq!(crc, crc32fast::hash(&object));
+        let out = split("k", &object).unwrap();
+        assert_eq!(out.len(), 5);
+        for ((s1, f1), (s2, f2)) in input.iter().zip(&out) {
+            assert_eq!((s1, f1.as_slice()), (s2, *f2));
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_every_flipped_byte_of_a_segment_is_refused_without_a_panic() {
+        let (object, _) = encode(&frames(1, 3)).unwrap();
+        for len in 0..object.len() {
+            assert!(split("k", &object[..len]).is_err(), "length {len}");
+        }
+        for at in 0..object.len() {
+            let mut bad = object.clone();
+            bad[at] ^= 0x40;
+            assert!(split("k", &bad).is_err(), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn a_header_whose_range_disagrees_with_its_count_is_refused() {
+        let (mut object, _) = encode(&frames(1, 3)).unwrap();
+        object[24..32].copy_from_slice(&9u64.to_le_bytes());
+        let end = object.len() - 4;
+        let crc = crc32fast::hash(&object[..end]);
+        object[end..].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(split("k", &object), Err(ArchiveError::Format { .. })));
+    }
+}
