@@ -10,11 +10,12 @@ use crate::archive::ArchiveReader;
 use crate::error::Error;
 use crate::event::FrameError;
 use crate::event::{
-    Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, SnapshotTaken, VectorItem,
-    VectorsDeleted, VectorsUpserted,
+    ConfigPromoted, Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, PromotionRolledBack,
+    SnapshotTaken, VectorItem, VectorsDeleted, VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::journal::ErrorJournal;
+use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
 use crate::projection::vectors::{
     Catalog, Hit, IndexHandle, IndexParams, RebuildStats, Record, VectorProjection,
 };
@@ -113,6 +114,30 @@ pub struct Deleted {
     pub seq: u64,
 }
 
+/// What [`Engine::promote`] records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromoteRequest {
+    /// The configuration to serve the index with.
+    pub config: HnswConfig,
+    /// The trial whose measurements justify it (empty: none).
+    pub trial_id: String,
+    /// Who promotes it (1 to 16 KiB of text).
+    pub promoted_by: String,
+    /// Why (at most 16 KiB).
+    pub note: String,
+}
+
+/// The graph serving an index, from [`Engine::graph`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphInfo {
+    /// The config the serving graph was built with.
+    pub built: HnswConfig,
+    /// The config in effect (creation or promoted).
+    pub in_effect: HnswConfig,
+    /// A rebuild is queued or running.
+    pub rebuild_pending: bool,
+}
+
 /// Per-index figures for [`EngineStats`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexStats {
@@ -147,6 +172,10 @@ pub struct Engine {
     vectors: Arc<VectorProjection>,
     projector: Arc<Projector>,
     journal: Arc<ErrorJournal>,
+    promotions: Arc<PromotionState>,
+    /// Promotions and rollbacks one at a time, each validated against the state its
+    /// predecessor left (held from validation until its event is applied).
+    promoting: std::sync::Mutex<()>,
     storage: Arc<Storage>,
     /// Which snapshot the open started from.
     restored: Restored,
@@ -220,7 +249,7 @@ impl Engine {
         )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let snapshot::Projections { catalog, vectors, journal } = projections;
+        let snapshot::Projections { catalog, vectors, journal, promotions } = projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
@@ -247,6 +276,8 @@ impl Engine {
             vectors,
             projector,
             journal,
+            promotions,
+            promoting: std::sync::Mutex::new(()),
             storage,
             schema: OnceLock::new(),
             target_seq,
@@ -474,6 +505,99 @@ impl Engine {
         validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
         let flat: Vec<f32> = vectors.concat();
         Ok(index.search(&flat, k)?)
+    }
+
+    /// Promote `config` to serve `index`: the promotion in effect (if any) moves onto
+    /// the index's history (at most [`crate::projection::promotions::HISTORY_MAX`],
+    /// oldest dropped). Durable and applied when it returns. A new `m` or
+    /// `ef_construction` starts a rebuild of the graph from its live vectors; searches
+    /// use the old graph until the new one is complete and swapped in. A new
+    /// `ef_search` alone applies to the next search.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad config or text; [`Error::IndexNotFound`].
+    pub fn promote(&self, actor: &str, index: &str, request: PromoteRequest) -> Result<Promotion, Error> {
+        validate::actor(actor)?;
+        validate::config(&request.config)?;
+        validate::text("trial_id", &request.trial_id, true)?;
+        validate::text("promoted_by", &request.promoted_by, false)?;
+        validate::text("note", &request.note, true)?;
+        let _one = crate::sync::lock(&self.promoting);
+        let seq = {
+            let schema = read(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let PromoteRequest { config, trial_id, promoted_by, note } = request;
+            let body = EventBody::ConfigPromoted(ConfigPromoted {
+                index: index.to_owned(),
+                config,
+                trial_id,
+                promoted_by,
+                note,
+            });
+            self.append(actor, body)?
+        };
+        self.wait_applied(seq)?;
+        self.promotions.current(index).filter(|p| p.seq == seq).ok_or_else(|| Error::IndexNotFound {
+            name: index.to_owned(), // dropped between the append and now
+        })
+    }
+
+    /// Roll back the promotion in effect for `index`: the one before it (from the
+    /// history) is in effect again, or, with no history, the index's creation config.
+    /// Returns the promotion now in effect, if any.
+    ///
+    /// # Errors
+    /// [`Error::NothingPromoted`] when no promotion is in effect; [`Error::IndexNotFound`].
+    pub fn rollback(&self, actor: &str, index: &str) -> Result<Option<Promotion>, Error> {
+        validate::actor(actor)?;
+        let _one = crate::sync::lock(&self.promoting);
+        let seq = {
+            let schema = read(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            // Every promotion and rollback before this one is applied (they hold
+            // `promoting` until then), so the state is current for this index.
+            if self.promotions.current(index).is_none() {
+                return Err(Error::NothingPromoted { name: index.to_owned() });
+            }
+            let body = EventBody::PromotionRolledBack(PromotionRolledBack { index: index.to_owned() });
+            self.append(actor, body)?
+        };
+        self.wait_applied(seq)?;
+        Ok(self.promotions.current(index))
+    }
+
+    /// The promotion state of `index`: the promotion in effect and the history.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`].
+    pub fn promotion(&self, index: &str) -> Result<IndexPromotions, Error> {
+        self.index(index)?;
+        Ok(self.promotions.get(index))
+    }
+
+    /// The graph serving `index`: the config it was built with against the one in
+    /// effect (they differ in `m` or `ef_construction` until a promotion's rebuild
+    /// swaps in), and whether a rebuild is queued or running.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`].
+    pub fn graph(&self, index: &str) -> Result<GraphInfo, Error> {
+        let handle = self.index(index)?;
+        let index = handle.read();
+        Ok(GraphInfo {
+            built: index.built_config(),
+            in_effect: index.params.config,
+            rebuild_pending: index.rebuild_pending,
+        })
+    }
+
+    /// The promotion state projection: `current`, `config_or`, `list_all`.
+    pub fn promotions(&self) -> &PromotionState {
+        &self.promotions
     }
 
     /// The fault that stopped the projector, if any: the engine then refuses writes

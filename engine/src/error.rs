@@ -26,6 +26,12 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// A rollback of an index with no promotion in effect.
+    #[error("index {name:?} has no promotion to roll back")]
+    NothingPromoted {
+        /// The index.
+        name: String,
+    },
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] LogError),
@@ -113,17 +119,22 @@ impl Error {
     /// opposed to a fault of the engine or the machine.
     pub fn is_caller_error(&self) -> bool {
         use crate::storage::StorageError;
-        matches!(self, Error::Invalid(_) | Error::IndexNotFound { .. } | Error::IndexExists { .. })
-            || matches!(
-                self,
-                Error::Storage(e) if matches!(
-                    **e,
-                    StorageError::UnknownBucket(_)
-                        | StorageError::Key { .. }
-                        | StorageError::NotFound { .. }
-                        | StorageError::TooLarge { .. }
-                )
+        matches!(
+            self,
+            Error::Invalid(_)
+                | Error::IndexNotFound { .. }
+                | Error::IndexExists { .. }
+                | Error::NothingPromoted { .. }
+        ) || matches!(
+            self,
+            Error::Storage(e) if matches!(
+                **e,
+                StorageError::UnknownBucket(_)
+                    | StorageError::Key { .. }
+                    | StorageError::NotFound { .. }
+                    | StorageError::TooLarge { .. }
             )
+        )
     }
 }
 

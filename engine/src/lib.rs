@@ -31,7 +31,8 @@ mod sync;
 pub mod validate;
 
 pub use engine::{
-    Created, Deleted, Engine, EngineConfig, EngineStats, IndexInfo, IndexStats, Startup, Upserted, LOG_FILE,
+    Created, Deleted, Engine, EngineConfig, EngineStats, GraphInfo, IndexInfo, IndexStats, PromoteRequest,
+    Startup, Upserted, LOG_FILE,
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};

@@ -56,6 +56,15 @@ pub fn config(value: &HnswConfig) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// A free text field of at most [`TEXT_BYTES_MAX`] bytes, empty allowed or not.
+pub fn text(field: &str, value: &str, empty_ok: bool) -> Result<(), InvalidInput> {
+    if (!empty_ok && value.is_empty()) || value.len() > TEXT_BYTES_MAX {
+        let low = u8::from(!empty_ok);
+        return Err(invalid(field, format!("must be {low} to {TEXT_BYTES_MAX} bytes, got {}", value.len())));
+    }
+    Ok(())
+}
+
 /// The actor recorded with an event.
 pub fn actor(value: &str) -> Result<(), InvalidInput> {
     if value.is_empty() || value.len() > TEXT_BYTES_MAX {

@@ -120,3 +120,43 @@ fn with_archive_log_the_log_sheds_what_the_oldest_kept_snapshot_covers_and_verif
     assert!(!ok, "verify must fail on a damaged segment: {out}");
     assert!(out.contains("CORRUPT archive"), "{out}");
 }
+
+#[test]
+fn promotions_over_http_record_who_and_why_roll_back_in_order_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 3})).0, 201);
+    let (status, none) = server.post("/vectors/index/docs/rollback", json!({}));
+    assert_eq!(status, 409, "{none}");
+    let promote = |ef: u32| json!({"m": 32, "ef_construction": 80, "ef_search": ef, "trial_id": format!("t{ef}"), "note": "faster"});
+    let (status, first) = server.post("/vectors/index/docs/promote", promote(40));
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["current"]["promoted_by"], "http", "the actor by default: {first}");
+    assert_eq!(server.post("/vectors/index/docs/promote", promote(50)).0, 200);
+    let (status, bad) =
+        server.post("/vectors/index/docs/promote", json!({"m": 1, "ef_construction": 80, "ef_search": 5}));
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad["detail"].as_str().unwrap().starts_with("m:"), "{bad}");
+    assert_eq!(server.post("/vectors/index/nope/promote", promote(40)).0, 404);
+
+    let (_, state) = server.get("/vectors/index/docs/promotion");
+    assert_eq!(state["current"]["ef_search"], 50, "{state}");
+    assert_eq!(state["history"][0]["trial_id"], "t40", "{state}");
+    assert_eq!(state["graph"]["in_effect"]["ef_search"], 50, "{state}");
+    assert_eq!(server.get("/vectors/index/docs").1["params"]["ef_search"], 50);
+    let (_, all) = server.get("/vectors/promotions");
+    assert_eq!(
+        (all["count"].as_u64(), &all["promotions"]["docs"]["note"]),
+        (Some(1), &json!("faster")),
+        "{all}"
+    );
+    server.kill();
+
+    let server = Server::start(dir.path());
+    let (_, back) = server.post("/vectors/index/docs/rollback", json!({}));
+    assert_eq!(back["current"]["ef_search"], 40, "{back}");
+    let (_, back) = server.post("/vectors/index/docs/rollback", json!({}));
+    assert_eq!(back["current"], serde_json::Value::Null, "{back}");
+    assert_eq!(server.get("/vectors/index/docs").1["params"]["ef_search"], 64, "the creation config again");
+    assert_eq!(server.post("/vectors/index/docs/rollback", json!({})).0, 409);
+}

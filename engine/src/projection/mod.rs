@@ -9,6 +9,7 @@
 mod hooks;
 pub mod journal;
 mod projector;
+pub mod promotions;
 pub mod vectors;
 
 use crate::event::Event;

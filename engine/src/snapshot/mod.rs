@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::event::{Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
+use crate::projection::promotions::PromotionState;
 use crate::projection::vectors::{Catalog, VectorProjection};
 use crate::projection::{CaptureError, Projector};
 use crate::projection::{Hooks, Projection};
@@ -70,13 +71,19 @@ pub(crate) struct Projections {
     pub(crate) catalog: Arc<Catalog>,
     pub(crate) vectors: Arc<VectorProjection>,
     pub(crate) journal: Arc<ErrorJournal>,
+    pub(crate) promotions: Arc<PromotionState>,
 }
 
 impl Projections {
     pub(crate) fn new(hooks: &Hooks) -> Result<Self, Error> {
         let catalog = Arc::new(Catalog::default());
         let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), hooks.clone())?);
-        Ok(Self { catalog, vectors, journal: Arc::new(ErrorJournal::default()) })
+        Ok(Self {
+            catalog,
+            vectors,
+            journal: Arc::new(ErrorJournal::default()),
+            promotions: Arc::new(PromotionState::default()),
+        })
     }
 
     /// Every projection of the engine, in the order each event is applied to them.
@@ -85,6 +92,7 @@ impl Projections {
         vec![
             Arc::clone(&self.vectors) as Arc<dyn Projection>,
             Arc::clone(&self.journal) as Arc<dyn Projection>,
+            Arc::clone(&self.promotions) as Arc<dyn Projection>,
         ]
     }
 }

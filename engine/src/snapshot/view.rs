@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use crate::archive::ArchiveReader;
 use crate::error::Error;
 use crate::projection::journal::ErrorJournal;
+use crate::projection::promotions::PromotionState;
 use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
 use crate::projection::Hooks;
 use crate::sync::lock;
@@ -30,6 +31,7 @@ pub struct View {
     seq: u64,
     catalog: Arc<Catalog>,
     journal: Arc<ErrorJournal>,
+    promotions: Arc<PromotionState>,
     bytes: u64,
 }
 
@@ -85,6 +87,11 @@ impl View {
     /// The bucket error journal as it was.
     pub fn journal(&self) -> &ErrorJournal {
         &self.journal
+    }
+
+    /// The promotion state as it was.
+    pub fn promotions(&self) -> &PromotionState {
+        &self.promotions
     }
 }
 
@@ -186,7 +193,7 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
     for p in &list {
         p.shutdown();
     }
-    let Projections { catalog, journal, .. } = projections;
+    let Projections { catalog, journal, promotions, .. } = projections;
     let bytes = catalog
         .handles()
         .iter()
@@ -196,5 +203,5 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
             (index.len() + index.dead()) * u64::from(dimension) * 4
         })
         .sum();
-    Ok(View { seq, catalog, journal, bytes })
+    Ok(View { seq, catalog, journal, promotions, bytes })
 }

@@ -7,6 +7,7 @@ mod error;
 mod json;
 mod limits;
 mod metrics;
+mod promotions;
 mod routes;
 mod storage;
 
@@ -62,6 +63,10 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}/add", post(routes::add))
         .route("/vectors/index/{name}/delete", post(routes::delete))
         .route("/vectors/index/{name}/search", post(routes::search))
+        .route("/vectors/index/{name}/promote", post(promotions::promote))
+        .route("/vectors/index/{name}/rollback", post(promotions::rollback))
+        .route("/vectors/index/{name}/promotion", get(promotions::get))
+        .route("/vectors/promotions", get(promotions::list))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))

@@ -134,6 +134,12 @@ impl VectorIndex {
         stale || (dead >= REBUILD_DEAD_MIN && dead as f64 > REBUILD_DEAD_SHARE * self.hnsw.len() as f64)
     }
 
+    /// The configuration the serving graph was built with (its `ef_search` is the one
+    /// in effect).
+    pub(crate) fn built_config(&self) -> HnswConfig {
+        self.hnsw.config()
+    }
+
     /// Put `config` in effect (a promotion). `ef_search` applies to the next search;
     /// a new `m` or `ef_construction` makes [`VectorIndex::wants_rebuild`] true, and the
     /// rebuilt graph uses it.

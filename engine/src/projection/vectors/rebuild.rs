@@ -150,6 +150,14 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
             Ok(Done::Gone) => {
                 handle.write().rebuild_pending = false;
             }
+            Ok(Done::Redirected) => {
+                tracing::info!(index = %name, "graph rebuild abandoned: the config in effect changed");
+                // Rebuild for the config in effect now, if the serving graph is not
+                // already built with it (a rollback to it cancels the rebuild).
+                if again(shared, handle) {
+                    retries.push(Retry { due: Instant::now(), job, failures: 0 });
+                }
+            }
             Ok(Done::Cancelled) => {
                 shared.cancelled.fetch_add(1, Ordering::Relaxed);
                 handle.write().rebuild_pending = false;
@@ -186,6 +194,9 @@ enum Done {
     Swapped,
     /// The index was dropped or replaced meanwhile.
     Gone,
+    /// A promotion or rollback changed the build parameters in effect meanwhile: the
+    /// graph being built is for a config no longer wanted.
+    Redirected,
     Cancelled,
 }
 
@@ -203,6 +214,10 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
         }
         {
             let index = handle.read();
+            let wanted = index.params.config;
+            if (wanted.m, wanted.ef_construction) != (params.config.m, params.config.ef_construction) {
+                return Ok(Done::Redirected);
+            }
             let len = index.graph_len();
             if done >= live_until && len.saturating_sub(done) <= SWAP_CATCHUP_MAX {
                 break;
@@ -216,6 +231,10 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
     let mut index = handle.write();
     if !shared.catalog.is_current(name, handle) {
         return Ok(Done::Gone);
+    }
+    let wanted = index.params.config;
+    if (wanted.m, wanted.ef_construction) != (params.config.m, params.config.ef_construction) {
+        return Ok(Done::Redirected);
     }
     index.install(graph, done)?;
     Ok(Done::Swapped)

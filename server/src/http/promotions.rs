@@ -1,0 +1,107 @@
+//! Promotion routes: promote an HNSW configuration, roll it back, and read the state.
+
+use annal_engine::projection::promotions::Promotion;
+use annal_engine::{HnswConfig, PromoteRequest};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::actor::actor;
+use super::json::ApiJson;
+use super::routes::blocking;
+use super::{ApiError, AppState};
+
+/// Body of `POST /vectors/index/{name}/promote`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    m: u32,
+    ef_construction: u32,
+    ef_search: u32,
+    #[serde(default)]
+    trial_id: String,
+    /// Defaults to the request's actor.
+    promoted_by: Option<String>,
+    #[serde(default)]
+    note: String,
+}
+
+fn promotion_json(p: &Promotion) -> Value {
+    json!({
+        "m": p.config.m,
+        "ef_construction": p.config.ef_construction,
+        "ef_search": p.config.ef_search,
+        "trial_id": p.trial_id,
+        "promoted_by": p.promoted_by,
+        "note": p.note,
+        "seq": p.seq,
+        "time_ms": p.time_ms,
+    })
+}
+
+/// `POST /vectors/index/{name}/promote`: the promotion now in effect.
+pub async fn promote(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson,
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(&headers)?;
+    let body: Promote = body.parse()?;
+    let request = PromoteRequest {
+        config: HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search },
+        trial_id: body.trial_id,
+        promoted_by: body.promoted_by.unwrap_or_else(|| actor.clone()),
+        note: body.note,
+    };
+    let engine = state.engine;
+    let promoted = blocking(move || engine.promote(&actor, &name, request)).await?;
+    Ok(Json(json!({ "current": promotion_json(&promoted), "seq": promoted.seq })))
+}
+
+/// `POST /vectors/index/{name}/rollback`: the promotion in effect afterwards (`null`:
+/// the creation config), 409 when nothing is promoted.
+pub async fn rollback(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let actor = actor(&headers)?;
+    let engine = state.engine;
+    let current = blocking(move || engine.rollback(&actor, &name)).await?;
+    Ok(Json(json!({ "current": current.as_ref().map(promotion_json) })))
+}
+
+/// `GET /vectors/index/{name}/promotion`: the promotion in effect, the history (newest
+/// first), and the graph: the config it was built with against the one in effect.
+pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine;
+    let (promotions, graph) = blocking(move || Ok((engine.promotion(&name)?, engine.graph(&name)?))).await?;
+    Ok(Json(json!({
+        "current": promotions.current.as_ref().map(promotion_json),
+        "history": promotions.history.iter().rev().map(promotion_json).collect::<Vec<_>>(),
+        "graph": {
+            "built_with": {
+                "m": graph.built.m,
+                "ef_construction": graph.built.ef_construction,
+                "ef_search": graph.built.ef_search,
+            },
+            "in_effect": {
+                "m": graph.in_effect.m,
+                "ef_construction": graph.in_effect.ef_construction,
+                "ef_search": graph.in_effect.ef_search,
+            },
+            "rebuild_pending": graph.rebuild_pending,
+        },
+    })))
+}
+
+/// `GET /vectors/promotions`: every index with a promotion in effect.
+pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let all = state.engine.promotions().list_all();
+    let promotions: serde_json::Map<String, Value> =
+        all.iter().map(|(name, p)| (name.clone(), promotion_json(p))).collect();
+    Ok(Json(json!({ "count": promotions.len(), "promotions": promotions })))
+}
