@@ -298,11 +298,11 @@ impl ArchiveReader {
     }
 }
 
-fn fetch(storage: &Storage, segment: &Segment) -> Result<Vec<u8>, ArchiveError> {
+fn fetch(storage: &Storage, segment: &Segment) -> Result<Bytes, ArchiveError> {
     let storage_err = |source| ArchiveError::Storage { key: segment.key.clone(), source: Box::new(source) };
     let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &segment.bucket, &segment.key, segment.bytes))?
         .map_err(storage_err)?;
-    let object = fetched.bytes.to_vec();
+    let object = fetched.bytes;
     let actual = crc32fast::hash(&object);
     if actual != segment.crc32 {
         return Err(ArchiveError::Crc { key: segment.key.clone(), actual, expected: segment.crc32 });

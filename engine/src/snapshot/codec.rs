@@ -58,6 +58,7 @@ pub struct DecodeError {
 }
 
 /// A section body being read.
+#[derive(Clone)]
 pub struct Dec<'a> {
     buf: &'a [u8],
     pos: usize,

@@ -55,6 +55,9 @@ pub struct Decoded {
     pub seq: u64,
     /// Section name and byte range in the object, in table order.
     pub sections: Vec<(String, Range<usize>)>,
+    /// CRC-32 of the whole object (what its registration records), computed in the
+    /// same pass as the section CRCs.
+    pub crc32: u32,
 }
 
 /// Lay out a snapshot of `sections` at `seq`: the header and table as one chunk, then
@@ -151,6 +154,10 @@ pub fn decode(object: &[u8]) -> Result<Decoded, FormatError> {
     if hasher.finalize() != stored_crc {
         return Err(FormatError::HeaderCrc);
     }
+    // The CRC of the whole object, from the same one pass that checks the sections:
+    // the header and table here, each section's CRC combined onto it below.
+    let mut whole = crc32fast::Hasher::new();
+    whole.update(&object[..at]);
     let mut out = Vec::with_capacity(sections.len());
     let mut expected = at as u64;
     for ((name, offset, len), crc) in sections.into_iter().zip(crcs) {
@@ -164,9 +171,12 @@ pub fn decode(object: &[u8]) -> Result<Decoded, FormatError> {
             return Err(FormatError::Truncated(format!("section {name:?} ends past byte {}", object.len())));
         };
         let range = offset as usize..end as usize;
-        if crc32fast::hash(&object[range.clone()]) != crc {
+        let mut section = crc32fast::Hasher::new();
+        section.update(&object[range.clone()]);
+        if section.clone().finalize() != crc {
             return Err(FormatError::SectionCrc(name));
         }
+        whole.combine(&section);
         expected = end;
         out.push((name, range));
     }
@@ -176,7 +186,7 @@ pub fn decode(object: &[u8]) -> Result<Decoded, FormatError> {
             object.len() as u64 - expected
         )));
     }
-    Ok(Decoded { seq, sections: out })
+    Ok(Decoded { seq, sections: out, crc32: whole.finalize() })
 }
 
 #[cfg(test)]
@@ -196,6 +206,7 @@ mod tests {
         let bytes = object();
         let decoded = decode(&bytes).unwrap();
         assert_eq!(decoded.seq, 42);
+        assert_eq!(decoded.crc32, crc32fast::hash(&bytes), "the combined CRC is the whole object's");
         let names: Vec<&str> = decoded.sections.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["vectors", "journal"]);
         assert_eq!(&bytes[decoded.sections[0].1.clone()], &[1, 2, 3]);

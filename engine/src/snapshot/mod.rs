@@ -213,11 +213,12 @@ fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Err
 
 fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Result<(), Unusable> {
     let key = || taken.key.clone();
-    let actual = crc32fast::hash(object);
-    if actual != taken.crc32 {
-        return Err(Unusable::Crc { key: key(), actual, expected: taken.crc32 });
-    }
+    // One pass over the object checks the header, every section and the whole
+    // object's CRC against the registration.
     let decoded = format::decode(object).map_err(|source| Unusable::Format { key: key(), source })?;
+    if decoded.crc32 != taken.crc32 {
+        return Err(Unusable::Crc { key: key(), actual: decoded.crc32, expected: taken.crc32 });
+    }
     if decoded.seq != taken.seq {
         return Err(Unusable::Seq { key: key(), actual: decoded.seq, expected: taken.seq });
     }

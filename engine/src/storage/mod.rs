@@ -718,24 +718,33 @@ async fn read_whole(
         // it is replaced meanwhile), instead of object_store's 8 KiB chunks.
         object_store::GetResultPayload::File(file, path) => {
             let range = got.range;
-            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                use std::io::{Read, Seek, SeekFrom};
-                let mut file = file;
-                file.seek(SeekFrom::Start(range.start))?;
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
                 let len = range.end.saturating_sub(range.start);
-                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                file.take(len).read_to_end(&mut buf)?;
-                if buf.len() as u64 != len {
+                if len == 0 {
+                    return Ok(Bytes::new());
+                }
+                // SAFETY: a local bucket never changes an object in place: a put writes a
+                // staging file and renames it over the key (object_store's
+                // LocalFileSystem), so the inode mapped here keeps its bytes. Only a
+                // process truncating the file behind the engine's back could fault a read.
+                let map = unsafe {
+                    memmap2::MmapOptions::new()
+                        .offset(range.start)
+                        .len(usize::try_from(len).map_err(std::io::Error::other)?)
+                        .populate()
+                        .map(&file)?
+                };
+                if map.len() as u64 != len {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("{} ended after {} of {len} bytes", path.display(), buf.len()),
+                        format!("{} mapped {} of {len} bytes", path.display(), map.len()),
                     ));
                 }
-                Ok(buf)
+                Ok(Bytes::from_owner(map))
             })
             .await;
             match read {
-                Ok(Ok(buf)) => Ok(Bytes::from(buf)),
+                Ok(Ok(bytes)) => Ok(bytes),
                 Ok(Err(e)) => Err(ReadFailure::Store(object_store::Error::Generic {
                     store: "local",
                     source: Box::new(e),

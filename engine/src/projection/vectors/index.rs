@@ -552,22 +552,13 @@ impl VectorIndex {
         Ok(())
     }
 
-    /// Read an index written by [`VectorIndex::write_snapshot`].
-    pub(crate) fn read_snapshot(d: &mut Dec<'_>) -> Result<Self, SnapshotError> {
+    /// The entries and live bitmap of a snapshot section, `d` at the entry count.
+    #[allow(clippy::type_complexity)]
+    fn read_entries(
+        d: &mut Dec<'_>,
+        next_label: i64,
+    ) -> Result<(HashMap<i64, Entry>, HashMap<Arc<str>, i64>, Vec<u8>), SnapshotError> {
         let corrupt = |source| SnapshotError::Corrupt { projection: "vectors", source };
-        let name = d.str().map_err(corrupt)?.to_owned();
-        let dimension = d.u32().map_err(corrupt)?;
-        let metric = match d.u8().map_err(corrupt)? {
-            0 => Metric::L2,
-            1 => Metric::Cosine,
-            2 => Metric::Ip,
-            tag => return Err(corrupt(d.error(format!("metric tag {tag}")))),
-        };
-        let created = read_config(d).map_err(corrupt)?;
-        let n = d.count(12).map_err(corrupt)?;
-        let promotions = (0..n).map(|_| read_config(d)).collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
-        let built = read_config(d).map_err(corrupt)?;
-        let next_label = d.i64().map_err(corrupt)?;
         let n = d.count(8 + 8 + 1 + 1).map_err(corrupt)?;
         let mut entries = HashMap::with_capacity(n);
         let mut by_id = HashMap::with_capacity(n);
@@ -584,7 +575,25 @@ impl VectorIndex {
             entries.insert(label, Entry { id, metadata, partition });
         }
         let live_bits = d.bytes().map_err(corrupt)?.to_vec();
-        let faiss = d.bytes().map_err(corrupt)?;
+        Ok((entries, by_id, live_bits))
+    }
+
+    /// Read an index written by [`VectorIndex::write_snapshot`].
+    pub(crate) fn read_snapshot(d: &mut Dec<'_>) -> Result<Self, SnapshotError> {
+        let corrupt = |source| SnapshotError::Corrupt { projection: "vectors", source };
+        let name = d.str().map_err(corrupt)?.to_owned();
+        let dimension = d.u32().map_err(corrupt)?;
+        let metric = match d.u8().map_err(corrupt)? {
+            0 => Metric::L2,
+            1 => Metric::Cosine,
+            2 => Metric::Ip,
+            tag => return Err(corrupt(d.error(format!("metric tag {tag}")))),
+        };
+        let created = read_config(d).map_err(corrupt)?;
+        let n = d.count(12).map_err(corrupt)?;
+        let promotions = (0..n).map(|_| read_config(d)).collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
+        let built = read_config(d).map_err(corrupt)?;
+        let next_label = d.i64().map_err(corrupt)?;
         // A section that passed its CRC may still come from another writer: what the
         // engine would refuse from a caller it refuses here too.
         let checked = crate::validate::dimension(dimension)
@@ -597,7 +606,32 @@ impl VectorIndex {
         if promotions.len() > PROMOTIONS_MAX {
             return Err(corrupt(d.error(format!("index {name:?}: {} promotions", promotions.len()))));
         }
-        let hnsw = Hnsw::from_bytes(faiss, dimension, built)?;
+        // The graph comes after the entries: find it with a walk over their lengths,
+        // and let FAISS read it on a second thread while this one builds the id maps
+        // (the two largest costs of a restore, overlapped).
+        let faiss = {
+            let mut skip = d.clone();
+            let n = skip.count(8 + 8 + 1 + 1).map_err(corrupt)?;
+            for _ in 0..n {
+                skip.i64().map_err(corrupt)?;
+                skip.str().map_err(corrupt)?;
+                skip.opt_str().map_err(corrupt)?;
+                skip.opt_str().map_err(corrupt)?;
+            }
+            skip.bytes().map_err(corrupt)?; // live bitmap
+            skip.bytes().map_err(corrupt)?
+        };
+        let (hnsw, entries, by_id, live_bits) = std::thread::scope(|scope| {
+            let reading = scope.spawn(|| Hnsw::from_bytes(faiss, dimension, built));
+            let maps = Self::read_entries(d, next_label);
+            let hnsw = match reading.join() {
+                Ok(read) => read,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            maps.map(|(entries, by_id, live_bits)| (hnsw, entries, by_id, live_bits))
+        })?;
+        let hnsw = hnsw?;
+        d.bytes().map_err(corrupt)?; // the graph, read above
         let labels = hnsw.labels();
         if labels.last().is_some_and(|l| *l >= next_label) {
             return Err(corrupt(

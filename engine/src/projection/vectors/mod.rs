@@ -227,7 +227,10 @@ impl Projection for VectorProjection {
         let mut indexes = BTreeMap::new();
         for _ in 0..n {
             let index = VectorIndex::read_snapshot(&mut d)?;
-            indexes.insert(index.params.name.clone(), Arc::new(parking_lot::RwLock::new(index)));
+            let name = index.params.name.clone();
+            if indexes.insert(name.clone(), Arc::new(parking_lot::RwLock::new(index))).is_some() {
+                return Err(corrupt(d.error(format!("index {name:?} appears twice"))));
+            }
         }
         d.finish().map_err(corrupt)?;
         *write(&self.catalog.indexes) = indexes;
