@@ -2,6 +2,10 @@
 //! the projector applies -> readers. A write returns once its event is durable and
 //! applied, so the caller reads its own writes.
 
+mod tuning;
+
+pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -16,6 +20,7 @@ use crate::event::{
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::journal::ErrorJournal;
 use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
+use crate::projection::trials::TrialState;
 use crate::projection::vectors::{
     Catalog, Hit, IndexHandle, IndexParams, RebuildStats, Record, VectorProjection,
 };
@@ -173,6 +178,9 @@ pub struct Engine {
     projector: Arc<Projector>,
     journal: Arc<ErrorJournal>,
     promotions: Arc<PromotionState>,
+    trials: Arc<TrialState>,
+    /// Evaluation set and trial ids are assigned and appended one at a time.
+    trialing: std::sync::Mutex<()>,
     /// Promotions and rollbacks one at a time, each validated against the state its
     /// predecessor left (held from validation until its event is applied).
     promoting: std::sync::Mutex<()>,
@@ -249,7 +257,7 @@ impl Engine {
         )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let snapshot::Projections { catalog, vectors, journal, promotions } = projections;
+        let snapshot::Projections { catalog, vectors, journal, promotions, trials } = projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
@@ -277,6 +285,8 @@ impl Engine {
             projector,
             journal,
             promotions,
+            trials,
+            trialing: std::sync::Mutex::new(()),
             promoting: std::sync::Mutex::new(()),
             storage,
             schema: OnceLock::new(),
@@ -527,6 +537,14 @@ impl Engine {
             let schema = read(self.writable_schema()?);
             if schema.get(index).is_none() {
                 return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            // The evidence must exist: a trial of this index (or none at all).
+            if !request.trial_id.is_empty() && !self.trials.has_trial(index, &request.trial_id) {
+                return Err(validate::InvalidInput {
+                    field: "trial_id".into(),
+                    reason: format!("index {index:?} has no trial {:?}", request.trial_id),
+                }
+                .into());
             }
             let PromoteRequest { config, trial_id, promoted_by, note } = request;
             let body = EventBody::ConfigPromoted(ConfigPromoted {

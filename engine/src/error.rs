@@ -26,6 +26,23 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// No evaluation set of that id for the index.
+    #[error("index {index:?} has no evaluation set {eval_id:?}")]
+    EvalNotFound {
+        /// The index.
+        index: String,
+        /// The id asked for.
+        eval_id: String,
+    },
+    /// An evaluation set's object could not be written or read back whole.
+    #[error("evaluation set {key}")]
+    EvalSet {
+        /// Its object key.
+        key: String,
+        /// What is wrong.
+        #[source]
+        source: crate::trials::evalset::EvalFormatError,
+    },
     /// A rollback of an index with no promotion in effect.
     #[error("index {name:?} has no promotion to roll back")]
     NothingPromoted {
@@ -125,6 +142,7 @@ impl Error {
                 | Error::IndexNotFound { .. }
                 | Error::IndexExists { .. }
                 | Error::NothingPromoted { .. }
+                | Error::EvalNotFound { .. }
         ) || matches!(
             self,
             Error::Storage(e) if matches!(

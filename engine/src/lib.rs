@@ -28,11 +28,13 @@ mod schema;
 pub mod snapshot;
 pub mod storage;
 mod sync;
+pub mod trials;
 pub mod validate;
 
 pub use engine::{
-    Created, Deleted, Engine, EngineConfig, EngineStats, GraphInfo, IndexInfo, IndexStats, PromoteRequest,
-    Startup, Upserted, LOG_FILE,
+    Autotuned, Created, Deleted, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest, GraphInfo,
+    IndexInfo, IndexStats, PromoteRequest, Startup, TrialRequest, Upserted, AUTOTUNE_BUILDS,
+    AUTOTUNE_EF_SEARCH, LOG_FILE,
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};

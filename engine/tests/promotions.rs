@@ -17,7 +17,7 @@ fn request(i: u32) -> PromoteRequest {
     PromoteRequest {
         // ef_search only: no rebuild, so a long history is cheap.
         config: HnswConfig { m: 32, ef_construction: 80, ef_search: 10 + i },
-        trial_id: format!("trial-{i}"),
+        trial_id: String::new(), // no trial: tests/trials.rs promotes with one
         promoted_by: "alice".into(),
         note: format!("promotion {i}"),
     }
@@ -51,7 +51,7 @@ fn the_history_caps_at_50_rollbacks_run_in_reverse_order_and_both_survive_restar
         for i in 0..total {
             let promoted = engine.promote("ops", "docs", request(i)).unwrap();
             assert_eq!(promoted.config.ef_search, 10 + i);
-            assert_eq!(promoted.trial_id, format!("trial-{i}"));
+            assert_eq!(promoted.note, format!("promotion {i}"));
         }
         let state = engine.promotion("docs").unwrap();
         assert_eq!(state.history.len(), HISTORY_MAX, "the oldest are dropped");
@@ -110,6 +110,7 @@ fn a_bad_promotion_names_its_field_and_changes_nothing() {
         ),
         (PromoteRequest { promoted_by: String::new(), ..request(0) }, "promoted_by"),
         (PromoteRequest { note: "x".repeat(20_000), ..request(0) }, "note"),
+        (PromoteRequest { trial_id: "t9".into(), ..request(0) }, "trial_id"),
     ];
     for (bad, field) in cases {
         match engine.promote("ops", "docs", bad) {

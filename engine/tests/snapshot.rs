@@ -50,6 +50,8 @@ fn shared_base(n: usize) -> Vec<Vec<f32>> {
 struct State {
     indexes: Vec<(String, annal_engine::IndexInfo, Vec<Record>, u64)>,
     journal: Vec<JournalEntry>,
+    promotions: Vec<annal_engine::projection::promotions::IndexPromotions>,
+    trials: Vec<annal_engine::projection::trials::IndexTrials>,
 }
 
 fn state(engine: &Engine) -> State {
@@ -65,7 +67,13 @@ fn state(engine: &Engine) -> State {
             (name, info, records, dead)
         })
         .collect();
-    State { indexes, journal: engine.journal().recent(usize::MAX) }
+    let names = engine.list_indexes();
+    State {
+        indexes,
+        journal: engine.journal().recent(usize::MAX),
+        promotions: names.iter().map(|n| engine.promotion(n).unwrap()).collect(),
+        trials: names.iter().map(|n| engine.trials(n).unwrap()).collect(),
+    }
 }
 
 /// A history touching every part of the state: two indexes, metadata, partitions,
@@ -88,6 +96,14 @@ async fn history(engine: &Engine, base: &[Vec<f32>], faults: &Faults, part: u32)
         fault(faults, "primary").fail(BucketOp::List);
         engine.storage().list(t, "primary", Some("x")).await.unwrap_err();
         fault(faults, "primary").heal();
+        let promoted = HnswConfig { m: 16, ef_construction: 40, ef_search: 48 }; // as built: no rebuild
+        let request = annal_engine::PromoteRequest {
+            config: promoted,
+            trial_id: String::new(),
+            promoted_by: "ops".into(),
+            note: "wider search".into(),
+        };
+        engine.promote(t, "l2", request).unwrap();
     } else {
         engine.upsert(t, "cos", items(base, 1200, 1400, "c")).unwrap();
         engine.delete(t, "l2", (500..700).map(|i| format!("l{i}")).collect()).unwrap();
@@ -97,6 +113,24 @@ async fn history(engine: &Engine, base: &[Vec<f32>], faults: &Faults, part: u32)
         fault(faults, "primary").fail(BucketOp::Delete);
         engine.storage().delete(t, "primary", "y").await.unwrap_err();
         fault(faults, "primary").heal();
+        let quiet = |_: annal_engine::trials::Progress| {};
+        let sample = annal_engine::EvalQueries::Sample { count: 10, seed: 5 };
+        let eval = annal_engine::EvalRequest { eval_id: None, queries: sample, k: 5 };
+        let created = engine.create_eval_set(t, "cos", eval, &quiet).unwrap();
+        let config = HnswConfig { m: 8, ef_construction: 20, ef_search: 16 };
+        let trial = annal_engine::TrialRequest { eval_id: created.eval_id, trial_id: None, config };
+        engine.run_trial(t, "cos", trial, &quiet).unwrap();
+        for ef_search in [40, 44] {
+            let config = HnswConfig { m: 16, ef_construction: 40, ef_search };
+            let request = annal_engine::PromoteRequest {
+                config,
+                trial_id: String::new(),
+                promoted_by: "ops".into(),
+                note: format!("ef {ef_search}"),
+            };
+            engine.promote(t, "l2", request).unwrap();
+        }
+        engine.rollback(t, "l2").unwrap(); // back to 40, with 48 in the history
     }
 }
 
@@ -143,6 +177,9 @@ async fn open_from_a_snapshot_plus_later_events_is_exactly_the_state_of_a_full_r
     let replayed = state(&Engine::open(dir.path(), full_replay()).unwrap());
     assert_eq!(restored.indexes.len(), 3);
     assert_eq!(restored.journal.len(), 2);
+    assert_eq!(restored.trials[0].trials.len(), 1, "the trial of `cos`");
+    let l2 = &restored.promotions[2];
+    assert_eq!((l2.current.as_ref().map(|p| p.config.ef_search), l2.history.len()), (Some(40), 1));
     assert!(restored == replayed, "snapshot + tail differs from a full replay");
     assert!(restored == at_close, "the reopened state differs from the state at close");
 }

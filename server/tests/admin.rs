@@ -128,7 +128,8 @@ fn promotions_over_http_record_who_and_why_roll_back_in_order_and_survive_a_rest
     assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 3})).0, 201);
     let (status, none) = server.post("/vectors/index/docs/rollback", json!({}));
     assert_eq!(status, 409, "{none}");
-    let promote = |ef: u32| json!({"m": 32, "ef_construction": 80, "ef_search": ef, "trial_id": format!("t{ef}"), "note": "faster"});
+    let promote =
+        |ef: u32| json!({"m": 32, "ef_construction": 80, "ef_search": ef, "note": format!("ef {ef}")});
     let (status, first) = server.post("/vectors/index/docs/promote", promote(40));
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["current"]["promoted_by"], "http", "the actor by default: {first}");
@@ -141,13 +142,13 @@ fn promotions_over_http_record_who_and_why_roll_back_in_order_and_survive_a_rest
 
     let (_, state) = server.get("/vectors/index/docs/promotion");
     assert_eq!(state["current"]["ef_search"], 50, "{state}");
-    assert_eq!(state["history"][0]["trial_id"], "t40", "{state}");
+    assert_eq!(state["history"][0]["note"], "ef 40", "{state}");
     assert_eq!(state["graph"]["in_effect"]["ef_search"], 50, "{state}");
     assert_eq!(server.get("/vectors/index/docs").1["params"]["ef_search"], 50);
     let (_, all) = server.get("/vectors/promotions");
     assert_eq!(
         (all["count"].as_u64(), &all["promotions"]["docs"]["note"]),
-        (Some(1), &json!("faster")),
+        (Some(1), &json!("ef 50")),
         "{all}"
     );
     server.kill();

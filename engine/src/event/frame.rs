@@ -59,6 +59,10 @@ pub enum EventKind {
     SnapshotTaken = 12,
     /// [`EventBody::LogArchived`]
     LogArchived = 13,
+    /// [`EventBody::EvalSetCreated`]
+    EvalSetCreated = 14,
+    /// [`EventBody::TrialRecorded`]
+    TrialRecorded = 15,
 }
 
 impl EventKind {
@@ -79,6 +83,8 @@ impl EventKind {
             11 => MigrationFinished,
             12 => SnapshotTaken,
             13 => LogArchived,
+            14 => EvalSetCreated,
+            15 => TrialRecorded,
             _ => return None,
         })
     }
@@ -99,6 +105,8 @@ impl EventKind {
             EventBody::MigrationFinished(_) => EventKind::MigrationFinished,
             EventBody::SnapshotTaken(_) => EventKind::SnapshotTaken,
             EventBody::LogArchived(_) => EventKind::LogArchived,
+            EventBody::EvalSetCreated(_) => EventKind::EvalSetCreated,
+            EventBody::TrialRecorded(_) => EventKind::TrialRecorded,
         }
     }
 }
@@ -212,6 +220,8 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::MigrationFinished(b) => archive(stamp, b),
         EventBody::SnapshotTaken(b) => archive(stamp, b),
         EventBody::LogArchived(b) => archive(stamp, b),
+        EventBody::EvalSetCreated(b) => archive(stamp, b),
+        EventBody::TrialRecorded(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -258,6 +268,8 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::MigrationFinished => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationFinished(b))),
         EventKind::SnapshotTaken => unarchive(bytes).map(|(s, b)| (s, EventBody::SnapshotTaken(b))),
         EventKind::LogArchived => unarchive(bytes).map(|(s, b)| (s, EventBody::LogArchived(b))),
+        EventKind::EvalSetCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::EvalSetCreated(b))),
+        EventKind::TrialRecorded => unarchive(bytes).map(|(s, b)| (s, EventBody::TrialRecorded(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -361,6 +373,8 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         EventBody::MigrationFinished(b) => s(&b.migration_id),
         EventBody::SnapshotTaken(b) => s(&b.bucket) + s(&b.key),
         EventBody::LogArchived(b) => s(&b.bucket) + s(&b.key),
+        EventBody::EvalSetCreated(b) => s(&b.index) + s(&b.eval_id) + s(&b.bucket) + s(&b.key),
+        EventBody::TrialRecorded(b) => s(&b.index) + s(&b.trial_id) + s(&b.eval_id),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

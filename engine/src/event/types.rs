@@ -67,6 +67,10 @@ pub enum EventBody {
     SnapshotTaken(SnapshotTaken),
     /// A range of old events was moved out of the log into an archive segment object.
     LogArchived(LogArchived),
+    /// An evaluation set (queries with exact ground truth) was stored for an index.
+    EvalSetCreated(EvalSetCreated),
+    /// A trial of an HNSW configuration against an evaluation set was measured.
+    TrialRecorded(TrialRecorded),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -325,4 +329,61 @@ pub struct LogArchived {
     pub bytes: u64,
     /// CRC-32 of the whole object.
     pub crc32: u32,
+}
+
+/// Body of [`EventBody::EvalSetCreated`]: appended only after the evaluation set's
+/// object (queries and exact ground truth) is durably in its bucket.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EvalSetCreated {
+    /// Index name.
+    pub index: String,
+    /// The set's id, unique within the index.
+    pub eval_id: String,
+    /// Queries sampled from the index's own vectors (each held out of its own truth),
+    /// rather than supplied.
+    pub sampled: bool,
+    /// Number of queries.
+    pub queries: u32,
+    /// Neighbours in each query's ground truth.
+    pub k: u32,
+    /// The last event applied when the ground truth was computed.
+    pub truth_seq: u64,
+    /// The bucket holding the object.
+    pub bucket: String,
+    /// Its object key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
+}
+
+/// Body of [`EventBody::TrialRecorded`]: a configuration built off to the side from the
+/// index's live vectors and measured against an evaluation set.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TrialRecorded {
+    /// Index name.
+    pub index: String,
+    /// Trial id, unique within the index, referenced by a later promotion.
+    pub trial_id: String,
+    /// The evaluation set it was measured against.
+    pub eval_id: String,
+    /// The configuration tried.
+    pub config: HnswConfig,
+    /// Neighbours asked per query (recall@k).
+    pub k: u32,
+    /// Queries measured.
+    pub queries: u32,
+    /// Live vectors the trial graph was built from.
+    pub vectors: u64,
+    /// Measured recall@k against exact ground truth.
+    pub recall: f64,
+    /// Median single-query search latency, microseconds.
+    pub latency_p50_us: u64,
+    /// 99th percentile single-query search latency, microseconds.
+    pub latency_p99_us: u64,
+    /// Time to build the graph, milliseconds.
+    pub build_ms: u64,
+    /// Size of the built graph as FAISS serializes it (vectors and links), bytes.
+    pub memory_bytes: u64,
 }

@@ -10,6 +10,7 @@ mod hooks;
 pub mod journal;
 mod projector;
 pub mod promotions;
+pub mod trials;
 pub mod vectors;
 
 use crate::event::Event;

@@ -18,6 +18,7 @@ use crate::event::{Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::promotions::PromotionState;
+use crate::projection::trials::TrialState;
 use crate::projection::vectors::{Catalog, VectorProjection};
 use crate::projection::{CaptureError, Projector};
 use crate::projection::{Hooks, Projection};
@@ -72,6 +73,7 @@ pub(crate) struct Projections {
     pub(crate) vectors: Arc<VectorProjection>,
     pub(crate) journal: Arc<ErrorJournal>,
     pub(crate) promotions: Arc<PromotionState>,
+    pub(crate) trials: Arc<TrialState>,
 }
 
 impl Projections {
@@ -83,6 +85,7 @@ impl Projections {
             vectors,
             journal: Arc::new(ErrorJournal::default()),
             promotions: Arc::new(PromotionState::default()),
+            trials: Arc::new(TrialState::default()),
         })
     }
 
@@ -93,6 +96,7 @@ impl Projections {
             Arc::clone(&self.vectors) as Arc<dyn Projection>,
             Arc::clone(&self.journal) as Arc<dyn Projection>,
             Arc::clone(&self.promotions) as Arc<dyn Projection>,
+            Arc::clone(&self.trials) as Arc<dyn Projection>,
         ]
     }
 }

@@ -10,6 +10,7 @@ use crate::archive::ArchiveReader;
 use crate::error::Error;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::promotions::PromotionState;
+use crate::projection::trials::TrialState;
 use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
 use crate::projection::Hooks;
 use crate::sync::lock;
@@ -32,6 +33,7 @@ pub struct View {
     catalog: Arc<Catalog>,
     journal: Arc<ErrorJournal>,
     promotions: Arc<PromotionState>,
+    trials: Arc<TrialState>,
     bytes: u64,
 }
 
@@ -92,6 +94,11 @@ impl View {
     /// The promotion state as it was.
     pub fn promotions(&self) -> &PromotionState {
         &self.promotions
+    }
+
+    /// The evaluation sets and trials as they were.
+    pub fn trials(&self) -> &TrialState {
+        &self.trials
     }
 }
 
@@ -193,7 +200,7 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
     for p in &list {
         p.shutdown();
     }
-    let Projections { catalog, journal, promotions, .. } = projections;
+    let Projections { catalog, journal, promotions, trials, .. } = projections;
     let bytes = catalog
         .handles()
         .iter()
@@ -203,5 +210,5 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
             (index.len() + index.dead()) * u64::from(dimension) * 4
         })
         .sum();
-    Ok(View { seq, catalog, journal, promotions, bytes })
+    Ok(View { seq, catalog, journal, promotions, trials, bytes })
 }

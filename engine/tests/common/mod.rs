@@ -91,6 +91,32 @@ pub fn one_of_each_kind() -> Vec<Event> {
             bytes: 4_096,
             crc32: 0x0bad_f00d,
         }),
+        EventBody::EvalSetCreated(EvalSetCreated {
+            index: "docs".into(),
+            eval_id: "e1".into(),
+            sampled: true,
+            queries: 100,
+            k: 10,
+            truth_seq: 40,
+            bucket: "primary".into(),
+            key: "evals/docs/e1.eval".into(),
+            bytes: 160_000,
+            crc32: 0x1234_5678,
+        }),
+        EventBody::TrialRecorded(TrialRecorded {
+            index: "docs".into(),
+            trial_id: "t1".into(),
+            eval_id: "e1".into(),
+            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 32 },
+            k: 10,
+            queries: 100,
+            vectors: 31_674,
+            recall: 0.953,
+            latency_p50_us: 120,
+            latency_p99_us: 480,
+            build_ms: 2_100,
+            memory_bytes: 60_000_000,
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }

@@ -186,7 +186,7 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         match &error {
             Error::Invalid(e) => Self::bad_request(e.to_string()),
-            Error::IndexNotFound { .. } => Self::not_found(error.to_string()),
+            Error::IndexNotFound { .. } | Error::EvalNotFound { .. } => Self::not_found(error.to_string()),
             Error::IndexExists { .. } | Error::NothingPromoted { .. } => Self::conflict(error.to_string()),
             Error::Log(LogError::CommitFailed(_)) => Self::outcome_unknown(&error),
             // The write is durable whatever stopped its apply (a timeout, a close, a

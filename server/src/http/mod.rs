@@ -4,12 +4,14 @@ mod actor;
 mod admin;
 mod budget;
 mod error;
+mod jobs;
 mod json;
 mod limits;
 mod metrics;
 mod promotions;
 mod routes;
 mod storage;
+mod tuning;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The budget of request body bytes in flight.
     pub budget: Arc<BodyBudget>,
+    /// Long-running calls (evaluation sets, trials, autotune).
+    pub jobs: Arc<jobs::Jobs>,
 }
 
 impl AppState {
@@ -51,6 +55,7 @@ impl AppState {
             engine,
             metrics: Arc::new(Metrics::new()?),
             budget: Arc::new(BodyBudget::new(inflight_body_bytes)),
+            jobs: Arc::default(),
         })
     }
 }
@@ -67,6 +72,11 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}/rollback", post(promotions::rollback))
         .route("/vectors/index/{name}/promotion", get(promotions::get))
         .route("/vectors/promotions", get(promotions::list))
+        .route("/vectors/index/{name}/evals", post(tuning::create_eval))
+        .route("/vectors/index/{name}/trials", post(tuning::run_trial).get(tuning::list_trials))
+        .route("/vectors/index/{name}/trials/best", get(tuning::best_trial))
+        .route("/vectors/index/{name}/autotune", post(tuning::autotune))
+        .route("/jobs/{id}", get(jobs::get))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
+pub(crate) use hnsw::Hnsw;
 pub(crate) use index::{norm, VectorIndex};
 pub use index::{
     Hit, IndexParams, Record, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
 };
+pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
 
 use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};

@@ -240,8 +240,8 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
     Ok(Done::Swapped)
 }
 
-/// Rebuilds yield the CPU to appends, projection and searches.
-fn lower_priority() {
+/// Rebuilds (and trial builds) yield the CPU to appends, projection and searches.
+pub(crate) fn lower_priority() {
     // SAFETY: setpriority on the calling thread (tid from gettid) has no memory effects.
     let rc = unsafe {
         let tid = libc::gettid();

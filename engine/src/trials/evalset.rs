@@ -1,0 +1,229 @@
+//! The evaluation set object: queries with their exact ground truth, stored in the
+//! primary bucket and registered by an `EvalSetCreated` event (docs/FORMAT.md).
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic       "ANNALEVL"
+//!      8    2 version     1
+//!     10    2 reserved    0
+//!     12    4 dimension   d
+//!     16    4 queries     n
+//!     20    4 k
+//!     24    8 truth_seq   the last event applied when the truth was computed
+//!     32  4nd vectors     n query vectors, f32 (as given; cosine ones are normalised
+//!                         when used)
+//!      .    . per query   str held-out id (empty: none), u32 count (<= k), then that
+//!                         many str truth ids, nearest first (str: u16 length + UTF-8)
+//!  end-4    4 crc32       CRC-32 of every byte before it
+//! ```
+
+/// First bytes of every evaluation set object.
+pub const MAGIC: &[u8; 8] = b"ANNALEVL";
+/// The version written.
+pub const VERSION: u16 = 1;
+const HEADER_LEN: usize = 32;
+
+/// An evaluation set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSet {
+    /// Vector dimension.
+    pub dimension: u32,
+    /// Neighbours per query in the truth.
+    pub k: u32,
+    /// The last event applied when the truth was computed.
+    pub truth_seq: u64,
+    /// The queries, each `dimension` floats.
+    pub queries: Vec<Vec<f32>>,
+    /// Per query: the id held out of its truth (a sampled query's own record), if any.
+    pub held_out: Vec<Option<String>>,
+    /// Per query: the ids of its exact nearest neighbours, nearest first.
+    pub truth: Vec<Vec<String>>,
+}
+
+/// An evaluation set object that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("evaluation set object: {0}")]
+pub struct EvalFormatError(pub String);
+
+impl EvalSet {
+    /// The object's bytes.
+    ///
+    /// # Errors
+    /// An id longer than 65,535 bytes or a count past `u32` (never, for validated input).
+    pub fn encode(&self) -> Result<Vec<u8>, EvalFormatError> {
+        let too_big = |what: &str| EvalFormatError(format!("{what} does not fit its field"));
+        let n = u32::try_from(self.queries.len()).map_err(|_too_many| too_big("query count"))?;
+        let mut out = Vec::with_capacity(HEADER_LEN + self.queries.len() * self.dimension as usize * 4 + 64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&self.dimension.to_le_bytes());
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&self.k.to_le_bytes());
+        out.extend_from_slice(&self.truth_seq.to_le_bytes());
+        for q in &self.queries {
+            if q.len() != self.dimension as usize {
+                return Err(EvalFormatError(format!(
+                    "a query has {} floats, not {}",
+                    q.len(),
+                    self.dimension
+                )));
+            }
+            for x in q {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        let text = |out: &mut Vec<u8>, s: &str| -> Result<(), EvalFormatError> {
+            let len = u16::try_from(s.len()).map_err(|_too_long| too_big("an id"))?;
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+            Ok(())
+        };
+        for (held_out, truth) in self.held_out.iter().zip(&self.truth) {
+            text(&mut out, held_out.as_deref().unwrap_or(""))?;
+            let count = u32::try_from(truth.len()).map_err(|_too_long| too_big("a truth list"))?;
+            out.extend_from_slice(&count.to_le_bytes());
+            for id in truth {
+                text(&mut out, id)?;
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Read an object written by [`EvalSet::encode`], checking its CRC, header and every
+    /// length against the bytes there are.
+    ///
+    /// # Errors
+    /// [`EvalFormatError`] naming the first problem.
+    pub fn decode(object: &[u8]) -> Result<Self, EvalFormatError> {
+        let bad = |what: String| EvalFormatError(what);
+        if object.len() < HEADER_LEN + 4 {
+            return Err(bad(format!("truncated: {} bytes", object.len())));
+        }
+        let (body, trailer) = object.split_at(object.len() - 4);
+        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        if crc32fast::hash(body) != stored {
+            return Err(bad("CRC-32 mismatch".into()));
+        }
+        if &body[..8] != MAGIC {
+            return Err(bad("bad magic".into()));
+        }
+        let mut r = Reader { buf: body, pos: 8 };
+        let version = r.u16()?;
+        if version != VERSION {
+            return Err(bad(format!("unknown version {version}")));
+        }
+        r.u16()?;
+        let dimension = r.u32()?;
+        let n = r.u32()? as usize;
+        let k = r.u32()?;
+        let truth_seq = r.u64()?;
+        let floats = n.checked_mul(dimension as usize).filter(|f| f.saturating_mul(4) <= r.left());
+        let Some(floats) = floats else {
+            return Err(bad(format!("{n} queries of {dimension} floats do not fit")));
+        };
+        let raw = r.take(floats * 4)?;
+        let flat: Vec<f32> =
+            raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let queries: Vec<Vec<f32>> = if dimension == 0 {
+            vec![Vec::new(); n]
+        } else {
+            flat.chunks_exact(dimension as usize).map(<[f32]>::to_vec).collect()
+        };
+        let mut held_out = Vec::with_capacity(n.min(r.left() / 6));
+        let mut truth = Vec::with_capacity(n.min(r.left() / 6));
+        for _ in 0..n {
+            let held = r.str()?;
+            held_out.push((!held.is_empty()).then_some(held));
+            let count = r.u32()?;
+            if count > k || count as usize > r.left() / 2 {
+                return Err(bad(format!("a truth list of {count} ids, k is {k}")));
+            }
+            truth.push((0..count).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?);
+        }
+        if r.left() != 0 {
+            return Err(bad(format!("{} bytes after the last query", r.left())));
+        }
+        Ok(Self { dimension, k, truth_seq, queries, held_out, truth })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EvalFormatError> {
+        if n > self.left() {
+            return Err(EvalFormatError(format!("truncated at byte {}", self.pos)));
+        }
+        let out = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    fn u16(&mut self) -> Result<u16, EvalFormatError> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self) -> Result<u32, EvalFormatError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, EvalFormatError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn str(&mut self) -> Result<String, EvalFormatError> {
+        let len = usize::from(self.u16()?);
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| EvalFormatError(format!("an id is not UTF-8: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> EvalSet {
+        EvalSet {
+            dimension: 2,
+            k: 3,
+            truth_seq: 9,
+            queries: vec![vec![1.0, 0.5], vec![-2.0, 0.0]],
+            held_out: vec![Some("a".into()), None],
+            truth: vec![vec!["b".into(), "c".into(), "d".into()], vec!["a".into()]],
+        }
+    }
+
+    #[test]
+    fn an_eval_set_round_trips() {
+        let bytes = set().encode().unwrap();
+        assert_eq!(EvalSet::decode(&bytes).unwrap(), set());
+    }
+
+    #[test]
+    fn every_truncation_and_flipped_byte_is_refused_without_a_panic() {
+        let bytes = set().encode().unwrap();
+        for len in 0..bytes.len() {
+            assert!(EvalSet::decode(&bytes[..len]).is_err(), "length {len}");
+        }
+        for at in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x08;
+            assert!(EvalSet::decode(&bad).is_err(), "byte {at}");
+        }
+    }
+}

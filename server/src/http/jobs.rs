@@ -1,0 +1,141 @@
+//! Jobs: long-running engine calls (evaluation sets, trials, autotune) answer at once
+//! with a job id; `GET /jobs/{id}` shows the job's progress and, once done, its result
+//! or error. Jobs live in this process's memory (their results are events in the log,
+//! so nothing is lost with them); the newest finished ones are kept.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use annal_engine::trials::Progress;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::{json, Value};
+use std::sync::Mutex;
+
+use super::{ApiError, AppState};
+
+/// Finished jobs kept for `GET /jobs/{id}`; older finished ones are forgotten.
+pub const FINISHED_JOBS_KEPT: usize = 256;
+
+#[derive(Clone)]
+struct Job {
+    id: u64,
+    kind: &'static str,
+    index: String,
+    status: &'static str,
+    progress: Option<Progress>,
+    result: Option<Value>,
+    error: Option<Value>,
+    started_ms: u64,
+    finished_ms: Option<u64>,
+}
+
+/// The jobs of this process.
+#[derive(Default)]
+pub struct Jobs {
+    next: AtomicU64,
+    jobs: Mutex<BTreeMap<u64, Job>>,
+}
+
+/// A poisoned lock (a job thread panicked while holding it) still holds sound data:
+/// every update is one field assignment.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Jobs {
+    /// Run `work` on the blocking pool as a job; returns its id at once.
+    pub fn start(
+        self: &Arc<Self>,
+        kind: &'static str,
+        index: &str,
+        work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError> + Send + 'static,
+    ) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let job = Job {
+            id,
+            kind,
+            index: index.to_owned(),
+            status: "running",
+            progress: None,
+            result: None,
+            error: None,
+            started_ms: now_ms(),
+            finished_ms: None,
+        };
+        lock(&self.jobs).insert(id, job);
+        let jobs = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let report = |p: Progress| {
+                if let Some(job) = lock(&jobs.jobs).get_mut(&id) {
+                    job.progress = Some(p);
+                }
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&report)))
+                .unwrap_or_else(|_panic| {
+                    let error =
+                        std::io::Error::other(format!("{kind} job panicked (a bug; see the server log)"));
+                    Err(ApiError::internal(&error))
+                });
+            let mut all = lock(&jobs.jobs);
+            if let Some(job) = all.get_mut(&id) {
+                job.finished_ms = Some(now_ms());
+                match outcome {
+                    Ok(result) => {
+                        job.status = "succeeded";
+                        job.result = Some(result);
+                    }
+                    Err(error) => {
+                        tracing::warn!(job = id, kind, detail = error.detail(), "job failed");
+                        job.status = "failed";
+                        job.error =
+                            Some(json!({"status": error.status().as_u16(), "detail": error.detail()}));
+                    }
+                }
+            }
+            // Forget the oldest finished jobs beyond the bound.
+            let finished: Vec<u64> = all.values().filter(|j| j.finished_ms.is_some()).map(|j| j.id).collect();
+            for old in finished.iter().take(finished.len().saturating_sub(FINISHED_JOBS_KEPT)) {
+                all.remove(old);
+            }
+        });
+        id
+    }
+
+    fn get(&self, id: u64) -> Option<Job> {
+        lock(&self.jobs).get(&id).cloned()
+    }
+}
+
+/// 202 `{job_id, status}` for a job just started.
+pub fn accepted(id: u64) -> impl IntoResponse {
+    (StatusCode::ACCEPTED, Json(json!({"job_id": id, "status": format!("/jobs/{id}")})))
+}
+
+/// `GET /jobs/{id}`.
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = id.parse::<u64>().ok().and_then(|id| state.jobs.get(id)).ok_or_else(|| {
+        ApiError::not_found(format!("no job {id:?} (jobs are kept in memory until a restart)"))
+    })?;
+    Ok(Json(json!({
+        "id": job.id,
+        "kind": job.kind,
+        "index": job.index,
+        "status": job.status,
+        "progress": job.progress.map(|p| json!({"stage": p.stage, "done": p.done, "total": p.total})),
+        "result": job.result,
+        "error": job.error,
+        "started_ms": job.started_ms,
+        "finished_ms": job.finished_ms,
+    })))
+}

@@ -1,0 +1,218 @@
+//! Evaluation sets, trials, the best trial and autotune. The long-running ones answer
+//! 202 with a job id (see `jobs.rs`).
+
+use annal_engine::projection::trials::{Objective, Trial};
+use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::actor::actor;
+use super::jobs::accepted;
+use super::json::ApiJson;
+use super::routes::blocking;
+use super::{ApiError, AppState};
+
+/// Queries sampled from the index for `POST .../evals` when none are given.
+pub const EVAL_SAMPLE_DEFAULT: u32 = 100;
+
+fn trial_json(t: &Trial) -> Value {
+    let r = &t.record;
+    json!({
+        "trial_id": r.trial_id,
+        "eval_id": r.eval_id,
+        "m": r.config.m,
+        "ef_construction": r.config.ef_construction,
+        "ef_search": r.config.ef_search,
+        "k": r.k,
+        "queries": r.queries,
+        "vectors": r.vectors,
+        "recall": r.recall,
+        "latency_p50_us": r.latency_p50_us,
+        "latency_p99_us": r.latency_p99_us,
+        "build_ms": r.build_ms,
+        "memory_bytes": r.memory_bytes,
+        "seq": t.seq,
+        "time_ms": t.time_ms,
+    })
+}
+
+/// Body of `POST /vectors/index/{name}/evals`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEval {
+    eval_id: Option<String>,
+    k: Option<u32>,
+    sample: Option<Sample>,
+    vectors: Option<Vec<Vec<f32>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Sample {
+    count: u32,
+    #[serde(default)]
+    seed: u64,
+}
+
+/// `POST /vectors/index/{name}/evals`: 202, a job creating an evaluation set.
+pub async fn create_eval(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson,
+) -> Result<impl IntoResponse, ApiError> {
+    let actor = actor(&headers)?;
+    let body: CreateEval = body.parse()?;
+    let queries = match (body.sample, body.vectors) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("vectors: give either sample or vectors, not both"))
+        }
+        (None, Some(vectors)) => EvalQueries::Supplied(vectors),
+        (Some(Sample { count, seed }), None) => EvalQueries::Sample { count, seed },
+        (None, None) => EvalQueries::Sample { count: EVAL_SAMPLE_DEFAULT, seed: 0 },
+    };
+    let request = EvalRequest { eval_id: body.eval_id, queries, k: body.k.unwrap_or(10) };
+    state.engine.get_index(&name)?;
+    let engine = state.engine;
+    let index = name.clone();
+    let id = state.jobs.start("eval", &name, move |progress| {
+        let created = engine.create_eval_set(&actor, &index, request, progress)?;
+        Ok(json!({
+            "eval_id": created.eval_id,
+            "sampled": created.sampled,
+            "queries": created.queries,
+            "k": created.k,
+            "truth_seq": created.truth_seq,
+            "key": created.key,
+            "bytes": created.bytes,
+        }))
+    });
+    Ok(accepted(id))
+}
+
+/// Body of `POST /vectors/index/{name}/trials`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunTrial {
+    eval_id: String,
+    trial_id: Option<String>,
+    m: u32,
+    ef_construction: u32,
+    ef_search: u32,
+}
+
+/// `POST /vectors/index/{name}/trials`: 202, a job building and measuring a config.
+pub async fn run_trial(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson,
+) -> Result<impl IntoResponse, ApiError> {
+    let actor = actor(&headers)?;
+    let body: RunTrial = body.parse()?;
+    let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
+    annal_engine::validate::config(&config).map_err(annal_engine::Error::from)?;
+    state.engine.get_index(&name)?;
+    let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
+    let engine = state.engine;
+    let index = name.clone();
+    let id = state.jobs.start("trial", &name, move |progress| {
+        let trial = engine.run_trial(&actor, &index, request, progress)?;
+        Ok(trial_json(&trial))
+    });
+    Ok(accepted(id))
+}
+
+/// `GET /vectors/index/{name}/trials`: every evaluation set and trial, oldest first.
+pub async fn list_trials(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let engine = state.engine;
+    let all = blocking(move || engine.trials(&name)).await?;
+    let evals: Vec<Value> = all
+        .evals
+        .values()
+        .map(|(seq, e)| {
+            json!({"eval_id": e.eval_id, "sampled": e.sampled, "queries": e.queries, "k": e.k, "truth_seq": e.truth_seq, "key": e.key, "seq": seq})
+        })
+        .collect();
+    Ok(Json(json!({
+        "evals": evals,
+        "trials": all.trials.iter().map(trial_json).collect::<Vec<_>>(),
+        "last_write_seq": all.last_write_seq,
+    })))
+}
+
+/// Query of `GET /vectors/index/{name}/trials/best`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BestQuery {
+    objective: String,
+    p99_max_us: Option<u64>,
+    recall_min: Option<f64>,
+    eval_id: Option<String>,
+}
+
+/// `GET /vectors/index/{name}/trials/best?objective=recall&p99_max_us=N` (the highest
+/// recall within a latency bound) or `?objective=latency&recall_min=R` (the fastest
+/// meeting a recall floor): `{best}`, `null` when no trial qualifies.
+pub async fn best_trial(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<BestQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let objective = match (q.objective.as_str(), q.p99_max_us, q.recall_min) {
+        ("recall", Some(p99_max_us), None) => Objective::MaxRecall { p99_max_us },
+        ("latency", None, Some(recall_min)) => Objective::MinLatency { recall_min },
+        _ => {
+            return Err(ApiError::bad_request(
+                "objective: use objective=recall&p99_max_us=N or objective=latency&recall_min=R",
+            ))
+        }
+    };
+    let engine = state.engine;
+    let best = blocking(move || engine.best_trial(&name, objective, q.eval_id.as_deref())).await?;
+    Ok(Json(json!({ "best": best.as_ref().map(trial_json) })))
+}
+
+/// Body of `POST /vectors/index/{name}/autotune`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autotune {
+    eval_id: String,
+    recall_floor: f64,
+}
+
+/// `POST /vectors/index/{name}/autotune`: 202, a job running the grid as trials and
+/// promoting the fastest meeting the floor.
+pub async fn autotune(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: ApiJson,
+) -> Result<impl IntoResponse, ApiError> {
+    let actor = actor(&headers)?;
+    let body: Autotune = body.parse()?;
+    state.engine.get_index(&name)?;
+    let engine = state.engine;
+    let index = name.clone();
+    let id = state.jobs.start("autotune", &name, move |progress| {
+        let done = engine.autotune(&actor, &index, &body.eval_id, body.recall_floor, progress)?;
+        Ok(json!({
+            "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
+            "chosen": done.chosen.as_ref().map(|t| t.record.trial_id.clone()),
+            "promoted": done.promoted.as_ref().map(|p| json!({
+                "m": p.config.m, "ef_construction": p.config.ef_construction, "ef_search": p.config.ef_search,
+                "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
+            })),
+        }))
+    });
+    Ok(accepted(id))
+}
