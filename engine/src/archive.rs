@@ -163,10 +163,14 @@ pub fn split<'a>(key: &str, object: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, Ar
     if count == 0 || first == 0 || first.checked_add(count - 1) != Some(last) {
         return Err(bad(&format!("header range {first}..={last} does not hold {count} events")));
     }
-    let mut frames = Vec::new();
+    // Each record is at least its 4-byte length: no more than that many are reserved.
+    let mut frames = Vec::with_capacity((count as usize).min(body.len() / 4));
     let mut rest = &body[HEADER_LEN..];
     let mut seq = first;
     while !rest.is_empty() {
+        if frames.len() as u64 == count {
+            return Err(bad(&format!("{} bytes after the {count} records", rest.len())));
+        }
         if rest.len() < 4 {
             return Err(bad("truncated record length"));
         }

@@ -133,8 +133,11 @@ pub struct PromoteRequest {
 }
 
 /// The graph serving an index, from [`Engine::graph`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphInfo {
+    /// The index's graph work since the engine opened: incremental adds, backfill,
+    /// stale copies, rebuilds, failures, the running rebuild's progress.
+    pub work: crate::projection::vectors::GraphWorkReport,
     /// The config the serving graph was built with.
     pub built: HnswConfig,
     /// The config in effect (creation or promoted).
@@ -610,6 +613,7 @@ impl Engine {
             built: index.built_config(),
             in_effect: index.params.config,
             rebuild_pending: index.rebuild_pending,
+            work: index.work.report(),
         })
     }
 
@@ -662,6 +666,9 @@ impl Engine {
     /// # Errors
     /// The bucket write failed (journaled; nothing was removed), or the log refused.
     pub async fn archive_log(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
+        if !self.startup().ready {
+            return Err(Error::Starting);
+        }
         self.snapshots.archive(actor).await
     }
 

@@ -248,3 +248,104 @@ fn a_rollback_during_a_rebuild_leaves_the_graph_built_with_the_config_in_effect(
     let hit = engine.search("docs", base[42].clone(), 1).unwrap();
     assert_eq!(&*hit[0].id, "v42");
 }
+
+fn small_items(range: std::ops::Range<usize>, offset: f32) -> Vec<VectorItem> {
+    range
+        .map(|i| VectorItem {
+            id: format!("v{i}"),
+            // Distinct per record: the first component is its number.
+            vector: (0..8)
+                .map(|j| offset + if j == 0 { i as f32 } else { ((i * 31 + j * 7) % 101) as f32 / 10.0 })
+                .collect(),
+            metadata: None,
+            partition: None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_backfill_that_read_a_record_then_replaced_does_not_resurrect_the_old_vector() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    // Hold the rebuild right after its first backfill chunk is in the new graph.
+    let (reached_tx, reached_rx) = mpsc::sync_channel::<()>(1);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let go_rx = std::sync::Mutex::new(go_rx);
+    let first = AtomicBool::new(true);
+    let hooks = annal_engine::Hooks {
+        backfill_chunk: Some(Arc::new(move |name: &str, _at: usize| {
+            if name == "docs" && first.swap(false, Ordering::AcqRel) {
+                let _ = reached_tx.send(());
+                let _ = go_rx.lock().unwrap().recv_timeout(Duration::from_secs(60));
+            }
+        })),
+        ..annal_engine::Hooks::default()
+    };
+    let engine = Engine::open(dir.path(), EngineConfig { hooks, ..with_snapshots() }).unwrap();
+    engine.create_index("ops", "docs", 8, Metric::L2, HnswConfig::default()).unwrap();
+    let old = small_items(0..2_000, 0.0);
+    engine.upsert("ops", "docs", old.clone()).unwrap();
+    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 64 };
+    engine.promote("ops", "docs", PromoteRequest { config: new, ..request(0) }).unwrap();
+    reached_rx.recv_timeout(Duration::from_secs(60)).expect("the rebuild copied its first chunk");
+    // The backfill has read v0..v99; they are replaced far away before the swap.
+    let applied = engine.stats().indexes[0].length;
+    engine.upsert("ops", "docs", small_items(0..100, 1_000.0)).unwrap();
+    assert_eq!(engine.get_index("docs").unwrap().length, applied, "replaced, not added");
+    go_tx.send(()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while engine.graph("docs").unwrap().built != new {
+        assert!(Instant::now() < deadline, "never swapped: {:?}", engine.graph("docs").unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let graph = engine.graph("docs").unwrap();
+    assert!(graph.work.stale >= 100, "the copied, then replaced records are counted: {:?}", graph.work);
+    assert_eq!(graph.work.rebuilt, 1);
+    assert!(graph.work.incremental >= 2_100, "{:?}", graph.work);
+    for item in &old[..100] {
+        let hits = engine.search("docs", item.vector.clone(), 5).unwrap();
+        assert!(
+            hits.iter().all(|h| h
+                .id
+                .strip_prefix('v')
+                .and_then(|n| n.parse::<usize>().ok())
+                .is_none_or(|n| n >= 100)),
+            "the old vector of {} answered a search after the swap: {hits:?}",
+            item.id
+        );
+    }
+    let records = engine.records("docs").unwrap();
+    let v5 = records.iter().find(|r| r.id == "v5").unwrap();
+    assert!(v5.vector[0] >= 1_000.0, "v5 is its new vector");
+}
+
+#[test]
+fn a_failed_rebuild_leaves_the_old_graph_serving_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = annal_engine::Hooks {
+        fail_rebuild: Some(Arc::new(|name: &str| name == "docs")),
+        ..annal_engine::Hooks::default()
+    };
+    let engine = Engine::open(dir.path(), EngineConfig { hooks, ..with_snapshots() }).unwrap();
+    let created = HnswConfig::default();
+    engine.create_index("ops", "docs", 8, Metric::L2, created).unwrap();
+    engine.upsert("ops", "docs", small_items(0..500, 0.0)).unwrap();
+    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 50 };
+    engine.promote("ops", "docs", PromoteRequest { config: new, ..request(0) }).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let graph = loop {
+        let graph = engine.graph("docs").unwrap();
+        if graph.work.failed >= 1 {
+            break graph;
+        }
+        assert!(Instant::now() < deadline, "the rebuild never failed: {graph:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Not yet active: the old graph (with the new ef_search) serves, with the error.
+    assert_eq!((graph.built.m, graph.built.ef_construction), (created.m, created.ef_construction));
+    assert_eq!(graph.in_effect, new);
+    assert!(graph.rebuild_pending, "retried with backoff");
+    assert!(graph.work.last_error.as_deref().is_some_and(|e| e.contains("injected")), "{graph:?}");
+    let hit = engine.search("docs", small_items(7..8, 0.0)[0].vector.clone(), 1).unwrap();
+    assert_eq!(&*hit[0].id, "v7");
+}

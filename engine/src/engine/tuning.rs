@@ -100,6 +100,12 @@ impl Engine {
         progress(Progress { stage: "reading", done: 0, total: 1 });
         let truth_seq = self.projector.applied_seq();
         let live = Live::read(&handle)?;
+        if live.ids.is_empty() {
+            return Err(invalid(
+                "queries",
+                format!("index {index:?} has no live vectors to compute a truth over"),
+            ));
+        }
         let (queries, held_out, sampled) = match request.queries {
             EvalQueries::Sample { count, seed } => {
                 if !(1..=EVAL_QUERIES_MAX).contains(&count) {
@@ -134,6 +140,12 @@ impl Engine {
         let object = set.encode().map_err(|source| Error::EvalSet { key: String::new(), source })?;
         let crc32 = crc32fast::hash(&object);
         let bytes = object.len() as u64;
+        // A key of its own (not the id, which is assigned below under the lock): the
+        // object is written before the lock is taken, and never over another set's.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let key = format!("evals/{index}/{nanos:032}-{crc32:08x}.eval");
+        block_on(self.storage.put(actor, PRIMARY, &key, Bytes::from(object)))??;
         let _one = crate::sync::lock(&self.trialing);
         let existing = self.trials.get(index);
         let eval_id = match request.eval_id {
@@ -149,8 +161,6 @@ impl Engine {
                 .find(|id| !existing.evals.contains_key(id))
                 .unwrap_or_default(),
         };
-        let key = format!("evals/{index}/{eval_id}.eval");
-        block_on(self.storage.put(actor, PRIMARY, &key, Bytes::from(object)))??;
         let created = EvalSetCreated {
             index: index.to_owned(),
             eval_id,
@@ -265,13 +275,13 @@ impl Engine {
             progress(Progress { stage: "truth", done: 0, total: set.queries.len() as u64 });
             live.exact(&set.queries, &set.held_out, set.k as usize)?
         };
-        let (mut graph, build_ms) = live.build(base, progress)?;
+        let (mut graph, build_ms) = live.build(base, progress, &|| self.projector.stopped())?;
         let memory_bytes = graph.to_bytes()?.len() as u64;
         let mut out = Vec::with_capacity(efs.len());
         for (i, &ef_search) in efs.iter().enumerate() {
             progress(Progress { stage: "measuring", done: i as u64, total: efs.len() as u64 });
             graph.set_ef_search(ef_search)?;
-            let measured = measure(&graph, &live, &set.queries, &truth, set.k as usize)?;
+            let measured = measure(&graph, &live, &set.queries, &set.held_out, &truth, set.k as usize)?;
             let _one = crate::sync::lock(&self.trialing);
             let existing = self.trials.get(index);
             let taken = |id: &str| existing.trials.iter().any(|t| t.record.trial_id == id);

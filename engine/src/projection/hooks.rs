@@ -11,6 +11,12 @@ pub type BeforeApply = Arc<dyn Fn(u64, &Event) + Send + Sync>;
 /// Called before each FAISS add into index `name`; `true` fails the add as FAISS would.
 pub type FailAdd = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Called by a graph rebuild of index `name` after each backfill chunk, with the
+/// position copied up to; may block to hold the rebuild there.
+pub type BackfillChunk = Arc<dyn Fn(&str, usize) + Send + Sync>;
+/// Called before each FAISS add of a graph rebuild of index `name`; `true` fails it.
+pub type FailRebuild = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Wraps the object store of bucket `name` as it is opened, e.g. in a
 /// [`crate::storage::FaultyStore`] that fails chosen operations.
 pub type WrapStore =
@@ -25,6 +31,10 @@ pub struct Hooks {
     pub fail_add: Option<FailAdd>,
     /// See [`WrapStore`].
     pub wrap_store: Option<WrapStore>,
+    /// See [`BackfillChunk`].
+    pub backfill_chunk: Option<BackfillChunk>,
+    /// See [`FailRebuild`].
+    pub fail_rebuild: Option<FailRebuild>,
 }
 
 impl fmt::Debug for Hooks {
@@ -33,6 +43,8 @@ impl fmt::Debug for Hooks {
             .field("before_apply", &self.before_apply.is_some())
             .field("fail_add", &self.fail_add.is_some())
             .field("wrap_store", &self.wrap_store.is_some())
+            .field("backfill_chunk", &self.backfill_chunk.is_some())
+            .field("fail_rebuild", &self.fail_rebuild.is_some())
             .finish()
     }
 }

@@ -206,6 +206,11 @@ impl Projector {
         self.shared.reading_archive.load(Ordering::Acquire)
     }
 
+    /// Whether the projector was stopped (the engine is closing).
+    pub(crate) fn stopped(&self) -> bool {
+        self.shared.stop.load(Ordering::Acquire)
+    }
+
     /// The highest sequence number applied to every projection.
     pub(crate) fn applied_seq(&self) -> u64 {
         *lock(&self.shared.applied)
@@ -327,10 +332,26 @@ fn apply_loop(shared: &Shared, from: u64) {
     }
     while !shared.stop.load(Ordering::Acquire) {
         serve_capture(shared, next.saturating_sub(1));
-        let events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
+        let mut events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES)
+        {
             Ok(events) => events,
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
         };
+        // The log no longer holds `next` (an archive run moved it before it was
+        // applied): its segment does, and archived events never come back.
+        if let (Some(archive), Some((first, _))) = (&shared.archive, events.first()) {
+            if *first > next {
+                events = match archive.read_from(next) {
+                    Ok(archived) => archived.into_iter().filter(|(seq, _)| seq < first).collect(),
+                    Err(source) => {
+                        return raise(
+                            shared,
+                            ProjectionError::Archive { seq: next, source: Box::new(source) },
+                        )
+                    }
+                };
+            }
+        }
         for (seq, event) in events {
             match apply_one(shared, next, seq, &event) {
                 Some(applied) => next = applied + 1,

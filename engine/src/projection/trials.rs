@@ -119,15 +119,19 @@ impl Projection for TrialState {
                     t.last_write_seq = seq;
                 }
             }
+            // Ids are unique per index: a second registration of one (possible only if a
+            // writer gave up waiting for the first to apply) is refused, not a replacement.
             EventBody::EvalSetCreated(created) => match indexes.get_mut(&created.index) {
-                Some(t) => {
+                Some(t) if !t.evals.contains_key(&created.eval_id) => {
                     t.evals.insert(created.eval_id.clone(), (seq, created.clone()));
                 }
-                None => outcome.rejected = 1,
+                _ => outcome.rejected = 1,
             },
             EventBody::TrialRecorded(record) => match indexes.get_mut(&record.index) {
-                Some(t) => t.trials.push(Trial { record: record.clone(), seq, time_ms: event.stamp.time_ms }),
-                None => outcome.rejected = 1,
+                Some(t) if !t.trials.iter().any(|x| x.record.trial_id == record.trial_id) => {
+                    t.trials.push(Trial { record: record.clone(), seq, time_ms: event.stamp.time_ms });
+                }
+                _ => outcome.rejected = 1,
             },
             _ => {}
         }

@@ -438,10 +438,13 @@ impl Taker {
     }
 
     async fn archive_locked(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
-        // The oldest snapshot kept: every later one covers at least as much.
-        let Some(upto) = lock(&self.known).last().map(|(_, taken)| taken.seq) else {
+        // What the oldest kept snapshot covers (the lowest S: `known` is ordered by
+        // registration, and a snapshot taken during a replay may cover less than an
+        // older registration), and never past what the projector has applied.
+        let Some(covered) = lock(&self.known).iter().map(|(_, taken)| taken.seq).min() else {
             return Ok(Vec::new());
         };
+        let upto = covered.min(self.projector.applied_seq());
         let written = crate::archive::archive_through(&self.log, &self.storage, actor, upto).await?;
         // An audit event changes no projection's state: it does not make the newest
         // snapshot stale (else every close would snapshot again after an archive run),

@@ -697,6 +697,39 @@ enum ReadFailure {
     Store(object_store::Error),
 }
 
+/// Map `len` bytes of a local object at `offset` and fault every page in at once,
+/// with `MADV_POPULATE_READ`: an I/O error is returned here rather than raised as a
+/// SIGBUS on a later access. No copy: the page cache's pages are the object's bytes.
+///
+/// A local bucket never changes an object in place (a put writes a staging file and
+/// renames it over the key), so the mapped inode keeps its bytes; only a process
+/// truncating the file behind the engine's back, or the kernel dropping a clean page
+/// and failing to read it again, could still fault a read of the mapping (which lives
+/// as long as a restore or a segment read).
+fn map_whole(file: &std::fs::File, offset: u64, len: usize) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: see above; the mapping is read-only.
+    let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(len).map(file)? };
+    map.advise(memmap2::Advice::PopulateRead)?;
+    Ok(map)
+}
+
+/// One read of `len` bytes at `offset` into a buffer of exactly that size.
+fn read_exact_at(
+    file: std::fs::File,
+    offset: u64,
+    len: usize,
+    path: &std::path::Path,
+) -> std::io::Result<Bytes> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact(&mut buf).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("{}: reading {len} bytes at {offset}: {e}", path.display()))
+    })?;
+    Ok(Bytes::from(buf))
+}
+
 async fn read_whole(
     store: Arc<dyn ObjectStore>,
     path: object_store::path::Path,
@@ -719,28 +752,20 @@ async fn read_whole(
         object_store::GetResultPayload::File(file, path) => {
             let range = got.range;
             let read = tokio::task::spawn_blocking(move || -> std::io::Result<Bytes> {
-                let len = range.end.saturating_sub(range.start);
+                let len =
+                    usize::try_from(range.end.saturating_sub(range.start)).map_err(std::io::Error::other)?;
                 if len == 0 {
                     return Ok(Bytes::new());
                 }
-                // SAFETY: a local bucket never changes an object in place: a put writes a
-                // staging file and renames it over the key (object_store's
-                // LocalFileSystem), so the inode mapped here keeps its bytes. Only a
-                // process truncating the file behind the engine's back could fault a read.
-                let map = unsafe {
-                    memmap2::MmapOptions::new()
-                        .offset(range.start)
-                        .len(usize::try_from(len).map_err(std::io::Error::other)?)
-                        .populate()
-                        .map(&file)?
-                };
-                if map.len() as u64 != len {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        format!("{} mapped {} of {len} bytes", path.display(), map.len()),
-                    ));
+                match map_whole(&file, range.start, len) {
+                    Ok(map) => Ok(Bytes::from_owner(map)),
+                    // Not mappable (some FUSE mounts) or a page that could not be read:
+                    // the plain read says which, as an error.
+                    Err(error) => {
+                        tracing::debug!(path = %path.display(), %error, "mapping refused; reading instead");
+                        read_exact_at(file, range.start, len, &path)
+                    }
                 }
-                Ok(Bytes::from_owner(map))
             })
             .await;
             match read {

@@ -52,6 +52,9 @@ impl EvalSet {
     /// An id longer than 65,535 bytes or a count past `u32` (never, for validated input).
     pub fn encode(&self) -> Result<Vec<u8>, EvalFormatError> {
         let too_big = |what: &str| EvalFormatError(format!("{what} does not fit its field"));
+        if self.held_out.len() != self.queries.len() || self.truth.len() != self.queries.len() {
+            return Err(EvalFormatError("queries, held-out ids and truth lists differ in number".into()));
+        }
         let n = u32::try_from(self.queries.len()).map_err(|_too_many| too_big("query count"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + self.queries.len() * self.dimension as usize * 4 + 64);
         out.extend_from_slice(MAGIC);
@@ -120,6 +123,17 @@ impl EvalSet {
         let n = r.u32()? as usize;
         let k = r.u32()?;
         let truth_seq = r.u64()?;
+        // Bounds the engine writes within: a forged header cannot make the reader
+        // allocate for more.
+        if dimension == 0 || dimension > crate::limits::DIMENSION_MAX {
+            return Err(bad(format!("dimension {dimension}")));
+        }
+        if n == 0 || n > super::EVAL_QUERIES_MAX as usize {
+            return Err(bad(format!("{n} queries")));
+        }
+        if k == 0 || k as usize > crate::limits::SEARCH_K_MAX {
+            return Err(bad(format!("k {k}")));
+        }
         let floats = n.checked_mul(dimension as usize).filter(|f| f.saturating_mul(4) <= r.left());
         let Some(floats) = floats else {
             return Err(bad(format!("{n} queries of {dimension} floats do not fit")));
@@ -127,11 +141,7 @@ impl EvalSet {
         let raw = r.take(floats * 4)?;
         let flat: Vec<f32> =
             raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        let queries: Vec<Vec<f32>> = if dimension == 0 {
-            vec![Vec::new(); n]
-        } else {
-            flat.chunks_exact(dimension as usize).map(<[f32]>::to_vec).collect()
-        };
+        let queries: Vec<Vec<f32>> = flat.chunks_exact(dimension as usize).map(<[f32]>::to_vec).collect();
         let mut held_out = Vec::with_capacity(n.min(r.left() / 6));
         let mut truth = Vec::with_capacity(n.min(r.left() / 6));
         for _ in 0..n {

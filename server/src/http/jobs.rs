@@ -20,6 +20,11 @@ use super::{ApiError, AppState};
 
 /// Finished jobs kept for `GET /jobs/{id}`; older finished ones are forgotten.
 pub const FINISHED_JOBS_KEPT: usize = 256;
+/// Jobs running at once: each copies an index's vectors and builds graphs on the
+/// machine's cores, so more would only share them (and the memory) worse.
+pub const RUNNING_JOBS_MAX: usize = 2;
+/// `Retry-After` when every job slot is taken.
+const BUSY_RETRY_AFTER_S: u32 = 5;
 
 #[derive(Clone)]
 struct Job {
@@ -54,13 +59,24 @@ fn now_ms() -> u64 {
 }
 
 impl Jobs {
-    /// Run `work` on the blocking pool as a job; returns its id at once.
+    /// Run `work` on a thread of its own as a job; returns its id at once.
+    ///
+    /// # Errors
+    /// 503 with `Retry-After` when [`RUNNING_JOBS_MAX`] jobs are running.
     pub fn start(
         self: &Arc<Self>,
         kind: &'static str,
         index: &str,
         work: impl FnOnce(&(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError> + Send + 'static,
-    ) -> u64 {
+    ) -> Result<u64, ApiError> {
+        let mut all = lock(&self.jobs);
+        let running = all.values().filter(|j| j.finished_ms.is_none()).count();
+        if running >= RUNNING_JOBS_MAX {
+            return Err(ApiError::unavailable(
+                format!("{running} jobs are running, at most {RUNNING_JOBS_MAX}: retry when one ends"),
+                Some(BUSY_RETRY_AFTER_S),
+            ));
+        }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let job = Job {
             id,
@@ -73,9 +89,11 @@ impl Jobs {
             started_ms: now_ms(),
             finished_ms: None,
         };
-        lock(&self.jobs).insert(id, job);
+        all.insert(id, job);
+        drop(all);
         let jobs = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
+        // A thread of its own, not the blocking pool the request routes share.
+        let spawned = std::thread::Builder::new().name(format!("annal-job-{id}")).spawn(move || {
             let report = |p: Progress| {
                 if let Some(job) = lock(&jobs.jobs).get_mut(&id) {
                     job.progress = Some(p);
@@ -109,7 +127,11 @@ impl Jobs {
                 all.remove(old);
             }
         });
-        id
+        if let Err(error) = spawned {
+            lock(&self.jobs).remove(&id);
+            return Err(ApiError::internal(&error));
+        }
+        Ok(id)
     }
 
     fn get(&self, id: u64) -> Option<Job> {

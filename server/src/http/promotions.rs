@@ -94,6 +94,13 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Res
                 "ef_search": graph.in_effect.ef_search,
             },
             "rebuild_pending": graph.rebuild_pending,
+            "rebuild_progress": graph.work.progress.map(|(done, total)| json!({"done": done, "total": total})),
+            "incremental_applied": graph.work.incremental,
+            "backfill_applied": graph.work.backfill,
+            "discarded_stale": graph.work.stale,
+            "rebuilds": graph.work.rebuilt,
+            "rebuilds_failed": graph.work.failed,
+            "last_error": graph.work.last_error,
         },
     })))
 }

@@ -2,6 +2,7 @@
 //! 202 with a job id (see `jobs.rs`).
 
 use annal_engine::projection::trials::{Objective, Trial};
+use annal_engine::trials::EVAL_QUERIES_MAX;
 use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -48,7 +49,36 @@ pub struct CreateEval {
     eval_id: Option<String>,
     k: Option<u32>,
     sample: Option<Sample>,
-    vectors: Option<Vec<Vec<f32>>>,
+    vectors: Option<Queries>,
+}
+
+/// The supplied queries, refused as soon as there are more than the engine takes (so a
+/// body of a million empty rows is not built in memory first).
+struct Queries(Vec<Vec<f32>>);
+
+impl<'de> Deserialize<'de> for Queries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = Queries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {EVAL_QUERIES_MAX} query vectors")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Queries, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(row) = seq.next_element::<Vec<f32>>()? {
+                    if rows.len() == EVAL_QUERIES_MAX as usize {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {EVAL_QUERIES_MAX} queries"
+                        )));
+                    }
+                    rows.push(row);
+                }
+                Ok(Queries(rows))
+            }
+        }
+        deserializer.deserialize_seq(Rows)
+    }
 }
 
 #[derive(Deserialize)]
@@ -72,7 +102,7 @@ pub async fn create_eval(
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request("vectors: give either sample or vectors, not both"))
         }
-        (None, Some(vectors)) => EvalQueries::Supplied(vectors),
+        (None, Some(Queries(vectors))) => EvalQueries::Supplied(vectors),
         (Some(Sample { count, seed }), None) => EvalQueries::Sample { count, seed },
         (None, None) => EvalQueries::Sample { count: EVAL_SAMPLE_DEFAULT, seed: 0 },
     };
@@ -91,7 +121,7 @@ pub async fn create_eval(
             "key": created.key,
             "bytes": created.bytes,
         }))
-    });
+    })?;
     Ok(accepted(id))
 }
 
@@ -124,7 +154,7 @@ pub async fn run_trial(
     let id = state.jobs.start("trial", &name, move |progress| {
         let trial = engine.run_trial(&actor, &index, request, progress)?;
         Ok(trial_json(&trial))
-    });
+    })?;
     Ok(accepted(id))
 }
 
@@ -213,6 +243,6 @@ pub async fn autotune(
                 "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
             })),
         }))
-    });
+    })?;
     Ok(accepted(id))
 }

@@ -2,6 +2,7 @@
 //! map, metadata, and the tombstones FAISS HNSW cannot do itself.
 
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::error::HnswError;
@@ -53,8 +54,62 @@ struct Entry {
     partition: Option<Arc<str>>,
 }
 
+/// The graph work of one index since the engine opened: what the projector added to
+/// the serving graph (incremental), what rebuilds copied into new graphs (backfill),
+/// what they copied that was dead by the swap (stale: kept as tombstones, never
+/// served), failed rebuilds and the last error, and the running rebuild's progress.
+/// Atomics, so the rebuild thread updates them under a read lock.
+#[derive(Debug, Default)]
+pub struct GraphWork {
+    pub(crate) incremental: AtomicU64,
+    pub(crate) backfill: AtomicU64,
+    pub(crate) stale: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) rebuilt: AtomicU64,
+    pub(crate) progress_done: AtomicU64,
+    pub(crate) progress_total: AtomicU64,
+    pub(crate) last_error: parking_lot::Mutex<Option<String>>,
+}
+
+/// A copy of [`GraphWork`], as [`crate::Engine::graph`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphWorkReport {
+    /// Vectors the projector added to the serving graph (new upserts).
+    pub incremental: u64,
+    /// Vectors rebuilds copied into new graphs.
+    pub backfill: u64,
+    /// Copied vectors that were replaced or deleted before the swap: kept in the new
+    /// graph as tombstones, never served.
+    pub stale: u64,
+    /// Rebuilds swapped in.
+    pub rebuilt: u64,
+    /// Rebuilds that failed (the old graph stayed in service; retried with backoff).
+    pub failed: u64,
+    /// The running rebuild's progress: positions copied of the graph's positions.
+    pub progress: Option<(u64, u64)>,
+    /// The last rebuild failure, cleared by the next swap.
+    pub last_error: Option<String>,
+}
+
+impl GraphWork {
+    pub(crate) fn report(&self) -> GraphWorkReport {
+        let total = self.progress_total.load(Ordering::Relaxed);
+        GraphWorkReport {
+            incremental: self.incremental.load(Ordering::Relaxed),
+            backfill: self.backfill.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            rebuilt: self.rebuilt.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            progress: (total > 0).then(|| (self.progress_done.load(Ordering::Relaxed), total)),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+}
+
 /// The projected state of one index.
 pub(crate) struct VectorIndex {
+    /// Graph work counters (see [`GraphWork`]).
+    pub(crate) work: Arc<GraphWork>,
     pub(crate) params: IndexParams,
     hnsw: Hnsw,
     /// Live id -> label.
@@ -97,6 +152,7 @@ impl VectorIndex {
     pub(crate) fn new(params: IndexParams) -> Result<Self, HnswError> {
         let hnsw = Hnsw::new(params.dimension, params.metric, params.config)?;
         Ok(Self {
+            work: Arc::default(),
             created: params.config,
             promotions: Vec::new(),
             params,
@@ -209,7 +265,9 @@ impl VectorIndex {
         chunk: std::ops::Range<usize>,
     ) -> Result<(), HnswError> {
         let vectors = &staged.vectors[chunk.start * staged.dim..chunk.end * staged.dim];
+        let n = chunk.len() as u64;
         self.hnsw.add(&staged.labels[chunk], vectors)?;
+        self.work.incremental.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -395,10 +453,11 @@ impl VectorIndex {
     /// which only live vectors are copied. Above it lie the vectors of an upsert still
     /// staged (in the graph, not yet live) and everything added later: the rebuild copies
     /// those whatever their state, so a staged upsert published after the swap is whole.
-    pub(crate) fn rebuild_plan(&self) -> (IndexParams, usize) {
+    /// Also returns the label below which the copied positions lie.
+    pub(crate) fn rebuild_plan(&self) -> (IndexParams, usize, i64) {
         let watermark = self.staging.unwrap_or(self.next_label);
         let live_until = self.hnsw.labels().partition_point(|&label| label < watermark);
-        (self.params.clone(), live_until)
+        (self.params.clone(), live_until, watermark)
     }
 
     /// Copy the vectors at positions `from..until` into `labels` and `vectors` (cleared
@@ -442,17 +501,29 @@ impl VectorIndex {
     /// Swap in `rebuilt`, which holds this graph's vectors up to position `done`: first
     /// the rest are added to it (whatever their state: tombstones stay tombstones), so
     /// nothing is lost. Runs under the write lock; the caller keeps `len - done` small.
-    pub(crate) fn install(&mut self, mut rebuilt: Hnsw, done: usize) -> Result<(), HnswError> {
+    pub(crate) fn install(
+        &mut self,
+        mut rebuilt: Hnsw,
+        done: usize,
+        copied_live_below: i64,
+    ) -> Result<(), HnswError> {
         let mut labels = Vec::new();
         let mut vectors = Vec::new();
         let mut at = done;
         while at < self.graph_len() {
             at = self.copy_chunk(at, usize::MAX, false, &mut labels, &mut vectors)?;
             rebuilt.add(&labels, &vectors)?;
+            self.work.backfill.fetch_add(labels.len() as u64, Ordering::Relaxed);
         }
         if rebuilt.config().ef_search != self.params.config.ef_search {
             rebuilt.set_ef_search(self.params.config.ef_search)?;
         }
+        // Below `copied_live_below` the rebuild copied only vectors live at the time:
+        // those dead now were replaced or deleted after it read them. They stay in the
+        // new graph as tombstones (HNSW cannot remove them), never served.
+        let stale = rebuilt.labels().iter().filter(|&&l| l < copied_live_below && !self.is_live(l)).count();
+        self.work.stale.fetch_add(stale as u64, Ordering::Relaxed);
+        self.work.rebuilt.fetch_add(1, Ordering::Relaxed);
         self.hnsw = rebuilt;
         Ok(())
     }
@@ -649,6 +720,7 @@ impl VectorIndex {
         }
         let config = promotions.last().copied().unwrap_or(created);
         let mut index = Self {
+            work: Arc::default(),
             params: IndexParams { name, dimension, metric, config },
             hnsw,
             by_id,
@@ -682,6 +754,28 @@ pub struct Record {
 }
 
 impl VectorIndex {
+    /// Every live vector in graph order, as ids and one flat array (no per-record
+    /// allocation, no sort): what a trial copies.
+    pub(crate) fn live_vectors(&self) -> Result<(Vec<String>, Vec<f32>), HnswError> {
+        let dim = self.params.dimension as usize;
+        let labels = self.hnsw.labels();
+        let chunk = (COPY_CHUNK_BYTES / (4 * dim.max(1))).max(1);
+        let mut ids = Vec::with_capacity(self.entries.len());
+        let mut flat = Vec::with_capacity(self.entries.len() * dim);
+        let mut buf = vec![0f32; chunk * dim];
+        for start in (0..labels.len()).step_by(chunk) {
+            let n = chunk.min(labels.len() - start);
+            self.hnsw.copy_vectors(start, &mut buf[..n * dim])?;
+            for (i, label) in labels[start..start + n].iter().enumerate() {
+                if let Some(entry) = self.entries.get(label) {
+                    ids.push(entry.id.to_string());
+                    flat.extend_from_slice(&buf[i * dim..(i + 1) * dim]);
+                }
+            }
+        }
+        Ok((ids, flat))
+    }
+
     /// Every live record, sorted by id, vectors read from FAISS's storage in chunks.
     pub(crate) fn records(&self) -> Result<Vec<Record>, HnswError> {
         let dim = self.params.dimension as usize;

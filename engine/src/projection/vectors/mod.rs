@@ -14,7 +14,8 @@ pub use error::HnswError;
 pub(crate) use hnsw::Hnsw;
 pub(crate) use index::{norm, VectorIndex};
 pub use index::{
-    Hit, IndexParams, Record, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
+    GraphWork, GraphWorkReport, Hit, IndexParams, Record, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN,
+    REBUILD_DEAD_SHARE,
 };
 pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
@@ -73,7 +74,7 @@ pub(crate) struct VectorProjection {
 
 impl VectorProjection {
     pub(crate) fn new(catalog: Arc<Catalog>, hooks: Hooks) -> Result<Self, std::io::Error> {
-        let rebuilder = Rebuilder::start(Arc::clone(&catalog))?;
+        let rebuilder = Rebuilder::start(Arc::clone(&catalog), hooks.clone())?;
         Ok(Self { catalog, rebuilder, hooks, closing: AtomicBool::new(false) })
     }
 

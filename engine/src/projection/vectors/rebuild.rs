@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::hnsw::Hnsw;
 use super::{Catalog, HnswError, IndexHandle};
+use crate::projection::Hooks;
 use crate::sync::lock;
 
 /// Vectors still to copy at which the rebuild takes the write lock to finish and swap.
@@ -40,6 +41,7 @@ pub struct RebuildStats {
 
 struct Shared {
     catalog: Arc<Catalog>,
+    hooks: Hooks,
     stop: AtomicBool,
     rebuilds: AtomicU64,
     failures: AtomicU64,
@@ -56,9 +58,10 @@ pub(crate) struct Rebuilder {
 }
 
 impl Rebuilder {
-    pub(crate) fn start(catalog: Arc<Catalog>) -> Result<Self, std::io::Error> {
+    pub(crate) fn start(catalog: Arc<Catalog>, hooks: Hooks) -> Result<Self, std::io::Error> {
         let shared = Arc::new(Shared {
             catalog,
+            hooks,
             stop: AtomicBool::new(false),
             rebuilds: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -139,6 +142,17 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
         shared.running.store(true, Ordering::Relaxed);
         let result = rebuild(shared, name, handle);
         shared.running.store(false, Ordering::Relaxed);
+        let work = Arc::clone(&handle.read().work);
+        work.progress_total.store(0, Ordering::Relaxed);
+        work.progress_done.store(0, Ordering::Relaxed);
+        match &result {
+            Ok(Done::Swapped) => *work.last_error.lock() = None,
+            Err(error) => {
+                work.failed.fetch_add(1, Ordering::Relaxed);
+                *work.last_error.lock() = Some(crate::error::chain(error));
+            }
+            Ok(_) => {}
+        }
         match result {
             Ok(Done::Swapped) => {
                 shared.rebuilds.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +215,8 @@ enum Done {
 }
 
 fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, HnswError> {
-    let (params, live_until) = handle.read().rebuild_plan();
+    let (params, live_until, watermark) = handle.read().rebuild_plan();
+    let work = Arc::clone(&handle.read().work);
     let mut graph = Hnsw::new(params.dimension, params.metric, params.config)?;
     let mut labels = Vec::new();
     let mut vectors = Vec::new();
@@ -225,8 +240,21 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
             let live_only = done < live_until;
             let until = if live_only { live_until } else { len };
             done = index.copy_chunk(done, until, live_only, &mut labels, &mut vectors)?;
+            work.progress_done.store(done as u64, Ordering::Relaxed);
+            work.progress_total.store(len as u64, Ordering::Relaxed);
+        }
+        if shared.hooks.fail_rebuild.as_ref().is_some_and(|fail| fail(name)) {
+            return Err(HnswError::Native {
+                op: "add",
+                code: -1,
+                message: format!("injected rebuild failure of index {name:?}"),
+            });
         }
         graph.add(&labels, &vectors)?;
+        work.backfill.fetch_add(labels.len() as u64, Ordering::Relaxed);
+        if let Some(hook) = &shared.hooks.backfill_chunk {
+            hook(name, done);
+        }
     }
     let mut index = handle.write();
     if !shared.catalog.is_current(name, handle) {
@@ -236,7 +264,7 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
     if (wanted.m, wanted.ef_construction) != (params.config.m, params.config.ef_construction) {
         return Ok(Done::Redirected);
     }
-    index.install(graph, done)?;
+    index.install(graph, done, watermark)?;
     Ok(Done::Swapped)
 }
 
