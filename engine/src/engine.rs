@@ -2,8 +2,10 @@
 //! the projector applies -> readers. A write returns once its event is durable and
 //! applied, so the caller reads its own writes.
 
+mod migrate;
 mod tuning;
 
+pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
 pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
 
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use crate::event::{
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
 use crate::projection::journal::ErrorJournal;
+use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{
@@ -182,6 +185,9 @@ pub struct Engine {
     journal: Arc<ErrorJournal>,
     promotions: Arc<PromotionState>,
     trials: Arc<TrialState>,
+    partitions: Arc<PartitionState>,
+    /// One scheme change (set or migration step) at a time.
+    migrating: std::sync::Mutex<()>,
     /// Evaluation set and trial ids are assigned and appended one at a time.
     trialing: std::sync::Mutex<()>,
     /// Promotions and rollbacks one at a time, each validated against the state its
@@ -260,7 +266,7 @@ impl Engine {
         )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let snapshot::Projections { catalog, vectors, journal, promotions, trials } = projections;
+        let snapshot::Projections { catalog, vectors, journal, promotions, trials, partitions } = projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
@@ -289,6 +295,8 @@ impl Engine {
             journal,
             promotions,
             trials,
+            partitions,
+            migrating: std::sync::Mutex::new(()),
             trialing: std::sync::Mutex::new(()),
             promoting: std::sync::Mutex::new(()),
             storage,
@@ -353,8 +361,17 @@ impl Engine {
                 .into_iter()
                 .map(|(name, handle)| {
                     let index = handle.read();
-                    let entry =
-                        SchemaEntry { dimension: index.params.dimension, metric: index.params.metric };
+                    // Templates in the log were parsed when they were set.
+                    let template = self
+                        .partitions
+                        .template_for_writes(&name)
+                        .and_then(|t| crate::partition::Template::parse(&t).ok())
+                        .map(Arc::new);
+                    let entry = SchemaEntry {
+                        dimension: index.params.dimension,
+                        metric: index.params.metric,
+                        template,
+                    };
                     (name, entry)
                 })
                 .collect();
@@ -403,7 +420,7 @@ impl Engine {
             let body =
                 EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
             let seq = self.append(actor, body)?;
-            schema.insert(name, SchemaEntry { dimension, metric });
+            schema.insert(name, SchemaEntry { dimension, metric, template: None });
             seq
         };
         self.wait_applied(seq)?;
@@ -459,13 +476,16 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the first bad item; [`Error::IndexNotFound`].
-    pub fn upsert(&self, actor: &str, index: &str, items: Vec<VectorItem>) -> Result<Upserted, Error> {
+    pub fn upsert(&self, actor: &str, index: &str, mut items: Vec<VectorItem>) -> Result<Upserted, Error> {
         validate::actor(actor)?;
         let added = items.len() as u64;
         let seq = {
             let schema = read(self.writable_schema()?);
             let entry = schema.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
             validate::items(&items, entry.dimension, entry.metric)?;
+            if let Some(template) = &entry.template {
+                migrate::resolve_items(template, &mut items)?;
+            }
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };

@@ -43,6 +43,15 @@ pub enum Error {
         #[source]
         source: crate::trials::evalset::EvalFormatError,
     },
+    /// A scheme change conflicts with the index's partition state (a migration to
+    /// another template is unfinished, a finished one was not cleared, ...).
+    #[error("index {index:?}: {reason}")]
+    SchemeConflict {
+        /// The index.
+        index: String,
+        /// What conflicts.
+        reason: String,
+    },
     /// A rollback of an index with no promotion in effect.
     #[error("index {name:?} has no promotion to roll back")]
     NothingPromoted {
@@ -143,6 +152,7 @@ impl Error {
                 | Error::IndexExists { .. }
                 | Error::NothingPromoted { .. }
                 | Error::EvalNotFound { .. }
+                | Error::SchemeConflict { .. }
         ) || matches!(
             self,
             Error::Storage(e) if matches!(

@@ -23,6 +23,7 @@ mod error;
 pub mod event;
 pub mod limits;
 pub mod log;
+pub mod partition;
 pub mod projection;
 mod schema;
 pub mod snapshot;
@@ -33,8 +34,8 @@ pub mod validate;
 
 pub use engine::{
     Autotuned, Created, Deleted, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest, GraphInfo,
-    IndexInfo, IndexStats, PromoteRequest, Startup, TrialRequest, Upserted, AUTOTUNE_BUILDS,
-    AUTOTUNE_EF_SEARCH, LOG_FILE,
+    IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
+    TrialRequest, Upserted, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, LOG_FILE,
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};

@@ -11,13 +11,19 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use crate::event::Metric;
+use crate::partition::Template;
 
 /// What validation needs to know of an index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SchemaEntry {
     pub(crate) dimension: u32,
     pub(crate) metric: Metric,
+    /// The partition template new records resolve under (a running migration's, else
+    /// the scheme's), if the index has a scheme.
+    pub(crate) template: Option<Arc<Template>>,
 }
 
 /// Every index of the log, by name.
@@ -28,7 +34,14 @@ pub(crate) struct Schema {
 
 impl Schema {
     pub(crate) fn get(&self, name: &str) -> Option<SchemaEntry> {
-        self.indexes.get(name).copied()
+        self.indexes.get(name).cloned()
+    }
+
+    /// Set the template writes to `name` resolve under.
+    pub(crate) fn set_template(&mut self, name: &str, template: Option<Arc<Template>>) {
+        if let Some(entry) = self.indexes.get_mut(name) {
+            entry.template = template;
+        }
     }
 
     pub(crate) fn insert(&mut self, name: &str, entry: SchemaEntry) {

@@ -24,16 +24,16 @@ fn every_event_kind_round_trips_byte_exactly() {
     let log = open(&dir);
     let events = common::one_of_each_kind();
     let kinds: HashSet<_> = events.iter().map(|e| EventKind::of(&e.body)).collect();
-    assert_eq!(kinds.len(), 15, "the sample must cover every kind");
+    assert_eq!(kinds.len(), 20, "the sample must cover every kind");
     let frames: Vec<_> = events.iter().map(|e| encode(e).unwrap()).collect();
     let range = log.append(&events).unwrap().unwrap();
-    assert_eq!(range, 1..=15);
-    let stored = log.read_frames(1..=15, usize::MAX).unwrap();
+    assert_eq!(range, 1..=20);
+    let stored = log.read_frames(1..=20, usize::MAX).unwrap();
     for ((seq, bytes), (frame, event)) in stored.iter().zip(frames.iter().zip(&events)) {
         assert_eq!(bytes, frame, "event {seq} bytes changed in storage");
         assert_eq!(&decode(*seq, bytes).unwrap(), event);
     }
-    let read: Vec<_> = log.read_range(1..=15, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
+    let read: Vec<_> = log.read_range(1..=20, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
     assert_eq!(read, events);
 }
 
@@ -131,11 +131,11 @@ fn close_and_reopen_keeps_every_event_and_continues_the_sequence() {
         assert!(matches!(log.append(&events), Err(LogError::Closed)));
     }
     let log = open(&dir);
-    assert_eq!(log.last_seq(), 15);
+    assert_eq!(log.last_seq(), 20);
     let read: Vec<_> =
         log.read_range(1..=u64::MAX, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
     assert_eq!(read, events);
-    assert_eq!(log.append(&events[..1]).unwrap(), Some(16..=16));
+    assert_eq!(log.append(&events[..1]).unwrap(), Some(21..=21));
 }
 
 #[test]

@@ -63,6 +63,16 @@ pub enum EventKind {
     EvalSetCreated = 14,
     /// [`EventBody::TrialRecorded`]
     TrialRecorded = 15,
+    /// [`EventBody::SchemeSet`]
+    SchemeSet = 16,
+    /// [`EventBody::MigrationBegun`]
+    MigrationBegun = 17,
+    /// [`EventBody::MigrationBatch`]
+    MigrationBatch = 18,
+    /// [`EventBody::MigrationEnded`]
+    MigrationEnded = 19,
+    /// [`EventBody::MigrationCleared`]
+    MigrationCleared = 20,
 }
 
 impl EventKind {
@@ -85,6 +95,11 @@ impl EventKind {
             13 => LogArchived,
             14 => EvalSetCreated,
             15 => TrialRecorded,
+            16 => SchemeSet,
+            17 => MigrationBegun,
+            18 => MigrationBatch,
+            19 => MigrationEnded,
+            20 => MigrationCleared,
             _ => return None,
         })
     }
@@ -107,6 +122,11 @@ impl EventKind {
             EventBody::LogArchived(_) => EventKind::LogArchived,
             EventBody::EvalSetCreated(_) => EventKind::EvalSetCreated,
             EventBody::TrialRecorded(_) => EventKind::TrialRecorded,
+            EventBody::SchemeSet(_) => EventKind::SchemeSet,
+            EventBody::MigrationBegun(_) => EventKind::MigrationBegun,
+            EventBody::MigrationBatch(_) => EventKind::MigrationBatch,
+            EventBody::MigrationEnded(_) => EventKind::MigrationEnded,
+            EventBody::MigrationCleared(_) => EventKind::MigrationCleared,
         }
     }
 }
@@ -222,6 +242,11 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::LogArchived(b) => archive(stamp, b),
         EventBody::EvalSetCreated(b) => archive(stamp, b),
         EventBody::TrialRecorded(b) => archive(stamp, b),
+        EventBody::SchemeSet(b) => archive(stamp, b),
+        EventBody::MigrationBegun(b) => archive(stamp, b),
+        EventBody::MigrationBatch(b) => archive(stamp, b),
+        EventBody::MigrationEnded(b) => archive(stamp, b),
+        EventBody::MigrationCleared(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -270,6 +295,11 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::LogArchived => unarchive(bytes).map(|(s, b)| (s, EventBody::LogArchived(b))),
         EventKind::EvalSetCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::EvalSetCreated(b))),
         EventKind::TrialRecorded => unarchive(bytes).map(|(s, b)| (s, EventBody::TrialRecorded(b))),
+        EventKind::SchemeSet => unarchive(bytes).map(|(s, b)| (s, EventBody::SchemeSet(b))),
+        EventKind::MigrationBegun => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationBegun(b))),
+        EventKind::MigrationBatch => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationBatch(b))),
+        EventKind::MigrationEnded => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationEnded(b))),
+        EventKind::MigrationCleared => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationCleared(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -375,6 +405,16 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         EventBody::LogArchived(b) => s(&b.bucket) + s(&b.key),
         EventBody::EvalSetCreated(b) => s(&b.index) + s(&b.eval_id) + s(&b.bucket) + s(&b.key),
         EventBody::TrialRecorded(b) => s(&b.index) + s(&b.trial_id) + s(&b.eval_id),
+        EventBody::SchemeSet(b) => s(&b.index) + s(&b.template),
+        EventBody::MigrationBegun(b) => s(&b.index) + s(&b.migration_id) + s(&b.template),
+        EventBody::MigrationBatch(b) => {
+            let moves = b.moves.iter().fold(s(&b.index) + s(&b.migration_id) + s(&b.cursor), |acc, m| {
+                acc.saturating_add(s(&m.id)).saturating_add(s(&m.from)).saturating_add(s(&m.to))
+            });
+            b.errors.iter().fold(moves, |acc, e| acc.saturating_add(s(&e.id)).saturating_add(s(&e.reason)))
+        }
+        EventBody::MigrationEnded(b) => s(&b.index) + s(&b.migration_id),
+        EventBody::MigrationCleared(b) => s(&b.index) + s(&b.migration_id),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

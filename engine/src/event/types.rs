@@ -71,6 +71,16 @@ pub enum EventBody {
     EvalSetCreated(EvalSetCreated),
     /// A trial of an HNSW configuration against an evaluation set was measured.
     TrialRecorded(TrialRecorded),
+    /// An index got its first partition scheme.
+    SchemeSet(SchemeSet),
+    /// A migration of an index to a new partition scheme began.
+    MigrationBegun(MigrationBegun),
+    /// A batch of a scheme migration: records moved, skipped and refused, and the cursor.
+    MigrationBatch(MigrationBatch),
+    /// A scheme migration ended: its scheme is in force.
+    MigrationEnded(MigrationEnded),
+    /// The record of a finished migration was cleared, so another may start.
+    MigrationCleared(MigrationCleared),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -386,4 +396,70 @@ pub struct TrialRecorded {
     pub build_ms: u64,
     /// Size of the built graph as FAISS serializes it (vectors and links), bytes.
     pub memory_bytes: u64,
+}
+
+/// Body of [`EventBody::SchemeSet`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SchemeSet {
+    /// Index name.
+    pub index: String,
+    /// The partition template, e.g. `tenant={tenant}/year={year}` (version 1).
+    pub template: String,
+}
+
+/// Body of [`EventBody::MigrationBegun`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationBegun {
+    /// Index name.
+    pub index: String,
+    /// Migration id.
+    pub migration_id: String,
+    /// The template records move to.
+    pub template: String,
+    /// The snapshot taken first (0: none was asked for).
+    pub snapshot_seq: u64,
+}
+
+/// A record a migration could not resolve under its template (left where it was).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationError {
+    /// Record id.
+    pub id: String,
+    /// Why (the metadata field missing or unusable).
+    pub reason: String,
+}
+
+/// Body of [`EventBody::MigrationBatch`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationBatch {
+    /// Index name.
+    pub index: String,
+    /// Migration id.
+    pub migration_id: String,
+    /// Records moved (a record without a partition has `from` empty).
+    pub moves: Vec<RecordMove>,
+    /// Records whose path does not change.
+    pub skipped: u64,
+    /// Records that could not be resolved.
+    pub errors: Vec<MigrationError>,
+    /// The last id handled: the migration resumes after it.
+    pub cursor: String,
+}
+
+/// Body of [`EventBody::MigrationEnded`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationEnded {
+    /// Index name.
+    pub index: String,
+    /// Migration id.
+    pub migration_id: String,
+}
+
+/// Body of [`EventBody::MigrationCleared`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationCleared {
+    /// Index name.
+    pub index: String,
+    /// The finished migration whose record was cleared.
+    pub migration_id: String,
 }

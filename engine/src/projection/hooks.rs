@@ -17,6 +17,10 @@ pub type BackfillChunk = Arc<dyn Fn(&str, usize) + Send + Sync>;
 /// Called before each FAISS add of a graph rebuild of index `name`; `true` fails it.
 pub type FailRebuild = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Called by a scheme migration of index `name` after it planned a batch (the ids it
+/// will move) and before it appends it.
+pub type BeforeMigrationBatch = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
+
 /// Wraps the object store of bucket `name` as it is opened, e.g. in a
 /// [`crate::storage::FaultyStore`] that fails chosen operations.
 pub type WrapStore =
@@ -35,6 +39,8 @@ pub struct Hooks {
     pub backfill_chunk: Option<BackfillChunk>,
     /// See [`FailRebuild`].
     pub fail_rebuild: Option<FailRebuild>,
+    /// See [`BeforeMigrationBatch`].
+    pub before_migration_batch: Option<BeforeMigrationBatch>,
 }
 
 impl fmt::Debug for Hooks {
@@ -45,6 +51,7 @@ impl fmt::Debug for Hooks {
             .field("wrap_store", &self.wrap_store.is_some())
             .field("backfill_chunk", &self.backfill_chunk.is_some())
             .field("fail_rebuild", &self.fail_rebuild.is_some())
+            .field("before_migration_batch", &self.before_migration_batch.is_some())
             .finish()
     }
 }

@@ -8,6 +8,7 @@
 
 mod hooks;
 pub mod journal;
+pub mod partitions;
 mod projector;
 pub mod promotions;
 pub mod trials;

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::event::{Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
+use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{Catalog, VectorProjection};
@@ -74,6 +75,7 @@ pub(crate) struct Projections {
     pub(crate) journal: Arc<ErrorJournal>,
     pub(crate) promotions: Arc<PromotionState>,
     pub(crate) trials: Arc<TrialState>,
+    pub(crate) partitions: Arc<PartitionState>,
 }
 
 impl Projections {
@@ -86,6 +88,7 @@ impl Projections {
             journal: Arc::new(ErrorJournal::default()),
             promotions: Arc::new(PromotionState::default()),
             trials: Arc::new(TrialState::default()),
+            partitions: Arc::new(PartitionState::default()),
         })
     }
 
@@ -97,13 +100,14 @@ impl Projections {
             Arc::clone(&self.journal) as Arc<dyn Projection>,
             Arc::clone(&self.promotions) as Arc<dyn Projection>,
             Arc::clone(&self.trials) as Arc<dyn Projection>,
+            Arc::clone(&self.partitions) as Arc<dyn Projection>,
         ]
     }
 }
 
 /// Run `future` to completion on a fresh single-thread runtime on its own thread, so a
 /// synchronous caller can do storage I/O whether or not it is inside a runtime itself.
-pub(crate) fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
+pub fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
 where
     F: std::future::Future + Send,
     F::Output: Send,

@@ -75,6 +75,25 @@ impl View {
         Ok(index.search(&vectors.concat(), k)?)
     }
 
+    /// Search within partitions of an index as it was (see [`crate::Engine::search_in`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::search_in`].
+    pub fn search_in(
+        &self,
+        index: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+        partition: &str,
+    ) -> Result<Vec<Vec<Hit>>, Error> {
+        let filter = crate::partition::Filter::parse(partition)?;
+        let handle =
+            self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+        let index = handle.read();
+        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
+        Ok(index.search_filtered(&vectors.concat(), k, &filter)?)
+    }
+
     /// Every live record of an index as it was, sorted by id.
     ///
     /// # Errors
@@ -201,6 +220,7 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
         p.shutdown();
     }
     let Projections { catalog, journal, promotions, trials, .. } = projections;
+    // (partition paths are the records'; the scheme state is not served as of S)
     let bytes = catalog
         .handles()
         .iter()

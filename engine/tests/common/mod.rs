@@ -117,6 +117,30 @@ pub fn one_of_each_kind() -> Vec<Event> {
             build_ms: 2_100,
             memory_bytes: 60_000_000,
         }),
+        EventBody::SchemeSet(SchemeSet { index: "docs".into(), template: "tenant={tenant}".into() }),
+        EventBody::MigrationBegun(MigrationBegun {
+            index: "docs".into(),
+            migration_id: "m2".into(),
+            template: "tenant={tenant}/year={year}".into(),
+            snapshot_seq: 40,
+        }),
+        EventBody::MigrationBatch(MigrationBatch {
+            index: "docs".into(),
+            migration_id: "m2".into(),
+            moves: vec![RecordMove {
+                id: "a".into(),
+                from: "tenant=x".into(),
+                to: "tenant=x/year=2024".into(),
+            }],
+            skipped: 3,
+            errors: vec![MigrationError {
+                id: "b".into(),
+                reason: "metadata field `year` is missing".into(),
+            }],
+            cursor: "b".into(),
+        }),
+        EventBody::MigrationEnded(MigrationEnded { index: "docs".into(), migration_id: "m2".into() }),
+        EventBody::MigrationCleared(MigrationCleared { index: "docs".into(), migration_id: "m2".into() }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }

@@ -1,7 +1,7 @@
 //! One vector index as projected from the log: the FAISS graph, the string-id <-> label
 //! map, metadata, and the tombstones FAISS HNSW cannot do itself.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +20,9 @@ pub const PROMOTIONS_MAX: usize = 51;
 /// Bytes of stored vectors copied out of FAISS per step of a rebuild or an exact scan:
 /// one FFI call per step, and a read-lock hold short enough for a waiting writer.
 pub const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// A partition filter selecting at most this many records is searched by an exact scan
+/// of their vectors instead of the graph (see docs/PERFORMANCE.md for the measurement).
+pub const FILTER_EXACT_MAX: usize = 4096;
 
 /// Parameters of an index: fixed at creation, but for `config`, which is the one in
 /// effect (the creation config, or the last promotion not rolled back).
@@ -116,6 +119,9 @@ pub(crate) struct VectorIndex {
     by_id: HashMap<Arc<str>, i64>,
     /// Live label -> id and metadata.
     entries: HashMap<i64, Entry>,
+    /// Partition path -> its live labels (records without a partition are in none),
+    /// ordered, so a prefix filter is a range.
+    members: BTreeMap<Arc<str>, HashSet<i64>>,
     /// Bit `l` set iff label `l` is live; FAISS reads it as an `IDSelectorBitmap`.
     live_bits: Vec<u8>,
     /// Label the next vector gets. Labels are never reused.
@@ -159,6 +165,7 @@ impl VectorIndex {
             hnsw,
             by_id: HashMap::new(),
             entries: HashMap::new(),
+            members: BTreeMap::new(),
             live_bits: Vec::new(),
             next_label: 0,
             rebuild_pending: false,
@@ -285,14 +292,10 @@ impl VectorIndex {
             if let Some(old) = self.by_id.insert(Arc::clone(&id), label) {
                 self.kill(old);
             }
-            self.entries.insert(
-                label,
-                Entry {
-                    id,
-                    metadata: item.metadata.as_deref().map(Arc::from),
-                    partition: item.partition.as_deref().map(Arc::from),
-                },
-            );
+            let partition: Option<Arc<str>> = item.partition.as_deref().map(Arc::from);
+            self.join(partition.as_ref(), label);
+            self.entries
+                .insert(label, Entry { id, metadata: item.metadata.as_deref().map(Arc::from), partition });
             self.set_live(label);
         }
     }
@@ -320,10 +323,211 @@ impl VectorIndex {
     }
 
     fn kill(&mut self, label: i64) {
-        self.entries.remove(&label);
+        if let Some(entry) = self.entries.remove(&label) {
+            self.leave(entry.partition.as_ref(), label);
+        }
         if let Some(byte) = self.live_bits.get_mut((label / 8) as usize) {
             *byte &= !(1u8 << (label % 8));
         }
+    }
+
+    fn join(&mut self, partition: Option<&Arc<str>>, label: i64) {
+        if let Some(p) = partition {
+            self.members.entry(Arc::clone(p)).or_default().insert(label);
+        }
+    }
+
+    fn leave(&mut self, partition: Option<&Arc<str>>, label: i64) {
+        if let Some(p) = partition {
+            if let Some(set) = self.members.get_mut(p.as_ref()) {
+                set.remove(&label);
+                if set.is_empty() {
+                    self.members.remove(p.as_ref());
+                }
+            }
+        }
+    }
+
+    /// Move record `id` from partition `from` to `to` (empty: none). Returns false, and
+    /// changes nothing, when the record is gone or no longer in `from` (an upsert put
+    /// it elsewhere after the move was planned: the upsert, later in the log, wins).
+    pub(crate) fn move_record(&mut self, id: &str, from: &str, to: &str) -> bool {
+        let Some(&label) = self.by_id.get(id) else { return false };
+        let current = self.entries.get(&label).and_then(|e| e.partition.clone());
+        if current.as_deref().unwrap_or("") != from {
+            return false;
+        }
+        self.leave(current.as_ref(), label);
+        let to: Option<Arc<str>> = (!to.is_empty()).then(|| Arc::from(to));
+        self.join(to.as_ref(), label);
+        if let Some(entry) = self.entries.get_mut(&label) {
+            entry.partition = to;
+        }
+        true
+    }
+
+    /// Live records per partition path, sorted by path.
+    pub(crate) fn partition_counts(&self) -> Vec<(String, u64)> {
+        self.members.iter().map(|(p, set)| (p.to_string(), set.len() as u64)).collect()
+    }
+
+    /// The ids of the live records after `after`, sorted: a migration's walk.
+    pub(crate) fn ids_after(&self, after: &str) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.by_id.keys().filter(|id| id.as_ref() > after).map(|id| id.to_string()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The metadata and partition of each of `ids` now (`None`: not live).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn lookup(&self, ids: &[String]) -> Vec<Option<(Option<String>, Option<String>)>> {
+        ids.iter()
+            .map(|id| {
+                let entry = self.entries.get(self.by_id.get(id.as_str())?)?;
+                Some((
+                    entry.metadata.as_deref().map(str::to_owned),
+                    entry.partition.as_deref().map(str::to_owned),
+                ))
+            })
+            .collect()
+    }
+
+    /// The live labels in the partitions `filter` selects.
+    fn members_of(&self, filter: &crate::partition::Filter) -> Vec<i64> {
+        use crate::partition::Filter;
+        match filter {
+            Filter::Exact(path) => {
+                self.members.get(path.as_str()).map(|set| set.iter().copied().collect()).unwrap_or_default()
+            }
+            Filter::Prefix(prefix) => self
+                .members
+                .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+                .take_while(|(p, _)| p.starts_with(prefix.as_str()))
+                .flat_map(|(_, set)| set.iter().copied())
+                .collect(),
+        }
+    }
+
+    /// The `k` nearest live vectors in the partitions `filter` selects, for each query.
+    /// A small selection is scanned exactly (its members' vectors only); a large one is
+    /// searched in the graph through a bitmap selector, asking for more neighbours the
+    /// smaller the selection (FAISS's HNSW widens its beam to the number asked), and
+    /// scanned exactly if the graph still comes up short.
+    pub(crate) fn search_filtered(
+        &self,
+        queries: &[f32],
+        k: usize,
+        filter: &crate::partition::Filter,
+    ) -> Result<Vec<Vec<Hit>>, HnswError> {
+        if self.faulted {
+            return Err(HnswError::Faulted { index: self.params.name.clone() });
+        }
+        let dim = self.params.dimension as usize;
+        let mut queries = queries.to_vec();
+        if self.params.metric == Metric::Cosine {
+            queries.chunks_exact_mut(dim).for_each(normalize);
+        }
+        let nq = queries.len() / dim;
+        let mut members = self.members_of(filter);
+        let want = k.min(members.len());
+        if want == 0 {
+            return Ok(vec![Vec::new(); nq]);
+        }
+        members.sort_unstable();
+        if members.len() <= FILTER_EXACT_MAX {
+            let query_refs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
+            return self.exact_among(&query_refs, want, &members);
+        }
+        let mut bits = vec![0u8; self.live_bits.len()];
+        for &label in &members {
+            if let Some(b) = bits.get_mut((label / 8) as usize) {
+                *b |= 1u8 << (label % 8);
+            }
+        }
+        let share = members.len() as f64 / self.entries.len().max(1) as f64;
+        let wide = ((want as f64 / share).ceil() as usize).clamp(want, crate::limits::HNSW_EF_MAX as usize);
+        let (distances, labels) = self.hnsw.search(&queries, wide, Some(&bits))?;
+        let mut out = Vec::with_capacity(nq);
+        let mut short = Vec::new();
+        for (q, query) in queries.chunks_exact(dim).enumerate() {
+            let row = q * wide..(q + 1) * wide;
+            let hits: Vec<Hit> = labels[row.clone()]
+                .iter()
+                .zip(&distances[row])
+                .filter_map(|(&label, &raw)| self.hit(label, raw))
+                .take(want)
+                .collect();
+            if hits.len() < want {
+                short.push((q, query));
+            }
+            out.push(hits);
+        }
+        if !short.is_empty() {
+            let refs: Vec<&[f32]> = short.iter().map(|(_, query)| *query).collect();
+            let exact = self.exact_among(&refs, want, &members)?;
+            for ((q, _), hits) in short.into_iter().zip(exact) {
+                if let Some(slot) = out.get_mut(q) {
+                    *slot = hits;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The `k` nearest of the live `labels` (ascending) for each query, by an exact scan
+    /// of just their vectors: consecutive positions are copied in one FFI call.
+    fn exact_among(&self, queries: &[&[f32]], k: usize, labels: &[i64]) -> Result<Vec<Vec<Hit>>, HnswError> {
+        let dim = self.params.dimension as usize;
+        let l2 = self.params.metric == Metric::L2;
+        let all = self.hnsw.labels();
+        let mut best: Vec<BinaryHeap<Scored>> =
+            queries.iter().map(|_| BinaryHeap::with_capacity(k + 1)).collect();
+        let positions: Vec<usize> = labels.iter().filter_map(|l| all.binary_search(l).ok()).collect();
+        let per_chunk = (COPY_CHUNK_BYTES / (4 * dim)).max(1);
+        let mut buffer = Vec::with_capacity(per_chunk.min(positions.len()) * dim);
+        let mut chunk_labels = Vec::with_capacity(per_chunk.min(positions.len()));
+        let mut scores = vec![0f32; per_chunk.min(positions.len())];
+        let mut at = 0;
+        while at < positions.len() {
+            buffer.clear();
+            chunk_labels.clear();
+            // Gather up to a chunk of members, a run of consecutive positions per call.
+            while at < positions.len() && chunk_labels.len() < per_chunk {
+                let start = positions[at];
+                let mut run = 1;
+                while at + run < positions.len()
+                    && positions[at + run] == start + run
+                    && chunk_labels.len() + run < per_chunk
+                {
+                    run += 1;
+                }
+                let from = buffer.len();
+                buffer.resize(from + run * dim, 0.0);
+                self.hnsw.copy_vectors(start, &mut buffer[from..])?;
+                chunk_labels.extend_from_slice(&all[start..start + run]);
+                at += run;
+            }
+            let n = chunk_labels.len();
+            for (query, heap) in queries.iter().zip(&mut best) {
+                raw_scores(l2, query, &buffer[..n * dim], &mut scores[..n]);
+                for (&label, &raw) in chunk_labels.iter().zip(&scores[..n]) {
+                    if !self.is_live(label) {
+                        continue;
+                    }
+                    heap.push(Scored { distance: self.distance(raw), label });
+                    if heap.len() > k {
+                        heap.pop();
+                    }
+                }
+            }
+        }
+        Ok(best
+            .into_iter()
+            .map(|heap| {
+                heap.into_sorted_vec().into_iter().filter_map(|s| self.hit_at(s.label, s.distance)).collect()
+            })
+            .collect())
     }
 
     fn set_live(&mut self, label: i64) {
@@ -719,8 +923,15 @@ impl VectorIndex {
             ));
         }
         let config = promotions.last().copied().unwrap_or(created);
+        let mut members: BTreeMap<Arc<str>, HashSet<i64>> = BTreeMap::new();
+        for (&label, entry) in &entries {
+            if let Some(p) = &entry.partition {
+                members.entry(Arc::clone(p)).or_default().insert(label);
+            }
+        }
         let mut index = Self {
             work: Arc::default(),
+            members,
             params: IndexParams { name, dimension, metric, config },
             hnsw,
             by_id,
@@ -799,5 +1010,61 @@ impl VectorIndex {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::Filter;
+
+    /// An L2 index of `n` 8-d records, `v{i}` in partition `p{i % parts}/x`.
+    fn index(n: usize, parts: usize) -> VectorIndex {
+        let params = IndexParams {
+            name: "t".into(),
+            dimension: 8,
+            metric: Metric::L2,
+            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 16 },
+        };
+        let mut index = VectorIndex::new(params).unwrap();
+        let items: Vec<VectorItem> = (0..n)
+            .map(|i| VectorItem {
+                id: format!("v{i}"),
+                vector: (0..8).map(|j| ((i * 7919 + j * 104_729) % 1000) as f32 / 100.0).collect(),
+                metadata: None,
+                partition: Some(format!("p{}/x", i % parts)),
+            })
+            .collect();
+        let staged = index.stage(&items);
+        index.add_staged(&staged, 0..staged.len()).unwrap();
+        index.publish(staged, &items, true);
+        index
+    }
+
+    #[test]
+    fn a_filter_over_many_records_searches_the_graph_and_never_leaves_the_filter() {
+        let index = index(3 * (FILTER_EXACT_MAX + 500), 3);
+        let filter = Filter::parse("p1/x").unwrap();
+        assert!(index.members_of(&filter).len() > FILTER_EXACT_MAX, "the graph path");
+        let queries: Vec<f32> = (0..20 * 8).map(|i| ((i * 31) % 1000) as f32 / 100.0).collect();
+        for hits in index.search_filtered(&queries, 10, &filter).unwrap() {
+            assert_eq!(hits.len(), 10);
+            assert!(hits.iter().all(|h| h.partition.as_deref() == Some("p1/x")), "{hits:?}");
+        }
+        let prefix = Filter::parse("p2/").unwrap();
+        for hits in index.search_filtered(&queries, 10, &prefix).unwrap() {
+            assert!(hits.len() == 10 && hits.iter().all(|h| h.partition.as_deref() == Some("p2/x")));
+        }
+    }
+
+    #[test]
+    fn a_move_applies_only_from_the_partition_it_was_planned_from() {
+        let mut index = index(10, 2);
+        assert!(!index.move_record("v1", "p0/x", "q"), "v1 is in p1/x");
+        assert!(index.move_record("v1", "p1/x", "q"));
+        assert!(!index.move_record("gone", "", "q"));
+        assert_eq!(index.partition_counts(), [("p0/x".into(), 5), ("p1/x".into(), 4), ("q".into(), 1)]);
+        let hits = index.search_filtered(&[0.0; 8], 10, &Filter::parse("q").unwrap()).unwrap();
+        assert_eq!(hits[0].len(), 1);
     }
 }

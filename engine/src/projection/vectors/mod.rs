@@ -199,7 +199,21 @@ impl Projection for VectorProjection {
                 outcome.rejected = u64::from(!rolled);
                 self.check_rebuild(&rolled_back.index, &handle);
             }
-            // Trial, bucket and partition events belong to other projections.
+            // A migration batch's moves change records' paths; a move whose record is
+            // gone or was put elsewhere since it was planned is skipped (counted).
+            EventBody::MigrationBatch(batch) => {
+                let Some(handle) = self.catalog.get(&batch.index) else {
+                    outcome.rejected = batch.moves.len() as u64;
+                    return Ok(outcome);
+                };
+                let mut index = handle.write();
+                for m in &batch.moves {
+                    if !index.move_record(&m.id, &m.from, &m.to) {
+                        outcome.rejected += 1;
+                    }
+                }
+            }
+            // Trial, bucket and scheme events belong to other projections.
             _ => {}
         }
         Ok(outcome)

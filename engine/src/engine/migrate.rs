@@ -1,0 +1,417 @@
+//! Partition schemes on the engine: setting the first one, resolving upserts, filtered
+//! search, and resumable migrations to a new scheme.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Engine;
+use crate::error::Error;
+use crate::event::{
+    EventBody, MigrationBatch, MigrationBegun, MigrationCleared, MigrationEnded, MigrationError, RecordMove,
+    SchemeSet, VectorItem,
+};
+use crate::partition::{Filter, Template};
+use crate::projection::partitions::IndexPartitions;
+use crate::projection::vectors::Hit;
+use crate::sync::{lock, read, write};
+use crate::trials::{OnProgress, Progress};
+use crate::validate::{self, InvalidInput};
+
+/// Records per migration batch unless the caller says otherwise.
+pub const BATCH_SIZE_DEFAULT: usize = 64;
+/// Most records per migration batch (one event each).
+pub const BATCH_SIZE_MAX: usize = 4096;
+
+/// How [`Engine::migrate_scheme`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MigrateOptions {
+    /// Plan only: list the moves, append nothing.
+    pub dry_run: bool,
+    /// Records per batch event (1 to [`BATCH_SIZE_MAX`]).
+    pub batch_size: usize,
+    /// Take a snapshot before the first batch (its sequence number is reported).
+    pub take_snapshot_first: bool,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self { dry_run: false, batch_size: BATCH_SIZE_DEFAULT, take_snapshot_first: true }
+    }
+}
+
+/// One move of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedMove {
+    /// Record id.
+    pub id: String,
+    /// Its path now (`None`: no partition).
+    pub from: Option<String>,
+    /// Its path under the new template.
+    pub to: String,
+}
+
+/// What a migration did (or, for a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The migration's id (empty for a dry run).
+    pub migration_id: String,
+    /// The template records moved to.
+    pub template: String,
+    /// Nothing was appended.
+    pub dry_run: bool,
+    /// This call continued an unfinished migration.
+    pub resumed: bool,
+    /// Records moved (over the whole migration, resumed runs included).
+    pub moved: u64,
+    /// Records whose path did not change.
+    pub skipped: u64,
+    /// Records that could not be resolved, left where they are.
+    pub error_count: u64,
+    /// The first 32 of them.
+    pub errors: Vec<MigrationError>,
+    /// The snapshot taken first (0: none).
+    pub snapshot_seq: u64,
+    /// The scheme version in force afterwards.
+    pub version: u64,
+    /// How long this call took.
+    pub duration: Duration,
+    /// For a dry run: every move, by id.
+    pub plan: Vec<PlannedMove>,
+}
+
+fn conflict(index: &str, reason: String) -> Error {
+    Error::SchemeConflict { index: index.to_owned(), reason }
+}
+
+/// Give every item its partition under `template`, or refuse the batch naming the item:
+/// a record whose metadata lacks a field, or whose explicit partition disagrees.
+pub(crate) fn resolve_items(template: &Template, items: &mut [VectorItem]) -> Result<(), Error> {
+    for (i, item) in items.iter_mut().enumerate() {
+        let path = template.resolve(item.metadata.as_deref()).map_err(|reason| InvalidInput {
+            field: format!("items[{i}].metadata"),
+            reason: format!("partition template {}: {reason}", template.as_str()),
+        })?;
+        match &item.partition {
+            Some(given) if *given != path => {
+                return Err(InvalidInput {
+                    field: format!("items[{i}].partition"),
+                    reason: format!("is {given:?}, but the scheme {} gives {path:?}", template.as_str()),
+                }
+                .into());
+            }
+            _ => item.partition = Some(path),
+        }
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Give `index` its first partition scheme (version 1). Records already in it keep
+    /// their paths (migrate to move them); new ones resolve under it.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad template; [`Error::IndexNotFound`];
+    /// [`Error::SchemeConflict`] if it has a scheme or a migration already.
+    pub fn set_scheme(&self, actor: &str, index: &str, template: &str) -> Result<u64, Error> {
+        validate::actor(actor)?;
+        let parsed = Arc::new(Template::parse(template)?);
+        let _one = lock(&self.migrating);
+        let seq = {
+            let mut schema = write(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let state = self.partitions.get(index);
+            if let Some(scheme) = &state.scheme {
+                let (t, v) = (&scheme.template, scheme.version);
+                return Err(conflict(
+                    index,
+                    format!("has the scheme {t:?} (version {v}); migrate to change it"),
+                ));
+            }
+            if state.running.is_some() || state.finished.is_some() {
+                return Err(conflict(index, "has a migration; migrate or clear it".into()));
+            }
+            let body =
+                EventBody::SchemeSet(SchemeSet { index: index.to_owned(), template: template.to_owned() });
+            let seq = self.append(actor, body)?;
+            schema.set_template(index, Some(parsed));
+            seq
+        };
+        self.wait_applied(seq)?;
+        Ok(seq)
+    }
+
+    /// The partition state of `index` (scheme, running and finished migration) and its
+    /// live records per partition path.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`].
+    pub fn partitions(&self, index: &str) -> Result<(IndexPartitions, Vec<(String, u64)>), Error> {
+        let handle = self.index(index)?;
+        let counts = handle.read().partition_counts();
+        Ok((self.partitions.get(index), counts))
+    }
+
+    /// [`Engine::search_batch`] within the partitions `partition` selects: an exact
+    /// path, or a prefix ending in `/`. Only records in it are returned, `k` of them
+    /// when it holds `k`.
+    ///
+    /// # Errors
+    /// As [`Engine::search_batch`]; [`Error::Invalid`] for an empty filter.
+    pub fn search_in(
+        &self,
+        index: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+        partition: &str,
+    ) -> Result<Vec<Vec<Hit>>, Error> {
+        let filter = Filter::parse(partition)?;
+        let handle = self.index(index)?;
+        let index = handle.read();
+        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
+        Ok(index.search_filtered(&vectors.concat(), k, &filter)?)
+    }
+
+    /// Clear the record of the finished migration of `index` (logged), so another may
+    /// start.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`]; [`Error::SchemeConflict`] if none is finished.
+    pub fn clear_migration(&self, actor: &str, index: &str) -> Result<u64, Error> {
+        validate::actor(actor)?;
+        let _one = lock(&self.migrating);
+        let seq = {
+            let schema = read(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let Some(finished) = self.partitions.get(index).finished else {
+                return Err(conflict(index, "has no finished migration to clear".into()));
+            };
+            let body = EventBody::MigrationCleared(MigrationCleared {
+                index: index.to_owned(),
+                migration_id: finished.migration_id,
+            });
+            self.append(actor, body)?
+        };
+        self.wait_applied(seq)?;
+        Ok(seq)
+    }
+
+    /// Move every live record of `index` to the partition `template` gives it: walked by
+    /// id, in batch events that carry their moves and the cursor, so a migration that
+    /// stops (a crash) resumes after its last batch when called again with the same
+    /// template. Records upserted meanwhile resolve under `template` already. A finished
+    /// migration makes `template` the scheme (version + 1).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (template, batch size); [`Error::IndexNotFound`];
+    /// [`Error::SchemeConflict`]: another template's migration is unfinished, a finished
+    /// one is not cleared, or `template` is the scheme already.
+    pub fn migrate_scheme(
+        &self,
+        actor: &str,
+        index: &str,
+        template: &str,
+        options: MigrateOptions,
+        progress: OnProgress<'_>,
+    ) -> Result<MigrationReport, Error> {
+        validate::actor(actor)?;
+        let parsed = Arc::new(Template::parse(template)?);
+        if !(1..=BATCH_SIZE_MAX).contains(&options.batch_size) {
+            let reason = format!("must be 1 to {BATCH_SIZE_MAX}, got {}", options.batch_size);
+            return Err(InvalidInput { field: "batch_size".into(), reason }.into());
+        }
+        let started = Instant::now();
+        if options.dry_run {
+            return self.plan_migration(index, &parsed, started);
+        }
+        let _one = lock(&self.migrating);
+        let state = self.partitions.get(index);
+        self.index(index)?;
+        let (migration_id, resumed) = match (&state.running, &state.finished) {
+            (Some(running), _) if running.template == template => (running.migration_id.clone(), true),
+            (Some(running), _) => {
+                let (id, t) = (&running.migration_id, &running.template);
+                return Err(conflict(
+                    index,
+                    format!("migration {id} to {t:?} is unfinished; resume it first"),
+                ));
+            }
+            (None, Some(finished)) => {
+                let id = &finished.migration_id;
+                return Err(conflict(
+                    index,
+                    format!("migration {id} finished; clear it (DELETE .../migration) first"),
+                ));
+            }
+            (None, None) if state.scheme.as_ref().is_some_and(|s| s.template == template) => {
+                return Err(conflict(index, format!("{template:?} is the scheme already")));
+            }
+            (None, None) => (self.begin_migration(actor, index, template, &parsed, options)?, false),
+        };
+        let cursor = self.partitions.get(index).running.map(|m| m.cursor).unwrap_or_default();
+        let ids = self.index(index)?.read().ids_after(&cursor);
+        let total = ids.len() as u64;
+        for (n, chunk) in ids.chunks(options.batch_size).enumerate() {
+            self.migrate_batch(actor, index, &migration_id, &parsed, chunk)?;
+            let done = ((n + 1) * options.batch_size).min(ids.len()) as u64;
+            progress(Progress { stage: "moving", done, total });
+        }
+        let seq = {
+            let mut schema = write(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let body = EventBody::MigrationEnded(MigrationEnded { index: index.to_owned(), migration_id });
+            let seq = self.append(actor, body)?;
+            schema.set_template(index, Some(parsed));
+            seq
+        };
+        self.wait_applied(seq)?;
+        let after = self.partitions.get(index);
+        let finished = after.finished.ok_or_else(|| conflict(index, "the migration did not end".into()))?;
+        Ok(MigrationReport {
+            migration_id: finished.migration_id,
+            template: finished.template,
+            dry_run: false,
+            resumed,
+            moved: finished.moved,
+            skipped: finished.skipped,
+            error_count: finished.error_count,
+            errors: finished.errors,
+            snapshot_seq: finished.snapshot_seq,
+            version: after.scheme.map_or(0, |s| s.version),
+            duration: started.elapsed(),
+            plan: Vec::new(),
+        })
+    }
+
+    /// Take the snapshot (if asked) and append `MigrationBegun`; from then on upserts
+    /// resolve under the new template. Returns the migration's id.
+    fn begin_migration(
+        &self,
+        actor: &str,
+        index: &str,
+        template: &str,
+        parsed: &Arc<Template>,
+        options: MigrateOptions,
+    ) -> Result<String, Error> {
+        let snapshot_seq = if options.take_snapshot_first {
+            crate::snapshot::block_on(self.snapshot(actor))??.seq
+        } else {
+            0
+        };
+        let seq = {
+            let mut schema = write(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let migration_id = format!("m{}", self.log.last_seq() + 1);
+            let body = EventBody::MigrationBegun(MigrationBegun {
+                index: index.to_owned(),
+                migration_id,
+                template: template.to_owned(),
+                snapshot_seq,
+            });
+            let seq = self.append(actor, body)?;
+            schema.set_template(index, Some(Arc::clone(parsed)));
+            seq
+        };
+        self.wait_applied(seq)?;
+        self.partitions
+            .get(index)
+            .running
+            .map(|m| m.migration_id)
+            .ok_or_else(|| conflict(index, "the migration did not begin".into()))
+    }
+
+    /// Plan and append one batch over `ids` (sorted), read as they are now.
+    fn migrate_batch(
+        &self,
+        actor: &str,
+        index: &str,
+        migration_id: &str,
+        template: &Template,
+        ids: &[String],
+    ) -> Result<(), Error> {
+        let Some(cursor) = ids.last().cloned() else { return Ok(()) };
+        let now = self.index(index)?.read().lookup(ids);
+        let (mut moves, mut errors, mut skipped) = (Vec::new(), Vec::new(), 0u64);
+        for (id, record) in ids.iter().zip(now) {
+            // Deleted since the walk began: nothing to move.
+            let Some((metadata, partition)) = record else {
+                skipped += 1;
+                continue;
+            };
+            match template.resolve(metadata.as_deref()) {
+                Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
+                Ok(to) => moves.push(RecordMove { id: id.clone(), from: partition.unwrap_or_default(), to }),
+                Err(reason) => errors.push(MigrationError { id: id.clone(), reason }),
+            }
+        }
+        if let Some(hook) = &self.config.hooks.before_migration_batch {
+            let planned: Vec<String> = moves.iter().map(|m| m.id.clone()).collect();
+            hook(index, &planned);
+        }
+        let seq = {
+            let schema = read(self.writable_schema()?);
+            if schema.get(index).is_none() {
+                return Err(Error::IndexNotFound { name: index.to_owned() });
+            }
+            let body = EventBody::MigrationBatch(MigrationBatch {
+                index: index.to_owned(),
+                migration_id: migration_id.to_owned(),
+                moves,
+                skipped,
+                errors,
+                cursor,
+            });
+            self.append(actor, body)?
+        };
+        self.wait_applied(seq)
+    }
+
+    fn plan_migration(
+        &self,
+        index: &str,
+        template: &Template,
+        started: Instant,
+    ) -> Result<MigrationReport, Error> {
+        let handle = self.index(index)?;
+        let (mut plan, mut errors, mut skipped, mut error_count) = (Vec::new(), Vec::new(), 0, 0);
+        {
+            let index = handle.read();
+            let ids = index.ids_after("");
+            for (id, record) in ids.iter().zip(index.lookup(&ids)) {
+                let Some((metadata, partition)) = record else { continue };
+                match template.resolve(metadata.as_deref()) {
+                    Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
+                    Ok(to) => plan.push(PlannedMove { id: id.clone(), from: partition, to }),
+                    Err(reason) => {
+                        error_count += 1;
+                        if errors.len() < crate::projection::partitions::MIGRATION_ERRORS_KEPT {
+                            errors.push(MigrationError { id: id.clone(), reason });
+                        }
+                    }
+                }
+            }
+        }
+        let state = self.partitions.get(index);
+        Ok(MigrationReport {
+            migration_id: String::new(),
+            template: template.as_str().to_owned(),
+            dry_run: true,
+            resumed: false,
+            moved: plan.len() as u64,
+            skipped,
+            error_count,
+            errors,
+            snapshot_seq: 0,
+            version: state.scheme.map_or(0, |s| s.version),
+            duration: started.elapsed(),
+            plan,
+        })
+    }
+}
