@@ -29,6 +29,31 @@ enum Command {
         #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
         buckets_config: Option<PathBuf>,
     },
+    /// Migrate an index of a running server to a new partition scheme, with a progress
+    /// bar; prints the report as JSON.
+    Migrate {
+        /// The server's base URL.
+        #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
+        server: String,
+        /// The index.
+        #[arg(long)]
+        index: String,
+        /// The new partition template, e.g. `tenant={tenant}/year={year}`.
+        #[arg(long)]
+        template: String,
+        /// Plan only: list the moves, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Records per batch event (default 64).
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Do not take a snapshot first.
+        #[arg(long)]
+        no_snapshot: bool,
+        /// The actor recorded in the log.
+        #[arg(long, default_value = "annal-cli")]
+        actor: String,
+    },
     /// Print events of the log as JSON lines (the audit trail).
     Events {
         /// Data directory.
@@ -57,6 +82,17 @@ fn main() -> ExitCode {
         Command::Serve(args) => http::serve(args),
         Command::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         Command::Events { data, from, limit } => tools::events(&data, from, limit),
+        Command::Migrate { server, index, template, dry_run, batch_size, no_snapshot, actor } => {
+            tools::migrate(&tools::MigrateArgs {
+                server: &server,
+                index: &index,
+                template: &template,
+                dry_run,
+                batch_size,
+                no_snapshot,
+                actor: &actor,
+            })
+        }
     };
     match result {
         Ok(code) => code,

@@ -187,7 +187,9 @@ impl From<Error> for ApiError {
         match &error {
             Error::Invalid(e) => Self::bad_request(e.to_string()),
             Error::IndexNotFound { .. } | Error::EvalNotFound { .. } => Self::not_found(error.to_string()),
-            Error::IndexExists { .. } | Error::NothingPromoted { .. } => Self::conflict(error.to_string()),
+            Error::IndexExists { .. } | Error::NothingPromoted { .. } | Error::SchemeConflict { .. } => {
+                Self::conflict(error.to_string())
+            }
             Error::Log(LogError::CommitFailed(_)) => Self::outcome_unknown(&error),
             // The write is durable whatever stopped its apply (a timeout, a close, a
             // projector fault): it is in the log and is applied at the latest on reopen.

@@ -8,6 +8,7 @@ mod jobs;
 mod json;
 mod limits;
 mod metrics;
+mod partitions;
 mod promotions;
 mod routes;
 mod storage;
@@ -77,6 +78,13 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}/trials/best", get(tuning::best_trial))
         .route("/vectors/index/{name}/autotune", post(tuning::autotune))
         .route("/jobs/{id}", get(jobs::get))
+        .route("/vectors/index/{name}/scheme", post(partitions::set_scheme))
+        .route("/vectors/index/{name}/migrate", post(partitions::migrate))
+        .route(
+            "/vectors/index/{name}/migration",
+            get(partitions::migration).delete(partitions::clear_migration),
+        )
+        .route("/vectors/index/{name}/partitions", get(partitions::partitions))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))

@@ -252,6 +252,8 @@ pub async fn delete(
 struct Search {
     vector: Vec<f32>,
     k: Option<usize>,
+    /// Only records in these partitions: an exact path, or a prefix ending in `/`.
+    partition: Option<String>,
 }
 
 /// One hit; metadata goes out as the stored JSON text, not re-parsed.
@@ -278,12 +280,17 @@ pub async fn search(
     body: ApiJson,
 ) -> Result<Response, ApiError> {
     let as_of = as_of(q)?;
-    let Search { vector, k } = body.parse()?;
+    let Search { vector, k, partition } = body.parse()?;
     let engine = state.engine;
     let k = k.unwrap_or(SEARCH_K_DEFAULT);
-    let hits = blocking(move || match as_of {
-        Some(seq) => Ok(engine.view_at(seq)?.search_batch(&name, vec![vector], k)?.pop().unwrap_or_default()),
-        None => engine.search(&name, vector, k),
+    let hits = blocking(move || {
+        let mut results = match (as_of, partition) {
+            (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, vec![vector], k, &p)?,
+            (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, vec![vector], k)?,
+            (None, Some(p)) => engine.search_in(&name, vec![vector], k, &p)?,
+            (None, None) => engine.search_batch(&name, vec![vector], k)?,
+        };
+        Ok(results.pop().unwrap_or_default())
     })
     .await?;
     let results = hits
