@@ -434,8 +434,8 @@ impl VectorIndex {
         if want == 0 {
             return Ok(vec![Vec::new(); nq]);
         }
-        members.sort_unstable();
         if members.len() <= FILTER_EXACT_MAX {
+            members.sort_unstable();
             let query_refs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
             return self.exact_among(&query_refs, want, &members);
         }
@@ -464,6 +464,7 @@ impl VectorIndex {
             out.push(hits);
         }
         if !short.is_empty() {
+            members.sort_unstable();
             let refs: Vec<&[f32]> = short.iter().map(|(_, query)| *query).collect();
             let exact = self.exact_among(&refs, want, &members)?;
             for ((q, _), hits) in short.into_iter().zip(exact) {

@@ -14,8 +14,8 @@ pub use error::HnswError;
 pub(crate) use hnsw::Hnsw;
 pub(crate) use index::{norm, VectorIndex};
 pub use index::{
-    GraphWork, GraphWorkReport, Hit, IndexParams, Record, COPY_CHUNK_BYTES, PROMOTIONS_MAX, REBUILD_DEAD_MIN,
-    REBUILD_DEAD_SHARE,
+    GraphWork, GraphWorkReport, Hit, IndexParams, Record, COPY_CHUNK_BYTES, FILTER_EXACT_MAX, PROMOTIONS_MAX,
+    REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
 };
 pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
