@@ -186,8 +186,11 @@ pub struct Engine {
     promotions: Arc<PromotionState>,
     trials: Arc<TrialState>,
     partitions: Arc<PartitionState>,
-    /// One scheme change (set or migration step) at a time.
-    migrating: std::sync::Mutex<()>,
+    /// Indexes whose scheme is being changed (set, migrated, cleared) by a call now:
+    /// one such call per index at a time.
+    migrating: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Next schema generation (see `SchemaEntry::generation`).
+    generations: std::sync::atomic::AtomicU64,
     /// Evaluation set and trial ids are assigned and appended one at a time.
     trialing: std::sync::Mutex<()>,
     /// Promotions and rollbacks one at a time, each validated against the state its
@@ -296,7 +299,8 @@ impl Engine {
             promotions,
             trials,
             partitions,
-            migrating: std::sync::Mutex::new(()),
+            migrating: std::sync::Mutex::default(),
+            generations: std::sync::atomic::AtomicU64::new(1),
             trialing: std::sync::Mutex::new(()),
             promoting: std::sync::Mutex::new(()),
             storage,
@@ -362,15 +366,21 @@ impl Engine {
                 .map(|(name, handle)| {
                     let index = handle.read();
                     // Templates in the log were parsed when they were set.
-                    let template = self
-                        .partitions
-                        .template_for_writes(&name)
-                        .and_then(|t| crate::partition::Template::parse(&t).ok())
-                        .map(Arc::new);
+                    let template = self.partitions.template_for_writes(&name).and_then(|t| {
+                        match crate::partition::Template::parse(&t) {
+                            Ok(parsed) => Some(Arc::new(parsed)),
+                            Err(error) => {
+                                tracing::error!(index = %name, template = %t, %error, "stored partition template does not parse; upserts are not resolved");
+                                None
+                            }
+                        }
+                    });
+                    let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let entry = SchemaEntry {
                         dimension: index.params.dimension,
                         metric: index.params.metric,
                         template,
+                        generation,
                     };
                     (name, entry)
                 })
@@ -420,7 +430,8 @@ impl Engine {
             let body =
                 EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
             let seq = self.append(actor, body)?;
-            schema.insert(name, SchemaEntry { dimension, metric, template: None });
+            let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            schema.insert(name, SchemaEntry { dimension, metric, template: None, generation });
             seq
         };
         self.wait_applied(seq)?;

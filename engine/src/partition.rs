@@ -67,6 +67,15 @@ impl Template {
         if !pieces.iter().any(|p| matches!(p, Piece::Field(_))) {
             return Err(invalid("template", format!("{source:?} has no {{field}}")));
         }
+        // Two fields side by side would let different values give one path.
+        if pieces.windows(2).any(|w| matches!(w, [Piece::Field(_), Piece::Field(_)])) {
+            return Err(invalid("template", format!("{source:?} has two fields with nothing between them")));
+        }
+        // Levels are non-empty: no leading or trailing '/', no "//" (a trailing '/'
+        // would also make every path a prefix filter, never an exact one).
+        if source.starts_with('/') || source.ends_with('/') || source.contains("//") {
+            return Err(invalid("template", format!("{source:?} has an empty level")));
+        }
         Ok(Self { source: source.to_owned(), pieces })
     }
 
@@ -109,6 +118,12 @@ impl Template {
                     }
                     out.push_str(&text);
                 }
+            }
+            if out.len() > crate::limits::TEXT_BYTES_MAX {
+                return Err(format!(
+                    "the partition path is longer than {} bytes",
+                    crate::limits::TEXT_BYTES_MAX
+                ));
             }
         }
         Ok(out)
@@ -160,11 +175,16 @@ mod tests {
         assert!(t.resolve(None).unwrap_err().contains("`tenant`"));
         assert!(t.resolve(Some(r#"{"tenant": "a/b", "year": 1}"#)).is_err(), "a value cannot add a level");
         assert!(t.resolve(Some(r#"{"tenant": ["x"], "year": 1}"#)).is_err());
+        let long = format!(r#"{{"tenant": "{}", "year": 1}}"#, "x".repeat(20_000));
+        assert!(t.resolve(Some(&long)).unwrap_err().contains("longer"), "a path is bounded");
     }
 
     #[test]
     fn bad_templates_are_refused_naming_the_problem() {
-        for bad in ["", "tenant", "tenant={", "tenant=}", "t={}", "t={a b}", "t={a}{"] {
+        for bad in [
+            "", "tenant", "tenant={", "tenant=}", "t={}", "t={a b}", "t={a}{", "{a}{b}", "{a}/", "/{a}",
+            "a//{b}",
+        ] {
             assert_eq!(Template::parse(bad).unwrap_err().field, "template", "{bad:?}");
         }
     }

@@ -24,6 +24,9 @@ pub(crate) struct SchemaEntry {
     /// The partition template new records resolve under (a running migration's, else
     /// the scheme's), if the index has a scheme.
     pub(crate) template: Option<Arc<Template>>,
+    /// Which incarnation of the name this is: a drop and a create of the same name
+    /// give a new one (process-local; a migration checks it did not change).
+    pub(crate) generation: u64,
 }
 
 /// Every index of the log, by name.

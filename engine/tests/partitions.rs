@@ -393,3 +393,39 @@ async fn a_restore_from_a_mid_migration_snapshot_then_resume_ends_as_an_uninterr
     assert_eq!(paths(&engine), expected);
     assert!(moves_per_record(&engine).values().all(|&times| times == 1));
 }
+
+#[test]
+fn an_upsert_that_puts_a_record_back_on_its_planned_path_still_wins_over_the_move() {
+    let dir = tempfile::tempdir().unwrap();
+    let slot: Arc<std::sync::OnceLock<std::sync::Weak<Engine>>> = Arc::default();
+    let hook_slot = Arc::clone(&slot);
+    let once = std::sync::atomic::AtomicBool::new(true);
+    let item = |metadata: &str, partition: Option<&str>| VectorItem {
+        id: "x".into(),
+        vector: vec![1.0, 0.0],
+        metadata: Some(metadata.into()),
+        partition: partition.map(str::to_owned),
+    };
+    let back = item(r#"{"tenant": "acme"}"#, None);
+    let hooks = annal_engine::Hooks {
+        before_migration_batch: Some(Arc::new(move |_index: &str, planned: &[String]| {
+            if planned.iter().any(|id| id == "x") && once.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                let engine = hook_slot.get().and_then(std::sync::Weak::upgrade).expect("engine");
+                // Resolves under the new template to the very path the move comes from.
+                engine.upsert("t", "docs", vec![back.clone()]).unwrap();
+            }
+        })),
+        ..annal_engine::Hooks::default()
+    };
+    let engine = Arc::new(Engine::open(dir.path(), EngineConfig { hooks, ..no_snapshots() }).unwrap());
+    slot.set(Arc::downgrade(&engine)).unwrap();
+    engine.create_index("t", "docs", 2, Metric::L2, HnswConfig::default()).unwrap();
+    // No scheme yet: an explicit path that its metadata disagrees with.
+    engine.upsert("t", "docs", vec![item(r#"{"tenant": "globex"}"#, Some("tenant=acme"))]).unwrap();
+    let options = MigrateOptions { take_snapshot_first: false, ..MigrateOptions::default() };
+    engine.migrate_scheme("t", "docs", "tenant={tenant}", options, &quiet).unwrap();
+    // The planned move (tenant=acme -> tenant=globex) was for the old metadata.
+    assert_eq!(paths(&engine)["x"].as_deref(), Some("tenant=acme"));
+    let hits = engine.search_in("docs", vec![vec![1.0, 0.0]], 1, "tenant=acme").unwrap();
+    assert_eq!(hits[0].len(), 1, "the record is where its metadata says");
+}

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use super::Engine;
 use crate::error::Error;
 use crate::event::{
-    EventBody, MigrationBatch, MigrationBegun, MigrationCleared, MigrationEnded, MigrationError, RecordMove,
-    SchemeSet, VectorItem,
+    EventBody, MigrationBatch, MigrationBegun, MigrationCleared, MigrationEnded, MigrationError,
+    MigrationMove, SchemeSet, VectorItem,
 };
 use crate::partition::{Filter, Template};
 use crate::projection::partitions::IndexPartitions;
@@ -83,6 +83,51 @@ fn conflict(index: &str, reason: String) -> Error {
     Error::SchemeConflict { index: index.to_owned(), reason }
 }
 
+/// Frame bytes after which a migration batch is cut short of its record count (an
+/// event must stay well under the event size limit).
+pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The claim of one index's scheme changes, released on drop.
+struct Slot<'a> {
+    engine: &'a Engine,
+    index: String,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        lock(&self.engine.migrating).remove(&self.index);
+    }
+}
+
+impl Engine {
+    /// Claim `index` for a scheme change, and wait until every event appended so far is
+    /// applied, so the partition state read next is the log's (an earlier call may have
+    /// given up waiting for its own event).
+    fn claim(&self, index: &str) -> Result<Slot<'_>, Error> {
+        if !lock(&self.migrating).insert(index.to_owned()) {
+            return Err(conflict(index, "another scheme change of this index is running".into()));
+        }
+        let slot = Slot { engine: self, index: index.to_owned() };
+        self.wait_applied(self.log.last_seq())?;
+        Ok(slot)
+    }
+
+    /// The schema generation of `index` now.
+    fn generation(&self, index: &str) -> Result<u64, Error> {
+        let schema = read(self.writable_schema()?);
+        schema.get(index).map(|e| e.generation).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })
+    }
+}
+
+/// Whether `index` is still the incarnation `generation` (not dropped and re-created).
+fn same_index(schema: &crate::schema::Schema, index: &str, generation: u64) -> Result<(), Error> {
+    match schema.get(index) {
+        Some(entry) if entry.generation == generation => Ok(()),
+        Some(_) => Err(conflict(index, "was dropped and created again during the migration".into())),
+        None => Err(Error::IndexNotFound { name: index.to_owned() }),
+    }
+}
+
 /// Give every item its partition under `template`, or refuse the batch naming the item:
 /// a record whose metadata lacks a field, or whose explicit partition disagrees.
 pub(crate) fn resolve_items(template: &Template, items: &mut [VectorItem]) -> Result<(), Error> {
@@ -115,7 +160,8 @@ impl Engine {
     pub fn set_scheme(&self, actor: &str, index: &str, template: &str) -> Result<u64, Error> {
         validate::actor(actor)?;
         let parsed = Arc::new(Template::parse(template)?);
-        let _one = lock(&self.migrating);
+        self.index(index)?;
+        let _slot = self.claim(index)?;
         let seq = {
             let mut schema = write(self.writable_schema()?);
             if schema.get(index).is_none() {
@@ -180,7 +226,8 @@ impl Engine {
     /// [`Error::IndexNotFound`]; [`Error::SchemeConflict`] if none is finished.
     pub fn clear_migration(&self, actor: &str, index: &str) -> Result<u64, Error> {
         validate::actor(actor)?;
-        let _one = lock(&self.migrating);
+        self.index(index)?;
+        let _slot = self.claim(index)?;
         let seq = {
             let schema = read(self.writable_schema()?);
             if schema.get(index).is_none() {
@@ -227,9 +274,10 @@ impl Engine {
         if options.dry_run {
             return self.plan_migration(index, &parsed, started);
         }
-        let _one = lock(&self.migrating);
-        let state = self.partitions.get(index);
         self.index(index)?;
+        let _slot = self.claim(index)?;
+        let generation = self.generation(index)?;
+        let state = self.partitions.get(index);
         let (migration_id, resumed) = match (&state.running, &state.finished) {
             (Some(running), _) if running.template == template => (running.migration_id.clone(), true),
             (Some(running), _) => {
@@ -249,21 +297,24 @@ impl Engine {
             (None, None) if state.scheme.as_ref().is_some_and(|s| s.template == template) => {
                 return Err(conflict(index, format!("{template:?} is the scheme already")));
             }
-            (None, None) => (self.begin_migration(actor, index, template, &parsed, options)?, false),
+            (None, None) => {
+                (self.begin_migration(actor, index, template, &parsed, options, generation)?, false)
+            }
         };
         let cursor = self.partitions.get(index).running.map(|m| m.cursor).unwrap_or_default();
-        let ids = self.index(index)?.read().ids_after(&cursor);
+        // Copied under the lock, sorted outside it.
+        let mut ids = self.index(index)?.read().ids_after(&cursor);
+        ids.sort_unstable();
         let total = ids.len() as u64;
-        for (n, chunk) in ids.chunks(options.batch_size).enumerate() {
-            self.migrate_batch(actor, index, &migration_id, &parsed, chunk)?;
-            let done = ((n + 1) * options.batch_size).min(ids.len()) as u64;
-            progress(Progress { stage: "moving", done, total });
+        let mut done = 0usize;
+        while done < ids.len() {
+            let end = (done + options.batch_size).min(ids.len());
+            done += self.migrate_batch(actor, index, &migration_id, &parsed, &ids[done..end], generation)?;
+            progress(Progress { stage: "moving", done: done as u64, total });
         }
         let seq = {
             let mut schema = write(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
+            same_index(&schema, index, generation)?;
             let body = EventBody::MigrationEnded(MigrationEnded { index: index.to_owned(), migration_id });
             let seq = self.append(actor, body)?;
             schema.set_template(index, Some(parsed));
@@ -297,21 +348,20 @@ impl Engine {
         template: &str,
         parsed: &Arc<Template>,
         options: MigrateOptions,
+        generation: u64,
     ) -> Result<String, Error> {
         let snapshot_seq = if options.take_snapshot_first {
             crate::snapshot::block_on(self.snapshot(actor))??.seq
         } else {
             0
         };
+        let migration_id = format!("m{}", self.log.last_seq() + 1);
         let seq = {
             let mut schema = write(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
-            let migration_id = format!("m{}", self.log.last_seq() + 1);
+            same_index(&schema, index, generation)?;
             let body = EventBody::MigrationBegun(MigrationBegun {
                 index: index.to_owned(),
-                migration_id,
+                migration_id: migration_id.clone(),
                 template: template.to_owned(),
                 snapshot_seq,
             });
@@ -320,26 +370,32 @@ impl Engine {
             seq
         };
         self.wait_applied(seq)?;
-        self.partitions
-            .get(index)
-            .running
-            .map(|m| m.migration_id)
-            .ok_or_else(|| conflict(index, "the migration did not begin".into()))
+        match self.partitions.get(index).running {
+            Some(m) if m.migration_id == migration_id => Ok(migration_id),
+            _ => Err(conflict(index, format!("migration {migration_id} did not begin"))),
+        }
     }
 
-    /// Plan and append one batch over `ids` (sorted), read as they are now.
+    /// Plan and append one batch over a prefix of `ids` (sorted), read as they are now:
+    /// all of them, or fewer if their moves reach [`BATCH_BYTES_MAX`]. Returns how
+    /// many it handled.
     fn migrate_batch(
         &self,
         actor: &str,
         index: &str,
         migration_id: &str,
         template: &Template,
-        ids: &[String],
-    ) -> Result<(), Error> {
-        let Some(cursor) = ids.last().cloned() else { return Ok(()) };
+        ids: &[Arc<str>],
+        generation: u64,
+    ) -> Result<usize, Error> {
         let now = self.index(index)?.read().lookup(ids);
-        let (mut moves, mut errors, mut skipped) = (Vec::new(), Vec::new(), 0u64);
+        let (mut moves, mut errors, mut skipped, mut bytes, mut handled) =
+            (Vec::new(), Vec::new(), 0u64, 0usize, 0usize);
         for (id, record) in ids.iter().zip(now) {
+            if bytes >= BATCH_BYTES_MAX {
+                break;
+            }
+            handled += 1;
             // Deleted since the walk began: nothing to move.
             let Some((metadata, partition)) = record else {
                 skipped += 1;
@@ -347,19 +403,26 @@ impl Engine {
             };
             match template.resolve(metadata.as_deref()) {
                 Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
-                Ok(to) => moves.push(RecordMove { id: id.clone(), from: partition.unwrap_or_default(), to }),
-                Err(reason) => errors.push(MigrationError { id: id.clone(), reason }),
+                Ok(to) => {
+                    let from = partition.as_deref().unwrap_or_default().to_owned();
+                    bytes += id.len() + from.len() + to.len() + 32;
+                    let metadata_crc32 = crate::projection::vectors::metadata_crc(metadata.as_deref());
+                    moves.push(MigrationMove { id: id.to_string(), from, to, metadata_crc32 });
+                }
+                Err(reason) => {
+                    bytes += id.len() + reason.len() + 16;
+                    errors.push(MigrationError { id: id.to_string(), reason });
+                }
             }
         }
+        let Some(cursor) = ids.get(handled.saturating_sub(1)).map(|id| id.to_string()) else { return Ok(0) };
         if let Some(hook) = &self.config.hooks.before_migration_batch {
             let planned: Vec<String> = moves.iter().map(|m| m.id.clone()).collect();
             hook(index, &planned);
         }
         let seq = {
             let schema = read(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
+            same_index(&schema, index, generation)?;
             let body = EventBody::MigrationBatch(MigrationBatch {
                 index: index.to_owned(),
                 migration_id: migration_id.to_owned(),
@@ -370,7 +433,8 @@ impl Engine {
             });
             self.append(actor, body)?
         };
-        self.wait_applied(seq)
+        self.wait_applied(seq)?;
+        Ok(handled)
     }
 
     fn plan_migration(
@@ -381,19 +445,26 @@ impl Engine {
     ) -> Result<MigrationReport, Error> {
         let handle = self.index(index)?;
         let (mut plan, mut errors, mut skipped, mut error_count) = (Vec::new(), Vec::new(), 0, 0);
-        {
+        // Shared copies under the lock; sorting and resolving outside it.
+        let (mut ids, records) = {
             let index = handle.read();
             let ids = index.ids_after("");
-            for (id, record) in ids.iter().zip(index.lookup(&ids)) {
-                let Some((metadata, partition)) = record else { continue };
-                match template.resolve(metadata.as_deref()) {
-                    Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
-                    Ok(to) => plan.push(PlannedMove { id: id.clone(), from: partition, to }),
-                    Err(reason) => {
-                        error_count += 1;
-                        if errors.len() < crate::projection::partitions::MIGRATION_ERRORS_KEPT {
-                            errors.push(MigrationError { id: id.clone(), reason });
-                        }
+            let records = index.lookup(&ids);
+            (ids, records)
+        };
+        let mut rows: Vec<(Arc<str>, _)> = ids.drain(..).zip(records).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (id, record) in rows {
+            let Some((metadata, partition)) = record else { continue };
+            match template.resolve(metadata.as_deref()) {
+                Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
+                Ok(to) => {
+                    plan.push(PlannedMove { id: id.to_string(), from: partition.map(|p| p.to_string()), to })
+                }
+                Err(reason) => {
+                    error_count += 1;
+                    if errors.len() < crate::projection::partitions::MIGRATION_ERRORS_KEPT {
+                        errors.push(MigrationError { id: id.to_string(), reason });
                     }
                 }
             }

@@ -377,7 +377,7 @@ impl Engine {
         let chosen = trials
             .iter()
             .filter(|t| t.record.recall >= recall_floor)
-            .min_by(|a, b| a.record.latency_p99_us.cmp(&b.record.latency_p99_us).then(a.seq.cmp(&b.seq)))
+            .min_by(|a, b| crate::projection::trials::faster(a, b))
             .cloned();
         let promoted = match &chosen {
             None => None,

@@ -429,6 +429,21 @@ pub struct MigrationError {
     pub reason: String,
 }
 
+/// One record a migration batch moves, as planned: it applies only if the record is
+/// still in `from` with the metadata the plan resolved (else a later upsert put it
+/// elsewhere, and the upsert wins).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MigrationMove {
+    /// Record id.
+    pub id: String,
+    /// Its partition when planned (empty: none).
+    pub from: String,
+    /// Its partition under the new template.
+    pub to: String,
+    /// CRC-32 of the metadata text the plan resolved (0 for none).
+    pub metadata_crc32: u32,
+}
+
 /// Body of [`EventBody::MigrationBatch`].
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MigrationBatch {
@@ -437,7 +452,7 @@ pub struct MigrationBatch {
     /// Migration id.
     pub migration_id: String,
     /// Records moved (a record without a partition has `from` empty).
-    pub moves: Vec<RecordMove>,
+    pub moves: Vec<MigrationMove>,
     /// Records whose path does not change.
     pub skipped: u64,
     /// Records that could not be resolved.

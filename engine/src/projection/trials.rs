@@ -37,6 +37,17 @@ pub enum Objective {
     },
 }
 
+/// Which of two trials is faster: lower p99, then lower p50, then higher recall, then
+/// the later one. What [`Objective::MinLatency`] and autotune rank by.
+pub fn faster(a: &Trial, b: &Trial) -> std::cmp::Ordering {
+    let (x, y) = (&a.record, &b.record);
+    x.latency_p99_us
+        .cmp(&y.latency_p99_us)
+        .then(x.latency_p50_us.cmp(&y.latency_p50_us))
+        .then(y.recall.total_cmp(&x.recall))
+        .then(b.seq.cmp(&a.seq))
+}
+
 /// The evaluation sets and trials of one index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexTrials {
@@ -86,10 +97,9 @@ impl TrialState {
                 .filter(|t| t.record.latency_p99_us <= p99_max_us)
                 .max_by(|a, b| a.record.recall.total_cmp(&b.record.recall).then(a.seq.cmp(&b.seq)))
                 .cloned(),
-            Objective::MinLatency { recall_min } => trials
-                .filter(|t| t.record.recall >= recall_min)
-                .min_by(|a, b| a.record.latency_p99_us.cmp(&b.record.latency_p99_us).then(b.seq.cmp(&a.seq)))
-                .cloned(),
+            Objective::MinLatency { recall_min } => {
+                trials.filter(|t| t.record.recall >= recall_min).min_by(|a, b| faster(a, b)).cloned()
+            }
         }
     }
 }

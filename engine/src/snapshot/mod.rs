@@ -233,6 +233,12 @@ fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Resu
     for projection in projections.list() {
         let name = projection.name();
         let Some((_, range)) = decoded.sections.iter().find(|(n, _)| n == name) else {
+            // Projections added after the first snapshot format: no event of theirs
+            // was written before them, so a snapshot without their section holds
+            // their (empty) state. The others' state would be lost.
+            if SECTIONS_ADDED_LATER.contains(&name) {
+                continue;
+            }
             return Err(Unusable::Missing { key: key(), projection: name });
         };
         let section = &object[range.clone()];
@@ -244,6 +250,11 @@ fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Resu
     }
     Ok(())
 }
+
+/// Sections a snapshot written before their projection existed lacks; restoring such
+/// a snapshot leaves those projections empty, which is their state at any point of a
+/// log written before them.
+const SECTIONS_ADDED_LATER: [&str; 3] = ["promotions", "trials", "partitions"];
 
 /// The bucket snapshots are written to.
 pub(crate) const BUCKET: &str = PRIMARY;

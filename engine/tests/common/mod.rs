@@ -127,10 +127,11 @@ pub fn one_of_each_kind() -> Vec<Event> {
         EventBody::MigrationBatch(MigrationBatch {
             index: "docs".into(),
             migration_id: "m2".into(),
-            moves: vec![RecordMove {
+            moves: vec![MigrationMove {
                 id: "a".into(),
                 from: "tenant=x".into(),
                 to: "tenant=x/year=2024".into(),
+                metadata_crc32: 0x5555_aaaa,
             }],
             skipped: 3,
             errors: vec![MigrationError {

@@ -349,12 +349,18 @@ impl VectorIndex {
     }
 
     /// Move record `id` from partition `from` to `to` (empty: none). Returns false, and
-    /// changes nothing, when the record is gone or no longer in `from` (an upsert put
-    /// it elsewhere after the move was planned: the upsert, later in the log, wins).
-    pub(crate) fn move_record(&mut self, id: &str, from: &str, to: &str) -> bool {
+    /// changes nothing, when the record is gone, no longer in `from`, or has other
+    /// metadata than the plan saw (an upsert changed it after the move was planned).
+    pub(crate) fn move_record(&mut self, id: &str, from: &str, to: &str, metadata_crc32: u32) -> bool {
         let Some(&label) = self.by_id.get(id) else { return false };
-        let current = self.entries.get(&label).and_then(|e| e.partition.clone());
-        if current.as_deref().unwrap_or("") != from {
+        let Some(entry) = self.entries.get(&label) else { return false };
+        let current = entry.partition.clone();
+        // The record as planned: same path and same metadata. An upsert since may have
+        // put it back on the same path with other metadata (it resolved it under the
+        // new template already): then it wins.
+        if current.as_deref().unwrap_or("") != from
+            || metadata_crc(entry.metadata.as_deref()) != metadata_crc32
+        {
             return false;
         }
         self.leave(current.as_ref(), label);
@@ -371,24 +377,20 @@ impl VectorIndex {
         self.members.iter().map(|(p, set)| (p.to_string(), set.len() as u64)).collect()
     }
 
-    /// The ids of the live records after `after`, sorted: a migration's walk.
-    pub(crate) fn ids_after(&self, after: &str) -> Vec<String> {
-        let mut ids: Vec<String> =
-            self.by_id.keys().filter(|id| id.as_ref() > after).map(|id| id.to_string()).collect();
-        ids.sort_unstable();
-        ids
+    /// The ids of the live records after `after`, unsorted (shared, no copy: the
+    /// caller sorts them outside the lock).
+    pub(crate) fn ids_after(&self, after: &str) -> Vec<Arc<str>> {
+        self.by_id.keys().filter(|id| id.as_ref() > after).cloned().collect()
     }
 
     /// The metadata and partition of each of `ids` now (`None`: not live).
+    /// Metadata comes back as shared text (no copy under the lock).
     #[allow(clippy::type_complexity)]
-    pub(crate) fn lookup(&self, ids: &[String]) -> Vec<Option<(Option<String>, Option<String>)>> {
+    pub(crate) fn lookup(&self, ids: &[Arc<str>]) -> Vec<Option<(Option<Arc<str>>, Option<Arc<str>>)>> {
         ids.iter()
             .map(|id| {
-                let entry = self.entries.get(self.by_id.get(id.as_str())?)?;
-                Some((
-                    entry.metadata.as_deref().map(str::to_owned),
-                    entry.partition.as_deref().map(str::to_owned),
-                ))
+                let entry = self.entries.get(self.by_id.get(id.as_ref())?)?;
+                Some((entry.metadata.clone(), entry.partition.clone()))
             })
             .collect()
     }
@@ -734,6 +736,12 @@ impl VectorIndex {
     }
 }
 
+/// CRC-32 of a record's metadata text, 0 for none: how a migration batch names the
+/// version of a record it planned a move for.
+pub(crate) fn metadata_crc(metadata: Option<&str>) -> u32 {
+    metadata.map_or(0, |m| crc32fast::hash(m.as_bytes()))
+}
+
 /// A candidate of an exact scan; the heap's top is the worst kept so far.
 #[derive(PartialEq)]
 struct Scored {
@@ -1061,9 +1069,10 @@ mod tests {
     #[test]
     fn a_move_applies_only_from_the_partition_it_was_planned_from() {
         let mut index = index(10, 2);
-        assert!(!index.move_record("v1", "p0/x", "q"), "v1 is in p1/x");
-        assert!(index.move_record("v1", "p1/x", "q"));
-        assert!(!index.move_record("gone", "", "q"));
+        assert!(!index.move_record("v1", "p0/x", "q", 0), "v1 is in p1/x");
+        assert!(!index.move_record("v1", "p1/x", "q", 7), "other metadata than planned");
+        assert!(index.move_record("v1", "p1/x", "q", 0));
+        assert!(!index.move_record("gone", "", "q", 0));
         assert_eq!(index.partition_counts(), [("p0/x".into(), 5), ("p1/x".into(), 4), ("q".into(), 1)]);
         let hits = index.search_filtered(&[0.0; 8], 10, &Filter::parse("q").unwrap()).unwrap();
         assert_eq!(hits[0].len(), 1);

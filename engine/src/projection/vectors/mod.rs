@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
 pub(crate) use hnsw::Hnsw;
-pub(crate) use index::{norm, VectorIndex};
+pub(crate) use index::{metadata_crc, norm, VectorIndex};
 pub use index::{
     GraphWork, GraphWorkReport, Hit, IndexParams, Record, COPY_CHUNK_BYTES, FILTER_EXACT_MAX, PROMOTIONS_MAX,
     REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
@@ -208,7 +208,7 @@ impl Projection for VectorProjection {
                 };
                 let mut index = handle.write();
                 for m in &batch.moves {
-                    if !index.move_record(&m.id, &m.from, &m.to) {
+                    if !index.move_record(&m.id, &m.from, &m.to, m.metadata_crc32) {
                         outcome.rejected += 1;
                     }
                 }
