@@ -100,6 +100,17 @@ pub struct Created {
     pub seq: u64,
 }
 
+/// When a write returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wait {
+    /// Once its event is durable and applied: the caller's next read sees it.
+    #[default]
+    Applied,
+    /// Once its event is durable (it will be applied in log order): the caller reads
+    /// it with [`Engine::wait_for_seq`] (`min_seq` over HTTP) when it needs to.
+    Durable,
+}
+
 /// Outcome of an upsert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Upserted {
@@ -487,7 +498,22 @@ impl Engine {
     ///
     /// # Errors
     /// [`Error::Invalid`] naming the first bad item; [`Error::IndexNotFound`].
-    pub fn upsert(&self, actor: &str, index: &str, mut items: Vec<VectorItem>) -> Result<Upserted, Error> {
+    pub fn upsert(&self, actor: &str, index: &str, items: Vec<VectorItem>) -> Result<Upserted, Error> {
+        self.upsert_with(actor, index, items, Wait::Applied)
+    }
+
+    /// [`Engine::upsert`], returning as `wait` says. With [`Wait::Durable`], `length` is
+    /// the index's length as applied when the call returns (the write may not be in it).
+    ///
+    /// # Errors
+    /// As [`Engine::upsert`].
+    pub fn upsert_with(
+        &self,
+        actor: &str,
+        index: &str,
+        mut items: Vec<VectorItem>,
+        wait: Wait,
+    ) -> Result<Upserted, Error> {
         validate::actor(actor)?;
         let added = items.len() as u64;
         let seq = {
@@ -500,7 +526,9 @@ impl Engine {
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };
-        self.wait_applied(seq)?;
+        if wait == Wait::Applied {
+            self.wait_applied(seq)?;
+        }
         Ok(Upserted { added, length: self.length(index), seq })
     }
 
@@ -509,6 +537,20 @@ impl Engine {
     /// # Errors
     /// [`Error::Invalid`] naming the first bad id; [`Error::IndexNotFound`].
     pub fn delete(&self, actor: &str, index: &str, ids: Vec<String>) -> Result<Deleted, Error> {
+        self.delete_with(actor, index, ids, Wait::Applied)
+    }
+
+    /// [`Engine::delete`], returning as `wait` says.
+    ///
+    /// # Errors
+    /// As [`Engine::delete`].
+    pub fn delete_with(
+        &self,
+        actor: &str,
+        index: &str,
+        ids: Vec<String>,
+        wait: Wait,
+    ) -> Result<Deleted, Error> {
         validate::actor(actor)?;
         let (deleted, seq) = {
             let schema = read(self.writable_schema()?);
@@ -521,8 +563,31 @@ impl Engine {
             let body = EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids });
             (deleted, self.append(actor, body)?)
         };
-        self.wait_applied(seq)?;
+        if wait == Wait::Applied {
+            self.wait_applied(seq)?;
+        }
         Ok(Deleted { deleted, length: self.length(index), seq })
+    }
+
+    /// Wait until event `seq` is applied (read-your-writes after a [`Wait::Durable`]
+    /// write), at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::SeqNotAppended`] if `seq` was never appended;
+    /// [`Error::NotYetApplied`] with the applied sequence number when `timeout` passes;
+    /// a projector fault.
+    pub fn wait_for_seq(&self, seq: u64, timeout: Duration) -> Result<(), Error> {
+        let last = self.log.last_seq();
+        if seq > last {
+            return Err(Error::SeqNotAppended { seq, last });
+        }
+        match self.projector.wait_applied(seq, timeout) {
+            Ok(()) => Ok(()),
+            Err(crate::ProjectionError::Timeout { applied, .. }) => {
+                Err(Error::NotYetApplied { seq, applied })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The `k` nearest live vectors to `vector`, nearest first.

@@ -96,6 +96,22 @@ pub enum Error {
     /// An archive segment could not be written or read back.
     #[error(transparent)]
     Archive(Box<crate::archive::ArchiveError>),
+    /// A read asked to wait for an event that was never appended.
+    #[error("min_seq {seq} is after the last event {last}")]
+    SeqNotAppended {
+        /// The sequence number asked for.
+        seq: u64,
+        /// The last appended.
+        last: u64,
+    },
+    /// A read waited for an event that was not applied in time.
+    #[error("event {seq} is not applied yet (applied: {applied}); retry")]
+    NotYetApplied {
+        /// The sequence number waited for.
+        seq: u64,
+        /// The applied sequence number when the wait ended.
+        applied: u64,
+    },
     /// A view was asked of a moment after the last applied event.
     #[error("as_of {seq} is after the last applied event {applied}")]
     AsOfFuture {
@@ -153,6 +169,7 @@ impl Error {
                 | Error::NothingPromoted { .. }
                 | Error::EvalNotFound { .. }
                 | Error::SchemeConflict { .. }
+                | Error::SeqNotAppended { .. }
         ) || matches!(
             self,
             Error::Storage(e) if matches!(

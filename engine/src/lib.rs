@@ -35,7 +35,7 @@ pub mod validate;
 pub use engine::{
     Autotuned, Created, Deleted, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest, GraphInfo,
     IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
-    TrialRequest, Upserted, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, LOG_FILE,
+    TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, LOG_FILE,
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};

@@ -31,9 +31,9 @@ async fn every_write_answers_with_the_seq_of_its_event_in_the_log() {
     app.post("/vectors/index", json!({"name": "b", "dimension": 2})).await;
 
     let added = app.post("/vectors/index/a/add", json!({"items": [{"id": "x", "vector": [1.0, 0.0]}]})).await;
-    assert_eq!(added.json(), json!({"added": 1, "length": 1, "seq": 3}));
+    assert_eq!(added.json(), json!({"added": 1, "length": 1, "seq": 3, "applied": true}));
     let deleted = app.post("/vectors/index/a/delete", json!({"ids": ["x", "y"]})).await;
-    assert_eq!(deleted.json(), json!({"deleted": 1, "length": 0, "seq": 4}));
+    assert_eq!(deleted.json(), json!({"deleted": 1, "length": 0, "seq": 4, "applied": true}));
     let dropped = app.send("DELETE", "/vectors/index/b", &[], None).await;
     assert_eq!((dropped.status, dropped.json()), (200, json!({"dropped": "b", "seq": 5})));
     assert_eq!(app.engine().log().last_seq(), 5, "each answer named the event it appended");

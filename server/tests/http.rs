@@ -81,12 +81,18 @@ fn upsert_delete_and_drop_over_http_survive_a_graceful_restart() {
         {"id": "y", "vector": [0.0, 1.0], "metadata": {"v": 1}},
         {"id": "z", "vector": [5.0, 5.0]},
     ]});
-    assert_eq!(server.post("/vectors/index/a/add", items).1, json!({"added": 3, "length": 3, "seq": 3}));
+    assert_eq!(
+        server.post("/vectors/index/a/add", items).1,
+        json!({"added": 3, "length": 3, "seq": 3, "applied": true})
+    );
     let replace = json!({"items": [{"id": "y", "vector": [1.0, 0.1], "metadata": {"v": 2}}]});
-    assert_eq!(server.post("/vectors/index/a/add", replace).1, json!({"added": 1, "length": 3, "seq": 4}));
+    assert_eq!(
+        server.post("/vectors/index/a/add", replace).1,
+        json!({"added": 1, "length": 3, "seq": 4, "applied": true})
+    );
     assert_eq!(
         server.post("/vectors/index/a/delete", json!({"ids": ["x"]})).1,
-        json!({"deleted": 1, "length": 2, "seq": 5})
+        json!({"deleted": 1, "length": 2, "seq": 5, "applied": true})
     );
     assert_eq!(server.call("DELETE", "/vectors/index/b", None), (200, json!({"dropped": "b", "seq": 6})));
     check(&server);

@@ -199,6 +199,8 @@ impl From<Error> for ApiError {
             ),
             Error::Starting => Self::starting(error.to_string()),
             Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
+            Error::SeqNotAppended { .. } => Self::bad_request(error.to_string()),
+            Error::NotYetApplied { .. } => Self::unavailable(error.to_string(), Some(1)),
             Error::AsOfGone { .. } => Self::gone(format!("as_of: {error}")),
             Error::Storage(e) => match &**e {
                 StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => {

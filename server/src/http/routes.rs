@@ -115,7 +115,7 @@ pub async fn list_indexes(
     State(state): State<AppState>,
     q: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let as_of = as_of(q)?;
+    let as_of = as_of(&state, q).await?;
     let engine = state.engine;
     let names = blocking(move || match as_of {
         Some(seq) => Ok(engine.view_at(seq)?.list_indexes()),
@@ -130,20 +130,34 @@ pub async fn list_indexes(
 #[serde(deny_unknown_fields)]
 pub struct AsOf {
     as_of: Option<u64>,
+    min_seq: Option<u64>,
 }
 
-fn as_of(q: Result<Query<AsOf>, QueryRejection>) -> Result<Option<u64>, ApiError> {
-    q.map(|Query(q)| q.as_of).map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
+/// How long a read waits for its `min_seq` before answering 503.
+pub const MIN_SEQ_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn read_query(q: Result<Query<AsOf>, QueryRejection>) -> Result<AsOf, ApiError> {
+    q.map(|Query(q)| q).map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))
 }
 
-/// `GET /vectors/index/{name}`: `{params, length}`.
+/// The read's `as_of`, after waiting (on the blocking pool) for its `min_seq`.
+async fn as_of(state: &AppState, q: Result<Query<AsOf>, QueryRejection>) -> Result<Option<u64>, ApiError> {
+    let q = read_query(q)?;
+    if let Some(seq) = q.min_seq {
+        let engine = Arc::clone(&state.engine);
+        blocking(move || engine.wait_for_seq(seq, MIN_SEQ_WAIT)).await?;
+    }
+    Ok(q.as_of)
+}
+
+/// `GET /vectors/index/{name}`: `{params, length, applied_seq, last_seq}`.
 pub async fn get_index(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Result<Query<AsOf>, QueryRejection>,
-) -> Result<Json<IndexView>, ApiError> {
-    let as_of = as_of(q)?;
-    let engine = state.engine;
+) -> Result<Json<Value>, ApiError> {
+    let as_of = as_of(&state, q).await?;
+    let engine = Arc::clone(&state.engine);
     // Reading an index waits on its lock, which a large add holds: keep it off the
     // async workers.
     let info = blocking(move || match as_of {
@@ -151,7 +165,11 @@ pub async fn get_index(
         None => engine.get_index(&name),
     })
     .await?;
-    Ok(Json(info.into()))
+    // Whether everything written is searchable yet: applied against appended.
+    let mut view = serde_json::to_value(IndexView::from(info)).map_err(|e| ApiError::internal(&e))?;
+    view["applied_seq"] = state.engine.startup().applied_seq.into();
+    view["last_seq"] = state.engine.log().last_seq().into();
+    Ok(Json(view))
 }
 
 /// `DELETE /vectors/index/{name}`: `{dropped, seq}`.
@@ -182,11 +200,62 @@ impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
     }
 }
 
+/// A vector as the API takes it: a JSON array of numbers, or a string holding the
+/// base64 (standard alphabet, padded) of its little-endian `float32`s, decoded straight
+/// into the buffer (no intermediate tree, no decimal parsing).
+pub(crate) struct VectorField(pub(crate) Vec<f32>);
+
+impl<'de> Deserialize<'de> for VectorField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = VectorField;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of numbers or base64 of little-endian float32")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<VectorField, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(x) = seq.next_element::<f32>()? {
+                    out.push(x);
+                }
+                Ok(VectorField(out))
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<VectorField, E> {
+                use base64::Engine as _;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| E::custom(format!("is not base64: {e}")))?;
+                if bytes.len() % 4 != 0 {
+                    return Err(E::custom(format!(
+                        "base64 decodes to {} bytes, not a whole number of float32s",
+                        bytes.len()
+                    )));
+                }
+                Ok(VectorField(
+                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                ))
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// `wait` of a write: `"applied"` (default) or `"durable"`.
+fn wait_of(wait: Option<&str>) -> Result<annal_engine::Wait, ApiError> {
+    match wait {
+        None | Some("applied") => Ok(annal_engine::Wait::Applied),
+        Some("durable") => Ok(annal_engine::Wait::Durable),
+        Some(other) => {
+            Err(ApiError::bad_request(format!("wait: {other:?} is not \"applied\" or \"durable\"")))
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddItem<'a> {
     id: String,
-    vector: Vec<f32>,
+    vector: VectorField,
     /// JSON `null` is the same as no metadata.
     #[serde(borrow, default)]
     metadata: Option<Metadata<'a>>,
@@ -198,6 +267,7 @@ struct AddItem<'a> {
 struct Add<'a> {
     #[serde(borrow)]
     items: Vec<AddItem<'a>>,
+    wait: Option<String>,
 }
 
 /// `POST /vectors/index/{name}/add`: `{added, length, seq}`.
@@ -208,13 +278,14 @@ pub async fn add(
     body: ApiJson,
 ) -> Result<Json<Value>, ApiError> {
     let actor = actor(&headers)?;
-    let items = body
-        .parse::<Add<'_>>()?
+    let add = body.parse::<Add<'_>>()?;
+    let wait = wait_of(add.wait.as_deref())?;
+    let items = add
         .items
         .into_iter()
         .map(|item| VectorItem {
             id: item.id,
-            vector: item.vector,
+            vector: item.vector.0,
             metadata: item.metadata.map(|m| m.0.get().to_owned()),
             partition: item.partition,
         })
@@ -223,14 +294,20 @@ pub async fn add(
     // call, which may wait long for fsync and the projector.
     drop(body);
     let engine = state.engine;
-    let out = blocking(move || engine.upsert(&actor, &name, items)).await?;
-    Ok(Json(json!({ "added": out.added, "length": out.length, "seq": out.seq })))
+    let out = blocking(move || engine.upsert_with(&actor, &name, items, wait)).await?;
+    Ok(Json(json!({
+        "added": out.added,
+        "length": out.length,
+        "seq": out.seq,
+        "applied": wait == annal_engine::Wait::Applied,
+    })))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Delete {
     ids: Vec<String>,
+    wait: Option<String>,
 }
 
 /// `POST /vectors/index/{name}/delete`: `{deleted, length, seq}`.
@@ -241,16 +318,25 @@ pub async fn delete(
     body: ApiJson,
 ) -> Result<Json<Value>, ApiError> {
     let actor = actor(&headers)?;
-    let Delete { ids } = body.parse()?;
+    let Delete { ids, wait } = body.parse()?;
+    let wait = wait_of(wait.as_deref())?;
     let engine = state.engine;
-    let out = blocking(move || engine.delete(&actor, &name, ids)).await?;
-    Ok(Json(json!({ "deleted": out.deleted, "length": out.length, "seq": out.seq })))
+    let out = blocking(move || engine.delete_with(&actor, &name, ids, wait)).await?;
+    Ok(Json(json!({
+        "deleted": out.deleted,
+        "length": out.length,
+        "seq": out.seq,
+        "applied": wait == annal_engine::Wait::Applied,
+    })))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Search {
-    vector: Vec<f32>,
+    /// One query (array or base64).
+    vector: Option<VectorField>,
+    /// Many queries at once (each an array or base64): one result list per query.
+    vectors: Option<Vec<VectorField>>,
     k: Option<usize>,
     /// Only records in these partitions: an exact path, or a prefix ending in `/`.
     partition: Option<String>,
@@ -272,6 +358,12 @@ struct SearchResults<'a> {
     results: Vec<SearchHit<'a>>,
 }
 
+/// One result list per query of a batched search.
+#[derive(Serialize)]
+struct BatchResults<'a> {
+    results: Vec<Vec<SearchHit<'a>>>,
+}
+
 /// `POST /vectors/index/{name}/search`: `{results: [{id, distance, metadata?, partition?}]}`.
 pub async fn search(
     State(state): State<AppState>,
@@ -279,30 +371,40 @@ pub async fn search(
     q: Result<Query<AsOf>, QueryRejection>,
     body: ApiJson,
 ) -> Result<Response, ApiError> {
-    let as_of = as_of(q)?;
-    let Search { vector, k, partition } = body.parse()?;
+    let as_of = as_of(&state, q).await?;
+    let Search { vector, vectors, k, partition } = body.parse()?;
+    let (queries, batched) = match (vector, vectors) {
+        (Some(VectorField(v)), None) => (vec![v], false),
+        (None, Some(vs)) => (vs.into_iter().map(|v| v.0).collect(), true),
+        _ => return Err(ApiError::bad_request("vector: give either vector or vectors")),
+    };
     let engine = state.engine;
     let k = k.unwrap_or(SEARCH_K_DEFAULT);
-    let hits = blocking(move || {
-        let mut results = match (as_of, partition) {
-            (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, vec![vector], k, &p)?,
-            (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, vec![vector], k)?,
-            (None, Some(p)) => engine.search_in(&name, vec![vector], k, &p)?,
-            (None, None) => engine.search_batch(&name, vec![vector], k)?,
-        };
-        Ok(results.pop().unwrap_or_default())
+    let lists = blocking(move || match (as_of, partition) {
+        (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, queries, k, &p),
+        (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, queries, k),
+        (None, Some(p)) => engine.search_in(&name, queries, k, &p),
+        (None, None) => engine.search_batch(&name, queries, k),
     })
     .await?;
-    let results = hits
-        .iter()
+    if batched {
+        let results: Vec<Vec<SearchHit<'_>>> = lists.iter().map(|hits| shape(hits)).collect();
+        return Ok(Json(BatchResults { results }).into_response());
+    }
+    let results = lists.first().map(|hits| shape(hits)).unwrap_or_default();
+    Ok(Json(SearchResults { results }).into_response())
+}
+
+/// Hits as the API answers them.
+fn shape(hits: &[annal_engine::Hit]) -> Vec<SearchHit<'_>> {
+    hits.iter()
         .map(|hit| SearchHit {
             id: &hit.id,
             distance: hit.distance,
             metadata: hit.metadata.as_deref().and_then(|text| raw_metadata(&hit.id, text)),
             partition: hit.partition.as_deref(),
         })
-        .collect();
-    Ok(Json(SearchResults { results }).into_response())
+        .collect()
 }
 
 /// Stored metadata as raw JSON. The engine validated it on the way in; a log written
