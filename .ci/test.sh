@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # The project's checks, in the order a reviewer wants them: format, lints, every target
-# builds (fuzz targets and benches included, so they cannot rot), then the tests.
+# builds (fuzz targets and benches included, so they cannot rot), then the tests, then
+# the Python client's tests against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 cargo test --workspace
+# The Python client against a real server (the debug binary built above), in a virtual
+# environment of its own under target/.
+python3 -m venv target/venv-client
+target/venv-client/bin/pip install -q -e clients/python pytest
+ANNAL_BIN="$PWD/target/debug/annal" target/venv-client/bin/pytest -q clients/python/tests

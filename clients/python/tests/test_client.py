@@ -1,0 +1,116 @@
+"""The Python client against a real server."""
+
+import numpy as np
+import pytest
+
+from annal import AnnalError, encode_vector
+
+
+def vectors(n, d=16, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+
+
+def test_numpy_upsert_search_and_batched_search(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16, distance="l2")
+    data = vectors(2500)
+    ids = [f"v{i}" for i in range(len(data))]
+    meta = [{"n": i} for i in range(len(data))]
+    last = db.upsert("docs", ids, data, metadata=meta, batch_size=1000)
+    assert last["applied"] is True and db.get_index("docs")["length"] == 2500
+    hits = db.search("docs", data[42], k=3)
+    assert hits[0]["id"] == "v42" and hits[0]["distance"] == 0.0, "float32 in, the same float32 stored"
+    assert hits[0]["metadata"] == {"n": 42}
+    batch = db.search_batch("docs", data[:20], k=5)
+    assert len(batch) == 20
+    for row, results in zip(data[:20], batch):
+        assert results == db.search("docs", row, k=5)
+    ids_, distances = db.ids_and_distances(hits)
+    assert ids_[0] == "v42" and distances.dtype == np.float32
+
+
+def test_durable_writes_and_min_seq(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16)
+    data = vectors(300, seed=1)
+    answer = db.upsert("docs", [f"v{i}" for i in range(300)], data, wait="durable", batch_size=100)
+    assert answer["applied"] is False
+    hits = db.search("docs", data[7], k=1, min_seq=answer["seq"])
+    assert hits[0]["id"] == "v7"
+    info = db.get_index("docs", min_seq=answer["seq"])
+    assert info["applied_seq"] >= answer["seq"]
+
+
+def test_errors_are_raised_with_the_servers_error_and_detail(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=4)
+    with pytest.raises(AnnalError) as e:
+        db.create_index("docs", dimension=4)
+    assert e.value.status == 409 and e.value.error
+    with pytest.raises(AnnalError) as e:
+        db.upsert("docs", ["a"], [[1, 2, 3]])
+    assert e.value.status == 400 and e.value.detail.startswith("items[0].vector")
+    with pytest.raises(ValueError):
+        db.upsert("docs", ["a"], vectors(2, d=4))
+    with pytest.raises(AnnalError) as e:
+        db.search("nope", [1, 2, 3, 4])
+    assert e.value.status == 404
+    with pytest.raises(AnnalError) as e:
+        db.search("docs", [1, 2, 3, 4], min_seq=10**9)
+    assert e.value.status == 400 and "min_seq" in e.value.detail
+
+
+def test_encode_vector_is_little_endian_float32():
+    assert encode_vector([1.0]) == "AACAPw=="
+
+
+def test_partitions_migration_trials_and_promotion(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16, distance="l2")
+    db.set_scheme("docs", "tenant={tenant}")
+    data = vectors(400, seed=2)
+    meta = [{"tenant": f"t{i % 2}", "year": 2020 + i % 3} for i in range(400)]
+    db.upsert("docs", [f"v{i}" for i in range(400)], data, metadata=meta)
+    hits = db.search("docs", data[3], k=5, partition="tenant=t1")
+    assert hits and all(h["partition"] == "tenant=t1" for h in hits)
+    plan = db.migrate("docs", "tenant={tenant}/year={year}", dry_run=True)
+    assert plan["dry_run"] and plan["moved"] == 400
+    done = db.migrate("docs", "tenant={tenant}/year={year}", batch_size=50)
+    assert done["moved"] == 400 and done["version"] == 2
+    assert db.partitions("docs")["count"] == 6
+    with pytest.raises(AnnalError) as e:
+        db.migrate("docs", "year={year}")
+    assert e.value.status == 409
+    db.clear_migration("docs")
+
+    evals = db.create_eval("docs", k=5, sample=20, seed=3)
+    trial = db.run_trial("docs", evals["eval_id"], m=16, ef_construction=40, ef_search=32)
+    assert 0 < trial["recall"] <= 1
+    assert db.best_trial("docs", recall_min=0.0)["trial_id"] == trial["trial_id"]
+    promoted = db.promote("docs", 16, 40, 32, trial_id=trial["trial_id"], note="measured")
+    assert promoted["current"]["promoted_by"] == "pytest"
+    assert db.promotions()["count"] == 1
+    assert db.rollback("docs")["current"] is None
+    assert db.snapshot()["seq"] > 0 and db.log()["last_seq"] > 0
+
+
+def test_every_documented_route_has_a_client_method():
+    """docs/OPERATIONS.md's route table against the client's source: a new route must
+    reach the client too."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    doc = (root / "docs" / "OPERATIONS.md").read_text()
+    table = doc.split("\n## HTTP API\n")[1].split("\n## ")[0]
+    source = (root / "clients" / "python" / "annal" / "__init__.py").read_text()
+    missing = []
+    for method, path in re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`]*)`", table, re.M):
+        if path.endswith("/objects/"):
+            continue  # the empty-key rows document a 400, not a route of their own
+        # The client writes `{name}` and friends as f-string fields.
+        pattern = re.sub(r"\{[^}]+\}", "{[a-z_]+}", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
+        pattern = pattern.replace(r"\*", "")
+        if not re.search(r'"' + pattern + r'"' + "|" + r"\{self\.url\}" + pattern, source):
+            missing.append(f"{method} {path}")
+    assert not missing, f"routes without a client method: {missing}"
