@@ -116,8 +116,9 @@ pub enum Wait {
 pub struct Upserted {
     /// Vectors written (new or replaced).
     pub added: u64,
-    /// Live vectors in the index afterwards.
-    pub length: u64,
+    /// Live vectors in the index afterwards; `None` for a write that returned at
+    /// durability ([`Wait::Durable`]): reading it would wait for the graph's lock.
+    pub length: Option<u64>,
     /// Sequence number of the event.
     pub seq: u64,
 }
@@ -127,8 +128,8 @@ pub struct Upserted {
 pub struct Deleted {
     /// Ids that were live when the delete was validated.
     pub deleted: u64,
-    /// Live vectors in the index afterwards.
-    pub length: u64,
+    /// Live vectors in the index afterwards; `None` for [`Wait::Durable`].
+    pub length: Option<u64>,
     /// Sequence number of the event.
     pub seq: u64,
 }
@@ -502,8 +503,8 @@ impl Engine {
         self.upsert_with(actor, index, items, Wait::Applied)
     }
 
-    /// [`Engine::upsert`], returning as `wait` says. With [`Wait::Durable`], `length` is
-    /// the index's length as applied when the call returns (the write may not be in it).
+    /// [`Engine::upsert`], returning as `wait` says (with [`Wait::Durable`], without
+    /// `length`).
     ///
     /// # Errors
     /// As [`Engine::upsert`].
@@ -526,10 +527,11 @@ impl Engine {
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };
-        if wait == Wait::Applied {
-            self.wait_applied(seq)?;
+        if wait == Wait::Durable {
+            return Ok(Upserted { added, length: None, seq });
         }
-        Ok(Upserted { added, length: self.length(index), seq })
+        self.wait_applied(seq)?;
+        Ok(Upserted { added, length: Some(self.length(index)), seq })
     }
 
     /// Delete vectors by id. Ids that do not exist are ignored.
@@ -563,10 +565,11 @@ impl Engine {
             let body = EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids });
             (deleted, self.append(actor, body)?)
         };
-        if wait == Wait::Applied {
-            self.wait_applied(seq)?;
+        if wait == Wait::Durable {
+            return Ok(Deleted { deleted, length: None, seq });
         }
-        Ok(Deleted { deleted, length: self.length(index), seq })
+        self.wait_applied(seq)?;
+        Ok(Deleted { deleted, length: Some(self.length(index)), seq })
     }
 
     /// Wait until event `seq` is applied (read-your-writes after a [`Wait::Durable`]
