@@ -6,7 +6,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq cmake g++ libopenblas-dev liblapack-dev pkg-config >/dev/null
+$SUDO apt-get install -y -qq cmake g++ libopenblas-dev liblapack-dev pkg-config python3-venv >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # A real S3-compatible server for the S3 bucket tests (engine/tests/storage.rs):
 # moto's server mode, started by the tests themselves on a loopback port.

@@ -34,7 +34,6 @@ fn main() {
     let queries = fvecs("query.fvecs");
     let (n, d) = (base.len(), base[0].len());
     println!("{n} x {d} vectors, {} queries, k = {K}, default HNSW config", queries.len());
-    let flat: Vec<f32> = base.iter().flatten().copied().collect();
     let query_flat: Vec<f32> = queries.iter().flatten().copied().collect();
 
     // FAISS direct (inner product on normalised vectors, as the engine's cosine).
@@ -92,7 +91,6 @@ fn main() {
     }
     let engine_batch_qps = (rounds * queries.len()) as f64 / t.elapsed().as_secs_f64();
     drop(engine);
-    let _ = flat;
 
     println!("| path | vectors/s | batched search q/s |");
     println!("|---|---|---|");

@@ -528,6 +528,7 @@ impl Engine {
             self.append(actor, body)?
         };
         if wait == Wait::Durable {
+            self.make_durable()?;
             return Ok(Upserted { added, length: None, seq });
         }
         self.wait_applied(seq)?;
@@ -566,10 +567,20 @@ impl Engine {
             (deleted, self.append(actor, body)?)
         };
         if wait == Wait::Durable {
+            self.make_durable()?;
             return Ok(Deleted { deleted, length: None, seq });
         }
         self.wait_applied(seq)?;
         Ok(Deleted { deleted, length: Some(self.length(index)), seq })
+    }
+
+    /// In [`SyncMode::Deferred`] an append is not fsynced: a [`Wait::Durable`] answer
+    /// syncs first, so "durable" means what it says in either mode.
+    fn make_durable(&self) -> Result<(), Error> {
+        if self.config.sync == SyncMode::Deferred {
+            self.log.sync()?;
+        }
+        Ok(())
     }
 
     /// Wait until event `seq` is applied (read-your-writes after a [`Wait::Durable`]

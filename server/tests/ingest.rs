@@ -126,3 +126,17 @@ fn a_batched_search_answers_what_single_searches_answer_query_by_query() {
     let both = json!({"vector": vector(1), "vectors": [vector(2)]});
     assert_eq!(server.post("/vectors/index/docs/search", both).0, 400);
 }
+
+#[test]
+fn a_durable_write_under_deferred_sync_is_fsynced_before_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(dir.path(), &["--sync", "deferred"]);
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 8})).0, 201);
+    let items: Vec<Value> =
+        (0..50).map(|i| json!({"id": format!("v{i}"), "vector": b64(&vector(i))})).collect();
+    let (status, added) = server.post("/vectors/index/docs/add", json!({"items": items, "wait": "durable"}));
+    assert_eq!(status, 200, "{added}");
+    server.kill();
+    let server = Server::start(dir.path());
+    assert_eq!(server.get("/vectors/index/docs").1["length"], 50, "acknowledged durable, so kept");
+}

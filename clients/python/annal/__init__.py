@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import time
+import urllib.parse
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -61,9 +62,16 @@ class Client:
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Any = None, params: Optional[dict] = None) -> Any:
+    def _call(self, method: str, path: str, body: Any = None, params: Optional[dict] = None,
+              retries: int = 0) -> Any:
         params = {k: v for k, v in (params or {}).items() if v is not None}
         response = self.session.request(method, self.url + path, json=body, params=params, timeout=self.timeout)
+        # A read waiting for its min_seq answers 503 with Retry-After while the server
+        # applies: wait as told, a bounded number of times.
+        while response.status_code == 503 and retries > 0 and "retry-after" in response.headers:
+            retries -= 1
+            time.sleep(float(response.headers["retry-after"]))
+            response = self.session.request(method, self.url + path, json=body, params=params, timeout=self.timeout)
         try:
             payload = response.json()
         except ValueError:
@@ -98,8 +106,13 @@ class Client:
     def list_indexes(self, as_of: Optional[int] = None, min_seq: Optional[int] = None) -> list:
         return self._call("GET", "/vectors/index", params={"as_of": as_of, "min_seq": min_seq})["names"]
 
-    def get_index(self, name: str, as_of: Optional[int] = None, min_seq: Optional[int] = None) -> dict:
-        return self._call("GET", f"/vectors/index/{name}", params={"as_of": as_of, "min_seq": min_seq})
+    def get_index(self, name: str, as_of: Optional[int] = None, min_seq: Optional[int] = None,
+                  retries: int = 60) -> dict:
+        """An index's params, length, and `applied_seq`/`last_seq`. With `min_seq`, the
+        server waits for that event (10 s per try); `retries` more tries follow its
+        Retry-After."""
+        params = {"as_of": as_of, "min_seq": min_seq}
+        return self._call("GET", f"/vectors/index/{name}", params=params, retries=retries if min_seq else 0)
 
     def drop_index(self, name: str) -> dict:
         return self._call("DELETE", f"/vectors/index/{name}")
@@ -118,8 +131,12 @@ class Client:
         progress: bool = False,
     ) -> dict:
         """Insert or replace `ids` with the rows of `vectors` (an (n, d) array or lists),
-        `batch_size` per request (each batch all or nothing). Returns the last batch's
-        answer (`seq` is the last event's)."""
+        `batch_size` per request. Each batch is all or nothing; the batches before a
+        failed one stay written: the raised `AnnalError` carries `committed` (how many
+        records) and `last_seq` (the last written batch's event, or None). Returns the
+        last batch's answer (`seq` is the last event's)."""
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of ids, not one string")
         matrix = _matrix(vectors)
         if len(ids) != matrix.shape[0]:
             raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} vectors")
@@ -140,7 +157,12 @@ class Client:
                     if partitions is not None and partitions[i] is not None:
                         item["partition"] = partitions[i]
                     items.append(item)
-                last = self._call("POST", f"/vectors/index/{name}/add", {"items": items, "wait": wait})
+                try:
+                    last = self._call("POST", f"/vectors/index/{name}/add", {"items": items, "wait": wait})
+                except AnnalError as error:
+                    error.committed = start
+                    error.last_seq = last.get("seq")
+                    raise
                 if bar is not None:
                     bar.update(end - start)
         finally:
@@ -149,6 +171,8 @@ class Client:
         return last
 
     def delete(self, name: str, ids: Sequence[str], wait: str = "applied") -> dict:
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of ids, not one string")
         return self._call("POST", f"/vectors/index/{name}/delete", {"ids": list(ids), "wait": wait})
 
     # -- reads -----------------------------------------------------------------------
@@ -168,7 +192,8 @@ class Client:
         if partition is not None:
             body["partition"] = partition
         params = {"as_of": as_of, "min_seq": min_seq}
-        return self._call("POST", f"/vectors/index/{name}/search", body, params)["results"]
+        retries = 60 if min_seq else 0
+        return self._call("POST", f"/vectors/index/{name}/search", body, params, retries=retries)["results"]
 
     def search_batch(
         self,
@@ -185,7 +210,8 @@ class Client:
         if partition is not None:
             body["partition"] = partition
         params = {"as_of": as_of, "min_seq": min_seq}
-        return self._call("POST", f"/vectors/index/{name}/search", body, params)["results"]
+        retries = 60 if min_seq else 0
+        return self._call("POST", f"/vectors/index/{name}/search", body, params, retries=retries)["results"]
 
     @staticmethod
     def ids_and_distances(results: list) -> tuple:
@@ -305,8 +331,8 @@ class Client:
             return False
 
     def metrics(self) -> str:
-        response = self.session.get(self.url + "/metrics", timeout=self.timeout)
-        response.raise_for_status()
+        response = self.session.get(f"{self.url}/metrics", timeout=self.timeout)
+        self._raise_for(response)
         return response.text
 
     # -- buckets ---------------------------------------------------------------------
@@ -320,26 +346,35 @@ class Client:
     def list_objects(self, bucket: str, prefix: Optional[str] = None) -> dict:
         return self._call("GET", f"/storage/buckets/{bucket}/objects", params={"prefix": prefix})
 
-    def get_object(self, bucket: str, key: str) -> bytes:
-        response = self.session.get(f"{self.url}/storage/buckets/{bucket}/objects/{key}", timeout=self.timeout)
+    @staticmethod
+    def _raise_for(response: Any) -> None:
         if response.status_code >= 400:
-            payload = response.json() if response.content else {}
-            raise AnnalError(response.status_code, payload.get("error", ""), payload.get("detail", ""), payload)
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {}
+            raise AnnalError(response.status_code, str(payload.get("error", "")),
+                             str(payload.get("detail", response.text)), payload)
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        key = urllib.parse.quote(key, safe="/")
+        response = self.session.get(f"{self.url}/storage/buckets/{bucket}/objects/{key}", timeout=self.timeout)
+        self._raise_for(response)
         return response.content
 
     def put_object(self, bucket: str, key: str, data: bytes) -> dict:
+        key = urllib.parse.quote(key, safe="/")
         response = self.session.put(
             f"{self.url}/storage/buckets/{bucket}/objects/{key}",
             data=data,
             headers={"content-type": "application/octet-stream"},
             timeout=self.timeout,
         )
-        payload = response.json() if response.content else {}
-        if response.status_code >= 400:
-            raise AnnalError(response.status_code, payload.get("error", ""), payload.get("detail", ""), payload)
-        return payload
+        self._raise_for(response)
+        return response.json()
 
     def delete_object(self, bucket: str, key: str) -> dict:
+        key = urllib.parse.quote(key, safe="/")
         return self._call("DELETE", f"/storage/buckets/{bucket}/objects/{key}")
 
     def bucket_errors(self, limit: int = 100, bucket: Optional[str] = None, op: Optional[str] = None) -> list:

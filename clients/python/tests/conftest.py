@@ -5,7 +5,8 @@ import os
 import pathlib
 import re
 import subprocess
-import tempfile
+import threading
+import time
 
 import pytest
 
@@ -15,27 +16,38 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture()
-def server():
+def server(tmp_path):
     binary = os.environ.get("ANNAL_BIN", str(ROOT / "target" / "debug" / "annal"))
-    data = tempfile.mkdtemp(prefix="annal-client-test-")
     proc = subprocess.Popen(
-        [binary, "serve", "--data", data, "--listen", "127.0.0.1:0"],
+        [binary, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "ANNAL_LOG": "info", "NO_COLOR": "1"},
     )
-    address = None
-    for line in proc.stderr:
-        match = re.search(r"addr=(\S+)", line)
-        if match and "listening" in line:
-            address = match.group(1)
-            break
-    assert address, "the server never said where it listens"
-    client = Client(f"http://{address}", actor="pytest")
-    for _ in range(2000):
-        if client.ready():
-            break
-    yield client, proc, data
-    proc.kill()
-    proc.wait()
+    found = {}
+    seen = []
+
+    def read_log():
+        # Drains the server's log for the whole test, so it never blocks on the pipe.
+        for line in proc.stderr:
+            seen.append(line)
+            match = re.search(r"addr=(\S+)", line)
+            if match and "listening" in line and "addr" not in found:
+                found["addr"] = match.group(1)
+
+    threading.Thread(target=read_log, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 60
+        while "addr" not in found:
+            assert proc.poll() is None, "the server exited: " + "".join(seen)
+            assert time.monotonic() < deadline, "the server never said where it listens: " + "".join(seen)
+            time.sleep(0.01)
+        client = Client(f"http://{found['addr']}", actor="pytest")
+        while not client.ready():
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.01)
+        yield client, proc, tmp_path
+    finally:
+        proc.kill()
+        proc.wait()

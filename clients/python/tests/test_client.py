@@ -95,8 +95,8 @@ def test_partitions_migration_trials_and_promotion(server):
 
 
 def test_every_documented_route_has_a_client_method():
-    """docs/OPERATIONS.md's route table against the client's source: a new route must
-    reach the client too."""
+    """docs/OPERATIONS.md's route table against the client's source, method and path: a
+    new route must reach the client too."""
     import pathlib
     import re
 
@@ -104,13 +104,35 @@ def test_every_documented_route_has_a_client_method():
     doc = (root / "docs" / "OPERATIONS.md").read_text()
     table = doc.split("\n## HTTP API\n")[1].split("\n## ")[0]
     source = (root / "clients" / "python" / "annal" / "__init__.py").read_text()
+    rows = re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`]*)`", table, re.M)
+    assert len(rows) >= 30, f"the route table was not found: {rows}"
     missing = []
-    for method, path in re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`]*)`", table, re.M):
+    for method, path in rows:
         if path.endswith("/objects/"):
             continue  # the empty-key rows document a 400, not a route of their own
         # The client writes `{name}` and friends as f-string fields.
-        pattern = re.sub(r"\{[^}]+\}", "{[a-z_]+}", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
-        pattern = pattern.replace(r"\*", "")
-        if not re.search(r'"' + pattern + r'"' + "|" + r"\{self\.url\}" + pattern, source):
+        escaped = re.escape(path).replace(r"\{", "{").replace(r"\}", "}").replace(r"\*", "")
+        pattern = re.sub(r"\{[^}]+\}", "{[a-z_]+}", escaped)
+        via_call = rf'"{method}", f?"{pattern}"'
+        via_session = rf"session\.{method.lower()}\(\s*f?\"(\{{self\.url\}})?{pattern}"
+        if not re.search(via_call, source) and not re.search(via_session, source):
             missing.append(f"{method} {path}")
     assert not missing, f"routes without a client method: {missing}"
+
+
+def test_object_keys_are_sent_encoded(server):
+    db, _, _ = server
+    db.put_object("primary", "reports/q?v=2 %41", b"hello")
+    assert db.get_object("primary", "reports/q?v=2 %41") == b"hello"
+    keys = [o["key"] for o in db.list_objects("primary", prefix="reports")["objects"]]
+    assert keys == ["reports/q?v=2 %41"]
+    db.delete_object("primary", "reports/q?v=2 %41")
+
+
+def test_an_evaluation_set_of_supplied_numpy_queries(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16)
+    data = vectors(200, seed=5)
+    db.upsert("docs", [f"v{i}" for i in range(200)], data)
+    created = db.create_eval("docs", k=5, vectors=data[:10] + 0.01)
+    assert created["queries"] == 10 and not created["sampled"]

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use annal_engine::event::VectorItem;
-use annal_engine::limits::METADATA_BYTES_MAX;
+use annal_engine::limits::{METADATA_BYTES_MAX, SEARCH_BATCH_MAX};
 use annal_engine::{HnswConfig, IndexInfo, Metric, ProjectionError};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -144,8 +144,30 @@ fn read_query(q: Result<Query<AsOf>, QueryRejection>) -> Result<AsOf, ApiError> 
 async fn as_of(state: &AppState, q: Result<Query<AsOf>, QueryRejection>) -> Result<Option<u64>, ApiError> {
     let q = read_query(q)?;
     if let Some(seq) = q.min_seq {
-        let engine = Arc::clone(&state.engine);
-        blocking(move || engine.wait_for_seq(seq, MIN_SEQ_WAIT)).await?;
+        // Applied already: no thread, no wait.
+        if state.engine.startup().applied_seq < seq {
+            use std::sync::atomic::Ordering;
+            struct Waiter;
+            impl Drop for Waiter {
+                fn drop(&mut self) {
+                    MIN_SEQ_WAITERS.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            if MIN_SEQ_WAITERS.fetch_add(1, Ordering::AcqRel) >= MIN_SEQ_WAITERS_MAX {
+                MIN_SEQ_WAITERS.fetch_sub(1, Ordering::AcqRel);
+                return Err(ApiError::unavailable(
+                    format!("{MIN_SEQ_WAITERS_MAX} reads are waiting for their min_seq already; retry"),
+                    Some(1),
+                ));
+            }
+            let waiter = Waiter;
+            let engine = Arc::clone(&state.engine);
+            blocking(move || {
+                let _waiter = waiter;
+                engine.wait_for_seq(seq, MIN_SEQ_WAIT)
+            })
+            .await?;
+        }
     }
     Ok(q.as_of)
 }
@@ -157,6 +179,8 @@ pub async fn get_index(
     q: Result<Query<AsOf>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let as_of = as_of(&state, q).await?;
+    // Read before the index: the length answered includes at least this much.
+    let applied_seq = state.engine.startup().applied_seq;
     let engine = Arc::clone(&state.engine);
     // Reading an index waits on its lock, which a large add holds: keep it off the
     // async workers.
@@ -167,7 +191,7 @@ pub async fn get_index(
     .await?;
     // Whether everything written is searchable yet: applied against appended.
     let mut view = serde_json::to_value(IndexView::from(info)).map_err(|e| ApiError::internal(&e))?;
-    view["applied_seq"] = state.engine.startup().applied_seq.into();
+    view["applied_seq"] = applied_seq.into();
     view["last_seq"] = state.engine.log().last_seq().into();
     Ok(Json(view))
 }
@@ -240,6 +264,40 @@ impl<'de> Deserialize<'de> for VectorField {
     }
 }
 
+/// The queries of a batched search (or an evaluation set), refused as soon as there
+/// are more than `SEARCH_BATCH_MAX`: a body of millions of tiny rows is not built first.
+pub(crate) struct Queries(pub(crate) Vec<Vec<f32>>);
+
+impl<'de> Deserialize<'de> for Queries {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Rows;
+        impl<'de> serde::de::Visitor<'de> for Rows {
+            type Value = Queries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {SEARCH_BATCH_MAX} vectors")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Queries, A::Error> {
+                let mut rows = Vec::new();
+                while let Some(VectorField(row)) = seq.next_element::<VectorField>()? {
+                    if rows.len() == SEARCH_BATCH_MAX {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {SEARCH_BATCH_MAX} vectors"
+                        )));
+                    }
+                    rows.push(row);
+                }
+                Ok(Queries(rows))
+            }
+        }
+        deserializer.deserialize_seq(Rows)
+    }
+}
+
+/// Reads waiting for their `min_seq` at once; more are refused with 503 rather than
+/// tying up the blocking pool the other routes share.
+pub const MIN_SEQ_WAITERS_MAX: usize = 64;
+static MIN_SEQ_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// `wait` of a write: `"applied"` (default) or `"durable"`.
 fn wait_of(wait: Option<&str>) -> Result<annal_engine::Wait, ApiError> {
     match wait {
@@ -270,7 +328,7 @@ struct Add<'a> {
     wait: Option<String>,
 }
 
-/// `POST /vectors/index/{name}/add`: `{added, length, seq}`.
+/// `POST /vectors/index/{name}/add`: `{added, length, seq, applied}`.
 pub async fn add(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -310,7 +368,7 @@ struct Delete {
     wait: Option<String>,
 }
 
-/// `POST /vectors/index/{name}/delete`: `{deleted, length, seq}`.
+/// `POST /vectors/index/{name}/delete`: `{deleted, length, seq, applied}`.
 pub async fn delete(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -336,7 +394,7 @@ struct Search {
     /// One query (array or base64).
     vector: Option<VectorField>,
     /// Many queries at once (each an array or base64): one result list per query.
-    vectors: Option<Vec<VectorField>>,
+    vectors: Option<Queries>,
     k: Option<usize>,
     /// Only records in these partitions: an exact path, or a prefix ending in `/`.
     partition: Option<String>,
@@ -364,18 +422,22 @@ struct BatchResults<'a> {
     results: Vec<Vec<SearchHit<'a>>>,
 }
 
-/// `POST /vectors/index/{name}/search`: `{results: [{id, distance, metadata?, partition?}]}`.
+/// `POST /vectors/index/{name}/search`: `{results: [{id, distance, metadata?, partition?}]}`,
+/// or with `vectors` one list per query.
 pub async fn search(
     State(state): State<AppState>,
     Path(name): Path<String>,
     q: Result<Query<AsOf>, QueryRejection>,
     body: ApiJson,
 ) -> Result<Response, ApiError> {
-    let as_of = as_of(&state, q).await?;
+    // The body first: a bad one is refused at once, and its memory is not held while
+    // the read waits for its min_seq.
     let Search { vector, vectors, k, partition } = body.parse()?;
+    drop(body);
+    let as_of = as_of(&state, q).await?;
     let (queries, batched) = match (vector, vectors) {
         (Some(VectorField(v)), None) => (vec![v], false),
-        (None, Some(vs)) => (vs.into_iter().map(|v| v.0).collect(), true),
+        (None, Some(Queries(vs))) => (vs, true),
         _ => return Err(ApiError::bad_request("vector: give either vector or vectors")),
     };
     let engine = state.engine;

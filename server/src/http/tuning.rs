@@ -66,7 +66,9 @@ impl<'de> Deserialize<'de> for Queries {
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Queries, A::Error> {
                 let mut rows = Vec::new();
-                while let Some(row) = seq.next_element::<Vec<f32>>()? {
+                while let Some(super::routes::VectorField(row)) =
+                    seq.next_element::<super::routes::VectorField>()?
+                {
                     if rows.len() == EVAL_QUERIES_MAX as usize {
                         return Err(serde::de::Error::custom(format!(
                             "more than {EVAL_QUERIES_MAX} queries"
