@@ -170,6 +170,8 @@ pub struct IndexStats {
     pub length: u64,
     /// Deleted or replaced vectors still in the graph.
     pub tombstones: u64,
+    /// Live vectors per partition path, sorted by path (empty without partitions).
+    pub partitions: Vec<(String, u64)>,
 }
 
 /// Engine counters.
@@ -810,7 +812,12 @@ impl Engine {
             .into_iter()
             .map(|(name, handle)| {
                 let index = handle.read();
-                IndexStats { name, length: index.len(), tombstones: index.dead() }
+                IndexStats {
+                    name,
+                    length: index.len(),
+                    tombstones: index.dead(),
+                    partitions: index.partition_counts(),
+                }
             })
             .collect();
         EngineStats {

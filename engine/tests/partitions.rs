@@ -84,6 +84,7 @@ fn an_upsert_the_scheme_cannot_resolve_is_refused_naming_the_item_and_the_field(
     assert!(matches!(engine.set_scheme("t", "docs", NEW), Err(Error::SchemeConflict { .. })));
     let (_, counts) = engine.partitions("docs").unwrap();
     assert_eq!(counts, [("tenant=7".to_owned(), 1), ("tenant=x".to_owned(), 1)]);
+    assert_eq!(engine.stats().indexes[0].partitions, counts, "per-partition counts in stats");
 }
 
 /// Every search of `queries` within `filter` stays inside it and returns
