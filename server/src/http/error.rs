@@ -124,6 +124,12 @@ impl ApiError {
         Self { retry_after_s: Some(1), ..Self::failed(SERVICE_UNAVAILABLE, "starting", detail) }
     }
 
+    /// 503 `not_applied_yet`: a read's `min_seq` is durable but not applied yet (or
+    /// too many reads wait for theirs); retry shortly. Not a fault.
+    pub fn not_applied_yet(detail: impl Into<String>) -> Self {
+        Self { retry_after_s: Some(1), ..Self::failed(SERVICE_UNAVAILABLE, "not_applied_yet", detail) }
+    }
+
     /// 500 for a fault: the client gets the top-level message and an id, the log gets
     /// the whole cause chain under that id.
     pub fn internal(error: &(dyn std::error::Error + 'static)) -> Self {
@@ -200,7 +206,7 @@ impl From<Error> for ApiError {
             Error::Starting => Self::starting(error.to_string()),
             Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
             Error::SeqNotAppended { .. } => Self::bad_request(error.to_string()),
-            Error::NotYetApplied { .. } => Self::unavailable(error.to_string(), Some(1)),
+            Error::NotYetApplied { .. } => Self::not_applied_yet(error.to_string()),
             Error::AsOfGone { .. } => Self::gone(format!("as_of: {error}")),
             Error::Storage(e) => match &**e {
                 StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => {

@@ -155,10 +155,9 @@ async fn as_of(state: &AppState, q: Result<Query<AsOf>, QueryRejection>) -> Resu
             }
             if MIN_SEQ_WAITERS.fetch_add(1, Ordering::AcqRel) >= MIN_SEQ_WAITERS_MAX {
                 MIN_SEQ_WAITERS.fetch_sub(1, Ordering::AcqRel);
-                return Err(ApiError::unavailable(
-                    format!("{MIN_SEQ_WAITERS_MAX} reads are waiting for their min_seq already; retry"),
-                    Some(1),
-                ));
+                return Err(ApiError::not_applied_yet(format!(
+                    "{MIN_SEQ_WAITERS_MAX} reads are waiting for their min_seq already; retry"
+                )));
             }
             let waiter = Waiter;
             let engine = Arc::clone(&state.engine);
