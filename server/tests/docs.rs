@@ -120,3 +120,32 @@ fn every_serve_flag_and_its_variable_are_documented_and_no_more() {
     let vars: BTreeSet<String> = vars.into_iter().chain(["ANNAL_LOG".to_owned()]).collect();
     assert_eq!(vars, documented_vars, "environment variables against docs/OPERATIONS.md");
 }
+
+#[test]
+fn the_openapi_description_covers_every_route_of_the_router_and_describes_the_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (status, doc) = server.get("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let mut described = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            described.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let routed: BTreeSet<(String, String)> =
+        routed().into_iter().map(|(m, p)| (m, p.replace("{*", "{"))).collect();
+    assert_eq!(described, routed, "/openapi.json against the router");
+    // Bodies come from the handlers' types: the add body names its items and a vector
+    // that is an array or base64.
+    let add = &doc["paths"]["/vectors/index/{name}/add"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let name = add["$ref"].as_str().expect("a component").rsplit('/').next().unwrap();
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas[name]["properties"]["items"].is_object(), "{}", schemas[name]);
+    assert!(schemas["Vector"]["oneOf"].as_array().is_some_and(|v| v.len() == 2), "{}", schemas["Vector"]);
+    let search = &doc["paths"]["/vectors/index/{name}/search"]["post"]["parameters"];
+    let names: Vec<&str> = search.as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    assert!(names.contains(&"min_seq") && names.contains(&"as_of") && names.contains(&"name"), "{names:?}");
+}

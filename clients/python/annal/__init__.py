@@ -335,6 +335,10 @@ class Client:
         self._raise_for(response)
         return response.text
 
+    def openapi(self) -> dict:
+        """The server's OpenAPI 3.1 description."""
+        return self._call("GET", "/openapi.json")
+
     # -- buckets ---------------------------------------------------------------------
 
     def buckets(self) -> list:

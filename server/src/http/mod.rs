@@ -8,6 +8,7 @@ mod jobs;
 mod json;
 mod limits;
 mod metrics;
+pub mod openapi;
 mod partitions;
 mod promotions;
 mod routes;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi::serve))
         .route("/storage/buckets", get(storage::list_buckets))
         .route("/storage/buckets/{bucket}/probe", post(storage::probe))
         .route("/storage/buckets/{bucket}/objects", get(storage::list_objects))

@@ -44,7 +44,7 @@ fn state_json(p: &IndexPartitions) -> Value {
 }
 
 /// Body of `POST /vectors/index/{name}/scheme`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetScheme {
     template: String,
@@ -69,7 +69,7 @@ pub async fn set_scheme(
 }
 
 /// Body of `POST /vectors/index/{name}/migrate`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
     template: String,

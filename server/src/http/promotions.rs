@@ -14,7 +14,7 @@ use super::routes::blocking;
 use super::{ApiError, AppState};
 
 /// Body of `POST /vectors/index/{name}/promote`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Promote {
     m: u32,

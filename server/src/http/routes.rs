@@ -30,7 +30,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 /// Body of `POST /vectors/index`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateIndex {
     name: String,
@@ -126,7 +126,7 @@ pub async fn list_indexes(
 }
 
 /// `?as_of=S` on the read routes: answer from the state as of event S.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AsOf {
     as_of: Option<u64>,
@@ -206,6 +206,40 @@ pub async fn drop_index(
     let dropped = name.clone();
     let seq = blocking(move || engine.drop_index(&actor, &dropped)).await?;
     Ok(Json(json!({ "dropped": name, "seq": seq })))
+}
+
+impl schemars::JsonSchema for VectorField {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Vector".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A vector: an array of numbers, or base64 (standard, padded) of its little-endian float32 values.",
+            "oneOf": [
+                {"type": "array", "items": {"type": "number"}},
+                {"type": "string", "contentEncoding": "base64"}
+            ]
+        })
+    }
+}
+
+impl schemars::JsonSchema for Queries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Queries".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let item = generator.subschema_for::<VectorField>();
+        schemars::json_schema!({"type": "array", "items": item, "maxItems": SEARCH_BATCH_MAX})
+    }
+}
+
+impl schemars::JsonSchema for Metadata<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Metadata".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"description": "Any JSON document of at most 64 KiB, stored and returned as sent."})
+    }
 }
 
 /// Item metadata as the caller's JSON text, borrowed from the request body. Its size is
@@ -308,9 +342,9 @@ fn wait_of(wait: Option<&str>) -> Result<annal_engine::Wait, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddItem<'a> {
+pub(crate) struct AddItem<'a> {
     id: String,
     vector: VectorField,
     /// JSON `null` is the same as no metadata.
@@ -319,9 +353,9 @@ struct AddItem<'a> {
     partition: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Add<'a> {
+pub(crate) struct Add<'a> {
     #[serde(borrow)]
     items: Vec<AddItem<'a>>,
     wait: Option<String>,
@@ -360,9 +394,9 @@ pub async fn add(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Delete {
+pub(crate) struct Delete {
     ids: Vec<String>,
     wait: Option<String>,
 }
@@ -387,9 +421,9 @@ pub async fn delete(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Search {
+pub(crate) struct Search {
     /// One query (array or base64).
     vector: Option<VectorField>,
     /// Many queries at once (each an array or base64): one result list per query.

@@ -154,7 +154,7 @@ pub async fn empty_key() -> ApiError {
 }
 
 /// Query of `GET /storage/buckets/{bucket}/objects`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     prefix: Option<String>,
@@ -181,7 +181,7 @@ pub async fn list_objects(
 }
 
 /// Query of `GET /storage/errors`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorsQuery {
     bucket: Option<String>,
@@ -229,7 +229,7 @@ pub async fn errors(
 }
 
 /// Query of `GET /storage/bucket-health`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthQuery {
     minutes: Option<u64>,

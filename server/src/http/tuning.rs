@@ -43,7 +43,7 @@ fn trial_json(t: &Trial) -> Value {
 }
 
 /// Body of `POST /vectors/index/{name}/evals`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEval {
     eval_id: Option<String>,
@@ -55,6 +55,16 @@ pub struct CreateEval {
 /// The supplied queries, refused as soon as there are more than the engine takes (so a
 /// body of a million empty rows is not built in memory first).
 struct Queries(Vec<Vec<f32>>);
+
+impl schemars::JsonSchema for Queries {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EvalQueries".into()
+    }
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let item = generator.subschema_for::<super::routes::VectorField>();
+        schemars::json_schema!({"type": "array", "items": item, "maxItems": EVAL_QUERIES_MAX})
+    }
+}
 
 impl<'de> Deserialize<'de> for Queries {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -83,9 +93,9 @@ impl<'de> Deserialize<'de> for Queries {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Sample {
+pub(crate) struct Sample {
     count: u32,
     #[serde(default)]
     seed: u64,
@@ -128,7 +138,7 @@ pub async fn create_eval(
 }
 
 /// Body of `POST /vectors/index/{name}/trials`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunTrial {
     eval_id: String,
@@ -182,7 +192,7 @@ pub async fn list_trials(
 }
 
 /// Query of `GET /vectors/index/{name}/trials/best`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BestQuery {
     objective: String,
@@ -215,7 +225,7 @@ pub async fn best_trial(
 }
 
 /// Body of `POST /vectors/index/{name}/autotune`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Autotune {
     eval_id: String,
