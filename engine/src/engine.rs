@@ -625,11 +625,7 @@ impl Engine {
         vectors: Vec<Vec<f32>>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, Error> {
-        let handle = self.index(index)?;
-        let index = handle.read();
-        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
-        let flat: Vec<f32> = vectors.concat();
-        Ok(index.search(&flat, k)?)
+        self.catalog.search(index, vectors, k, None)
     }
 
     /// Promote `config` to serve `index`: the promotion in effect (if any) moves onto

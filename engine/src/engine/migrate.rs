@@ -10,7 +10,7 @@ use crate::event::{
     EventBody, MigrationBatch, MigrationBegun, MigrationCleared, MigrationEnded, MigrationError,
     MigrationMove, SchemeSet, VectorItem,
 };
-use crate::partition::{Filter, Template};
+use crate::partition::Template;
 use crate::projection::partitions::IndexPartitions;
 use crate::projection::vectors::Hit;
 use crate::sync::{lock, read, write};
@@ -212,11 +212,7 @@ impl Engine {
         k: usize,
         partition: &str,
     ) -> Result<Vec<Vec<Hit>>, Error> {
-        let filter = Filter::parse(partition)?;
-        let handle = self.index(index)?;
-        let index = handle.read();
-        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
-        Ok(index.search_filtered(&vectors.concat(), k, &filter)?)
+        self.catalog.search(index, vectors, k, Some(partition))
     }
 
     /// Clear the record of the finished migration of `index` (logged), so another may

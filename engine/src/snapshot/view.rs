@@ -14,7 +14,7 @@ use crate::projection::trials::TrialState;
 use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
 use crate::projection::Hooks;
 use crate::sync::lock;
-use crate::{validate, IndexInfo};
+use crate::IndexInfo;
 
 use super::{block_on, load, registered, Projections, ENGINE_ACTOR};
 
@@ -68,11 +68,7 @@ impl View {
         vectors: Vec<Vec<f32>>,
         k: usize,
     ) -> Result<Vec<Vec<Hit>>, Error> {
-        let handle =
-            self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
-        let index = handle.read();
-        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
-        Ok(index.search(&vectors.concat(), k)?)
+        self.catalog.search(index, vectors, k, None)
     }
 
     /// Search within partitions of an index as it was (see [`crate::Engine::search_in`]).
@@ -86,12 +82,7 @@ impl View {
         k: usize,
         partition: &str,
     ) -> Result<Vec<Vec<Hit>>, Error> {
-        let filter = crate::partition::Filter::parse(partition)?;
-        let handle =
-            self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
-        let index = handle.read();
-        validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
-        Ok(index.search_filtered(&vectors.concat(), k, &filter)?)
+        self.catalog.search(index, vectors, k, Some(partition))
     }
 
     /// Every live record of an index as it was, sorted by id.

@@ -450,39 +450,16 @@ impl VectorIndex {
         let share = members.len() as f64 / self.entries.len().max(1) as f64;
         let wide = ((want as f64 / share).ceil() as usize).clamp(want, crate::limits::HNSW_EF_MAX as usize);
         let (distances, labels) = self.hnsw.search(&queries, wide, Some(&bits))?;
-        let mut out = Vec::with_capacity(nq);
-        let mut short = Vec::new();
-        for (q, query) in queries.chunks_exact(dim).enumerate() {
-            let row = q * wide..(q + 1) * wide;
-            let hits: Vec<Hit> = labels[row.clone()]
-                .iter()
-                .zip(&distances[row])
-                .filter_map(|(&label, &raw)| self.hit(label, raw))
-                .take(want)
-                .collect();
-            if hits.len() < want {
-                short.push((q, query));
-            }
-            out.push(hits);
-        }
-        if !short.is_empty() {
+        self.graph_hits(&queries, &distances, &labels, wide, want, |short| {
             members.sort_unstable();
-            let refs: Vec<&[f32]> = short.iter().map(|(_, query)| *query).collect();
-            let exact = self.exact_among(&refs, want, &members)?;
-            for ((q, _), hits) in short.into_iter().zip(exact) {
-                if let Some(slot) = out.get_mut(q) {
-                    *slot = hits;
-                }
-            }
-        }
-        Ok(out)
+            self.exact_among(short, want, &members)
+        })
     }
 
     /// The `k` nearest of the live `labels` (ascending) for each query, by an exact scan
     /// of just their vectors: consecutive positions are copied in one FFI call.
     fn exact_among(&self, queries: &[&[f32]], k: usize, labels: &[i64]) -> Result<Vec<Vec<Hit>>, HnswError> {
         let dim = self.params.dimension as usize;
-        let l2 = self.params.metric == Metric::L2;
         let all = self.hnsw.labels();
         let mut best: Vec<BinaryHeap<Scored>> =
             queries.iter().map(|_| BinaryHeap::with_capacity(k + 1)).collect();
@@ -512,25 +489,9 @@ impl VectorIndex {
                 at += run;
             }
             let n = chunk_labels.len();
-            for (query, heap) in queries.iter().zip(&mut best) {
-                raw_scores(l2, query, &buffer[..n * dim], &mut scores[..n]);
-                for (&label, &raw) in chunk_labels.iter().zip(&scores[..n]) {
-                    if !self.is_live(label) {
-                        continue;
-                    }
-                    heap.push(Scored { distance: self.distance(raw), label });
-                    if heap.len() > k {
-                        heap.pop();
-                    }
-                }
-            }
+            self.keep_best(queries, &buffer[..n * dim], &chunk_labels, &mut scores[..n], &mut best, k);
         }
-        Ok(best
-            .into_iter()
-            .map(|heap| {
-                heap.into_sorted_vec().into_iter().filter_map(|s| self.hit_at(s.label, s.distance)).collect()
-            })
-            .collect())
+        Ok(self.hits_of(best))
     }
 
     fn set_live(&mut self, label: i64) {
@@ -561,14 +522,33 @@ impl VectorIndex {
         // Without tombstones no selector is needed, and FAISS's fast path runs.
         let selector = (self.dead() > 0).then_some(self.live_bits.as_slice());
         let (distances, labels) = self.hnsw.search(&queries, want, selector)?;
-        let mut out = Vec::with_capacity(nq);
+        // The graph walk may end short among tombstones; an exact scan of the live set
+        // still owes the caller `want` results.
+        self.graph_hits(&queries, &distances, &labels, want, want, |short| self.exact(short.to_vec(), want))
+    }
+
+    /// The graph's answer rows (`width` labels per query) as hits, at most `want` per
+    /// query; the queries left short of `want` are answered by `exact` instead, in one
+    /// call for all of them.
+    fn graph_hits(
+        &self,
+        queries: &[f32],
+        distances: &[f32],
+        labels: &[faiss_sys::idx_t],
+        width: usize,
+        want: usize,
+        exact: impl FnOnce(&[&[f32]]) -> Result<Vec<Vec<Hit>>, HnswError>,
+    ) -> Result<Vec<Vec<Hit>>, HnswError> {
+        let dim = self.params.dimension as usize;
+        let mut out = Vec::with_capacity(queries.len() / dim);
         let mut short = Vec::new();
         for (q, query) in queries.chunks_exact(dim).enumerate() {
-            let row = q * want..(q + 1) * want;
+            let row = q * width..(q + 1) * width;
             let hits: Vec<Hit> = labels[row.clone()]
                 .iter()
                 .zip(&distances[row])
                 .filter_map(|(&label, &raw)| self.hit(label, raw))
+                .take(want)
                 .collect();
             if hits.len() < want {
                 short.push((q, query));
@@ -576,11 +556,9 @@ impl VectorIndex {
             out.push(hits);
         }
         if !short.is_empty() {
-            // The graph walk ended short among tombstones; an exact scan of the live set
-            // still owes the caller `want` results. One pass serves every short query.
-            let exact = self.exact(short.iter().map(|(_, query)| *query).collect(), want)?;
-            for ((q, _), hits) in short.into_iter().zip(exact) {
-                if let Some(slot) = out.get_mut(q) {
+            let refs: Vec<&[f32]> = short.iter().map(|(_, query)| *query).collect();
+            for ((q, _), hits) in short.iter().zip(exact(&refs)?) {
+                if let Some(slot) = out.get_mut(*q) {
                     *slot = hits;
                 }
             }
@@ -609,7 +587,6 @@ impl VectorIndex {
     /// vector.
     fn exact(&self, queries: Vec<&[f32]>, k: usize) -> Result<Vec<Vec<Hit>>, HnswError> {
         let dim = self.params.dimension as usize;
-        let l2 = self.params.metric == Metric::L2;
         let labels = self.hnsw.labels();
         let per_chunk = (COPY_CHUNK_BYTES / (4 * dim)).max(1);
         let mut buffer = vec![0f32; per_chunk.min(labels.len()) * dim];
@@ -620,25 +597,44 @@ impl VectorIndex {
             let n = per_chunk.min(labels.len() - start);
             let vectors = &mut buffer[..n * dim];
             self.hnsw.copy_vectors(start, vectors)?;
-            for (query, heap) in queries.iter().zip(&mut best) {
-                raw_scores(l2, query, vectors, &mut scores[..n]);
-                for (&label, &raw) in labels[start..start + n].iter().zip(&scores[..n]) {
-                    if !self.is_live(label) {
-                        continue;
-                    }
-                    heap.push(Scored { distance: self.distance(raw), label });
-                    if heap.len() > k {
-                        heap.pop();
-                    }
+            self.keep_best(&queries, vectors, &labels[start..start + n], &mut scores[..n], &mut best, k);
+        }
+        Ok(self.hits_of(best))
+    }
+
+    /// Score `vectors` (their `labels`, in order) against every query and keep each
+    /// query's `k` nearest live ones in its heap (the exact scans' inner step).
+    fn keep_best(
+        &self,
+        queries: &[&[f32]],
+        vectors: &[f32],
+        labels: &[i64],
+        scores: &mut [f32],
+        best: &mut [BinaryHeap<Scored>],
+        k: usize,
+    ) {
+        let l2 = self.params.metric == Metric::L2;
+        for (query, heap) in queries.iter().zip(best) {
+            raw_scores(l2, query, vectors, scores);
+            for (&label, &raw) in labels.iter().zip(scores.iter()) {
+                if !self.is_live(label) {
+                    continue;
+                }
+                heap.push(Scored { distance: self.distance(raw), label });
+                if heap.len() > k {
+                    heap.pop();
                 }
             }
         }
-        Ok(best
-            .into_iter()
+    }
+
+    /// Each query's heap as hits, nearest first.
+    fn hits_of(&self, best: Vec<BinaryHeap<Scored>>) -> Vec<Vec<Hit>> {
+        best.into_iter()
             .map(|heap| {
                 heap.into_sorted_vec().into_iter().filter_map(|s| self.hit_at(s.label, s.distance)).collect()
             })
-            .collect())
+            .collect()
     }
 
     fn hit_at(&self, label: i64, distance: f32) -> Option<Hit> {

@@ -56,6 +56,27 @@ impl Catalog {
         read(&self.indexes).keys().cloned().collect()
     }
 
+    /// The `k` nearest records to each of `vectors` in index `name` (validated against
+    /// its dimension and metric), within the partitions `partition` selects if given:
+    /// what the engine and its time-travel views answer searches with.
+    pub(crate) fn search(
+        &self,
+        name: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+        partition: Option<&str>,
+    ) -> Result<Vec<Vec<Hit>>, crate::Error> {
+        let filter = partition.map(crate::partition::Filter::parse).transpose()?;
+        let handle = self.get(name).ok_or_else(|| crate::Error::IndexNotFound { name: name.to_owned() })?;
+        let index = handle.read();
+        crate::validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
+        let flat = vectors.concat();
+        Ok(match &filter {
+            Some(filter) => index.search_filtered(&flat, k, filter)?,
+            None => index.search(&flat, k)?,
+        })
+    }
+
     /// Whether `handle` is still the index called `name` (not dropped or replaced).
     pub(crate) fn is_current(&self, name: &str, handle: &IndexHandle) -> bool {
         read(&self.indexes).get(name).is_some_and(|h| Arc::ptr_eq(h, handle))
