@@ -144,6 +144,23 @@ pub fn accepted(id: u64) -> impl IntoResponse {
     (StatusCode::ACCEPTED, Json(json!({"job_id": id, "status": format!("/jobs/{id}")})))
 }
 
+/// Start a job of `kind` on index `index` (404 at once if it does not exist) and
+/// answer 202: `work` gets the engine, the index name and the progress callback.
+pub fn start_on_index(
+    state: AppState,
+    kind: &'static str,
+    index: String,
+    work: impl FnOnce(&annal_engine::Engine, &str, &(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError>
+        + Send
+        + 'static,
+) -> Result<impl IntoResponse, ApiError> {
+    state.engine.get_index(&index)?;
+    let engine = state.engine;
+    let name = index.clone();
+    let id = state.jobs.start(kind, &name, move |progress| work(&engine, &index, progress))?;
+    Ok(accepted(id))
+}
+
 /// `GET /jobs/{id}`.
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let job = id.parse::<u64>().ok().and_then(|id| state.jobs.get(id)).ok_or_else(|| {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
-use super::jobs::accepted;
+use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
 use super::{ApiError, AppState};
@@ -90,17 +90,14 @@ pub async fn migrate(
     let actor = actor(&headers)?;
     let body: Migrate = body.parse()?;
     annal_engine::partition::Template::parse(&body.template).map_err(annal_engine::Error::from)?;
-    state.engine.get_index(&name)?;
     let defaults = MigrateOptions::default();
     let options = MigrateOptions {
         dry_run: body.dry_run,
         batch_size: body.batch_size.unwrap_or(defaults.batch_size),
         take_snapshot_first: body.take_snapshot_first.unwrap_or(defaults.take_snapshot_first),
     };
-    let engine = state.engine;
-    let index = name.clone();
-    let id = state.jobs.start("migrate", &name, move |progress| {
-        let report = engine.migrate_scheme(&actor, &index, &body.template, options, progress)?;
+    jobs::start_on_index(state, "migrate", name, move |engine, index, progress| {
+        let report = engine.migrate_scheme(&actor, index, &body.template, options, progress)?;
         let listed: Vec<Value> = report
             .plan
             .iter()
@@ -122,8 +119,7 @@ pub async fn migrate(
             "plan": report.dry_run.then_some(listed),
             "plan_truncated": report.plan.len() > PLAN_LISTED_MAX,
         }))
-    })?;
-    Ok(accepted(id))
+    })
 }
 
 /// `GET /vectors/index/{name}/migration`: the scheme and the running and finished

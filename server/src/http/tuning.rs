@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
-use super::jobs::accepted;
+use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
 use super::{ApiError, AppState};
@@ -119,11 +119,8 @@ pub async fn create_eval(
         (None, None) => EvalQueries::Sample { count: EVAL_SAMPLE_DEFAULT, seed: 0 },
     };
     let request = EvalRequest { eval_id: body.eval_id, queries, k: body.k.unwrap_or(10) };
-    state.engine.get_index(&name)?;
-    let engine = state.engine;
-    let index = name.clone();
-    let id = state.jobs.start("eval", &name, move |progress| {
-        let created = engine.create_eval_set(&actor, &index, request, progress)?;
+    jobs::start_on_index(state, "eval", name, move |engine, index, progress| {
+        let created = engine.create_eval_set(&actor, index, request, progress)?;
         Ok(json!({
             "eval_id": created.eval_id,
             "sampled": created.sampled,
@@ -133,8 +130,7 @@ pub async fn create_eval(
             "key": created.key,
             "bytes": created.bytes,
         }))
-    })?;
-    Ok(accepted(id))
+    })
 }
 
 /// Body of `POST /vectors/index/{name}/trials`.
@@ -159,15 +155,11 @@ pub async fn run_trial(
     let body: RunTrial = body.parse()?;
     let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
     annal_engine::validate::config(&config).map_err(annal_engine::Error::from)?;
-    state.engine.get_index(&name)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
-    let engine = state.engine;
-    let index = name.clone();
-    let id = state.jobs.start("trial", &name, move |progress| {
-        let trial = engine.run_trial(&actor, &index, request, progress)?;
+    jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
+        let trial = engine.run_trial(&actor, index, request, progress)?;
         Ok(trial_json(&trial))
-    })?;
-    Ok(accepted(id))
+    })
 }
 
 /// `GET /vectors/index/{name}/trials`: every evaluation set and trial, oldest first.
@@ -242,11 +234,8 @@ pub async fn autotune(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: Autotune = body.parse()?;
-    state.engine.get_index(&name)?;
-    let engine = state.engine;
-    let index = name.clone();
-    let id = state.jobs.start("autotune", &name, move |progress| {
-        let done = engine.autotune(&actor, &index, &body.eval_id, body.recall_floor, progress)?;
+    jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
+        let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
         Ok(json!({
             "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
             "chosen": done.chosen.as_ref().map(|t| t.record.trial_id.clone()),
@@ -255,6 +244,5 @@ pub async fn autotune(
                 "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
             })),
         }))
-    })?;
-    Ok(accepted(id))
+    })
 }
