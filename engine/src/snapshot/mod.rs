@@ -530,3 +530,80 @@ impl Taker {
         lock(&self.known).clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{IndexCreated, Metric, VectorItem, VectorsUpserted};
+
+    /// A snapshot written before the `promotions`, `trials` and `partitions` sections
+    /// existed: only `vectors` and `journal`.
+    fn old_snapshot() -> (Vec<u8>, SnapshotTaken) {
+        let hooks = Hooks::default();
+        let old = Projections::new(&hooks).unwrap();
+        let created = EventBody::IndexCreated(IndexCreated {
+            name: "docs".into(),
+            dimension: 2,
+            metric: Metric::L2,
+            config: crate::event::HnswConfig::default(),
+        });
+        let item = VectorItem { id: "a".into(), vector: vec![1.0, 2.0], metadata: None, partition: None };
+        let upserted =
+            EventBody::VectorsUpserted(VectorsUpserted { index: "docs".into(), items: vec![item] });
+        for (seq, body) in [created, upserted].into_iter().enumerate() {
+            old.vectors.apply(seq as u64 + 1, &Event::new("t", body)).unwrap();
+        }
+        let mut sections = Vec::new();
+        for p in
+            [Arc::clone(&old.vectors) as Arc<dyn Projection>, Arc::clone(&old.journal) as Arc<dyn Projection>]
+        {
+            let mut bytes = Vec::new();
+            p.write_snapshot(2, &mut bytes).unwrap();
+            sections.push((p.name().to_owned(), bytes));
+        }
+        for p in old.list() {
+            p.shutdown();
+        }
+        let (chunks, bytes) = format::encode(2, sections);
+        let object: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        let taken = SnapshotTaken {
+            seq: 2,
+            bucket: BUCKET.into(),
+            key: key(2),
+            bytes,
+            crc32: crc32fast::hash(&object),
+        };
+        (object, taken)
+    }
+
+    #[test]
+    fn a_snapshot_without_the_newer_sections_restores_them_empty() {
+        let (object, taken) = old_snapshot();
+        let fresh = Projections::new(&Hooks::default()).unwrap();
+        load(&object, &taken, &fresh).unwrap();
+        assert_eq!(fresh.catalog.names(), ["docs"]);
+        assert!(fresh.promotions.list_all().is_empty());
+        assert_eq!(fresh.trials.get("docs"), Default::default());
+        assert_eq!(fresh.partitions.get("docs"), Default::default());
+        for p in fresh.list() {
+            p.shutdown();
+        }
+    }
+
+    #[test]
+    fn a_snapshot_without_the_vectors_section_is_refused_naming_it() {
+        let (object, mut taken) = old_snapshot();
+        let decoded = format::decode(&object).unwrap();
+        let journal = decoded.sections.iter().find(|(n, _)| n == "journal").unwrap().1.clone();
+        let (chunks, bytes) = format::encode(2, vec![("journal".into(), object[journal].to_vec())]);
+        let only_journal: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+        taken.bytes = bytes;
+        taken.crc32 = crc32fast::hash(&only_journal);
+        let fresh = Projections::new(&Hooks::default()).unwrap();
+        let refused = load(&only_journal, &taken, &fresh);
+        assert!(matches!(refused, Err(Unusable::Missing { projection: "vectors", .. })), "{refused:?}");
+        for p in fresh.list() {
+            p.shutdown();
+        }
+    }
+}
