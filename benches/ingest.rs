@@ -13,6 +13,9 @@
 //! python3 -m venv target/venv-client && target/venv-client/bin/pip install -e clients/python
 //! cargo bench -p annal-benches --bench ingest
 //! ```
+//! - Chroma, when `target/venv-chroma` holds `chromadb` (`benches/chroma_client.py`):
+//!   the same vectors through its HTTP client into `chroma run`, and the same queries.
+//!
 //! `ANNAL_BIN` (default `target/release/annal`) and `ANNAL_BENCH_PYTHON` (default
 //! `target/venv-client/bin/python`) locate the two; without them the HTTP part is
 //! skipped with a message.
@@ -159,5 +162,50 @@ fn main() {
         rate("durable_searchable_per_s"),
         rate("durable_searchable_per_s") / faiss_build
     );
+    println!(
+        "| HTTP + Python client, batched search (1,000 queries a request) | | {:.0} ({:.2}x FAISS) |",
+        rate("batched_search_q_per_s"),
+        rate("batched_search_q_per_s") / faiss_batch_qps
+    );
+    println!(
+        "| HTTP + Python client, wait durable, 2 in flight: acknowledged | {:.0} | |",
+        rate("durable_ack_2_per_s")
+    );
+    println!(
+        "| HTTP + Python client, wait durable, 2 in flight: all searchable | {:.0} ({:.2}x FAISS) | |",
+        rate("durable_searchable_2_per_s"),
+        rate("durable_searchable_2_per_s") / faiss_build
+    );
     println!("client base64 encoding alone: {:.0} vectors/s", rate("client_encode_per_s"));
+
+    // Chroma, the same way, in the same run, when its environment is there.
+    let chroma = root.join(
+        std::env::var("ANNAL_BENCH_CHROMA_PYTHON")
+            .map_or_else(|_| PathBuf::from("target/venv-chroma/bin/python"), PathBuf::from),
+    );
+    if !chroma.exists() {
+        println!("Chroma skipped: {} is missing (see benches/chroma_client.py)", chroma.display());
+        return;
+    }
+    let out = Command::new(&chroma)
+        .arg(root.join("benches/chroma_client.py"))
+        .arg(data_dir())
+        .output()
+        .expect("run the Chroma client");
+    let chroma: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!("Chroma client failed: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    let chroma_rate = |key: &str| chroma[key].as_f64().unwrap_or(0.0);
+    println!(
+        "| Chroma {} HTTP client, add (returns when searchable) | {:.0} (annal applied {:.2}x, durable until searchable {:.2}x) | |",
+        chroma["chromadb"].as_str().unwrap_or("?"),
+        chroma_rate("add_per_s"),
+        rate("applied_per_s") / chroma_rate("add_per_s"),
+        rate("durable_searchable_per_s") / chroma_rate("add_per_s"),
+    );
+    println!(
+        "| Chroma HTTP client, batched query (1,000 queries a request) | | {:.0} (annal {:.2}x) |",
+        chroma_rate("batched_search_q_per_s"),
+        rate("batched_search_q_per_s") / chroma_rate("batched_search_q_per_s"),
+    );
 }

@@ -31,6 +31,13 @@ def main():
     db.upsert("applied", ids, base, batch_size=1000, wait="applied")
     out["applied_per_s"] = len(base) / (time.perf_counter() - t)
 
+    queries = fvecs(f"{data}/query.fvecs")
+    db.search_batch("applied", queries[:10], k=10)  # warm-up
+    t = time.perf_counter()
+    for _ in range(5):
+        db.search_batch("applied", queries, k=10)
+    out["batched_search_q_per_s"] = 5 * len(queries) / (time.perf_counter() - t)
+
     db.create_index("durable", dimension=base.shape[1])
     t = time.perf_counter()
     last = db.upsert("durable", ids, base, batch_size=1000, wait="durable")
@@ -39,6 +46,14 @@ def main():
     searchable = time.perf_counter() - t
     out["durable_ack_per_s"] = len(base) / acked
     out["durable_searchable_per_s"] = len(base) / searchable
+
+    db.create_index("durable2", dimension=base.shape[1])
+    t = time.perf_counter()
+    last = db.upsert("durable2", ids, base, batch_size=1000, wait="durable", concurrency=2)
+    acked = time.perf_counter() - t
+    db.get_index("durable2", min_seq=last["seq"])
+    out["durable_ack_2_per_s"] = len(base) / acked
+    out["durable_searchable_2_per_s"] = len(base) / (time.perf_counter() - t)
 
     # Encoding alone (the client's share), for the record.
     t = time.perf_counter()

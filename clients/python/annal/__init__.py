@@ -14,7 +14,9 @@ batched, and every error of the server is raised as `AnnalError` with its `statu
 from __future__ import annotations
 
 import base64
+import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 import urllib.parse
 from typing import Any, Iterable, Optional, Sequence
 
@@ -41,6 +43,38 @@ def encode_vector(vector: Any) -> str:
     return base64.b64encode(array.tobytes()).decode("ascii")
 
 
+def _rows_base64(matrix: np.ndarray) -> list:
+    """Each row of a contiguous float32 matrix as base64 (ASCII bytes). When a row's
+    byte length is a multiple of 3, base64 of the whole block splits exactly at row
+    boundaries (no padding inside), so one encode serves every row."""
+    rows, dimension = matrix.shape
+    row_bytes = dimension * 4
+    if row_bytes % 3 == 0:
+        block = base64.b64encode(matrix.tobytes())
+        width = row_bytes // 3 * 4
+        return [block[i * width:(i + 1) * width] for i in range(rows)]
+    return [base64.b64encode(matrix[i].tobytes()) for i in range(rows)]
+
+
+def _add_body(ids, matrix, metadata, partitions, start: int, end: int, wait: str) -> bytes:
+    """The JSON body of one add request for rows start..end, assembled as bytes: the
+    base64 vectors need no escaping, so only ids, metadata and partitions go through
+    `json.dumps`."""
+    vectors = _rows_base64(matrix[start:end])
+    parts = [b'{"items":[']
+    for offset, i in enumerate(range(start, end)):
+        if offset:
+            parts.append(b",")
+        parts += (b'{"id":', json.dumps(ids[i]).encode("utf-8"), b',"vector":"', vectors[offset], b'"')
+        if metadata is not None and metadata[i] is not None:
+            parts += (b',"metadata":', json.dumps(metadata[i]).encode("utf-8"))
+        if partitions is not None and partitions[i] is not None:
+            parts += (b',"partition":', json.dumps(partitions[i]).encode("utf-8"))
+        parts.append(b"}")
+    parts += (b'],"wait":', json.dumps(wait).encode("utf-8"), b"}")
+    return b"".join(parts)
+
+
 def _matrix(vectors: Any) -> np.ndarray:
     array = np.asarray(vectors, dtype="<f4")
     if array.ndim == 1:
@@ -56,22 +90,37 @@ class Client:
     def __init__(self, url: str = "http://127.0.0.1:7700", actor: Optional[str] = None, timeout: float = 300.0):
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.session = requests.Session()
-        if actor is not None:
-            self.session.headers["x-annal-actor"] = actor
+        self.actor = actor
+        self.session = self._new_session()
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        if self.actor is not None:
+            session.headers["x-annal-actor"] = self.actor
+        return session
 
     # -- plumbing --------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Any = None, params: Optional[dict] = None,
-              retries: int = 0) -> Any:
+              retries: int = 0, data: Optional[bytes] = None,
+              session: Optional[requests.Session] = None) -> Any:
+        """One request; `body` is sent as JSON, or `data` as an already encoded JSON
+        body; on `session` (one per sender thread) or the client's own."""
+        session = session or self.session
         params = {k: v for k, v in (params or {}).items() if v is not None}
-        response = self.session.request(method, self.url + path, json=body, params=params, timeout=self.timeout)
+        headers = {"content-type": "application/json"} if data is not None else None
+
+        def send():
+            return session.request(method, self.url + path, json=body, data=data, params=params,
+                                        headers=headers, timeout=self.timeout)
+
+        response = send()
         # A read waiting for its min_seq answers 503 with Retry-After while the server
         # applies: wait as told, a bounded number of times.
         while response.status_code == 503 and retries > 0 and "retry-after" in response.headers:
             retries -= 1
             time.sleep(float(response.headers["retry-after"]))
-            response = self.session.request(method, self.url + path, json=body, params=params, timeout=self.timeout)
+            response = send()
         try:
             payload = response.json()
         except ValueError:
@@ -129,45 +178,81 @@ class Client:
         batch_size: int = 1000,
         wait: str = "applied",
         progress: bool = False,
+        concurrency: int = 1,
     ) -> dict:
         """Insert or replace `ids` with the rows of `vectors` (an (n, d) array or lists),
-        `batch_size` per request. Each batch is all or nothing; the batches before a
-        failed one stay written: the raised `AnnalError` carries `committed` (how many
-        records) and `last_seq` (the last written batch's event, or None). Returns the
-        last batch's answer (`seq` is the last event's)."""
+        `batch_size` per request, the next body encoded while the previous request is in
+        flight. Each batch is all or nothing. On an error the raised `AnnalError`
+        carries `committed` (how many records were acknowledged), `committed_ranges`
+        (their `(start, end)` row ranges) and `last_seq` (the highest acknowledged
+        event, or None). Returns the answer of the batch with the highest `seq`.
+
+        `concurrency` > 1 keeps that many requests in flight (worth it with
+        `wait="durable"`, where the server acknowledges before the graph is built).
+        Batches may then commit in any order, so the ids must be distinct, and after
+        an error the committed rows need not be a prefix."""
         if isinstance(ids, str):
             raise TypeError("ids must be a sequence of ids, not one string")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         matrix = _matrix(vectors)
         if len(ids) != matrix.shape[0]:
             raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} vectors")
+        if concurrency > 1 and len(set(ids)) != len(ids):
+            raise ValueError("ids repeat: with concurrency > 1 batches may commit in any order")
         bar = None
         if progress:
             from tqdm import tqdm  # optional dependency: pip install annal-client[progress]
 
             bar = tqdm(total=len(ids), unit="vec")
         last: dict = {}
+        committed: list = []
+        failure: Optional[AnnalError] = None
+        in_flight: list = []  # (start, end, future), oldest first
+
+        def settle(entry):
+            nonlocal last, failure
+            start, end, future = entry
+            try:
+                answer = future.result()
+            except AnnalError as error:
+                failure = failure or error
+                return
+            committed.append((start, end))
+            if answer.get("seq") is not None and (last.get("seq") is None or answer["seq"] > last["seq"]):
+                last = answer
+            if bar is not None:
+                bar.update(end - start)
+
+        # `concurrency` sender threads; this thread encodes the next body meanwhile.
+        pool = ThreadPoolExecutor(max_workers=concurrency)
+        sessions = [self.session] + [self._new_session() for _ in range(concurrency - 1)]
         try:
-            for start in range(0, len(ids), batch_size):
+            for number, start in enumerate(range(0, len(ids), batch_size)):
                 end = min(start + batch_size, len(ids))
-                items = []
-                for i in range(start, end):
-                    item = {"id": ids[i], "vector": base64.b64encode(matrix[i].tobytes()).decode("ascii")}
-                    if metadata is not None and metadata[i] is not None:
-                        item["metadata"] = metadata[i]
-                    if partitions is not None and partitions[i] is not None:
-                        item["partition"] = partitions[i]
-                    items.append(item)
-                try:
-                    last = self._call("POST", f"/vectors/index/{name}/add", {"items": items, "wait": wait})
-                except AnnalError as error:
-                    error.committed = start
-                    error.last_seq = last.get("seq")
-                    raise
-                if bar is not None:
-                    bar.update(end - start)
+                body = _add_body(ids, matrix, metadata, partitions, start, end, wait)
+                while len(in_flight) >= concurrency:
+                    settle(in_flight.pop(0))
+                if failure is not None:
+                    break
+                session = sessions[number % concurrency]
+                in_flight.append((start, end, pool.submit(
+                    self._call, "POST", f"/vectors/index/{name}/add", None, None, 0, body, session)))
+            while in_flight:
+                settle(in_flight.pop(0))
         finally:
+            for _, _, future in in_flight:
+                future.cancel()
+            pool.shutdown(wait=True)
+            for session in sessions[1:]:
+                session.close()
             if bar is not None:
                 bar.close()
+        if failure is not None:
+            failure.committed_ranges = sorted(committed)
+            failure.committed = sum(end - start for start, end in committed)
+            failure.last_seq = last.get("seq")
+            raise failure
         return last
 
     def delete(self, name: str, ids: Sequence[str], wait: str = "applied") -> dict:

@@ -136,3 +136,46 @@ def test_an_evaluation_set_of_supplied_numpy_queries(server):
     db.upsert("docs", [f"v{i}" for i in range(200)], data)
     created = db.create_eval("docs", k=5, vectors=data[:10] + 0.01)
     assert created["queries"] == 10 and not created["sampled"]
+
+
+def test_rows_base64_splits_one_block_exactly_like_per_row_encoding():
+    from annal import _rows_base64, encode_vector
+
+    rng = np.random.default_rng(7)
+    for dimension in (384, 3, 5, 1):  # row bytes a multiple of 3, and not
+        matrix = rng.standard_normal((17, dimension)).astype("<f4")
+        assert [v.decode("ascii") for v in _rows_base64(matrix)] == [encode_vector(row) for row in matrix]
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_failed_batch_reports_exactly_the_batches_that_committed(server, concurrency):
+    db, _, _ = server
+    db.create_index("docs", dimension=16, distance="l2")
+    data = vectors(5000, seed=3)
+    data[2500, 4] = np.nan  # the third batch of 1,000 is refused whole
+    ids = [f"v{i}" for i in range(len(data))]
+    with pytest.raises(AnnalError) as e:
+        db.upsert("docs", ids, data, batch_size=1000, wait="durable", concurrency=concurrency)
+    assert e.value.status == 400 and "items[500].vector" in e.value.detail
+    ranges = e.value.committed_ranges
+    assert (2000, 3000) not in ranges and {(0, 1000), (1000, 2000)} <= set(ranges)
+    if concurrency == 1:
+        assert ranges == [(0, 1000), (1000, 2000)], "one request in flight: nothing after the failure is sent"
+    assert e.value.committed == sum(end - start for start, end in ranges)
+    info = db.get_index("docs", min_seq=e.value.last_seq)
+    assert info["length"] == e.value.committed
+    for start, end in ranges:
+        assert db.search("docs", data[start], k=1)[0]["id"] == f"v{start}"
+
+
+def test_concurrent_upsert_stores_every_row_and_refuses_repeated_ids(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16, distance="l2")
+    data = vectors(3500, seed=4)
+    ids = [f"v{i}" for i in range(len(data))]
+    last = db.upsert("docs", ids, data, batch_size=500, wait="durable", concurrency=3)
+    assert db.get_index("docs", min_seq=last["seq"])["length"] == 3500
+    for i in (0, 499, 500, 3499):
+        assert db.search("docs", data[i], k=1)[0] == {**db.search("docs", data[i], k=1)[0], "id": f"v{i}", "distance": 0.0}
+    with pytest.raises(ValueError, match="ids repeat"):
+        db.upsert("docs", ["a", "a"], vectors(2), concurrency=2)
