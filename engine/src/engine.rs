@@ -2,9 +2,11 @@
 //! the projector applies -> readers. A write returns once its event is durable and
 //! applied, so the caller reads its own writes.
 
+mod documents;
 mod migrate;
 mod tuning;
 
+pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
 pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
 pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
 
@@ -20,6 +22,7 @@ use crate::event::{
     SnapshotTaken, VectorItem, VectorsDeleted, VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
+use crate::projection::documents::DocumentState;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
@@ -54,6 +57,9 @@ pub struct EngineConfig {
     pub buckets: BucketsConfig,
     /// When snapshots are taken, kept and used at open.
     pub snapshots: SnapshotPolicy,
+    /// The embedders document indexes may use, by model id (none by default; the
+    /// server offers the local all-MiniLM-L6-v2 and configured remote ones).
+    pub embedders: crate::embed::Embedders,
 }
 
 impl Default for EngineConfig {
@@ -64,6 +70,7 @@ impl Default for EngineConfig {
             hooks: Hooks::default(),
             buckets: BucketsConfig::default(),
             snapshots: SnapshotPolicy::default(),
+            embedders: crate::embed::Embedders::default(),
         }
     }
 }
@@ -200,6 +207,9 @@ pub struct Engine {
     promotions: Arc<PromotionState>,
     trials: Arc<TrialState>,
     partitions: Arc<PartitionState>,
+    documents: Arc<DocumentState>,
+    /// Embeds documents (see `engine/documents.rs`).
+    embedding: documents::EmbeddingWorker,
     /// Indexes whose scheme is being changed (set, migrated, cleared) by a call now:
     /// one such call per index at a time.
     migrating: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -283,7 +293,8 @@ impl Engine {
         )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let snapshot::Projections { catalog, vectors, journal, promotions, trials, partitions } = projections;
+        let snapshot::Projections { catalog, vectors, journal, promotions, trials, partitions, documents } =
+            projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
@@ -293,6 +304,14 @@ impl Engine {
             newest,
         )?;
         let target_seq = log.last_seq();
+        let embedding = documents::EmbeddingWorker::start(
+            Arc::clone(&documents),
+            config.embedders.clone(),
+            Arc::clone(&log),
+            Arc::clone(&projector),
+            target_seq,
+            config.hooks.clone(),
+        )?;
         tracing::info!(
             events = target_seq,
             from,
@@ -313,6 +332,8 @@ impl Engine {
             promotions,
             trials,
             partitions,
+            documents,
+            embedding,
             migrating: std::sync::Mutex::default(),
             generations: std::sync::atomic::AtomicU64::new(1),
             trialing: std::sync::Mutex::new(()),
@@ -395,6 +416,7 @@ impl Engine {
                         metric: index.params.metric,
                         template,
                         generation,
+                        embedder: self.documents.embedder(&name).map(|e| e.model),
                     };
                     (name, entry)
                 })
@@ -445,7 +467,7 @@ impl Engine {
                 EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
             let seq = self.append(actor, body)?;
             let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            schema.insert(name, SchemaEntry { dimension, metric, template: None, generation });
+            schema.insert(name, SchemaEntry { dimension, metric, template: None, generation, embedder: None });
             seq
         };
         self.wait_applied(seq)?;
@@ -522,6 +544,9 @@ impl Engine {
         let seq = {
             let schema = read(self.writable_schema()?);
             let entry = schema.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+            if entry.embedder.is_some() {
+                return Err(Error::DocumentIndex { name: index.to_owned() });
+            }
             validate::items(&items, entry.dimension, entry.metric)?;
             if let Some(template) = &entry.template {
                 migrate::resolve_items(template, &mut items)?;
@@ -832,6 +857,7 @@ impl Engine {
     /// # Errors
     /// The log's final commit failed.
     pub fn close(&self) -> Result<(), Error> {
+        self.embedding.stop();
         self.snapshots.stop();
         if self.config.snapshots.on_close && self.startup().ready && !self.log.is_poisoned() {
             // A failed snapshot does not stop the close: the log is the truth.

@@ -52,6 +52,30 @@ pub enum Error {
         /// What conflicts.
         reason: String,
     },
+    /// A document operation on an index without an embedder.
+    #[error("index {name:?} has no embedder: it takes vectors, not documents")]
+    NotDocumentIndex {
+        /// The index.
+        name: String,
+    },
+    /// A vector write to an index with an embedder, whose vectors come from its
+    /// documents.
+    #[error("index {name:?} has an embedder: it takes documents, not vectors")]
+    DocumentIndex {
+        /// The index.
+        name: String,
+    },
+    /// An embedder was unavailable or failed (a text search).
+    #[error("embedding failed")]
+    Embed(#[from] crate::embed::EmbedError),
+    /// The embedding queue of an index did not drain in time.
+    #[error("index {index:?}: {pending} documents still wait to be embedded")]
+    EmbeddingPending {
+        /// The index.
+        index: String,
+        /// Documents still queued.
+        pending: u64,
+    },
     /// A rollback of an index with no promotion in effect.
     #[error("index {name:?} has no promotion to roll back")]
     NothingPromoted {

@@ -20,6 +20,7 @@
 pub mod archive;
 mod engine;
 mod error;
+pub mod embed;
 pub mod event;
 pub mod limits;
 pub mod log;
@@ -33,7 +34,8 @@ pub mod trials;
 pub mod validate;
 
 pub use engine::{
-    Autotuned, Created, Deleted, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest, GraphInfo,
+    Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
+    GraphInfo, EMBEDDER_ACTOR,
     IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
     TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, LOG_FILE,
 };

@@ -27,6 +27,8 @@ pub(crate) struct SchemaEntry {
     /// Which incarnation of the name this is: a drop and a create of the same name
     /// give a new one (process-local; a migration checks it did not change).
     pub(crate) generation: u64,
+    /// The embedder model of a document index (which takes documents, not vectors).
+    pub(crate) embedder: Option<String>,
 }
 
 /// Every index of the log, by name.
@@ -44,6 +46,13 @@ impl Schema {
     pub(crate) fn set_template(&mut self, name: &str, template: Option<Arc<Template>>) {
         if let Some(entry) = self.indexes.get_mut(name) {
             entry.template = template;
+        }
+    }
+
+    /// Set the embedder model of a document index.
+    pub(crate) fn set_embedder(&mut self, name: &str, model: Option<String>) {
+        if let Some(entry) = self.indexes.get_mut(name) {
+            entry.embedder = model;
         }
     }
 

@@ -3,7 +3,9 @@
 
 use std::collections::HashSet;
 
-use crate::event::{estimated_item_bytes, HnswConfig, Metric, VectorItem};
+use crate::event::{
+    estimated_document_bytes, estimated_item_bytes, DocumentItem, HnswConfig, Metric, VectorItem,
+};
 use crate::limits::*;
 use crate::projection::vectors::norm;
 
@@ -92,24 +94,70 @@ pub fn items(items: &[VectorItem], dim: u32, metric: Metric) -> Result<(), Inval
             ));
         }
         vector(&format!("items[{i}].vector"), &item.vector, dim, metric)?;
-        if let Some(metadata) = &item.metadata {
-            if metadata.len() > METADATA_BYTES_MAX {
-                return Err(invalid(
-                    format!("items[{i}].metadata"),
-                    format!("is {} bytes, over the limit of {METADATA_BYTES_MAX}", metadata.len()),
-                ));
-            }
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(metadata) {
-                return Err(invalid(format!("items[{i}].metadata"), format!("is not valid JSON: {e}")));
-            }
+        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Longest document text, in bytes.
+pub const DOCUMENT_TEXT_BYTES_MAX: usize = 64 * 1024;
+
+/// A batch of documents.
+pub fn documents(items: &[DocumentItem]) -> Result<(), InvalidInput> {
+    batch_len("items", items.len())?;
+    let bytes = items.iter().fold(0usize, |acc, item| acc.saturating_add(estimated_document_bytes(item)));
+    if bytes > EVENT_BYTES_MAX {
+        return Err(too_large_for_one_event(bytes));
+    }
+    let mut seen = HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        id(&format!("items[{i}].id"), &item.id)?;
+        if !seen.insert(item.id.as_str()) {
+            return Err(invalid(
+                format!("items[{i}].id"),
+                format!("duplicate id {:?} in the batch", item.id),
+            ));
         }
-        if let Some(partition) = &item.partition {
-            if partition.is_empty() || partition.len() > TEXT_BYTES_MAX {
-                return Err(invalid(
-                    format!("items[{i}].partition"),
-                    format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", partition.len()),
-                ));
-            }
+        document_text(&format!("items[{i}].text"), &item.text)?;
+        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())?;
+    }
+    Ok(())
+}
+
+/// A document's or a query's text: 1 to [`DOCUMENT_TEXT_BYTES_MAX`] bytes, not only
+/// whitespace.
+pub fn document_text(field: &str, text: &str) -> Result<(), InvalidInput> {
+    if text.trim().is_empty() || text.len() > DOCUMENT_TEXT_BYTES_MAX {
+        return Err(invalid(
+            field,
+            format!("must be 1 to {DOCUMENT_TEXT_BYTES_MAX} bytes of text, got {} bytes", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+fn metadata_and_partition(
+    i: usize,
+    item_metadata: Option<&str>,
+    item_partition: Option<&str>,
+) -> Result<(), InvalidInput> {
+        if let Some(metadata) = item_metadata {
+        if metadata.len() > METADATA_BYTES_MAX {
+            return Err(invalid(
+                format!("items[{i}].metadata"),
+                format!("is {} bytes, over the limit of {METADATA_BYTES_MAX}", metadata.len()),
+            ));
+        }
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(metadata) {
+            return Err(invalid(format!("items[{i}].metadata"), format!("is not valid JSON: {e}")));
+        }
+    }
+    if let Some(partition) = item_partition {
+        if partition.is_empty() || partition.len() > TEXT_BYTES_MAX {
+            return Err(invalid(
+                format!("items[{i}].partition"),
+                format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", partition.len()),
+            ));
         }
     }
     Ok(())

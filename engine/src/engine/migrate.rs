@@ -164,8 +164,14 @@ impl Engine {
         let _slot = self.claim(index)?;
         let seq = {
             let mut schema = write(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
+            match schema.get(index) {
+                None => return Err(Error::IndexNotFound { name: index.to_owned() }),
+                // A document's record is rewritten from the document at each embedding,
+                // which a migration's moves would not follow.
+                Some(entry) if entry.embedder.is_some() => {
+                    return Err(conflict(index, "document indexes take no partition scheme".into()))
+                }
+                Some(_) => {}
             }
             let state = self.partitions.get(index);
             if let Some(scheme) = &state.scheme {

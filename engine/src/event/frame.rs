@@ -73,6 +73,14 @@ pub enum EventKind {
     MigrationEnded = 19,
     /// [`EventBody::MigrationCleared`]
     MigrationCleared = 20,
+    /// [`EventBody::IndexCreatedWithEmbedder`]
+    IndexCreatedWithEmbedder = 21,
+    /// [`EventBody::DocumentsUpserted`]
+    DocumentsUpserted = 22,
+    /// [`EventBody::DocumentsEmbedded`]
+    DocumentsEmbedded = 23,
+    /// [`EventBody::EmbedderChanged`]
+    EmbedderChanged = 24,
 }
 
 impl EventKind {
@@ -100,6 +108,10 @@ impl EventKind {
             18 => MigrationBatch,
             19 => MigrationEnded,
             20 => MigrationCleared,
+            21 => IndexCreatedWithEmbedder,
+            22 => DocumentsUpserted,
+            23 => DocumentsEmbedded,
+            24 => EmbedderChanged,
             _ => return None,
         })
     }
@@ -127,6 +139,10 @@ impl EventKind {
             EventBody::MigrationBatch(_) => EventKind::MigrationBatch,
             EventBody::MigrationEnded(_) => EventKind::MigrationEnded,
             EventBody::MigrationCleared(_) => EventKind::MigrationCleared,
+            EventBody::IndexCreatedWithEmbedder(_) => EventKind::IndexCreatedWithEmbedder,
+            EventBody::DocumentsUpserted(_) => EventKind::DocumentsUpserted,
+            EventBody::DocumentsEmbedded(_) => EventKind::DocumentsEmbedded,
+            EventBody::EmbedderChanged(_) => EventKind::EmbedderChanged,
         }
     }
 }
@@ -247,6 +263,10 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::MigrationBatch(b) => archive(stamp, b),
         EventBody::MigrationEnded(b) => archive(stamp, b),
         EventBody::MigrationCleared(b) => archive(stamp, b),
+        EventBody::IndexCreatedWithEmbedder(b) => archive(stamp, b),
+        EventBody::DocumentsUpserted(b) => archive(stamp, b),
+        EventBody::DocumentsEmbedded(b) => archive(stamp, b),
+        EventBody::EmbedderChanged(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -300,6 +320,12 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::MigrationBatch => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationBatch(b))),
         EventKind::MigrationEnded => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationEnded(b))),
         EventKind::MigrationCleared => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationCleared(b))),
+        EventKind::IndexCreatedWithEmbedder => {
+            unarchive(bytes).map(|(s, b)| (s, EventBody::IndexCreatedWithEmbedder(b)))
+        }
+        EventKind::DocumentsUpserted => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsUpserted(b))),
+        EventKind::DocumentsEmbedded => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsEmbedded(b))),
+        EventKind::EmbedderChanged => unarchive(bytes).map(|(s, b)| (s, EventBody::EmbedderChanged(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -377,6 +403,15 @@ pub fn estimated_item_bytes(item: &VectorItem) -> usize {
         .saturating_add(o(&item.partition))
 }
 
+/// An upper-bound estimate of one document's share of an event's payload.
+pub fn estimated_document_bytes(item: &DocumentItem) -> usize {
+    let o = |text: &Option<String>| text.as_ref().map_or(SLACK, |t| t.len() + SLACK);
+    (item.id.len() + SLACK)
+        .saturating_add(item.text.len() + SLACK)
+        .saturating_add(o(&item.metadata))
+        .saturating_add(o(&item.partition))
+}
+
 /// An upper-bound estimate of an event's payload size, computed without allocating;
 /// `encode` refuses events whose estimate exceeds [`EVENT_BYTES_MAX`].
 pub fn estimated_payload_bytes(event: &Event) -> usize {
@@ -415,6 +450,14 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         }
         EventBody::MigrationEnded(b) => s(&b.index) + s(&b.migration_id),
         EventBody::MigrationCleared(b) => s(&b.index) + s(&b.migration_id),
+        EventBody::IndexCreatedWithEmbedder(b) => s(&b.index.name) + s(&b.embedder.model),
+        EventBody::DocumentsUpserted(b) => {
+            b.items.iter().fold(s(&b.index), |acc, item| acc.saturating_add(estimated_document_bytes(item)))
+        }
+        EventBody::DocumentsEmbedded(b) => b.items.iter().fold(s(&b.index) + s(&b.model), |acc, item| {
+            acc.saturating_add(s(&item.id)).saturating_add(item.vector.len().saturating_mul(4))
+        }),
+        EventBody::EmbedderChanged(b) => s(&b.index) + s(&b.embedder.model),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

@@ -4,7 +4,8 @@ mod frame;
 mod types;
 
 pub use frame::{
-    check, decode, encode, estimated_item_bytes, estimated_payload_bytes, EventKind, FrameError,
+    check, decode, encode, estimated_document_bytes, estimated_item_bytes, estimated_payload_bytes, EventKind,
+    FrameError,
     FRAME_HEADER_LEN, FRAME_VERSION,
 };
 pub use types::*;

@@ -81,6 +81,14 @@ pub enum EventBody {
     MigrationEnded(MigrationEnded),
     /// The record of a finished migration was cleared, so another may start.
     MigrationCleared(MigrationCleared),
+    /// An index was created with an embedder: its vectors are its documents' embeddings.
+    IndexCreatedWithEmbedder(IndexCreatedWithEmbedder),
+    /// Documents (text) were inserted or replaced.
+    DocumentsUpserted(DocumentsUpserted),
+    /// Documents were embedded: their vectors.
+    DocumentsEmbedded(DocumentsEmbedded),
+    /// An index's embedder was changed: its documents are to be embedded again.
+    EmbedderChanged(EmbedderChanged),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -477,4 +485,82 @@ pub struct MigrationCleared {
     pub index: String,
     /// The finished migration whose record was cleared.
     pub migration_id: String,
+}
+
+/// The embedder an index's documents are embedded with.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderRef {
+    /// The model id (`all-MiniLM-L6-v2`, or a configured remote model).
+    pub model: String,
+    /// The dimension of its vectors (the index's dimension).
+    pub dimension: u32,
+}
+
+/// Body of [`EventBody::IndexCreatedWithEmbedder`]: an index whose vectors are the
+/// embeddings of its documents.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct IndexCreatedWithEmbedder {
+    /// The index, as [`IndexCreated`] records one.
+    pub index: IndexCreated,
+    /// The embedder its documents are embedded with.
+    pub embedder: EmbedderRef,
+}
+
+/// One document of a [`DocumentsUpserted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DocumentItem {
+    /// Caller-chosen id, unique within the index.
+    pub id: String,
+    /// The text: the source of truth its vector is computed from.
+    pub text: String,
+    /// Optional metadata, as JSON text.
+    pub metadata: Option<String>,
+    /// Optional partition the record belongs to.
+    pub partition: Option<String>,
+}
+
+/// Body of [`EventBody::DocumentsUpserted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DocumentsUpserted {
+    /// Index name.
+    pub index: String,
+    /// The documents; an existing id is replaced.
+    pub items: Vec<DocumentItem>,
+}
+
+/// One embedded document of a [`DocumentsEmbedded`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct EmbeddedItem {
+    /// The document's id.
+    pub id: String,
+    /// The sequence number of the document version that was embedded: applied only if
+    /// it is still the document's current version.
+    pub doc_seq: u64,
+    /// The embedding (unit length).
+    pub vector: Vec<f32>,
+}
+
+/// Body of [`EventBody::DocumentsEmbedded`]: the embedder projection's output, a batch
+/// of document vectors, written to the log so that replay never embeds again.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct DocumentsEmbedded {
+    /// Index name.
+    pub index: String,
+    /// The model that computed the vectors.
+    pub model: String,
+    /// The embedder generation they belong to: the sequence number of the event that
+    /// set the index's embedder (its creation or its last [`EmbedderChanged`]).
+    pub generation: u64,
+    /// The vectors.
+    pub items: Vec<EmbeddedItem>,
+}
+
+/// Body of [`EventBody::EmbedderChanged`]: the index's documents are re-embedded with
+/// another embedder (backfill work), each keeping its old vector until then.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct EmbedderChanged {
+    /// Index name.
+    pub index: String,
+    /// The new embedder (same dimension as the index).
+    pub embedder: EmbedderRef,
 }

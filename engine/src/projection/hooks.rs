@@ -21,6 +21,10 @@ pub type FailRebuild = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// will move) and before it appends it.
 pub type BeforeMigrationBatch = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
 
+/// Called by the embedding worker with an index and the texts of a slice it claimed,
+/// before it embeds them (e.g. to replace a document while its embedding is in flight).
+pub type BeforeEmbed = Arc<dyn Fn(&str, &[&str]) + Send + Sync>;
+
 /// Wraps the object store of bucket `name` as it is opened, e.g. in a
 /// [`crate::storage::FaultyStore`] that fails chosen operations.
 pub type WrapStore =
@@ -41,6 +45,8 @@ pub struct Hooks {
     pub fail_rebuild: Option<FailRebuild>,
     /// See [`BeforeMigrationBatch`].
     pub before_migration_batch: Option<BeforeMigrationBatch>,
+    /// See [`BeforeEmbed`].
+    pub before_embed: Option<BeforeEmbed>,
 }
 
 impl fmt::Debug for Hooks {
@@ -52,6 +58,7 @@ impl fmt::Debug for Hooks {
             .field("backfill_chunk", &self.backfill_chunk.is_some())
             .field("fail_rebuild", &self.fail_rebuild.is_some())
             .field("before_migration_batch", &self.before_migration_batch.is_some())
+            .field("before_embed", &self.before_embed.is_some())
             .finish()
     }
 }

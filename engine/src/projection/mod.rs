@@ -6,6 +6,7 @@
 //! projector keeps a watermark and counters per projection, and the snapshot hooks let a
 //! checkpoint write every projection's state as of one sequence number and restore it.
 
+pub mod documents;
 mod hooks;
 pub mod journal;
 pub mod partitions;

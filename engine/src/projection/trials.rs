@@ -113,14 +113,16 @@ impl Projection for TrialState {
         let mut outcome = Outcome::default();
         let mut indexes = self.indexes.write();
         match &event.body {
-            EventBody::IndexCreated(created) => {
+            EventBody::IndexCreated(created)
+            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder { index: created, .. }) => {
                 indexes.entry(created.name.clone()).or_default();
             }
             EventBody::IndexDropped(dropped) => {
                 indexes.remove(&dropped.name);
             }
-            EventBody::VectorsUpserted(upsert) => {
-                if let Some(t) = indexes.get_mut(&upsert.index) {
+            EventBody::VectorsUpserted(crate::event::VectorsUpserted { index, .. })
+            | EventBody::DocumentsEmbedded(crate::event::DocumentsEmbedded { index, .. }) => {
+                if let Some(t) = indexes.get_mut(index) {
                     t.last_write_seq = seq;
                 }
             }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::event::{Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::Log;
+use crate::projection::documents::DocumentState;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::PromotionState;
@@ -76,12 +77,15 @@ pub(crate) struct Projections {
     pub(crate) promotions: Arc<PromotionState>,
     pub(crate) trials: Arc<TrialState>,
     pub(crate) partitions: Arc<PartitionState>,
+    pub(crate) documents: Arc<DocumentState>,
 }
 
 impl Projections {
     pub(crate) fn new(hooks: &Hooks) -> Result<Self, Error> {
         let catalog = Arc::new(Catalog::default());
-        let vectors = Arc::new(VectorProjection::new(Arc::clone(&catalog), hooks.clone())?);
+        let documents = Arc::new(DocumentState::default());
+        let vectors =
+            Arc::new(VectorProjection::new(Arc::clone(&catalog), Arc::clone(&documents), hooks.clone())?);
         Ok(Self {
             catalog,
             vectors,
@@ -89,6 +93,7 @@ impl Projections {
             promotions: Arc::new(PromotionState::default()),
             trials: Arc::new(TrialState::default()),
             partitions: Arc::new(PartitionState::default()),
+            documents,
         })
     }
 
@@ -96,6 +101,8 @@ impl Projections {
     /// Adding a projection is one line here (and its snapshot section follows).
     pub(crate) fn list(&self) -> Vec<Arc<dyn Projection>> {
         vec![
+            // Before `vectors`: it decides which embedded vectors `vectors` applies.
+            Arc::clone(&self.documents) as Arc<dyn Projection>,
             Arc::clone(&self.vectors) as Arc<dyn Projection>,
             Arc::clone(&self.journal) as Arc<dyn Projection>,
             Arc::clone(&self.promotions) as Arc<dyn Projection>,
@@ -254,7 +261,7 @@ fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Resu
 /// Sections a snapshot written before their projection existed lacks; restoring such
 /// a snapshot leaves those projections empty, which is their state at any point of a
 /// log written before them.
-const SECTIONS_ADDED_LATER: [&str; 3] = ["promotions", "trials", "partitions"];
+const SECTIONS_ADDED_LATER: [&str; 4] = ["promotions", "trials", "partitions", "documents"];
 
 /// The bucket snapshots are written to.
 pub(crate) const BUCKET: &str = PRIMARY;
@@ -585,6 +592,7 @@ mod tests {
         assert!(fresh.promotions.list_all().is_empty());
         assert_eq!(fresh.trials.get("docs"), Default::default());
         assert_eq!(fresh.partitions.get("docs"), Default::default());
+        assert!(fresh.documents.is_empty());
         for p in fresh.list() {
             p.shutdown();
         }

@@ -21,7 +21,8 @@ pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
 
 use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
-use crate::event::{Event, EventBody, IndexCreated, VectorItem};
+use super::documents::DocumentState;
+use crate::event::{Event, EventBody, IndexCreated, IndexCreatedWithEmbedder, VectorItem};
 use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::{read, write};
 use rebuild::Rebuilder;
@@ -87,6 +88,9 @@ impl Catalog {
 /// queues graph rebuilds on its own lower-priority thread.
 pub(crate) struct VectorProjection {
     catalog: Arc<Catalog>,
+    /// The documents projection, applied before this one: it decides which vectors of
+    /// a `DocumentsEmbedded` are current.
+    documents: Arc<DocumentState>,
     rebuilder: Rebuilder,
     hooks: Hooks,
     /// Set at shutdown: a large upsert stops between its chunks.
@@ -94,9 +98,13 @@ pub(crate) struct VectorProjection {
 }
 
 impl VectorProjection {
-    pub(crate) fn new(catalog: Arc<Catalog>, hooks: Hooks) -> Result<Self, std::io::Error> {
+    pub(crate) fn new(
+        catalog: Arc<Catalog>,
+        documents: Arc<DocumentState>,
+        hooks: Hooks,
+    ) -> Result<Self, std::io::Error> {
         let rebuilder = Rebuilder::start(Arc::clone(&catalog), hooks.clone())?;
-        Ok(Self { catalog, rebuilder, hooks, closing: AtomicBool::new(false) })
+        Ok(Self { catalog, documents, rebuilder, hooks, closing: AtomicBool::new(false) })
     }
 
     pub(crate) fn rebuild_stats(&self) -> RebuildStats {
@@ -153,10 +161,14 @@ impl Projection for VectorProjection {
         "vectors"
     }
 
-    fn apply(&self, _seq: u64, event: &Event) -> Result<Outcome, ApplyError> {
+    fn apply(&self, seq: u64, event: &Event) -> Result<Outcome, ApplyError> {
         let mut outcome = Outcome::default();
         match &event.body {
-            EventBody::IndexCreated(IndexCreated { name, dimension, metric, config }) => {
+            EventBody::IndexCreated(IndexCreated { name, dimension, metric, config })
+            | EventBody::IndexCreatedWithEmbedder(IndexCreatedWithEmbedder {
+                index: IndexCreated { name, dimension, metric, config },
+                ..
+            }) => {
                 if read(&self.catalog.indexes).contains_key(name) {
                     tracing::warn!(index = %name, "create of an existing index ignored");
                     outcome.rejected = 1;
@@ -194,6 +206,21 @@ impl Projection for VectorProjection {
                     self.add_in_chunks(&upsert.index, &handle, &ok)?;
                 }
                 self.check_rebuild(&upsert.index, &handle);
+            }
+            // The vectors of embedded documents that are still current (the documents
+            // projection decided, applying this event just before).
+            EventBody::DocumentsEmbedded(embedded) => {
+                let items = self.documents.take_accepted(seq, &embedded.index);
+                let Some(handle) = self.catalog.get(&embedded.index) else {
+                    outcome.rejected = items.len() as u64;
+                    return Ok(outcome);
+                };
+                let ok: Vec<VectorItem> = {
+                    let index = handle.read();
+                    items.into_iter().filter(|item| index.accepts(item)).collect()
+                };
+                self.add_in_chunks(&embedded.index, &handle, &ok)?;
+                self.check_rebuild(&embedded.index, &handle);
             }
             EventBody::VectorsDeleted(delete) => {
                 let Some(handle) = self.catalog.get(&delete.index) else {

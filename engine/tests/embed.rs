@@ -1,0 +1,58 @@
+//! The local embedder against the shared data set: `passages.txt` line i is the text
+//! whose all-MiniLM-L6-v2 embedding is base vector i. The model comes from
+//! `scripts/fetch-model.sh` (run by `.ci/setup.sh`); without it these tests fail
+//! saying so.
+
+mod common;
+
+use annal_engine::embed::{Embedder, LocalEmbedder, LOCAL_MODEL_DIMENSION};
+
+fn model() -> LocalEmbedder {
+    let dir = LocalEmbedder::default_dir();
+    LocalEmbedder::load(&dir).unwrap_or_else(|e| {
+        panic!("the local model is missing from {}: run scripts/fetch-model.sh ({e})", dir.display())
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn embedding_200_passages_reproduces_their_stored_base_vectors() {
+    let data = common::data_dir();
+    let passages = std::fs::read_to_string(data.join("passages.txt")).expect("passages.txt");
+    let lines: Vec<&str> = passages.lines().collect();
+    let base = common::fvecs("base.fvecs");
+    let dimension = LOCAL_MODEL_DIMENSION;
+    assert_eq!(lines.len(), base.len(), "one passage per base vector");
+    // 200 lines spread over the whole file (every 250th).
+    let sample: Vec<usize> = (0..200).map(|i| i * lines.len() / 200).collect();
+    let texts: Vec<&str> = sample.iter().map(|&i| lines[i]).collect();
+    let embedder = model();
+    let vectors = embedder.embed(&texts).expect("embed");
+    assert_eq!(vectors.len(), 200);
+    for (&i, vector) in sample.iter().zip(&vectors) {
+        assert_eq!(vector.len(), dimension);
+        let stored = &base[i];
+        let c = cosine(vector, stored);
+        assert!(c >= 0.9999, "passage {i}: cosine {c} to its stored vector ({:?})", lines[i]);
+        let norm: f32 = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "passage {i}: not L2-normalised ({norm})");
+    }
+}
+
+#[test]
+fn batch_order_and_padding_do_not_change_a_vector() {
+    let embedder = model();
+    let short = "Lists are mutable sequences.";
+    let long = "The with statement is used to wrap the execution of a block with methods defined by a context manager, which allows common try/except/finally usage patterns to be encapsulated for convenient reuse.";
+    let alone = embedder.embed(&[short]).expect("embed");
+    let together = embedder.embed(&[long, short, long]).expect("embed");
+    assert!(cosine(&alone[0], &together[1]) > 0.99999, "padding beside a longer text changed the vector");
+    assert!(cosine(&together[0], &together[2]) > 0.99999);
+    assert!(embedder.embed(&[]).expect("embed nothing").is_empty());
+}
