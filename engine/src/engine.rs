@@ -467,7 +467,8 @@ impl Engine {
                 EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
             let seq = self.append(actor, body)?;
             let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            schema.insert(name, SchemaEntry { dimension, metric, template: None, generation, embedder: None });
+            schema
+                .insert(name, SchemaEntry { dimension, metric, template: None, generation, embedder: None });
             seq
         };
         self.wait_applied(seq)?;

@@ -18,9 +18,9 @@
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod archive;
+pub mod embed;
 mod engine;
 mod error;
-pub mod embed;
 pub mod event;
 pub mod limits;
 pub mod log;
@@ -35,9 +35,9 @@ pub mod validate;
 
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
-    GraphInfo, EMBEDDER_ACTOR,
-    IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
-    TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, LOG_FILE,
+    GraphInfo, IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
+    TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
+    LOG_FILE,
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};

@@ -141,7 +141,7 @@ fn metadata_and_partition(
     item_metadata: Option<&str>,
     item_partition: Option<&str>,
 ) -> Result<(), InvalidInput> {
-        if let Some(metadata) = item_metadata {
+    if let Some(metadata) = item_metadata {
         if metadata.len() > METADATA_BYTES_MAX {
             return Err(invalid(
                 format!("items[{i}].metadata"),

@@ -53,8 +53,7 @@ impl LocalEmbedder {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|source| EmbedError::ModelFile { path, source })
         };
-        let model_error =
-            |reason: String| EmbedError::Model { model: dir.display().to_string(), reason };
+        let model_error = |reason: String| EmbedError::Model { model: dir.display().to_string(), reason };
         let config: Config = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| model_error(format!("config.json: {e}")))?;
         if config.hidden_size != LOCAL_MODEL_DIMENSION {
@@ -99,7 +98,7 @@ impl LocalEmbedder {
         let types = Tensor::from_vec(types, (rows, width), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, width), &self.device)?;
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (rows, width, 384)
-        // Mean over the tokens the mask keeps.
+                                                                     // Mean over the tokens the mask keeps.
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (rows, width, 1)
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?; // (rows, 384)
         let counts = mask.sum(1)?.clamp(1e-9, f32::MAX)?; // (rows, 1)

@@ -130,10 +130,7 @@ impl Embedders {
     /// # Errors
     /// [`EmbedError::Unavailable`] if none is configured (or it failed to load).
     pub fn get(&self, model: &str) -> Result<Arc<dyn Embedder>, EmbedError> {
-        self.by_model
-            .get(model)
-            .cloned()
-            .ok_or_else(|| EmbedError::Unavailable { model: model.to_owned() })
+        self.by_model.get(model).cloned().ok_or_else(|| EmbedError::Unavailable { model: model.to_owned() })
     }
 
     /// Whether `model` is known here, loaded or not (an index may name it).

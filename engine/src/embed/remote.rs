@@ -54,7 +54,8 @@ impl RemoteEmbedder {
         if let Some(key) = &self.config.api_key {
             request = request.header("authorization", &format!("Bearer {key}"));
         }
-        let answer: EmbeddingsAnswer = request.send_json(&body).map_err(remote)?.body_mut().read_json().map_err(remote)?;
+        let answer: EmbeddingsAnswer =
+            request.send_json(&body).map_err(remote)?.body_mut().read_json().map_err(remote)?;
         let bad = |reason: String| EmbedError::BadAnswer { url: url.clone(), reason };
         if answer.data.len() != texts.len() {
             return Err(bad(format!("{} embeddings for {} inputs", answer.data.len(), texts.len())));
@@ -106,7 +107,8 @@ impl Embedder for RemoteEmbedder {
         {
             let mut in_flight = lock(&self.in_flight);
             while *in_flight >= self.config.concurrency.max(1) {
-                in_flight = self.slot_freed.wait(in_flight).unwrap_or_else(std::sync::PoisonError::into_inner);
+                in_flight =
+                    self.slot_freed.wait(in_flight).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             *in_flight += 1;
         }

@@ -226,8 +226,10 @@ impl Engine {
     /// or fails.
     pub fn embed_queries(&self, index: &str, texts: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
         self.index(index)?;
-        let embedder =
-            self.documents.embedder(index).ok_or_else(|| Error::NotDocumentIndex { name: index.to_owned() })?;
+        let embedder = self
+            .documents
+            .embedder(index)
+            .ok_or_else(|| Error::NotDocumentIndex { name: index.to_owned() })?;
         for (i, text) in texts.iter().enumerate() {
             let field = if texts.len() == 1 { "text".to_owned() } else { format!("texts[{i}]") };
             validate::document_text(&field, text)?;
@@ -348,7 +350,8 @@ impl WorkerCtx {
     /// the error's text and whether the embedder was unavailable.
     fn embed_and_append(&self, claim: &Claim) -> Result<(), (String, bool)> {
         let embedder = self.embedders.get(&claim.model).map_err(|e| {
-            let reason = self.embedders.unavailable_reason(&claim.model).map_or_else(|| e.to_string(), str::to_owned);
+            let reason =
+                self.embedders.unavailable_reason(&claim.model).map_or_else(|| e.to_string(), str::to_owned);
             (reason, true)
         })?;
         let texts: Vec<&str> = claim.docs.iter().map(|(_, _, text)| &**text).collect();

@@ -4,8 +4,7 @@ mod frame;
 mod types;
 
 pub use frame::{
-    check, decode, encode, estimated_document_bytes, estimated_item_bytes, estimated_payload_bytes, EventKind,
-    FrameError,
-    FRAME_HEADER_LEN, FRAME_VERSION,
+    check, decode, encode, estimated_document_bytes, estimated_item_bytes, estimated_payload_bytes,
+    EventKind, FrameError, FRAME_HEADER_LEN, FRAME_VERSION,
 };
 pub use types::*;

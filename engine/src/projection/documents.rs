@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use super::{ApplyError, Outcome, Projection, SnapshotError};
-use crate::event::{
-    DocumentsEmbedded, EmbedderRef, Event, EventBody, IndexCreatedWithEmbedder, VectorItem,
-};
+use crate::event::{DocumentsEmbedded, EmbedderRef, Event, EventBody, IndexCreatedWithEmbedder, VectorItem};
 use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::lock;
 
@@ -215,8 +213,11 @@ impl DocumentState {
                 if work.retry_at.get(name).is_some_and(|t| *t > now) {
                     continue;
                 }
-                let (queue, limit) =
-                    if backfill { (&i.backfill, BACKFILL_SLICE) } else { (&i.incremental, INCREMENTAL_SLICE) };
+                let (queue, limit) = if backfill {
+                    (&i.backfill, BACKFILL_SLICE)
+                } else {
+                    (&i.incremental, INCREMENTAL_SLICE)
+                };
                 let claimed = work.claimed.entry(name.clone()).or_default();
                 let mut docs = Vec::new();
                 for (seq, id) in queue {
@@ -321,10 +322,8 @@ impl DocumentState {
         if work.changes != seen {
             return work.changes;
         }
-        let (work, _) = self
-            .work_cv
-            .wait_timeout(work, timeout)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (work, _) =
+            self.work_cv.wait_timeout(work, timeout).unwrap_or_else(std::sync::PoisonError::into_inner);
         work.changes
     }
 
@@ -352,7 +351,8 @@ impl DocumentState {
                     stale += 1;
                     continue;
                 };
-                if !generation_current || doc.seq != item.doc_seq || doc.embedded == Some(embedded.generation) {
+                if !generation_current || doc.seq != item.doc_seq || doc.embedded == Some(embedded.generation)
+                {
                     stale += 1;
                     continue;
                 }
@@ -404,7 +404,8 @@ impl Projection for DocumentState {
                 if indexes.contains_key(&index.name) {
                     outcome.rejected = 1;
                 } else {
-                    let i = DocIndex { embedder: Some(embedder.clone()), generation: seq, ..DocIndex::default() };
+                    let i =
+                        DocIndex { embedder: Some(embedder.clone()), generation: seq, ..DocIndex::default() };
                     indexes.insert(index.name.clone(), i);
                 }
             }
@@ -567,7 +568,12 @@ mod tests {
 
     fn created() -> Event {
         ev(EventBody::IndexCreatedWithEmbedder(IndexCreatedWithEmbedder {
-            index: IndexCreated { name: "d".into(), dimension: 2, metric: Metric::Cosine, config: HnswConfig::default() },
+            index: IndexCreated {
+                name: "d".into(),
+                dimension: 2,
+                metric: Metric::Cosine,
+                config: HnswConfig::default(),
+            },
             embedder: EmbedderRef { model: "m".into(), dimension: 2 },
         }))
     }
@@ -585,7 +591,12 @@ mod tests {
             .iter()
             .map(|(id, doc_seq)| EmbeddedItem { id: (*id).into(), doc_seq: *doc_seq, vector: vec![1.0, 0.0] })
             .collect();
-        ev(EventBody::DocumentsEmbedded(DocumentsEmbedded { index: "d".into(), model: "m".into(), generation, items }))
+        ev(EventBody::DocumentsEmbedded(DocumentsEmbedded {
+            index: "d".into(),
+            model: "m".into(),
+            generation,
+            items,
+        }))
     }
 
     #[test]
@@ -604,7 +615,8 @@ mod tests {
         let items: Vec<(&str, u64)> = refs.iter().map(|id| (*id, 2)).collect();
         state.apply(3, &embedded(1, &items)).unwrap();
         assert_eq!(state.take_accepted(3, "d").len(), 100);
-        let change = EmbedderChanged { index: "d".into(), embedder: EmbedderRef { model: "n".into(), dimension: 2 } };
+        let change =
+            EmbedderChanged { index: "d".into(), embedder: EmbedderRef { model: "n".into(), dimension: 2 } };
         state.apply(4, &ev(EventBody::EmbedderChanged(change))).unwrap();
         state.apply(5, &docs(&["new"], "y")).unwrap();
         let claim = state.claim().unwrap();
@@ -652,7 +664,8 @@ mod tests {
         state.apply(1, &created()).unwrap();
         state.apply(2, &docs(&["a", "b", "c"], "x")).unwrap();
         state.apply(3, &embedded(1, &[("a", 2)])).unwrap();
-        let change = EmbedderChanged { index: "d".into(), embedder: EmbedderRef { model: "n".into(), dimension: 2 } };
+        let change =
+            EmbedderChanged { index: "d".into(), embedder: EmbedderRef { model: "n".into(), dimension: 2 } };
         state.apply(4, &ev(EventBody::EmbedderChanged(change))).unwrap();
         state.apply(5, &embedded(4, &[("b", 2)])).unwrap();
         let mut bytes = Vec::new();

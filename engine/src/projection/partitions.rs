@@ -97,7 +97,10 @@ impl Projection for PartitionState {
         let mut reject = || outcome.rejected = 1;
         match &event.body {
             EventBody::IndexCreated(created)
-            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder { index: created, .. }) => {
+            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder {
+                index: created,
+                ..
+            }) => {
                 indexes.entry(created.name.clone()).or_default();
             }
             EventBody::IndexDropped(dropped) => {

@@ -127,7 +127,10 @@ impl Projection for PromotionState {
             // Every index has an entry, empty until promoted; a dropped index takes its
             // promotions with it.
             EventBody::IndexCreated(created)
-            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder { index: created, .. }) => {
+            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder {
+                index: created,
+                ..
+            }) => {
                 self.indexes.write().entry(created.name.clone()).or_default();
             }
             EventBody::IndexDropped(dropped) => {

@@ -114,7 +114,10 @@ impl Projection for TrialState {
         let mut indexes = self.indexes.write();
         match &event.body {
             EventBody::IndexCreated(created)
-            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder { index: created, .. }) => {
+            | EventBody::IndexCreatedWithEmbedder(crate::event::IndexCreatedWithEmbedder {
+                index: created,
+                ..
+            }) => {
                 indexes.entry(created.name.clone()).or_default();
             }
             EventBody::IndexDropped(dropped) => {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod standin;
 
 use annal_engine::event::*;
 
@@ -142,6 +143,32 @@ pub fn one_of_each_kind() -> Vec<Event> {
         }),
         EventBody::MigrationEnded(MigrationEnded { index: "docs".into(), migration_id: "m2".into() }),
         EventBody::MigrationCleared(MigrationCleared { index: "docs".into(), migration_id: "m2".into() }),
+        EventBody::IndexCreatedWithEmbedder(IndexCreatedWithEmbedder {
+            index: IndexCreated { name: "texts".into(), dimension: 384, metric: Metric::Cosine, config },
+            embedder: EmbedderRef { model: "all-MiniLM-L6-v2".into(), dimension: 384 },
+        }),
+        EventBody::DocumentsUpserted(DocumentsUpserted {
+            index: "texts".into(),
+            items: vec![
+                DocumentItem {
+                    id: "d1".into(),
+                    text: "Lists are mutable sequences — ünïcode too.".into(),
+                    metadata: Some(r#"{"lang":"en"}"#.into()),
+                    partition: Some("p0".into()),
+                },
+                DocumentItem { id: "d2".into(), text: "x".into(), metadata: None, partition: None },
+            ],
+        }),
+        EventBody::DocumentsEmbedded(DocumentsEmbedded {
+            index: "texts".into(),
+            model: "all-MiniLM-L6-v2".into(),
+            generation: 21,
+            items: vec![EmbeddedItem { id: "d1".into(), doc_seq: 22, vector: vec![0.6, -0.8, 0.0] }],
+        }),
+        EventBody::EmbedderChanged(EmbedderChanged {
+            index: "texts".into(),
+            embedder: EmbedderRef { model: "remote-minilm".into(), dimension: 384 },
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }

@@ -20,8 +20,8 @@ pub use index::{
 pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
 
-use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
 use super::documents::DocumentState;
+use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
 use crate::event::{Event, EventBody, IndexCreated, IndexCreatedWithEmbedder, VectorItem};
 use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::{read, write};
