@@ -4,6 +4,8 @@
 # the Python client's tests against a real server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-off build: incremental state would only take disk.
+export CARGO_INCREMENTAL=0
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets

@@ -56,3 +56,35 @@ fn batch_order_and_padding_do_not_change_a_vector() {
     assert!(cosine(&together[0], &together[2]) > 0.99999);
     assert!(embedder.embed(&[]).expect("embed nothing").is_empty());
 }
+
+#[test]
+fn the_shared_queries_searched_by_their_text_reach_recall_at_10_of_095() {
+    use annal_engine::{Engine, EngineConfig, HnswConfig, Metric};
+    let data = common::data_dir();
+    let texts = std::fs::read_to_string(data.join("queries.txt")).expect("queries.txt");
+    let texts: Vec<&str> = texts.lines().collect();
+    let stored = common::fvecs("query.fvecs");
+    let truth = common::ivecs("groundtruth.ivecs");
+    assert_eq!(texts.len(), stored.len());
+    let base = common::fvecs("base.fvecs");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    engine.create_index("test", "docs", 384, Metric::Cosine, HnswConfig::default()).unwrap();
+    for (n, chunk) in base.chunks(10_000).enumerate() {
+        engine.upsert("test", "docs", common::items(chunk, n * 10_000)).unwrap();
+    }
+    // Every query's text, embedded by the local model, is its stored query vector...
+    let embedded = model().embed(&texts).expect("embed the queries");
+    let worst = embedded.iter().zip(&stored).map(|(e, s)| cosine(e, s)).fold(f64::MAX, f64::min);
+    assert!(worst >= 0.9999, "a query text embeds {worst} away from its stored vector");
+    // ... so searching by text finds the ground truth.
+    let mut found = 0;
+    for (query, truth) in embedded.into_iter().zip(&truth) {
+        let hits = engine.search("docs", query, 10).unwrap();
+        let want: Vec<String> = truth[..10].iter().map(|i| format!("v{i}")).collect();
+        found += hits.iter().filter(|h| want.iter().any(|w| **w == *h.id)).count();
+    }
+    let recall = found as f64 / (10 * texts.len()) as f64;
+    eprintln!("text queries: recall@10 = {recall:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+}

@@ -27,13 +27,14 @@ fn every_event_kind_round_trips_byte_exactly() {
     assert_eq!(kinds.len(), 24, "the sample must cover every kind");
     let frames: Vec<_> = events.iter().map(|e| encode(e).unwrap()).collect();
     let range = log.append(&events).unwrap().unwrap();
-    assert_eq!(range, 1..=20);
-    let stored = log.read_frames(1..=20, usize::MAX).unwrap();
+    let n = events.len() as u64;
+    assert_eq!(range, 1..=n);
+    let stored = log.read_frames(1..=n, usize::MAX).unwrap();
     for ((seq, bytes), (frame, event)) in stored.iter().zip(frames.iter().zip(&events)) {
         assert_eq!(bytes, frame, "event {seq} bytes changed in storage");
         assert_eq!(&decode(*seq, bytes).unwrap(), event);
     }
-    let read: Vec<_> = log.read_range(1..=20, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
+    let read: Vec<_> = log.read_range(1..=n, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
     assert_eq!(read, events);
 }
 
@@ -131,11 +132,12 @@ fn close_and_reopen_keeps_every_event_and_continues_the_sequence() {
         assert!(matches!(log.append(&events), Err(LogError::Closed)));
     }
     let log = open(&dir);
-    assert_eq!(log.last_seq(), 20);
+    let n = events.len() as u64;
+    assert_eq!(log.last_seq(), n);
     let read: Vec<_> =
         log.read_range(1..=u64::MAX, usize::MAX).unwrap().into_iter().map(|(_, e)| e).collect();
     assert_eq!(read, events);
-    assert_eq!(log.append(&events[..1]).unwrap(), Some(21..=21));
+    assert_eq!(log.append(&events[..1]).unwrap(), Some(n + 1..=n + 1));
 }
 
 #[test]

@@ -302,7 +302,7 @@ fn promotions_change_the_serving_config_and_roll_back_to_the_creation_config() {
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     assert_eq!(engine.get_index("x").unwrap().params.config, created, "back to the creation config");
     assert_eq!(
-        engine.stats().projector.projections[0].rejected,
+        engine.stats().projector.projections.iter().find(|p| p.name == "vectors").unwrap().rejected,
         1,
         "the second rollback had nothing to undo"
     );

@@ -46,6 +46,45 @@ pub struct ServeArgs {
     /// covers out of the log into archive segments in the primary bucket.
     #[arg(long, env = "ANNAL_ARCHIVE_LOG")]
     pub archive_log: bool,
+    /// Directory of the local embedder's model (all-MiniLM-L6-v2: `config.json`,
+    /// `tokenizer.json`, `model.safetensors`), as `scripts/fetch-model.sh` unpacks it.
+    /// Default: `$XDG_CACHE_HOME/annal/models/all-MiniLM-L6-v2` (`~/.cache/...`). Loaded
+    /// on first use; if missing, indexes using it wait and say why.
+    #[arg(long, env = "ANNAL_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// A remote embedder, `MODEL:DIMENSION=URL` (URL of an OpenAI-compatible
+    /// `/v1/embeddings` endpoint); repeatable, or comma-separated in the variable. Its
+    /// bearer token, if any, comes from `ANNAL_EMBEDDER_API_KEY`.
+    #[arg(long = "remote-embedder", env = "ANNAL_REMOTE_EMBEDDERS", value_delimiter = ',', value_parser = parse_remote)]
+    pub remote_embedders: Vec<RemoteSpec>,
+    /// Total time one call to a remote embedder may take, in milliseconds.
+    #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub remote_embedder_timeout_ms: u64,
+    /// Calls in flight at once to each remote embedder.
+    #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub remote_embedder_concurrency: u64,
+}
+
+/// `--remote-embedder MODEL:DIMENSION=URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// The model id.
+    pub model: String,
+    /// Its vectors' dimension.
+    pub dimension: usize,
+    /// The embeddings endpoint.
+    pub url: String,
+}
+
+fn parse_remote(spec: &str) -> Result<RemoteSpec, String> {
+    let usage = || format!("{spec:?}: expected MODEL:DIMENSION=URL, e.g. e5:768=http://127.0.0.1:8080/v1/embeddings");
+    let (head, url) = spec.split_once('=').ok_or_else(usage)?;
+    let (model, dimension) = head.rsplit_once(':').ok_or_else(usage)?;
+    let dimension: usize = dimension.parse().map_err(|_| usage())?;
+    if model.is_empty() || dimension == 0 || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(usage());
+    }
+    Ok(RemoteSpec { model: model.to_owned(), dimension, url: url.to_owned() })
 }
 
 /// Durability choice on the command line.

@@ -102,7 +102,7 @@ async fn monotone_counters_equal_the_engine_totals_however_many_scrapes_run_at_o
     assert_eq!(value(&text, "annal_log_commits_total"), stats.log.commits);
     assert_eq!(
         value(&text, "annal_projection_events_applied_total"),
-        stats.projector.projections[0].events_applied
+        stats.projector.projections.iter().find(|p| p.name == "vectors").unwrap().events_applied
     );
     assert_eq!(value(&text, "annal_projection_events_applied_total"), 4, "one create and three adds");
     assert_eq!(value(&text, "annal_projection_rebuilds_total"), stats.rebuilds.rebuilds);

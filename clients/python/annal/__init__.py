@@ -140,13 +140,21 @@ class Client:
     def create_index(
         self,
         name: str,
-        dimension: int,
+        dimension: Optional[int] = None,
         distance: str = "cosine",
         m: Optional[int] = None,
         ef_construction: Optional[int] = None,
         ef_search: Optional[int] = None,
+        embedder: Optional[str] = None,
     ) -> dict:
-        body = {"name": name, "dimension": dimension, "distance": distance}
+        """A vector index of `dimension`, or with `embedder` (a model id the server
+        offers, e.g. "all-MiniLM-L6-v2") a document index: it takes text
+        (`upsert_documents`) and embeds it; its dimension is the model's."""
+        body: dict = {"name": name, "distance": distance}
+        if dimension is not None:
+            body["dimension"] = dimension
+        if embedder is not None:
+            body["embedder"] = embedder
         for key, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
             if value is not None:
                 body[key] = value
@@ -254,6 +262,81 @@ class Client:
             failure.last_seq = last.get("seq")
             raise failure
         return last
+
+    def upsert_documents(
+        self,
+        name: str,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Optional[Sequence[Any]] = None,
+        partitions: Optional[Sequence[Optional[str]]] = None,
+        batch_size: int = 1000,
+        wait: str = "applied",
+    ) -> dict:
+        """Insert or replace documents of a document index, `batch_size` per request.
+        Their vectors follow as the server's embedding queue drains (`wait_embedded`).
+        On an error the raised `AnnalError` carries `committed` (documents written) and
+        `last_seq`."""
+        if isinstance(ids, str) or isinstance(texts, str):
+            raise TypeError("ids and texts must be sequences, not one string")
+        if len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        last: dict = {}
+        for start in range(0, len(ids), batch_size):
+            items = []
+            for i in range(start, min(start + batch_size, len(ids))):
+                item: dict = {"id": ids[i], "text": texts[i]}
+                if metadata is not None and metadata[i] is not None:
+                    item["metadata"] = metadata[i]
+                if partitions is not None and partitions[i] is not None:
+                    item["partition"] = partitions[i]
+                items.append(item)
+            try:
+                last = self._call("POST", f"/vectors/index/{name}/documents", {"items": items, "wait": wait})
+            except AnnalError as error:
+                error.committed = start
+                error.last_seq = last.get("seq")
+                raise
+        return last
+
+    def embedding(self, name: str) -> dict:
+        """The index's embedder, whether the server has it, its queue and drain report."""
+        return self._call("GET", f"/vectors/index/{name}/embedding")
+
+    def set_embedder(self, name: str, model: str) -> dict:
+        """Change the index's embedder: every document is embedded again (backfill)."""
+        return self._call("PUT", f"/vectors/index/{name}/embedding", {"model": model})
+
+    def wait_embedded(self, name: str, timeout: float = 600.0, poll: float = 0.05) -> dict:
+        """Poll `embedding` until the queue is empty (every document has its current
+        vector); returns the last answer. Raises TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.embedding(name)
+            queue = info["queue"]
+            if queue["incremental"] == 0 and queue["backfill"] == 0 and queue["in_flight"] == 0:
+                return info
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"index {name}: embedding queue not drained: {queue}")
+            time.sleep(poll)
+
+    def search_text(self, name: str, text: str, k: int = 10, partition: Optional[str] = None,
+                    min_seq: Optional[int] = None) -> list:
+        """Search a document index by text (embedded by the index's embedder)."""
+        body: dict = {"text": text, "k": k}
+        if partition is not None:
+            body["partition"] = partition
+        retries = 60 if min_seq else 0
+        return self._call("POST", f"/vectors/index/{name}/search", body, {"min_seq": min_seq},
+                          retries=retries)["results"]
+
+    def search_texts(self, name: str, texts: Sequence[str], k: int = 10,
+                     partition: Optional[str] = None) -> list:
+        """One result list per text."""
+        body: dict = {"texts": list(texts), "k": k}
+        if partition is not None:
+            body["partition"] = partition
+        return self._call("POST", f"/vectors/index/{name}/search", body)["results"]
 
     def delete(self, name: str, ids: Sequence[str], wait: str = "applied") -> dict:
         if isinstance(ids, str):

@@ -179,3 +179,27 @@ def test_concurrent_upsert_stores_every_row_and_refuses_repeated_ids(server):
         assert db.search("docs", data[i], k=1)[0] == {**db.search("docs", data[i], k=1)[0], "id": f"v{i}", "distance": 0.0}
     with pytest.raises(ValueError, match="ids repeat"):
         db.upsert("docs", ["a", "a"], vectors(2), concurrency=2)
+
+
+def test_documents_are_embedded_and_searched_by_text(server):
+    db, _, _ = server
+    db.create_index("notes", embedder="all-MiniLM-L6-v2")
+    texts = [
+        "Lists are mutable sequences, typically used to store collections of homogeneous items.",
+        "Tuples are immutable sequences.",
+        "The with statement wraps the execution of a block with methods defined by a context manager.",
+    ]
+    db.upsert_documents("notes", ["l", "t", "w"], texts, metadata=[{"n": 0}, None, {"n": 2}])
+    info = db.wait_embedded("notes", timeout=300)
+    assert info["available"] is True and info["documents"] == 3
+    assert info["report"]["incremental_processed"] == 3
+    hits = db.search_text("notes", "a context manager and the with statement", k=2)
+    assert hits[0]["id"] == "w" and hits[0]["text"] == texts[2] and hits[0]["metadata"] == {"n": 2}
+    lists = db.search_texts("notes", ["immutable tuple", "mutable list"], k=1)
+    assert [hits[0]["id"] for hits in lists] == ["t", "l"]
+    with pytest.raises(AnnalError) as e:
+        db.set_embedder("notes", "no-such-model")
+    assert e.value.status == 400 and "model" in e.value.detail
+    with pytest.raises(AnnalError) as e:
+        db.upsert_documents("notes", ["x"], [""])
+    assert e.value.status == 400 and e.value.detail.startswith("items[0].text")

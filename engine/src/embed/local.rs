@@ -135,6 +135,47 @@ impl Embedder for LocalEmbedder {
     }
 }
 
+/// The local model, loaded on first use (so a server that never embeds never pays
+/// for it); a load failure is kept and answered to every call.
+pub struct LazyLocalEmbedder {
+    dir: PathBuf,
+    loaded: std::sync::OnceLock<Result<LocalEmbedder, String>>,
+}
+
+impl LazyLocalEmbedder {
+    /// The model in `dir`, not loaded yet.
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir, loaded: std::sync::OnceLock::new() }
+    }
+
+    fn model(&self) -> Result<&LocalEmbedder, EmbedError> {
+        let loaded = self.loaded.get_or_init(|| {
+            let started = std::time::Instant::now();
+            let model = LocalEmbedder::load(&self.dir).map_err(|e| crate::error::chain(&e));
+            match &model {
+                Ok(_) => tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "local embedder loaded"),
+                Err(error) => tracing::error!(dir = %self.dir.display(), %error, "local embedder failed to load"),
+            }
+            model
+        });
+        loaded.as_ref().map_err(|reason| EmbedError::Model { model: LOCAL_MODEL_ID.into(), reason: reason.clone() })
+    }
+}
+
+impl Embedder for LazyLocalEmbedder {
+    fn model(&self) -> &str {
+        LOCAL_MODEL_ID
+    }
+
+    fn dimension(&self) -> usize {
+        LOCAL_MODEL_DIMENSION
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.model()?.embed(texts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

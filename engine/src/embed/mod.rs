@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use local::{LocalEmbedder, LOCAL_MODEL_DIMENSION, LOCAL_MODEL_ID};
+pub use local::{LazyLocalEmbedder, LocalEmbedder, LOCAL_MODEL_DIMENSION, LOCAL_MODEL_ID};
 pub use remote::{RemoteEmbedder, RemoteEmbedderConfig};
 
 /// Turns texts into vectors of one fixed dimension.

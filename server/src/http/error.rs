@@ -119,6 +119,12 @@ impl ApiError {
         Self { retry_after_s, ..Self::failed(SERVICE_UNAVAILABLE, "unavailable", detail) }
     }
 
+    /// 503 `embedder_unavailable`: the index's embedder is not configured here, could
+    /// not load its model, or its service failed; retry later.
+    pub fn embedder_unavailable(detail: impl Into<String>) -> Self {
+        Self { retry_after_s: Some(1), ..Self::failed(SERVICE_UNAVAILABLE, "embedder_unavailable", detail) }
+    }
+
     /// 503 `starting`: the engine is replaying its log; retry shortly.
     pub fn starting(detail: impl Into<String>) -> Self {
         Self { retry_after_s: Some(1), ..Self::failed(SERVICE_UNAVAILABLE, "starting", detail) }
@@ -204,6 +210,8 @@ impl From<Error> for ApiError {
                 format!("{}; the event is in the log and will be applied", crate::report(&error)),
             ),
             Error::Starting => Self::starting(error.to_string()),
+            Error::NotDocumentIndex { .. } | Error::DocumentIndex { .. } => Self::bad_request(error.to_string()),
+            Error::Embed(_) | Error::EmbeddingPending { .. } => Self::embedder_unavailable(crate::report(&error)),
             Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
             Error::SeqNotAppended { .. } => Self::bad_request(error.to_string()),
             Error::NotYetApplied { .. } => Self::not_applied_yet(error.to_string()),

@@ -3,6 +3,7 @@
 mod actor;
 mod admin;
 mod budget;
+mod documents;
 mod error;
 mod jobs;
 mod json;
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}/add", post(routes::add))
         .route("/vectors/index/{name}/delete", post(routes::delete))
         .route("/vectors/index/{name}/search", post(routes::search))
+        .route("/vectors/index/{name}/documents", post(documents::upsert))
+        .route("/vectors/index/{name}/embedding", get(documents::get).put(documents::set))
         .route("/vectors/index/{name}/promote", post(promotions::promote))
         .route("/vectors/index/{name}/rollback", post(promotions::rollback))
         .route("/vectors/index/{name}/promotion", get(promotions::get))
@@ -136,7 +139,10 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             archive: args.archive_log,
             ..annal_engine::snapshot::SnapshotPolicy::default()
         };
-        let config = EngineConfig { sync: args.sync.into(), buckets, snapshots, ..EngineConfig::default() };
+        let embedders = crate::embedders(&args)?;
+        tracing::info!(?embedders, "embedders");
+        let config =
+            EngineConfig { sync: args.sync.into(), buckets, snapshots, embedders, ..EngineConfig::default() };
         let data = args.data.clone();
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
         let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;

@@ -6,7 +6,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{partitions, promotions, routes, storage, tuning};
+use super::{documents, partitions, promotions, routes, storage, tuning};
 
 /// How a route takes its input.
 enum Input {
@@ -44,6 +44,19 @@ const ROUTES: &[(&str, &str, &str, Input)] = &[
         "/vectors/index/{name}/search",
         "Search (one query or a batch)",
         Input::JsonAndQuery(schema::<routes::Search>, schema::<routes::AsOf>),
+    ),
+    (
+        "post",
+        "/vectors/index/{name}/documents",
+        "Insert or replace documents (index with an embedder)",
+        Input::Json(schema::<documents::Documents<'static>>),
+    ),
+    ("get", "/vectors/index/{name}/embedding", "Embedder, queue and drain report", Input::None),
+    (
+        "put",
+        "/vectors/index/{name}/embedding",
+        "Change the embedder (re-embeds every document)",
+        Input::Json(schema::<documents::SetEmbedder>),
     ),
     (
         "post",

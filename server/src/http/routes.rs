@@ -34,7 +34,12 @@ pub(super) async fn blocking<T: Send + 'static>(
 #[serde(deny_unknown_fields)]
 pub struct CreateIndex {
     name: String,
-    dimension: u32,
+    /// Required without `embedder`; with one, optional and then checked against the
+    /// model's.
+    dimension: Option<u32>,
+    /// A configured embedder's model id (`all-MiniLM-L6-v2`): the index then takes
+    /// documents (text) and its vectors are their embeddings.
+    embedder: Option<String>,
     distance: Option<String>,
     m: Option<u32>,
     ef_construction: Option<u32>,
@@ -105,8 +110,16 @@ pub async fn create_index(
         ef_search: body.ef_search.unwrap_or(defaults.ef_search),
     };
     let engine = state.engine;
-    let created =
-        blocking(move || engine.create_index(&actor, &body.name, body.dimension, metric, config)).await?;
+    let created = match (body.embedder, body.dimension) {
+        (Some(model), dimension) => {
+            blocking(move || engine.create_document_index(&actor, &body.name, &model, dimension, metric, config))
+                .await?
+        }
+        (None, Some(dimension)) => {
+            blocking(move || engine.create_index(&actor, &body.name, dimension, metric, config)).await?
+        }
+        (None, None) => return Err(ApiError::bad_request("dimension: required (or give an embedder)")),
+    };
     Ok((StatusCode::CREATED, Json(CreatedView { index: created.info.into(), seq: created.seq })))
 }
 
@@ -244,7 +257,7 @@ impl schemars::JsonSchema for Metadata<'_> {
 
 /// Item metadata as the caller's JSON text, borrowed from the request body. Its size is
 /// checked as it is parsed, so an oversized document is refused before it is copied.
-struct Metadata<'a>(&'a RawValue);
+pub(crate) struct Metadata<'a>(pub(crate) &'a RawValue);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Metadata<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -332,7 +345,7 @@ pub const MIN_SEQ_WAITERS_MAX: usize = 64;
 static MIN_SEQ_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// `wait` of a write: `"applied"` (default) or `"durable"`.
-fn wait_of(wait: Option<&str>) -> Result<annal_engine::Wait, ApiError> {
+pub(crate) fn wait_of(wait: Option<&str>) -> Result<annal_engine::Wait, ApiError> {
     match wait {
         None | Some("applied") => Ok(annal_engine::Wait::Applied),
         Some("durable") => Ok(annal_engine::Wait::Durable),
@@ -428,6 +441,10 @@ pub(crate) struct Search {
     vector: Option<VectorField>,
     /// Many queries at once (each an array or base64): one result list per query.
     vectors: Option<Queries>,
+    /// One query as text, embedded with the index's embedder (document indexes).
+    text: Option<String>,
+    /// Many text queries at once (at most 1,024).
+    texts: Option<Vec<String>>,
     k: Option<usize>,
     /// Only records in these partitions: an exact path, or a prefix ending in `/`.
     partition: Option<String>,
@@ -442,6 +459,9 @@ struct SearchHit<'a> {
     metadata: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     partition: Option<&'a str>,
+    /// The document's current text (document indexes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -465,35 +485,74 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     // The body first: a bad one is refused at once, and its memory is not held while
     // the read waits for its min_seq.
-    let Search { vector, vectors, k, partition } = body.parse()?;
+    let Search { vector, vectors, text, texts, k, partition } = body.parse()?;
     drop(body);
     let as_of = as_of(&state, q).await?;
-    let (queries, batched) = match (vector, vectors) {
-        (Some(VectorField(v)), None) => (vec![v], false),
-        (None, Some(Queries(vs))) => (vs, true),
-        _ => return Err(ApiError::bad_request("vector: give either vector or vectors")),
+    enum Query {
+        Vectors(Vec<Vec<f32>>),
+        Texts(Vec<String>),
+    }
+    let (query, batched) = match (vector, vectors, text, texts) {
+        (Some(VectorField(v)), None, None, None) => (Query::Vectors(vec![v]), false),
+        (None, Some(Queries(vs)), None, None) => (Query::Vectors(vs), true),
+        (None, None, Some(t), None) => (Query::Texts(vec![t]), false),
+        (None, None, None, Some(ts)) if ts.len() > SEARCH_BATCH_MAX => {
+            return Err(ApiError::bad_request(format!(
+                "texts: must hold 1 to {SEARCH_BATCH_MAX} queries, got {}",
+                ts.len()
+            )))
+        }
+        (None, None, None, Some(ts)) => (Query::Texts(ts), true),
+        _ => return Err(ApiError::bad_request("vector: give one of vector, vectors, text or texts")),
     };
     let engine = state.engine;
     let k = k.unwrap_or(SEARCH_K_DEFAULT);
-    let lists = blocking(move || match (as_of, partition) {
-        (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, queries, k, &p),
-        (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, queries, k),
-        (None, Some(p)) => engine.search_in(&name, queries, k, &p),
-        (None, None) => engine.search_batch(&name, queries, k),
+    let (lists, texts) = blocking(move || {
+        let queries = match query {
+            Query::Vectors(vs) => vs,
+            Query::Texts(ts) => {
+                if ts.is_empty() {
+                    return Err(annal_engine::InvalidInput {
+                        field: "texts".into(),
+                        reason: format!("must hold 1 to {SEARCH_BATCH_MAX} queries, got 0"),
+                    }
+                    .into());
+                }
+                let refs: Vec<&str> = ts.iter().map(String::as_str).collect();
+                engine.embed_queries(&name, &refs)?
+            }
+        };
+        let lists = match (as_of, partition) {
+            (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, queries, k, &p)?,
+            (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, queries, k)?,
+            (None, Some(p)) => engine.search_in(&name, queries, k, &p)?,
+            (None, None) => engine.search_batch(&name, queries, k)?,
+        };
+        // A document's current text beside its hit (not for a past state).
+        let texts: Vec<Vec<Option<Arc<str>>>> = if as_of.is_none() && engine.is_document_index(&name) {
+            lists.iter().map(|hits| hits.iter().map(|h| engine.document_text(&name, &h.id)).collect()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok((lists, texts))
     })
     .await?;
+    let row_texts = |row: usize| texts.get(row).map(Vec::as_slice).unwrap_or_default();
     if batched {
-        let results: Vec<Vec<SearchHit<'_>>> = lists.iter().map(|hits| shape(hits)).collect();
+        let results: Vec<Vec<SearchHit<'_>>> =
+            lists.iter().enumerate().map(|(row, hits)| shape(hits, row_texts(row))).collect();
         return Ok(Json(BatchResults { results }).into_response());
     }
-    let results = lists.first().map(|hits| shape(hits)).unwrap_or_default();
+    let results = lists.first().map(|hits| shape(hits, row_texts(0))).unwrap_or_default();
     Ok(Json(SearchResults { results }).into_response())
 }
 
 /// Hits as the API answers them.
-fn shape(hits: &[annal_engine::Hit]) -> Vec<SearchHit<'_>> {
+fn shape<'a>(hits: &'a [annal_engine::Hit], texts: &'a [Option<Arc<str>>]) -> Vec<SearchHit<'a>> {
     hits.iter()
-        .map(|hit| SearchHit {
+        .enumerate()
+        .map(|(i, hit)| SearchHit {
+            text: texts.get(i).and_then(|t| t.as_deref()),
             id: &hit.id,
             distance: hit.distance,
             metadata: hit.metadata.as_deref().and_then(|text| raw_metadata(&hit.id, text)),
