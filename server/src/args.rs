@@ -77,7 +77,8 @@ pub struct RemoteSpec {
 }
 
 fn parse_remote(spec: &str) -> Result<RemoteSpec, String> {
-    let usage = || format!("{spec:?}: expected MODEL:DIMENSION=URL, e.g. e5:768=http://127.0.0.1:8080/v1/embeddings");
+    let usage =
+        || format!("{spec:?}: expected MODEL:DIMENSION=URL, e.g. e5:768=http://127.0.0.1:8080/v1/embeddings");
     let (head, url) = spec.split_once('=').ok_or_else(usage)?;
     let (model, dimension) = head.rsplit_once(':').ok_or_else(usage)?;
     let dimension: usize = dimension.parse().map_err(|_| usage())?;

@@ -66,7 +66,8 @@ fn documents_are_embedded_by_the_local_model_and_found_by_their_text() {
     assert_eq!(body["results"][1][0]["id"], "p30");
 
     // The wrong kind of write for each kind of index, and bad input, name the field.
-    let (status, body) = server.post("/vectors/index/texts/add", json!({"items": [{"id": "v", "vector": [0.5]}]}));
+    let (status, body) =
+        server.post("/vectors/index/texts/add", json!({"items": [{"id": "v", "vector": [0.5]}]}));
     assert_eq!(status, 400, "{body}");
     assert_eq!(server.post("/vectors/index", json!({"name": "plain", "dimension": 4})).0, 201);
     let (status, body) =

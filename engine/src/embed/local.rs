@@ -158,7 +158,9 @@ impl LazyLocalEmbedder {
             }
             model
         });
-        loaded.as_ref().map_err(|reason| EmbedError::Model { model: LOCAL_MODEL_ID.into(), reason: reason.clone() })
+        loaded
+            .as_ref()
+            .map_err(|reason| EmbedError::Model { model: LOCAL_MODEL_ID.into(), reason: reason.clone() })
     }
 }
 

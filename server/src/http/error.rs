@@ -210,8 +210,12 @@ impl From<Error> for ApiError {
                 format!("{}; the event is in the log and will be applied", crate::report(&error)),
             ),
             Error::Starting => Self::starting(error.to_string()),
-            Error::NotDocumentIndex { .. } | Error::DocumentIndex { .. } => Self::bad_request(error.to_string()),
-            Error::Embed(_) | Error::EmbeddingPending { .. } => Self::embedder_unavailable(crate::report(&error)),
+            Error::NotDocumentIndex { .. } | Error::DocumentIndex { .. } => {
+                Self::bad_request(error.to_string())
+            }
+            Error::Embed(_) | Error::EmbeddingPending { .. } => {
+                Self::embedder_unavailable(crate::report(&error))
+            }
             Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
             Error::SeqNotAppended { .. } => Self::bad_request(error.to_string()),
             Error::NotYetApplied { .. } => Self::not_applied_yet(error.to_string()),

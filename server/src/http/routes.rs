@@ -112,8 +112,10 @@ pub async fn create_index(
     let engine = state.engine;
     let created = match (body.embedder, body.dimension) {
         (Some(model), dimension) => {
-            blocking(move || engine.create_document_index(&actor, &body.name, &model, dimension, metric, config))
-                .await?
+            blocking(move || {
+                engine.create_document_index(&actor, &body.name, &model, dimension, metric, config)
+            })
+            .await?
         }
         (None, Some(dimension)) => {
             blocking(move || engine.create_index(&actor, &body.name, dimension, metric, config)).await?
@@ -530,7 +532,10 @@ pub async fn search(
         };
         // A document's current text beside its hit (not for a past state).
         let texts: Vec<Vec<Option<Arc<str>>>> = if as_of.is_none() && engine.is_document_index(&name) {
-            lists.iter().map(|hits| hits.iter().map(|h| engine.document_text(&name, &h.id)).collect()).collect()
+            lists
+                .iter()
+                .map(|hits| hits.iter().map(|h| engine.document_text(&name, &h.id)).collect())
+                .collect()
         } else {
             Vec::new()
         };
