@@ -18,6 +18,7 @@
 
 mod args;
 pub mod http;
+pub mod logtool;
 mod report;
 pub mod tools;
 

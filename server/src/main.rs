@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annal_server::{http, report, tools, ServeArgs};
+use annal_server::{http, logtool, report, tools, ServeArgs};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -54,7 +54,13 @@ enum Command {
         #[arg(long, default_value = "annal-cli")]
         actor: String,
     },
-    /// Print events of the log as JSON lines (the audit trail).
+    /// Read, summarise, check and follow the event log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+    /// Print events of the log as JSON lines (the audit trail; `annal log dump --json`
+    /// is the structured form).
     Events {
         /// Data directory.
         #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
@@ -65,6 +71,77 @@ enum Command {
         /// Most events to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// First and last sequence number, events and bytes per kind, size on disk,
+    /// archived range and snapshots.
+    Stats {
+        /// Data directory (the server must not hold it: redb opens it read-only).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print events: readable lines, or JSON lines whose fields are each kind's body
+    /// (docs/FORMAT.md). Vectors are replaced by their dimension unless `--vectors`.
+    Dump {
+        /// Data directory (the server must not hold it: use `log tail --server` then).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// First sequence number.
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last sequence number.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Only events of this kind (name as in docs/FORMAT.md, or number); repeatable.
+        #[arg(long)]
+        kind: Vec<String>,
+        /// Only events about this index.
+        #[arg(long)]
+        index: Option<String>,
+        /// Only events of this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Include vectors (with `--json`, the lines then parse back into the events).
+        #[arg(long)]
+        vectors: bool,
+    },
+    /// Follow a running server's log: print each event as it commits.
+    Tail {
+        /// The server's base URL.
+        #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
+        server: String,
+        /// First sequence number (default: the next event).
+        #[arg(long)]
+        from: Option<u64>,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Include vectors.
+        #[arg(long)]
+        vectors: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Check every event's CRC and payload and the sequence's density, in the log and
+    /// its archive segments; exit 1 naming the first bad sequence number.
+    Verify {
+        /// Data directory.
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Bucket configuration file, where archive segments are not in the default
+        /// local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
     },
 }
 
@@ -82,6 +159,17 @@ fn main() -> ExitCode {
         Command::Serve(args) => http::serve(args),
         Command::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         Command::Events { data, from, limit } => tools::events(&data, from, limit),
+        Command::Log { command } => match command {
+            LogCommand::Stats { data, json } => logtool::stats(&data, json),
+            LogCommand::Dump { data, from, to, kind, index, actor, json, vectors } => {
+                let filter = logtool::Filter { from, to, kinds: kind, index, actor };
+                logtool::dump(&data, &filter, json, vectors)
+            }
+            LogCommand::Tail { server, from, json, vectors, limit } => {
+                logtool::tail(&server, from, json, vectors, limit)
+            }
+            LogCommand::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
+        },
         Command::Migrate { server, index, template, dry_run, batch_size, no_snapshot, actor } => {
             tools::migrate(&tools::MigrateArgs {
                 server: &server,

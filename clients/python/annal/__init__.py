@@ -488,6 +488,12 @@ class Client:
     def log(self) -> dict:
         return self._call("GET", "/admin/log")
 
+    def events(self, from_seq: int = 1, limit: int = 100, wait_ms: int = 0, vectors: bool = False) -> dict:
+        """Events from `from_seq` on, each `{seq, time_ms, actor, kind, body}`; with
+        `wait_ms`, waits that long for the first to commit. `{events, last_seq}`."""
+        params = {"from": from_seq, "limit": limit, "wait_ms": wait_ms, "vectors": str(vectors).lower()}
+        return self._call("GET", "/admin/events", params=params)
+
     def health(self) -> dict:
         return self._call("GET", "/healthz")
 

@@ -203,3 +203,14 @@ def test_documents_are_embedded_and_searched_by_text(server):
     with pytest.raises(AnnalError) as e:
         db.upsert_documents("notes", ["x"], [""])
     assert e.value.status == 400 and e.value.detail.startswith("items[0].text")
+
+
+def test_events_are_read_back_with_their_fields(server):
+    db, _, _ = server
+    db.create_index("ev", dimension=2, distance="l2")
+    db.upsert("ev", ["a"], [[0.25, 0.5]])
+    answer = db.events(from_seq=1, limit=10, vectors=True)
+    kinds = [e["kind"] for e in answer["events"]]
+    assert kinds[-2:] == ["IndexCreated", "VectorsUpserted"] and answer["last_seq"] >= 2
+    assert answer["events"][-1]["body"]["items"][0]["vector"] == [0.25, 0.5]
+    assert answer["events"][-1]["actor"] == "pytest"

@@ -4,7 +4,9 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Who caused an event and when: carried by every event, so the log is an audit trail.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct Stamp {
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub time_ms: u64,
@@ -38,8 +40,10 @@ impl Event {
     }
 }
 
-/// Every mutation the engine knows.
-#[derive(Debug, Clone, PartialEq)]
+/// Every mutation the engine knows. As JSON (`annal log dump --json`): `{"kind":
+/// "<variant>", "body": {<the body's fields>}}`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "body")]
 pub enum EventBody {
     /// An index was created.
     IndexCreated(IndexCreated),
@@ -92,7 +96,19 @@ pub enum EventBody {
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+)]
 pub enum Metric {
     /// Squared Euclidean distance.
     L2,
@@ -124,7 +140,19 @@ impl Metric {
 }
 
 /// HNSW build and search parameters.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+)]
 pub struct HnswConfig {
     /// Neighbours per node (FAISS `M`).
     pub m: u32,
@@ -142,7 +170,7 @@ impl Default for HnswConfig {
 }
 
 /// Body of [`EventBody::IndexCreated`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct IndexCreated {
     /// Index name.
     pub name: String,
@@ -155,14 +183,14 @@ pub struct IndexCreated {
 }
 
 /// Body of [`EventBody::IndexDropped`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct IndexDropped {
     /// Index name.
     pub name: String,
 }
 
 /// One vector of an upsert.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct VectorItem {
     /// Caller-chosen id, unique within the index.
     pub id: String,
@@ -175,7 +203,7 @@ pub struct VectorItem {
 }
 
 /// Body of [`EventBody::VectorsUpserted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct VectorsUpserted {
     /// Index name.
     pub index: String,
@@ -184,7 +212,7 @@ pub struct VectorsUpserted {
 }
 
 /// Body of [`EventBody::VectorsDeleted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct VectorsDeleted {
     /// Index name.
     pub index: String,
@@ -193,7 +221,7 @@ pub struct VectorsDeleted {
 }
 
 /// Body of [`EventBody::ConfigPromoted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ConfigPromoted {
     /// Index name.
     pub index: String,
@@ -208,14 +236,14 @@ pub struct ConfigPromoted {
 }
 
 /// Body of [`EventBody::PromotionRolledBack`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct PromotionRolledBack {
     /// Index name.
     pub index: String,
 }
 
 /// Body of [`EventBody::HnswTrialRecorded`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct HnswTrialRecorded {
     /// Index name.
     pub index: String,
@@ -236,7 +264,21 @@ pub struct HnswTrialRecorded {
 }
 
 /// A storage bucket operation.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
 pub enum BucketOp {
     /// Reading an object.
     Read,
@@ -249,7 +291,7 @@ pub enum BucketOp {
 }
 
 /// Body of [`EventBody::BucketErrorRecorded`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct BucketErrorRecorded {
     /// Bucket name.
     pub bucket: String,
@@ -264,7 +306,9 @@ pub struct BucketErrorRecorded {
 }
 
 /// A partition scheme: how records of an index are spread over partitions.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct PartitionScheme {
     /// Scheme name, e.g. `by-tenant-v2`.
     pub name: String,
@@ -273,7 +317,7 @@ pub struct PartitionScheme {
 }
 
 /// Body of [`EventBody::MigrationStarted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MigrationStarted {
     /// Migration id.
     pub migration_id: String,
@@ -284,7 +328,9 @@ pub struct MigrationStarted {
 }
 
 /// One record moved between partitions.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct RecordMove {
     /// Record (vector) id.
     pub id: String,
@@ -295,7 +341,7 @@ pub struct RecordMove {
 }
 
 /// Body of [`EventBody::RecordsMoved`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct RecordsMoved {
     /// Migration id.
     pub migration_id: String,
@@ -306,7 +352,7 @@ pub struct RecordsMoved {
 }
 
 /// Body of [`EventBody::MigrationFinished`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct MigrationFinished {
     /// Migration id.
     pub migration_id: String,
@@ -316,7 +362,9 @@ pub struct MigrationFinished {
 
 /// Body of [`EventBody::SnapshotTaken`]: appended only after the snapshot object is
 /// durably in its bucket, so every such event names a whole object.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct SnapshotTaken {
     /// The last event the snapshot covers.
     pub seq: u64,
@@ -333,7 +381,9 @@ pub struct SnapshotTaken {
 /// Body of [`EventBody::LogArchived`]: events `first..=last` were written to one
 /// archive segment object (durably, before this event) and removed from the log, in
 /// the same write transaction that appended this event and registered the segment.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct LogArchived {
     /// The first archived event.
     pub first: u64,
@@ -351,7 +401,9 @@ pub struct LogArchived {
 
 /// Body of [`EventBody::EvalSetCreated`]: appended only after the evaluation set's
 /// object (queries and exact ground truth) is durably in its bucket.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct EvalSetCreated {
     /// Index name.
     pub index: String,
@@ -378,7 +430,7 @@ pub struct EvalSetCreated {
 
 /// Body of [`EventBody::TrialRecorded`]: a configuration built off to the side from the
 /// index's live vectors and measured against an evaluation set.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct TrialRecorded {
     /// Index name.
     pub index: String,
@@ -407,7 +459,9 @@ pub struct TrialRecorded {
 }
 
 /// Body of [`EventBody::SchemeSet`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct SchemeSet {
     /// Index name.
     pub index: String,
@@ -416,7 +470,9 @@ pub struct SchemeSet {
 }
 
 /// Body of [`EventBody::MigrationBegun`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationBegun {
     /// Index name.
     pub index: String,
@@ -429,7 +485,9 @@ pub struct MigrationBegun {
 }
 
 /// A record a migration could not resolve under its template (left where it was).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationError {
     /// Record id.
     pub id: String,
@@ -440,7 +498,9 @@ pub struct MigrationError {
 /// One record a migration batch moves, as planned: it applies only if the record is
 /// still in `from` with the metadata the plan resolved (else a later upsert put it
 /// elsewhere, and the upsert wins).
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationMove {
     /// Record id.
     pub id: String,
@@ -453,7 +513,9 @@ pub struct MigrationMove {
 }
 
 /// Body of [`EventBody::MigrationBatch`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationBatch {
     /// Index name.
     pub index: String,
@@ -470,7 +532,9 @@ pub struct MigrationBatch {
 }
 
 /// Body of [`EventBody::MigrationEnded`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationEnded {
     /// Index name.
     pub index: String,
@@ -479,7 +543,9 @@ pub struct MigrationEnded {
 }
 
 /// Body of [`EventBody::MigrationCleared`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct MigrationCleared {
     /// Index name.
     pub index: String,
@@ -488,7 +554,9 @@ pub struct MigrationCleared {
 }
 
 /// The embedder an index's documents are embedded with.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct EmbedderRef {
     /// The model id (`all-MiniLM-L6-v2`, or a configured remote model).
     pub model: String,
@@ -498,7 +566,7 @@ pub struct EmbedderRef {
 
 /// Body of [`EventBody::IndexCreatedWithEmbedder`]: an index whose vectors are the
 /// embeddings of its documents.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct IndexCreatedWithEmbedder {
     /// The index, as [`IndexCreated`] records one.
     pub index: IndexCreated,
@@ -507,7 +575,7 @@ pub struct IndexCreatedWithEmbedder {
 }
 
 /// One document of a [`DocumentsUpserted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DocumentItem {
     /// Caller-chosen id, unique within the index.
     pub id: String,
@@ -520,7 +588,7 @@ pub struct DocumentItem {
 }
 
 /// Body of [`EventBody::DocumentsUpserted`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DocumentsUpserted {
     /// Index name.
     pub index: String,
@@ -529,7 +597,7 @@ pub struct DocumentsUpserted {
 }
 
 /// One embedded document of a [`DocumentsEmbedded`].
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct EmbeddedItem {
     /// The document's id.
     pub id: String,
@@ -542,7 +610,7 @@ pub struct EmbeddedItem {
 
 /// Body of [`EventBody::DocumentsEmbedded`]: the embedder projection's output, a batch
 /// of document vectors, written to the log so that replay never embeds again.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct DocumentsEmbedded {
     /// Index name.
     pub index: String,
@@ -557,7 +625,9 @@ pub struct DocumentsEmbedded {
 
 /// Body of [`EventBody::EmbedderChanged`]: the index's documents are re-embedded with
 /// another embedder (backfill work), each keeping its old vector until then.
-#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
 pub struct EmbedderChanged {
     /// Index name.
     pub index: String,

@@ -51,6 +51,18 @@ impl ReadOnlyLog {
         scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
+    /// Raw frames (checked by the caller with [`crate::event::check`]), at most `max`.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn read_frames(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, frame.to_vec())))
+    }
+
     /// As [`super::LogReader::segments`].
     ///
     /// # Errors

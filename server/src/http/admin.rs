@@ -83,3 +83,57 @@ pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
         "bytes_on_disk": bytes,
     })))
 }
+
+/// Most events one `GET /admin/events` answers.
+pub const EVENTS_LIMIT_MAX: usize = 1000;
+/// Longest wait of one `GET /admin/events` for its first event.
+pub const EVENTS_WAIT_MS_MAX: u64 = 30_000;
+/// Frame bytes one `GET /admin/events` reads at most (after its first event).
+const EVENTS_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Query of `GET /admin/events`.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EventsQuery {
+    /// First sequence number (default 1).
+    from: Option<u64>,
+    /// Most events (1 to 1000, default 100).
+    limit: Option<usize>,
+    /// Wait up to this long for event `from` to be committed (0 to 30000, default 0).
+    wait_ms: Option<u64>,
+    /// Include vectors (default: each replaced by its dimension).
+    vectors: Option<bool>,
+}
+
+/// `GET /admin/events`: `{events, last_seq}`, events from `from` on as `annal log dump
+/// --json` writes them; with `wait_ms`, a long poll for the next one (`annal log tail`).
+pub async fn events(
+    State(state): State<AppState>,
+    q: Result<axum::extract::Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let axum::extract::Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=EVENTS_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit: must be 1 to {EVENTS_LIMIT_MAX}, got {limit}")));
+    }
+    let wait_ms = q.wait_ms.unwrap_or(0);
+    if wait_ms > EVENTS_WAIT_MS_MAX {
+        return Err(ApiError::bad_request(format!(
+            "wait_ms: must be 0 to {EVENTS_WAIT_MS_MAX}, got {wait_ms}"
+        )));
+    }
+    let from = q.from.unwrap_or(1).max(1);
+    let vectors = q.vectors.unwrap_or(false);
+    let engine = std::sync::Arc::clone(&state.engine);
+    let (events, last_seq) = blocking(move || {
+        let log = engine.log();
+        let from = from.max(log.first_seq()?);
+        let wait = std::time::Duration::from_millis(wait_ms);
+        let events = log.tail_budget(from, wait, limit, EVENTS_BYTES_MAX)?;
+        let events: Vec<Value> =
+            events.iter().map(|(seq, event)| crate::logtool::event_json(*seq, event, vectors)).collect();
+        Ok((events, log.last_seq()))
+    })
+    .await?;
+    Ok(Json(json!({ "events": events, "last_seq": last_seq })))
+}

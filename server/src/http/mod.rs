@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/errors", get(storage::errors))
         .route("/admin/snapshots", post(admin::take_snapshot).get(admin::list_snapshots))
         .route("/admin/log", get(admin::log))
+        .route("/admin/events", get(admin::events))
         .route("/storage/bucket-health", get(storage::bucket_health))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

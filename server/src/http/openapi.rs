@@ -6,7 +6,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{documents, partitions, promotions, routes, storage, tuning};
+use super::{admin, documents, partitions, promotions, routes, storage, tuning};
 
 /// How a route takes its input.
 enum Input {
@@ -115,6 +115,12 @@ const ROUTES: &[(&str, &str, &str, Input)] = &[
     ("post", "/admin/snapshots", "Take a snapshot", Input::None),
     ("get", "/admin/snapshots", "Known snapshots", Input::None),
     ("get", "/admin/log", "The log's extent and archive", Input::None),
+    (
+        "get",
+        "/admin/events",
+        "Events from a sequence number, as JSON (long poll with wait_ms)",
+        Input::Query(schema::<admin::EventsQuery>),
+    ),
     ("get", "/storage/bucket-health", "Errors per bucket", Input::Query(schema::<storage::HealthQuery>)),
 ];
 

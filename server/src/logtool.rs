@@ -1,0 +1,350 @@
+//! `annal log ...`: read, summarise, check and follow the event log. Events are written
+//! as JSON whose fields are those of each kind's body (docs/FORMAT.md), so a dump with
+//! `--vectors` parses back into the same events ([`event_from_json`]).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use annal_engine::event::{check, Event, EventBody, Stamp};
+use annal_engine::{EventKind, ReadOnlyLog, LOG_FILE};
+use serde_json::{json, Value};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Events read from the file per batch.
+const BATCH: usize = 1024;
+
+/// Open a data directory's log read-only, or say clearly why not.
+pub fn open(data: &Path) -> Result<ReadOnlyLog> {
+    let path = data.join(LOG_FILE);
+    if !path.exists() {
+        return Err(format!("no log at {}", path.display()).into());
+    }
+    ReadOnlyLog::open(&path).map_err(|error| {
+        let text = crate::report(&error);
+        if text.contains("already open") || text.contains("lock") {
+            format!(
+                "{} is held by a running server (annal serve): stop it first, or read it over \
+                 HTTP with `annal log tail --server URL` ({text})",
+                path.display()
+            )
+            .into()
+        } else {
+            error.into()
+        }
+    })
+}
+
+/// One event as a JSON object: `seq`, `time_ms`, `actor`, `kind` and the kind's fields
+/// as `body`. Without `vectors`, each vector is replaced by its length (`"vector":
+/// {"dimension": N}`), which does not parse back.
+pub fn event_json(seq: u64, event: &Event, vectors: bool) -> Value {
+    let mut value = serde_json::to_value(&event.body).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    if !vectors {
+        elide_vectors(&mut value);
+    }
+    let mut out = serde_json::Map::new();
+    out.insert("seq".into(), seq.into());
+    out.insert("time_ms".into(), event.stamp.time_ms.into());
+    out.insert("actor".into(), event.stamp.actor.clone().into());
+    if let Value::Object(tagged) = value {
+        out.extend(tagged);
+    }
+    Value::Object(out)
+}
+
+fn elide_vectors(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "vector" {
+                    if let Value::Array(a) = v {
+                        *v = json!({"dimension": a.len()});
+                        continue;
+                    }
+                }
+                elide_vectors(v);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(elide_vectors),
+        _ => {}
+    }
+}
+
+/// Parse a line of `annal log dump --json --vectors` back into its sequence number and
+/// event.
+///
+/// # Errors
+/// A missing or mistyped field, named by serde.
+pub fn event_from_json(value: &Value) -> Result<(u64, Event)> {
+    let seq = value["seq"].as_u64().ok_or("seq: missing or not a number")?;
+    let time_ms = value["time_ms"].as_u64().ok_or("time_ms: missing or not a number")?;
+    let actor = value["actor"].as_str().ok_or("actor: missing or not a string")?.to_owned();
+    let tagged = json!({"kind": value["kind"], "body": value["body"]});
+    let body: EventBody = serde_json::from_value(tagged)?;
+    Ok((seq, Event { stamp: Stamp { time_ms, actor }, body }))
+}
+
+/// The index an event is about, if any.
+pub fn index_of(body: &EventBody) -> Option<&str> {
+    Some(match body {
+        EventBody::IndexCreated(b) => &b.name,
+        EventBody::IndexDropped(b) => &b.name,
+        EventBody::VectorsUpserted(b) => &b.index,
+        EventBody::VectorsDeleted(b) => &b.index,
+        EventBody::ConfigPromoted(b) => &b.index,
+        EventBody::PromotionRolledBack(b) => &b.index,
+        EventBody::HnswTrialRecorded(b) => &b.index,
+        EventBody::MigrationStarted(b) => &b.index,
+        EventBody::EvalSetCreated(b) => &b.index,
+        EventBody::TrialRecorded(b) => &b.index,
+        EventBody::SchemeSet(b) => &b.index,
+        EventBody::MigrationBegun(b) => &b.index,
+        EventBody::MigrationBatch(b) => &b.index,
+        EventBody::MigrationEnded(b) => &b.index,
+        EventBody::MigrationCleared(b) => &b.index,
+        EventBody::IndexCreatedWithEmbedder(b) => &b.index.name,
+        EventBody::DocumentsUpserted(b) => &b.index,
+        EventBody::DocumentsEmbedded(b) => &b.index,
+        EventBody::EmbedderChanged(b) => &b.index,
+        EventBody::BucketErrorRecorded(_)
+        | EventBody::RecordsMoved(_)
+        | EventBody::MigrationFinished(_)
+        | EventBody::SnapshotTaken(_)
+        | EventBody::LogArchived(_) => return None,
+    })
+}
+
+/// Which events `annal log dump` prints.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    /// First sequence number.
+    pub from: u64,
+    /// Last sequence number.
+    pub to: Option<u64>,
+    /// Only these kinds (names as `EventKind`'s, any case, or numbers).
+    pub kinds: Vec<String>,
+    /// Only events about this index.
+    pub index: Option<String>,
+    /// Only events of this actor.
+    pub actor: Option<String>,
+}
+
+impl Filter {
+    fn kind_matches(&self, kind: EventKind) -> bool {
+        self.kinds.is_empty()
+            || self.kinds.iter().any(|k| {
+                k.eq_ignore_ascii_case(&format!("{kind:?}")) || k.parse::<u8>().is_ok_and(|n| n == kind as u8)
+            })
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        self.kind_matches(EventKind::of(&event.body))
+            && self.index.as_deref().is_none_or(|i| index_of(&event.body) == Some(i))
+            && self.actor.as_deref().is_none_or(|a| event.stamp.actor == a)
+    }
+
+    /// Refuse a kind name no event kind has.
+    fn check(&self) -> Result<()> {
+        for k in &self.kinds {
+            let known = (1..=u8::MAX).filter_map(EventKind::from_u8).any(|kind| {
+                k.eq_ignore_ascii_case(&format!("{kind:?}")) || k.parse::<u8>().is_ok_and(|n| n == kind as u8)
+            });
+            if !known {
+                return Err(format!("--kind {k:?}: no such event kind (see docs/FORMAT.md)").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `annal log dump`: the events `filter` selects, as readable lines or JSON lines.
+pub fn dump(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Result<ExitCode> {
+    filter.check()?;
+    let log = open(data)?;
+    let last = filter.to.unwrap_or(u64::MAX).min(log.last_seq()?);
+    let mut next = filter.from.max(log.first_seq()?);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    while next <= last {
+        let batch = log.read_range(next..=last, BATCH)?;
+        let Some((end, _)) = batch.last() else { break };
+        next = end + 1;
+        for (seq, event) in batch.iter().filter(|(_, e)| filter.matches(e)) {
+            let line = event_json(*seq, event, vectors);
+            if as_json {
+                writeln!(out, "{line}")?;
+            } else {
+                writeln!(out, "{}", readable(&line))?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `seq time actor kind index: fields`, one line.
+fn readable(line: &Value) -> String {
+    let body = &line["body"];
+    let index = body.get("index").or_else(|| body.get("name")).and_then(Value::as_str);
+    let mut fields = Vec::new();
+    if let Value::Object(map) = body {
+        for (key, value) in map {
+            if key == "index" || key == "name" {
+                continue;
+            }
+            let shown = match value {
+                Value::Array(items) => format!("[{} items]", items.len()),
+                Value::Object(_) => value.to_string(),
+                Value::String(s) if s.chars().count() > 60 => {
+                    format!("{:?}...", s.chars().take(60).collect::<String>())
+                }
+                other => other.to_string(),
+            };
+            fields.push(format!("{key}={shown}"));
+        }
+    }
+    format!(
+        "{:>8} {} {:<24} {:<12} {}{}",
+        line["seq"],
+        line["time_ms"],
+        line["kind"].as_str().unwrap_or("?"),
+        line["actor"].as_str().unwrap_or("?"),
+        index.map_or_else(String::new, |i| format!("[{i}] ")),
+        fields.join(" ")
+    )
+}
+
+/// `annal log stats`: the log's range, events and bytes per kind, size on disk,
+/// archived range and snapshots.
+pub fn stats(data: &Path, as_json: bool) -> Result<ExitCode> {
+    let log = open(data)?;
+    let first = log.first_seq()?;
+    let last = log.last_seq()?;
+    let mut per_kind: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
+    let mut snapshots = Vec::new();
+    let mut next = first;
+    while next <= last {
+        let frames = log.read_frames(next..=last, BATCH)?;
+        let Some((end, _)) = frames.last() else { break };
+        next = end + 1;
+        for (seq, frame) in &frames {
+            let (kind, _) = check(*seq, frame)?;
+            let entry = per_kind.entry(kind as u8).or_default();
+            entry.0 += 1;
+            entry.1 += frame.len() as u64;
+            if kind == EventKind::SnapshotTaken {
+                if let Ok(event) = annal_engine::event::decode(*seq, frame) {
+                    if let EventBody::SnapshotTaken(s) = event.body {
+                        snapshots.push(json!({"event_seq": seq, "seq": s.seq, "bucket": s.bucket, "key": s.key, "bytes": s.bytes}));
+                    }
+                }
+            }
+        }
+    }
+    let segments = log.segments()?;
+    let archived = match (segments.first(), segments.last()) {
+        (Some(a), Some(b)) => json!({
+            "first_seq": a.first, "last_seq": b.last, "segments": segments.len(),
+            "bytes": segments.iter().map(|s| s.bytes).sum::<u64>(),
+        }),
+        _ => Value::Null,
+    };
+    let bytes_on_disk = std::fs::metadata(data.join(LOG_FILE))?.len();
+    let kinds: Vec<Value> = per_kind
+        .iter()
+        .map(|(k, (count, bytes))| {
+            let name = EventKind::from_u8(*k).map_or_else(|| format!("kind {k}"), |kind| format!("{kind:?}"));
+            json!({"kind": k, "name": name, "events": count, "bytes": bytes})
+        })
+        .collect();
+    let events: u64 = per_kind.values().map(|(c, _)| c).sum();
+    let report = json!({
+        "first_seq": first,
+        "last_seq": last,
+        "events": events,
+        "frame_bytes": per_kind.values().map(|(_, b)| b).sum::<u64>(),
+        "bytes_on_disk": bytes_on_disk,
+        "kinds": kinds,
+        "archived": archived,
+        "snapshots": snapshots,
+    });
+    if as_json {
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("events {first}..={last} ({events} stored), {bytes_on_disk} bytes on disk");
+    for k in report["kinds"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<26} {:>10} events {:>14} bytes",
+            k["name"].as_str().unwrap_or("?"),
+            k["events"],
+            k["bytes"]
+        );
+    }
+    match archived {
+        Value::Null => println!("archived: none"),
+        a => println!(
+            "archived: events {}..={} in {} segments ({} bytes)",
+            a["first_seq"], a["last_seq"], a["segments"], a["bytes"]
+        ),
+    }
+    println!("snapshots registered in the log: {}", snapshots.len());
+    for s in snapshots.iter().rev().take(5) {
+        println!(
+            "  as of {} (event {}): {}/{} ({} bytes)",
+            s["seq"],
+            s["event_seq"],
+            s["bucket"].as_str().unwrap_or(""),
+            s["key"].as_str().unwrap_or(""),
+            s["bytes"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `annal log tail --server URL`: follow a running server's log (`GET /admin/events`,
+/// long-polled), printing each event as it commits, until interrupted or `limit`
+/// events were printed.
+pub fn tail(
+    server: &str,
+    from: Option<u64>,
+    as_json: bool,
+    vectors: bool,
+    limit: Option<u64>,
+) -> Result<ExitCode> {
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(60))).build().into();
+    let base = server.trim_end_matches('/');
+    let mut next = match from {
+        Some(seq) => seq,
+        None => {
+            let log: Value = agent.get(&format!("{base}/admin/log")).call()?.body_mut().read_json()?;
+            log["last_seq"].as_u64().unwrap_or(0) + 1
+        }
+    };
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    loop {
+        let url = format!("{base}/admin/events?from={next}&limit=1000&wait_ms=10000&vectors={vectors}");
+        let answer: Value = agent.get(&url).call()?.body_mut().read_json()?;
+        let mut out = stdout.lock();
+        for event in answer["events"].as_array().into_iter().flatten() {
+            if as_json {
+                writeln!(out, "{event}")?;
+            } else {
+                writeln!(out, "{}", readable(event))?;
+            }
+            next = event["seq"].as_u64().map_or(next, |s| s + 1);
+            printed += 1;
+            if limit.is_some_and(|l| printed >= l) {
+                out.flush()?;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        out.flush()?;
+    }
+}

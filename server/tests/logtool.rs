@@ -1,0 +1,152 @@
+//! `annal log ...` as a process: dump (structured JSON that parses back, filters,
+//! elided vectors), stats, verify, tail against a running server, and the message when
+//! the server holds the directory.
+
+use std::process::{Command, Output};
+
+use annal_engine::event::{Event, EventBody};
+use annal_engine::{EventKind, Log, LogConfig, LOG_FILE};
+use annal_server::logtool::event_from_json;
+use serde_json::{json, Value};
+
+#[path = "../../engine/tests/common/mod.rs"]
+#[allow(unused_imports)]
+mod engine_common;
+
+#[path = "common/server.rs"]
+mod server;
+
+fn annal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_annal")).args(args).output().expect("run annal")
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A data directory whose log holds one event of every kind.
+fn every_kind() -> (tempfile::TempDir, Vec<Event>) {
+    let dir = tempfile::tempdir().unwrap();
+    let events = engine_common::one_of_each_kind();
+    let log = Log::open(dir.path().join(LOG_FILE), LogConfig::default()).unwrap();
+    log.append(&events).unwrap();
+    log.close().unwrap();
+    (dir, events)
+}
+
+#[test]
+fn dump_json_of_a_log_with_every_kind_parses_back_into_the_same_events() {
+    let (dir, events) = every_kind();
+    let data = dir.path().to_str().unwrap();
+    let kinds: std::collections::HashSet<_> = events.iter().map(|e| EventKind::of(&e.body)).collect();
+    assert_eq!(kinds.len(), (1..=u8::MAX).filter_map(EventKind::from_u8).count(), "every kind");
+    let dumped = lines(&annal(&["log", "dump", "--data", data, "--json", "--vectors"]));
+    assert_eq!(dumped.len(), events.len());
+    for (i, (line, event)) in dumped.iter().zip(&events).enumerate() {
+        let (seq, parsed) = event_from_json(line).unwrap_or_else(|e| panic!("line {i}: {e}: {line}"));
+        assert_eq!(seq, i as u64 + 1);
+        assert_eq!(&parsed, event, "line {i} parses back into its event: {line}");
+        assert!(line["body"].is_object(), "fields, not debug text: {line}");
+    }
+    // Real fields per kind, not debug text.
+    let upsert = dumped.iter().find(|l| l["kind"] == "VectorsUpserted").unwrap();
+    assert_eq!(upsert["body"]["items"][0]["vector"], json!([0.5, -1.25, 3.0]));
+    assert_eq!(upsert["actor"], "test-actor");
+    // Without --vectors a vector is its dimension.
+    let elided = lines(&annal(&["log", "dump", "--data", data, "--json", "--kind", "VectorsUpserted"]));
+    assert_eq!(elided.len(), 1);
+    assert_eq!(elided[0]["body"]["items"][0]["vector"], json!({"dimension": 3}));
+}
+
+#[test]
+fn dump_filters_by_range_kind_index_and_actor_and_prints_readable_lines() {
+    let (dir, events) = every_kind();
+    let data = dir.path().to_str().unwrap();
+    let some = lines(&annal(&["log", "dump", "--data", data, "--json", "--from", "3", "--to", "5"]));
+    assert_eq!(some.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
+    let texts = lines(&annal(&["log", "dump", "--data", data, "--json", "--index", "texts"]));
+    let expected =
+        events.iter().filter(|e| annal_server::logtool::index_of(&e.body) == Some("texts")).count();
+    assert!(expected >= 4 && texts.len() == expected, "{} of {expected}", texts.len());
+    let by_number = lines(&annal(&[
+        "log",
+        "dump",
+        "--data",
+        data,
+        "--json",
+        "--kind",
+        "22",
+        "--kind",
+        "EmbedderChanged",
+    ]));
+    let kinds: Vec<&str> = by_number.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["DocumentsUpserted", "EmbedderChanged"]);
+    assert!(lines(&annal(&["log", "dump", "--data", data, "--json", "--actor", "nobody"])).is_empty());
+    let bad = annal(&["log", "dump", "--data", data, "--kind", "NoSuchKind"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("NoSuchKind"));
+    let readable = annal(&["log", "dump", "--data", data]);
+    assert!(readable.status.success());
+    let text = String::from_utf8(readable.stdout).unwrap();
+    assert_eq!(text.lines().count(), events.len());
+    assert!(text.lines().any(|l| l.contains("DocumentsUpserted") && l.contains("[texts]")), "{text}");
+}
+
+#[test]
+fn stats_counts_events_and_bytes_per_kind_and_verify_passes() {
+    let (dir, events) = every_kind();
+    let data = dir.path().to_str().unwrap();
+    let stats = lines(&annal(&["log", "stats", "--data", data, "--json"])).pop().unwrap();
+    assert_eq!(stats["first_seq"], 1);
+    assert_eq!(stats["last_seq"], events.len());
+    assert_eq!(stats["events"], events.len());
+    let kinds = stats["kinds"].as_array().unwrap();
+    assert_eq!(kinds.len(), events.len(), "one of each");
+    assert!(kinds.iter().all(|k| k["events"] == 1 && k["bytes"].as_u64().unwrap() > 12));
+    assert_eq!(stats["snapshots"].as_array().unwrap().len(), 1, "the SnapshotTaken of the sample");
+    assert!(stats["bytes_on_disk"].as_u64().unwrap() > 0);
+    let verified = annal(&["log", "verify", "--data", data]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(String::from_utf8_lossy(&verified.stdout).starts_with("ok:"));
+}
+
+#[test]
+fn tail_follows_a_running_server_and_a_held_directory_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "t", "dimension": 2})).0, 201);
+    let url = format!("http://{}", server.host());
+    // Started before the write it waits for: the long poll sees it commit.
+    let tail = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            annal(&["log", "tail", "--server", &url, "--from", "1", "--json", "--vectors", "--limit", "2"])
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let add = json!({"items": [{"id": "a", "vector": [0.25, 0.5]}]});
+    assert_eq!(server.post("/vectors/index/t/add", add).0, 200);
+    let followed = lines(&tail.join().unwrap());
+    let kinds: Vec<&str> = followed.iter().map(|l| l["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["IndexCreated", "VectorsUpserted"]);
+    let (_, upsert) = event_from_json(&followed[1]).unwrap();
+    let EventBody::VectorsUpserted(upsert) = upsert.body else { panic!("{followed:?}") };
+    assert_eq!(upsert.items[0].vector, vec![0.25, 0.5]);
+    // The route itself: bounds named.
+    let (status, body) = server.get("/admin/events?limit=0");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.get("/admin/events?from=2&limit=5");
+    assert_eq!(status, 200);
+    assert_eq!(body["events"][0]["seq"], 2);
+    assert_eq!(body["events"][0]["body"]["items"][0]["vector"], json!({"dimension": 2}));
+    // The server holds the file: reading it directly says so and what to do.
+    let held = annal(&["log", "stats", "--data", dir.path().to_str().unwrap()]);
+    assert!(!held.status.success());
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(stderr.contains("running server") && stderr.contains("log tail --server"), "{stderr}");
+}
