@@ -309,3 +309,45 @@ fn an_embedder_change_re_embeds_every_document_as_backfill_after_new_documents()
     assert!(status.available.is_err(), "standin-2 is not configured in this open");
     assert_eq!((status.status.queue.incremental, status.status.queue.backfill), (0, 0));
 }
+
+#[test]
+fn a_document_the_embedder_refuses_is_parked_and_does_not_hold_up_the_rest() {
+    let standin = StandIn::start();
+    standin.poison("poison");
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), standin_config(&standin)).unwrap();
+    create(&engine, STANDIN_MODEL);
+    let items = docs("d", 100, |i| if i == 3 { "a poison pill".into() } else { format!("fine {i}") });
+    engine.upsert_documents("test", "texts", items, Wait::Applied).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = engine.embedding("texts").unwrap().status;
+        if status.report.incremental_processed == 99 && status.queue.in_flight == 0 {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the rest never got through: {status:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!((status.queue.incremental, status.queue.parked), (1, 1), "{status:?}");
+    assert_eq!(status.report.failed, 1);
+    assert!(status.report.last_error.as_deref().unwrap().contains("d3"), "{status:?}");
+    // Replaced by a text it takes, the document is embedded at once.
+    engine
+        .upsert_documents(
+            "test",
+            "texts",
+            docs("d", 1, |_| "cured".into())
+                .into_iter()
+                .map(|mut d| {
+                    d.id = "d3".into();
+                    d
+                })
+                .collect(),
+            Wait::Applied,
+        )
+        .unwrap();
+    let info = engine.wait_embedded("texts", Duration::from_secs(30)).unwrap();
+    assert_eq!(info.status.queue.parked, 0);
+    assert_eq!(engine.get_index("texts").unwrap().length, 100);
+    assert_close(&stored_vector(&engine, "d3"), &standin_vector("cured"));
+}

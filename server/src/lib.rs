@@ -56,6 +56,14 @@ pub fn embedders(args: &ServeArgs) -> Result<Embedders, String> {
         if embedders.knows(&spec.model) && spec.model != LOCAL_MODEL_ID {
             return Err(format!("--remote-embedder: model {:?} given twice", spec.model));
         }
+        // A remote may serve the local model (same id), never with another dimension:
+        // the indexes that record the id expect its vectors.
+        if spec.model == LOCAL_MODEL_ID && spec.dimension != LOCAL_MODEL_DIMENSION {
+            return Err(format!(
+                "--remote-embedder: {LOCAL_MODEL_ID} gives {LOCAL_MODEL_DIMENSION} dimensions, not {}",
+                spec.dimension
+            ));
+        }
         embedders.add(Arc::new(RemoteEmbedder::new(RemoteEmbedderConfig {
             model: spec.model.clone(),
             dimension: spec.dimension,

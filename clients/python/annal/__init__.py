@@ -198,7 +198,9 @@ class Client:
         `concurrency` > 1 keeps that many requests in flight (worth it with
         `wait="durable"`, where the server acknowledges before the graph is built).
         Batches may then commit in any order, so the ids must be distinct, and after
-        an error the committed rows need not be a prefix."""
+        an error the committed rows need not be a prefix. A connection error is raised
+        as itself, carrying the same attributes (a batch in flight when the connection
+        failed may or may not be written: read before resending it)."""
         if isinstance(ids, str):
             raise TypeError("ids must be a sequence of ids, not one string")
         if concurrency < 1:
@@ -215,7 +217,7 @@ class Client:
             bar = tqdm(total=len(ids), unit="vec")
         last: dict = {}
         committed: list = []
-        failure: Optional[AnnalError] = None
+        failure: Optional[BaseException] = None
         in_flight: list = []  # (start, end, future), oldest first
 
         def settle(entry):
@@ -223,7 +225,7 @@ class Client:
             start, end, future = entry
             try:
                 answer = future.result()
-            except AnnalError as error:
+            except Exception as error:  # the server's answer, or the connection's failure
                 failure = failure or error
                 return
             committed.append((start, end))
@@ -257,9 +259,10 @@ class Client:
             if bar is not None:
                 bar.close()
         if failure is not None:
-            failure.committed_ranges = sorted(committed)
-            failure.committed = sum(end - start for start, end in committed)
-            failure.last_seq = last.get("seq")
+            # On an AnnalError as on a connection error: what is known to be written.
+            failure.committed_ranges = sorted(committed)  # type: ignore[attr-defined]
+            failure.committed = sum(end - start for start, end in committed)  # type: ignore[attr-defined]
+            failure.last_seq = last.get("seq")  # type: ignore[attr-defined]
             raise failure
         return last
 
@@ -307,10 +310,15 @@ class Client:
         """Change the index's embedder: every document is embedded again (backfill)."""
         return self._call("PUT", f"/vectors/index/{name}/embedding", {"model": model})
 
-    def wait_embedded(self, name: str, timeout: float = 600.0, poll: float = 0.05) -> dict:
+    def wait_embedded(self, name: str, timeout: float = 600.0, poll: float = 0.05,
+                      min_seq: Optional[int] = None) -> dict:
         """Poll `embedding` until the queue is empty (every document has its current
-        vector); returns the last answer. Raises TimeoutError after `timeout` s."""
+        vector); returns the last answer. Pass the `seq` of the last document upsert as
+        `min_seq` after writes with `wait="durable"` (the queue holds them only once
+        applied). Raises TimeoutError after `timeout` s."""
         deadline = time.monotonic() + timeout
+        if min_seq is not None:
+            self.get_index(name, min_seq=min_seq)
         while True:
             info = self.embedding(name)
             queue = info["queue"]

@@ -176,6 +176,16 @@ impl Embedder for LazyLocalEmbedder {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.model()?.embed(texts)
     }
+
+    /// A load that failed stays failed until the server restarts.
+    fn health(&self) -> Result<(), String> {
+        match self.loaded.get() {
+            Some(Err(reason)) => {
+                Err(format!("the local model failed to load (fix it, then restart): {reason}"))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,11 @@ pub trait Embedder: Send + Sync {
     /// # Errors
     /// [`EmbedError`]: the model could not run, or the service failed or timed out.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError>;
+
+    /// Whether it is known not to work (a model that failed to load), and why.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// An embedder failed.

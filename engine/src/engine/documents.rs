@@ -29,6 +29,8 @@ pub const EMBEDDER_ACTOR: &str = "embedder";
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 /// Longest wait between retries.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a document that fails on its own is set aside.
+const PARK: Duration = Duration::from_secs(60);
 /// How often an idle worker looks for work it was not woken for (backoffs ending).
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
@@ -171,7 +173,7 @@ impl Engine {
         let status =
             self.documents.status(index).ok_or_else(|| Error::NotDocumentIndex { name: index.to_owned() })?;
         let available = match self.config.embedders.get(&status.embedder.model) {
-            Ok(_) => Ok(()),
+            Ok(embedder) => embedder.health(),
             Err(error) => Err(self
                 .config
                 .embedders
@@ -190,12 +192,15 @@ impl Engine {
     pub fn wait_embedded(&self, index: &str, timeout: Duration) -> Result<EmbeddingInfo, Error> {
         let deadline = Instant::now() + timeout;
         loop {
-            // Whatever the worker appended before this read is applied after it.
+            // Everything appended so far (documents written with `wait: durable`
+            // included) is applied first, so the queue read below holds it.
             let last = self.log.last_seq();
+            self.wait_applied(last)?;
             let info = self.embedding(index)?;
             let queue = &info.status.queue;
             if queue.incremental == 0 && queue.backfill == 0 && queue.in_flight == 0 {
-                self.wait_applied(last)?;
+                // The worker's own last append (which emptied the queue) is applied too.
+                self.wait_applied(self.log.last_seq())?;
                 return Ok(info);
             }
             if Instant::now() >= deadline {
@@ -316,7 +321,6 @@ impl WorkerCtx {
             }
         }
         let mut seen = 0;
-        let mut failures = 0u32;
         while !self.stop.load(Ordering::Acquire) {
             if self.projector.fault().is_some() || self.log.is_poisoned() {
                 return;
@@ -326,41 +330,86 @@ impl WorkerCtx {
                 continue;
             };
             match self.embed_and_append(&claim) {
-                Ok(()) => failures = 0,
-                Err((error, unavailable)) => {
-                    failures = failures.saturating_add(1);
-                    let backoff = BACKOFF_MIN
-                        .saturating_mul(1u32 << failures.min(10).saturating_sub(1))
-                        .min(BACKOFF_MAX);
-                    tracing::warn!(
-                        index = %claim.index,
-                        model = %claim.model,
-                        documents = claim.docs.len(),
-                        backoff_ms = backoff.as_millis() as u64,
-                        error = %error,
-                        "embedding failed; the documents go back to the queue"
-                    );
-                    self.documents.give_back(&claim, &error, unavailable, backoff);
+                Ok(()) => {}
+                // Something in the slice the embedder refuses (a text too long for a
+                // remote model, a bad answer): find it, so the rest is not held up.
+                Err(failure) if failure.kind == FailureKind::Input => self.one_by_one(&claim),
+                Err(failure) => self.give_back(&claim, &failure),
+            }
+        }
+    }
+
+    fn give_back(&self, claim: &Claim, failure: &Failure) {
+        let unavailable = failure.kind == FailureKind::Unavailable;
+        let backoff =
+            self.documents.give_back(claim, &failure.error, unavailable, (BACKOFF_MIN, BACKOFF_MAX));
+        tracing::warn!(
+            index = %claim.index,
+            model = %claim.model,
+            documents = claim.docs.len(),
+            backoff_ms = backoff.as_millis() as u64,
+            error = %failure.error,
+            "embedding failed; the documents go back to the queue"
+        );
+    }
+
+    /// Embed a slice that failed on its input one document at a time: those that fail
+    /// on their own are parked (retried after [`PARK`], or at once when replaced); an
+    /// outage meanwhile gives the rest back.
+    fn one_by_one(&self, claim: &Claim) {
+        for position in 0..claim.docs.len() {
+            let single = Claim { docs: vec![claim.docs[position].clone()], ..claim.clone() };
+            match self.embed_and_append(&single) {
+                Ok(()) => {}
+                Err(failure) if failure.kind == FailureKind::Input => {
+                    tracing::warn!(index = %claim.index, id = %claim.docs[position].0, error = %failure.error, "a document fails to embed; parked");
+                    self.documents.park(claim, position, &failure.error, PARK);
+                }
+                Err(failure) => {
+                    let rest = Claim { docs: claim.docs[position..].to_vec(), ..claim.clone() };
+                    self.give_back(&rest, &failure);
+                    return;
                 }
             }
         }
     }
 
-    /// Embed `claim`, drop what went stale meanwhile, append the rest. `Err` carries
-    /// the error's text and whether the embedder was unavailable.
-    fn embed_and_append(&self, claim: &Claim) -> Result<(), (String, bool)> {
+    /// Embed `claim`, drop what went stale meanwhile, append the rest.
+    fn embed_and_append(&self, claim: &Claim) -> Result<(), Failure> {
         let embedder = self.embedders.get(&claim.model).map_err(|e| {
-            let reason =
+            let error =
                 self.embedders.unavailable_reason(&claim.model).map_or_else(|| e.to_string(), str::to_owned);
-            (reason, true)
+            Failure { error, kind: FailureKind::Unavailable }
         })?;
+        if embedder.dimension() != claim.dimension {
+            let error = format!(
+                "embedder {:?} gives {} dimensions, the index has {}",
+                claim.model,
+                embedder.dimension(),
+                claim.dimension
+            );
+            return Err(Failure { error, kind: FailureKind::Unavailable });
+        }
         let texts: Vec<&str> = claim.docs.iter().map(|(_, _, text)| &**text).collect();
         if let Some(hook) = &self.hooks.before_embed {
             hook(&claim.index, &texts);
         }
-        let vectors = embedder.embed(&texts).map_err(|e| (crate::error::chain(&e), is_unavailable(&e)))?;
+        let vectors = embedder
+            .embed(&texts)
+            .map_err(|e| Failure { error: crate::error::chain(&e), kind: kind_of(&e) })?;
         if vectors.len() != texts.len() {
-            return Err((format!("{} vectors for {} texts", vectors.len(), texts.len()), false));
+            let error = format!("{} vectors for {} texts", vectors.len(), texts.len());
+            return Err(Failure { error, kind: FailureKind::Input });
+        }
+        if let Some(bad) =
+            vectors.iter().position(|v| v.len() != claim.dimension || v.iter().any(|x| !x.is_finite()))
+        {
+            let error = format!(
+                "the vector of {:?} has {} values or a NaN/infinity",
+                claim.docs[bad].0,
+                vectors[bad].len()
+            );
+            return Err(Failure { error, kind: FailureKind::Input });
         }
         let keep = self.documents.current_part(claim);
         if keep.is_empty() {
@@ -383,13 +432,45 @@ impl WorkerCtx {
         // Counted before the append: once appended, applying it may release the claim
         // and a status read must not see the queue shrink without the count.
         self.documents.sent(claim, sent);
-        self.log
-            .append(&[Event::new(EMBEDDER_ACTOR, body)])
-            .map_err(|e| (format!("appending the vectors failed: {}", crate::error::chain(&e)), false))?;
+        if let Err(e) = self.log.append(&[Event::new(EMBEDDER_ACTOR, body)]) {
+            self.documents.unsent(claim, sent);
+            let error = format!("appending the vectors failed: {}", crate::error::chain(&e));
+            return Err(Failure { error, kind: FailureKind::Outage });
+        }
         Ok(())
     }
 }
 
-fn is_unavailable(error: &EmbedError) -> bool {
-    matches!(error, EmbedError::Unavailable { .. } | EmbedError::ModelFile { .. } | EmbedError::Model { .. })
+/// Why a slice could not be embedded.
+struct Failure {
+    error: String,
+    kind: FailureKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailureKind {
+    /// No such embedder here, its model would not load, or it gives another dimension.
+    Unavailable,
+    /// The embedder or the service is down, slow or overloaded: retry the whole slice.
+    Outage,
+    /// Something in the input was refused (a 4xx other than 408/429, a bad answer, a
+    /// local model error): find the document.
+    Input,
+}
+
+fn kind_of(error: &EmbedError) -> FailureKind {
+    match error {
+        EmbedError::Unavailable { .. } | EmbedError::ModelFile { .. } | EmbedError::Model { .. } => {
+            FailureKind::Unavailable
+        }
+        EmbedError::Remote { source, .. } => match **source {
+            ureq::Error::StatusCode(code) if (400..500).contains(&code) && code != 408 && code != 429 => {
+                FailureKind::Input
+            }
+            _ => FailureKind::Outage,
+        },
+        EmbedError::BadAnswer { .. } | EmbedError::Inference(_) | EmbedError::Tokenizer(_) => {
+            FailureKind::Input
+        }
+    }
 }

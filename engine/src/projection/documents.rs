@@ -94,6 +94,8 @@ pub struct QueueDepth {
     pub backfill: u64,
     /// Of those, claimed by the worker right now.
     pub in_flight: u64,
+    /// Of those, set aside after failing on their own (retried later, or when replaced).
+    pub parked: u64,
 }
 
 /// An index's embedder, queue and drain report.
@@ -116,6 +118,8 @@ pub struct EmbeddingStatus {
 pub(crate) struct Claim {
     pub(crate) index: String,
     pub(crate) model: String,
+    /// The index's dimension: a vector of another length is the embedder's fault.
+    pub(crate) dimension: usize,
     pub(crate) generation: u64,
     pub(crate) backfill: bool,
     /// `(id, version seq, text)`.
@@ -128,6 +132,11 @@ struct Work {
     claimed: HashMap<String, HashSet<String>>,
     reports: HashMap<String, DrainReport>,
     retry_at: HashMap<String, Instant>,
+    /// Consecutive failed claims per index (for its backoff).
+    failures: HashMap<String, u32>,
+    /// Documents that failed alone, by index: id -> (version seq, retry after). A new
+    /// version of the document is not parked.
+    parked: HashMap<String, HashMap<String, (u64, Instant)>>,
     /// Bumped on every change that may create work; the worker waits on it.
     changes: u64,
 }
@@ -171,6 +180,13 @@ impl DocumentState {
         let embedder = i.embedder.clone()?;
         let work = lock(&self.work);
         let in_flight = work.claimed.get(index).map_or(0, HashSet::len) as u64;
+        let parked = work.parked.get(index).map_or(0, |p| {
+            p.iter()
+                .filter(|(id, (seq, _))| {
+                    i.docs.get(*id).is_some_and(|d| d.seq == *seq && d.embedded.is_none())
+                })
+                .count()
+        }) as u64;
         Some(EmbeddingStatus {
             embedder,
             generation: i.generation,
@@ -179,6 +195,7 @@ impl DocumentState {
                 incremental: i.incremental.len() as u64,
                 backfill: i.backfill.len() as u64,
                 in_flight,
+                parked,
             },
             report: work.reports.get(index).cloned().unwrap_or_default(),
         })
@@ -218,13 +235,16 @@ impl DocumentState {
                 } else {
                     (&i.incremental, INCREMENTAL_SLICE)
                 };
+                let parked = work.parked.get(name).cloned().unwrap_or_default();
                 let claimed = work.claimed.entry(name.clone()).or_default();
                 let mut docs = Vec::new();
                 for (seq, id) in queue {
                     if docs.len() == limit {
                         break;
                     }
-                    if claimed.contains(id) {
+                    if claimed.contains(id)
+                        || parked.get(id).is_some_and(|(s, until)| s == seq && *until > now)
+                    {
                         continue;
                     }
                     if let Some(doc) = i.docs.get(id) {
@@ -240,6 +260,7 @@ impl DocumentState {
                 return Some(Claim {
                     index: name.clone(),
                     model: embedder.model.clone(),
+                    dimension: embedder.dimension as usize,
                     generation: i.generation,
                     backfill,
                     docs,
@@ -294,13 +315,24 @@ impl DocumentState {
             report.incremental_processed += n as u64;
         }
         work.retry_at.remove(&claim.index);
+        work.failures.remove(&claim.index);
     }
 
-    /// Give `claim` back to the queue after a failure, to be retried after `backoff`.
-    /// `unavailable`: the embedder was not there (counted as a tick, not as failed
-    /// documents).
-    pub(crate) fn give_back(&self, claim: &Claim, error: &str, unavailable: bool, backoff: Duration) {
+    /// Give `claim` back to the queue after a failure; the index is retried after a
+    /// backoff that doubles with its consecutive failures (from `min` up to `max`), which
+    /// is returned. `unavailable`: the embedder was not there (counted as a tick, not as
+    /// failed documents).
+    pub(crate) fn give_back(
+        &self,
+        claim: &Claim,
+        error: &str,
+        unavailable: bool,
+        (min, max): (Duration, Duration),
+    ) -> Duration {
         let mut work = lock(&self.work);
+        let failures = work.failures.entry(claim.index.clone()).or_default();
+        *failures = failures.saturating_add(1);
+        let backoff = min.saturating_mul(1u32 << (*failures).min(16).saturating_sub(1)).min(max);
         if let Some(claimed) = work.claimed.get_mut(&claim.index) {
             for (id, _, _) in &claim.docs {
                 claimed.remove(id);
@@ -314,6 +346,32 @@ impl DocumentState {
         }
         report.last_error = Some(error.to_owned());
         work.retry_at.insert(claim.index.clone(), Instant::now() + backoff);
+        backoff
+    }
+
+    /// Set one document of `claim` aside after it failed on its own: the rest of the
+    /// queue goes on, and it is tried again after `for_` (or at once when replaced).
+    pub(crate) fn park(&self, claim: &Claim, position: usize, error: &str, for_: Duration) {
+        let (id, seq, _) = &claim.docs[position];
+        let mut work = lock(&self.work);
+        if let Some(claimed) = work.claimed.get_mut(&claim.index) {
+            claimed.remove(id);
+        }
+        work.parked.entry(claim.index.clone()).or_default().insert(id.clone(), (*seq, Instant::now() + for_));
+        let report = work.reports.entry(claim.index.clone()).or_default();
+        report.failed += 1;
+        report.last_error = Some(format!("document {id:?}: {error}"));
+    }
+
+    /// Undo [`DocumentState::sent`] when the append failed after all.
+    pub(crate) fn unsent(&self, claim: &Claim, n: usize) {
+        let mut work = lock(&self.work);
+        let report = work.reports.entry(claim.index.clone()).or_default();
+        if claim.backfill {
+            report.backfill_processed = report.backfill_processed.saturating_sub(n as u64);
+        } else {
+            report.incremental_processed = report.incremental_processed.saturating_sub(n as u64);
+        }
     }
 
     /// Wait until something may have created work (or `timeout` passes).
@@ -415,6 +473,8 @@ impl Projection for DocumentState {
                 work.claimed.remove(&dropped.name);
                 work.reports.remove(&dropped.name);
                 work.retry_at.remove(&dropped.name);
+                work.failures.remove(&dropped.name);
+                work.parked.remove(&dropped.name);
             }
             EventBody::DocumentsUpserted(upsert) => {
                 {
@@ -650,7 +710,9 @@ mod tests {
         state.apply(1, &created()).unwrap();
         state.apply(2, &docs(&["a"], "x")).unwrap();
         let claim = state.claim().unwrap();
-        state.give_back(&claim, "down", false, Duration::from_millis(30));
+        let backoff =
+            state.give_back(&claim, "down", false, (Duration::from_millis(30), Duration::from_secs(1)));
+        assert_eq!(backoff, Duration::from_millis(30), "the first failure waits the least");
         assert!(state.claim().is_none(), "backing off");
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(state.claim().unwrap().docs[0].0, "a");

@@ -35,6 +35,8 @@ struct Shared {
     embedded: Mutex<HashMap<String, u32>>,
     /// Requests answered with an error.
     failed: Mutex<u32>,
+    /// A request holding a text that contains this is refused with 400.
+    poison: Mutex<Option<String>>,
 }
 
 /// A running stand-in.
@@ -54,6 +56,12 @@ impl StandIn {
         let app = Router::new().route("/v1/embeddings", post(embed)).with_state(Arc::clone(&shared));
         runtime.spawn(async move { axum::serve(listener, app).await });
         Self { url, shared, _runtime: runtime }
+    }
+
+    /// Refuse (400) any request with a text containing `word`, as a remote service
+    /// refuses an input it cannot take.
+    pub fn poison(&self, word: &str) {
+        *self.shared.poison.lock().unwrap() = Some(word.to_owned());
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -101,6 +109,12 @@ async fn embed(State(shared): State<Arc<Shared>>, Json(body): Json<serde_json::V
         .as_array()
         .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
         .unwrap_or_default();
+    if let Some(word) = shared.poison.lock().unwrap().as_deref() {
+        if texts.iter().any(|t| t.contains(word)) {
+            *shared.failed.lock().unwrap() += 1;
+            return (StatusCode::BAD_REQUEST, "input too long for this model").into_response();
+        }
+    }
     let mut embedded = shared.embedded.lock().unwrap();
     let data: Vec<serde_json::Value> = texts
         .iter()

@@ -84,6 +84,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Res
             "incremental": s.queue.incremental,
             "backfill": s.queue.backfill,
             "in_flight": s.queue.in_flight,
+            "parked": s.queue.parked,
         },
         "report": {
             "incremental_processed": r.incremental_processed,

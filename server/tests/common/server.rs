@@ -83,6 +83,16 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// POST, or `None` when the transport failed: a server answering before it reads a
+    /// body (503 `starting`) may close the connection under the client.
+    pub fn try_post(&self, path: &str, body: Value) -> Option<(u16, Value)> {
+        let url = format!("{}{}", self.base, path);
+        let mut response = self.agent.post(&url).send_json(body).ok()?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().ok()?;
+        Some((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
     /// PUT raw bytes; the status and the JSON answer.
     pub fn put_bytes(&self, path: &str, bytes: &[u8]) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
