@@ -348,3 +348,130 @@ pub fn tail(
         out.flush()?;
     }
 }
+
+/// Every snapshot registered in the log (`SnapshotTaken` events), oldest first, with
+/// the sequence number of its event.
+fn registered(log: &ReadOnlyLog) -> Result<Vec<(u64, annal_engine::event::SnapshotTaken)>> {
+    let (first, last) = (log.first_seq()?, log.last_seq()?);
+    let mut out = Vec::new();
+    let mut next = first;
+    while next <= last {
+        let frames = log.read_frames(next..=last, BATCH)?;
+        let Some((end, _)) = frames.last() else { break };
+        next = end + 1;
+        for (seq, frame) in &frames {
+            if check(*seq, frame)?.0 == EventKind::SnapshotTaken {
+                if let EventBody::SnapshotTaken(taken) = annal_engine::event::decode(*seq, frame)?.body {
+                    out.push((*seq, taken));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn snapshot_json(event_seq: u64, t: &annal_engine::event::SnapshotTaken) -> Value {
+    json!({"event_seq": event_seq, "seq": t.seq, "bucket": t.bucket, "key": t.key, "bytes": t.bytes, "crc32": t.crc32})
+}
+
+/// `annal snapshot list`: the snapshots the log registers, newest first.
+pub fn snapshot_list(data: &Path, as_json: bool) -> Result<ExitCode> {
+    let log = open(data)?;
+    for (event_seq, taken) in registered(&log)?.iter().rev() {
+        if as_json {
+            println!("{}", snapshot_json(*event_seq, taken));
+        } else {
+            println!(
+                "as of {:>10}  event {:>10}  {:>12} bytes  {}/{}",
+                taken.seq, event_seq, taken.bytes, taken.bucket, taken.key
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `annal snapshot verify`: read every registered snapshot back whole, check its CRC
+/// against its registration and its layout (header, section table, each section's
+/// CRC). Objects already deleted by the retention policy are reported as gone. Exit 1
+/// when a snapshot is corrupt, or when the newest one is gone.
+pub fn snapshot_verify(data: &Path, buckets_config: Option<&Path>) -> Result<ExitCode> {
+    let log = open(data)?;
+    let config = match buckets_config {
+        Some(path) => annal_engine::BucketsConfig::load(path, |name| std::env::var(name).ok())?,
+        None => annal_engine::BucketsConfig::default(),
+    };
+    let storage = annal_engine::Storage::open_detached(data, &config)?;
+    let snapshots = registered(&log)?;
+    let mut failed = false;
+    for (i, (_, taken)) in snapshots.iter().enumerate().rev() {
+        let newest = i + 1 == snapshots.len();
+        let fetched = annal_engine::snapshot::block_on(storage.get_bounded(
+            "annal-cli",
+            &taken.bucket,
+            &taken.key,
+            taken.bytes,
+        ))?;
+        let object = match fetched {
+            Ok(fetched) => fetched.bytes,
+            Err(annal_engine::StorageError::NotFound { .. }) => {
+                println!(
+                    "{} {}: gone (deleted by retention){}",
+                    if newest { "MISSING" } else { "gone" },
+                    taken.key,
+                    if newest { ", and it is the newest" } else { "" }
+                );
+                failed |= newest;
+                continue;
+            }
+            Err(error) => {
+                println!("CORRUPT {}: cannot be read: {}", taken.key, crate::report(&error));
+                failed = true;
+                continue;
+            }
+        };
+        let actual = crc32fast::hash(&object);
+        if actual != taken.crc32 {
+            println!("CORRUPT {}: CRC-32 {actual:#010x}, registered {:#010x}", taken.key, taken.crc32);
+            failed = true;
+            continue;
+        }
+        match annal_engine::snapshot::format::decode(&object) {
+            Ok(decoded) if decoded.seq == taken.seq => {
+                let names: Vec<&str> = decoded.sections.iter().map(|(n, _)| n.as_str()).collect();
+                println!(
+                    "ok {}: as of {}, {} bytes, sections {}",
+                    taken.key,
+                    taken.seq,
+                    object.len(),
+                    names.join(",")
+                );
+            }
+            Ok(decoded) => {
+                println!(
+                    "CORRUPT {}: holds the state as of {}, registered as of {}",
+                    taken.key, decoded.seq, taken.seq
+                );
+                failed = true;
+            }
+            Err(error) => {
+                println!("CORRUPT {}: {}", taken.key, crate::report(&error));
+                failed = true;
+            }
+        }
+    }
+    if snapshots.is_empty() {
+        println!("no snapshot registered");
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// `annal snapshot create --server URL`: ask a running server for a snapshot now and
+/// print its answer.
+pub fn snapshot_create(server: &str, actor: &str) -> Result<ExitCode> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let url = format!("{}/admin/snapshots", server.trim_end_matches('/'));
+    let mut response = agent.post(&url).header(crate::http::ACTOR_HEADER, actor).send_empty()?;
+    let status = response.status().as_u16();
+    println!("{}", response.body_mut().read_to_string()?);
+    Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

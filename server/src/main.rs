@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// List, verify or take snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
     /// Print events of the log as JSON lines (the audit trail; `annal log dump --json`
     /// is the structured form).
     Events {
@@ -71,6 +76,38 @@ enum Command {
         /// Most events to print.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// The snapshots the log registers, newest first.
+    List {
+        /// Data directory (the server must not hold it).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every registered snapshot back and check it (CRC against its registration,
+    /// header, sections); exit 1 if one is corrupt or the newest is gone.
+    Verify {
+        /// Data directory (the server must not hold it).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Bucket configuration file, where snapshots are not in the default local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
+    },
+    /// Ask a running server to take a snapshot now (`POST /admin/snapshots`).
+    Create {
+        /// The server's base URL.
+        #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
+        server: String,
+        /// The actor recorded in the log.
+        #[arg(long, default_value = "annal-cli")]
+        actor: String,
     },
 }
 
@@ -159,6 +196,13 @@ fn main() -> ExitCode {
         Command::Serve(args) => http::serve(args),
         Command::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         Command::Events { data, from, limit } => tools::events(&data, from, limit),
+        Command::Snapshot { command } => match command {
+            SnapshotCommand::List { data, json } => logtool::snapshot_list(&data, json),
+            SnapshotCommand::Verify { data, buckets_config } => {
+                logtool::snapshot_verify(&data, buckets_config.as_deref())
+            }
+            SnapshotCommand::Create { server, actor } => logtool::snapshot_create(&server, &actor),
+        },
         Command::Log { command } => match command {
             LogCommand::Stats { data, json } => logtool::stats(&data, json),
             LogCommand::Dump { data, from, to, kind, index, actor, json, vectors } => {

@@ -150,3 +150,34 @@ fn tail_follows_a_running_server_and_a_held_directory_is_refused_with_advice() {
     let stderr = String::from_utf8_lossy(&held.stderr);
     assert!(stderr.contains("running server") && stderr.contains("log tail --server"), "{stderr}");
 }
+
+#[test]
+fn snapshots_are_created_over_http_listed_and_verified_and_a_flipped_byte_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let server = server::Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "t", "dimension": 2})).0, 201);
+    let add = json!({"items": [{"id": "a", "vector": [0.25, 0.5]}]});
+    assert_eq!(server.post("/vectors/index/t/add", add).0, 200);
+    let url = format!("http://{}", server.host());
+    let created = annal(&["snapshot", "create", "--server", &url]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    let answer: Value = serde_json::from_slice(&created.stdout).unwrap();
+    let key = answer["key"].as_str().unwrap().to_owned();
+    server.terminate(); // a clean close: the directory is free for the tools
+    let listed = lines(&annal(&["snapshot", "list", "--data", data, "--json"]));
+    assert!(!listed.is_empty() && listed.iter().any(|s| s["key"] == key.as_str()), "{listed:?}");
+    let ok = annal(&["snapshot", "verify", "--data", data]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(&format!("ok {key}")));
+    // Flip one byte of the object created above.
+    let path = dir.path().join("buckets/primary").join(&key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let bad = annal(&["snapshot", "verify", "--data", data]);
+    assert!(!bad.status.success());
+    let out = String::from_utf8_lossy(&bad.stdout);
+    assert!(out.contains(&format!("CORRUPT {key}")), "{out}");
+}
