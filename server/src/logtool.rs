@@ -16,6 +16,9 @@ type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Events read from the file per batch.
 const BATCH: usize = 1024;
+/// Largest `GET /admin/events` answer `tail` reads (the server bounds the frames it
+/// reads, and JSON is a few times larger).
+const TAIL_ANSWER_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
 /// Open a data directory's log read-only, or say clearly why not.
 pub fn open(data: &Path) -> Result<ReadOnlyLog> {
@@ -163,6 +166,20 @@ impl Filter {
 
 /// `annal log dump`: the events `filter` selects, as readable lines or JSON lines.
 pub fn dump(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Result<ExitCode> {
+    match dump_to_stdout(data, filter, as_json, vectors) {
+        // `annal log dump | head`: the reader has what it wanted.
+        Err(error)
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(ExitCode::SUCCESS)
+        }
+        other => other,
+    }
+}
+
+fn dump_to_stdout(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Result<ExitCode> {
     filter.check()?;
     let log = open(data)?;
     let last = filter.to.unwrap_or(u64::MAX).min(log.last_seq()?);
@@ -189,7 +206,10 @@ pub fn dump(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Resul
 /// `seq time actor kind index: fields`, one line.
 fn readable(line: &Value) -> String {
     let body = &line["body"];
-    let index = body.get("index").or_else(|| body.get("name")).and_then(Value::as_str);
+    let index = body
+        .get("index")
+        .and_then(|i| i.as_str().or_else(|| i.get("name").and_then(Value::as_str)))
+        .or_else(|| body.get("name").and_then(Value::as_str));
     let mut fields = Vec::new();
     if let Value::Object(map) = body {
         for (key, value) in map {
@@ -327,10 +347,33 @@ pub fn tail(
         }
     };
     let mut printed = 0u64;
+    if limit == Some(0) {
+        return Ok(ExitCode::SUCCESS);
+    }
     let stdout = std::io::stdout();
+    let mut retry = Duration::from_millis(200);
     loop {
         let url = format!("{base}/admin/events?from={next}&limit=1000&wait_ms=10000&vectors={vectors}");
-        let answer: Value = agent.get(&url).call()?.body_mut().read_json()?;
+        // A restart, a replay (503 starting) or a dropped connection: keep following.
+        let answer: Value = match agent
+            .get(&url)
+            .call()
+            .and_then(|mut r| r.body_mut().with_config().limit(TAIL_ANSWER_BYTES_MAX).read_json())
+        {
+            Ok(answer) => {
+                retry = Duration::from_millis(200);
+                answer
+            }
+            Err(error) => {
+                tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "tail: the server did not answer; retrying");
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if let Some(first) = answer["events"][0]["seq"].as_u64().filter(|first| *first > next) {
+            tracing::warn!(from = next, first, "tail: events before {first} are archived; they are skipped");
+        }
         let mut out = stdout.lock();
         for event in answer["events"].as_array().into_iter().flatten() {
             if as_json {

@@ -4,16 +4,12 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use annal_engine::event::EventBody;
-use annal_engine::{BucketsConfig, ReadOnlyLog, Storage, LOG_FILE};
+use annal_engine::{BucketsConfig, ReadOnlyLog, Storage};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn open(data: &Path) -> Result<ReadOnlyLog> {
-    let path = data.join(LOG_FILE);
-    if !path.exists() {
-        return Err(format!("no log at {}", path.display()).into());
-    }
-    Ok(ReadOnlyLog::open(path)?)
+    crate::logtool::open(data)
 }
 
 /// `annal verify`: exit 0 when every event is sound, in the log and in its archive

@@ -95,6 +95,7 @@ fn dump_filters_by_range_kind_index_and_actor_and_prints_readable_lines() {
     let text = String::from_utf8(readable.stdout).unwrap();
     assert_eq!(text.lines().count(), events.len());
     assert!(text.lines().any(|l| l.contains("DocumentsUpserted") && l.contains("[texts]")), "{text}");
+    assert!(text.lines().any(|l| l.contains("IndexCreatedWithEmbedder") && l.contains("[texts]")), "{text}");
 }
 
 #[test]

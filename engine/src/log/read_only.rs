@@ -11,6 +11,10 @@ use super::verify::verify;
 use super::{first_stored_seq, last_stored_seq, LogError, VerifyReport};
 use crate::event::{decode, Event};
 
+/// Frame bytes one read returns at most (after its first event): tools page through a
+/// log of large events without holding many of them at once.
+const READ_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// A log opened read-only. A file that needs repair (left by a crash) is refused
 /// rather than repaired: open it once with [`super::Log::open`] (or start the server)
 /// to repair it.
@@ -48,7 +52,7 @@ impl ReadOnlyLog {
     /// # Errors
     /// [`LogError::Frame`] naming the first corrupt event in the range.
     pub fn read_range(&self, range: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
-        scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
+        scan(&self.db, range, max, READ_BYTES_MAX, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
     /// Raw frames (checked by the caller with [`crate::event::check`]), at most `max`.
@@ -60,7 +64,7 @@ impl ReadOnlyLog {
         range: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        scan(&self.db, range, max, usize::MAX, |seq, frame| Ok((seq, frame.to_vec())))
+        scan(&self.db, range, max, READ_BYTES_MAX, |seq, frame| Ok((seq, frame.to_vec())))
     }
 
     /// As [`super::LogReader::segments`].

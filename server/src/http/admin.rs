@@ -86,10 +86,16 @@ pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
 
 /// Most events one `GET /admin/events` answers.
 pub const EVENTS_LIMIT_MAX: usize = 1000;
-/// Longest wait of one `GET /admin/events` for its first event.
-pub const EVENTS_WAIT_MS_MAX: u64 = 30_000;
-/// Frame bytes one `GET /admin/events` reads at most (after its first event).
-const EVENTS_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Longest wait of one `GET /admin/events` for its first event (short, so a shutdown
+/// is not held up by a long poll).
+pub const EVENTS_WAIT_MS_MAX: u64 = 10_000;
+/// `GET /admin/events` long polls waiting at once; more are refused with 503
+/// `overloaded` rather than tying up the blocking pool the other routes share.
+pub const EVENTS_WAITERS_MAX: usize = 16;
+static EVENTS_WAITERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Frame bytes one `GET /admin/events` reads at most (after its first event); its
+/// JSON is a few times larger.
+const EVENTS_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Query of `GET /admin/events`.
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -124,6 +130,24 @@ pub async fn events(
     }
     let from = q.from.unwrap_or(1).max(1);
     let vectors = q.vectors.unwrap_or(false);
+    // Held until the answer: a waiting poll counts against the bound.
+    struct Waiter;
+    impl Drop for Waiter {
+        fn drop(&mut self) {
+            EVENTS_WAITERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
+    }
+    let _waiter = if wait_ms > 0 {
+        if EVENTS_WAITERS.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= EVENTS_WAITERS_MAX {
+            EVENTS_WAITERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            return Err(ApiError::overloaded_with(format!(
+                "wait_ms: {EVENTS_WAITERS_MAX} long polls wait already; retry"
+            )));
+        }
+        Some(Waiter)
+    } else {
+        None
+    };
     let engine = std::sync::Arc::clone(&state.engine);
     let (events, last_seq) = blocking(move || {
         let log = engine.log();

@@ -102,6 +102,14 @@ impl ApiError {
         )
     }
 
+    /// 503 `overloaded` saying why, with `Retry-After`.
+    pub fn overloaded_with(detail: impl Into<String>) -> Self {
+        Self {
+            retry_after_s: Some(OVERLOADED_RETRY_AFTER_S),
+            ..Self::failed(SERVICE_UNAVAILABLE, "overloaded", detail)
+        }
+    }
+
     /// 503 `overloaded`: the bodies in flight use the whole budget; retry in a second.
     pub fn overloaded(body_bytes: u64) -> Self {
         let detail = format!(
