@@ -555,6 +555,12 @@ impl Engine {
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };
+        self.upserted(index, added, seq, wait)
+    }
+
+    /// The answer of an upsert (of vectors or documents) whose event is `seq`, once it
+    /// is as durable or applied as `wait` asks.
+    fn upserted(&self, index: &str, added: u64, seq: u64, wait: Wait) -> Result<Upserted, Error> {
         if wait == Wait::Durable {
             self.make_durable()?;
             return Ok(Upserted { added, length: None, seq });

@@ -77,26 +77,56 @@ pub fn actor(value: &str) -> Result<(), InvalidInput> {
 
 /// A batch of vectors for an index of `dim` dimensions under `metric`.
 pub fn items(items: &[VectorItem], dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+    batch(items, estimated_item_bytes, |i, item| {
+        vector(&format!("items[{i}].vector"), &item.vector, dim, metric)?;
+        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())
+    })
+}
+
+/// What every batch of records (vectors or documents) must be: 1 to
+/// [`BATCH_ITEMS_MAX`] items, one event's worth of bytes by the encoder's own
+/// `estimate`, valid and distinct ids; then `each` item's own checks, in order.
+fn batch<T: BatchItem>(
+    items: &[T],
+    estimate: fn(&T) -> usize,
+    mut each: impl FnMut(usize, &T) -> Result<(), InvalidInput>,
+) -> Result<(), InvalidInput> {
     batch_len("items", items.len())?;
     // The batch becomes one event: refuse it here, as bad input, with the encoder's own
     // estimate (the engine checks the whole event again before appending).
-    let bytes = items.iter().fold(0usize, |acc, item| acc.saturating_add(estimated_item_bytes(item)));
+    let bytes = items.iter().fold(0usize, |acc, item| acc.saturating_add(estimate(item)));
     if bytes > EVENT_BYTES_MAX {
         return Err(too_large_for_one_event(bytes));
     }
     let mut seen = HashSet::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        id(&format!("items[{i}].id"), &item.id)?;
-        if !seen.insert(item.id.as_str()) {
+        id(&format!("items[{i}].id"), item.id())?;
+        if !seen.insert(item.id()) {
             return Err(invalid(
                 format!("items[{i}].id"),
-                format!("duplicate id {:?} in the batch", item.id),
+                format!("duplicate id {:?} in the batch", item.id()),
             ));
         }
-        vector(&format!("items[{i}].vector"), &item.vector, dim, metric)?;
-        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())?;
+        each(i, item)?;
     }
     Ok(())
+}
+
+/// An item of a batch, known by its id.
+trait BatchItem {
+    fn id(&self) -> &str;
+}
+
+impl BatchItem for VectorItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl BatchItem for DocumentItem {
+    fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 /// Longest document text, in bytes.
@@ -104,24 +134,10 @@ pub const DOCUMENT_TEXT_BYTES_MAX: usize = 64 * 1024;
 
 /// A batch of documents.
 pub fn documents(items: &[DocumentItem]) -> Result<(), InvalidInput> {
-    batch_len("items", items.len())?;
-    let bytes = items.iter().fold(0usize, |acc, item| acc.saturating_add(estimated_document_bytes(item)));
-    if bytes > EVENT_BYTES_MAX {
-        return Err(too_large_for_one_event(bytes));
-    }
-    let mut seen = HashSet::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        id(&format!("items[{i}].id"), &item.id)?;
-        if !seen.insert(item.id.as_str()) {
-            return Err(invalid(
-                format!("items[{i}].id"),
-                format!("duplicate id {:?} in the batch", item.id),
-            ));
-        }
+    batch(items, estimated_document_bytes, |i, item| {
         document_text(&format!("items[{i}].text"), &item.text)?;
-        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())?;
-    }
-    Ok(())
+        metadata_and_partition(i, item.metadata.as_deref(), item.partition.as_deref())
+    })
 }
 
 /// A document's or a query's text: 1 to [`DOCUMENT_TEXT_BYTES_MAX`] bytes, not only

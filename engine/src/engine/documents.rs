@@ -121,12 +121,7 @@ impl Engine {
             let body = EventBody::DocumentsUpserted(DocumentsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
         };
-        if wait == Wait::Durable {
-            self.make_durable()?;
-            return Ok(Upserted { added, length: None, seq });
-        }
-        self.wait_applied(seq)?;
-        Ok(Upserted { added, length: Some(self.length(index)), seq })
+        self.upserted(index, added, seq, wait)
     }
 
     /// Re-embed every document of `index` with `model` (same dimension): backfill work,

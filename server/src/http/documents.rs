@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::actor::actor;
 use super::json::ApiJson;
-use super::routes::{blocking, wait_of, Metadata};
+use super::routes::{blocking, upserted, wait_of, Metadata};
 use super::{ApiError, AppState};
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -58,12 +58,7 @@ pub async fn upsert(
     drop(body);
     let engine = state.engine;
     let out = blocking(move || engine.upsert_documents(&actor, &name, items, wait)).await?;
-    Ok(Json(json!({
-        "added": out.added,
-        "length": out.length,
-        "seq": out.seq,
-        "applied": wait == annal_engine::Wait::Applied,
-    })))
+    Ok(upserted(&out, wait))
 }
 
 /// `GET /vectors/index/{name}/embedding`: the embedder, whether this server has it,

@@ -401,12 +401,17 @@ pub async fn add(
     drop(body);
     let engine = state.engine;
     let out = blocking(move || engine.upsert_with(&actor, &name, items, wait)).await?;
-    Ok(Json(json!({
+    Ok(upserted(&out, wait))
+}
+
+/// `{added, length, seq, applied}`: the answer of an upsert of vectors or documents.
+pub(crate) fn upserted(out: &annal_engine::Upserted, wait: annal_engine::Wait) -> Json<Value> {
+    Json(json!({
         "added": out.added,
         "length": out.length,
         "seq": out.seq,
         "applied": wait == annal_engine::Wait::Applied,
-    })))
+    }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
