@@ -106,8 +106,12 @@ pub enum ArchiveError {
     Io(#[from] std::io::Error),
 }
 
-/// Encode `frames` (dense, in order) as one segment object; returns it and its CRC.
-fn encode(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError> {
+/// Encode `frames` (dense, in order) as one segment object; returns it and its CRC
+/// (also the format of what `annal recover` cuts from a log).
+///
+/// # Errors
+/// [`ArchiveError::Format`] for no frames, over `u32::MAX` of them, or one over 4 GiB.
+pub fn encode(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError> {
     let format = |what: &str| ArchiveError::Format { key: String::new(), what: what.to_owned() };
     let (Some((first, _)), Some((last, _))) = (frames.first(), frames.last()) else {
         return Err(format("a segment holds at least one event"));
@@ -300,6 +304,19 @@ impl ArchiveReader {
         }
         Ok(next >= first_stored)
     }
+}
+
+/// The frames of a registered segment, exactly as the log held them (not decoded),
+/// after checking the object's CRC against its registration and its range: what
+/// tooling reads to replay or copy archived events.
+///
+/// # Errors
+/// A bucket, CRC or format failure of the segment.
+pub fn read_segment(storage: &Storage, segment: &Segment) -> Result<Vec<(u64, Vec<u8>)>, ArchiveError> {
+    let object = fetch(storage, segment)?;
+    let frames = split(&segment.key, &object)?;
+    check_range(segment, &frames)?;
+    Ok(frames.into_iter().map(|(seq, frame)| (seq, frame.to_vec())).collect())
 }
 
 fn fetch(storage: &Storage, segment: &Segment) -> Result<Bytes, ArchiveError> {

@@ -496,6 +496,15 @@ impl Engine {
         Ok(records)
     }
 
+    /// Every live id of an index, unsorted (what a resumable import skips): shared
+    /// strings, no vectors copied.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`].
+    pub fn ids(&self, index: &str) -> Result<Vec<Arc<str>>, Error> {
+        Ok(self.index(index)?.read().ids_after(""))
+    }
+
     /// Names of every index, sorted.
     pub fn list_indexes(&self) -> Vec<String> {
         self.catalog.names()

@@ -120,6 +120,9 @@ pub enum Error {
     /// An archive segment could not be written or read back.
     #[error(transparent)]
     Archive(Box<crate::archive::ArchiveError>),
+    /// Offline replay (tooling) failed.
+    #[error(transparent)]
+    Replay(Box<crate::replay::ReplayError>),
     /// A read asked to wait for an event that was never appended.
     #[error("min_seq {seq} is after the last event {last}")]
     SeqNotAppended {

@@ -26,6 +26,7 @@ pub mod limits;
 pub mod log;
 pub mod partition;
 pub mod projection;
+pub mod replay;
 mod schema;
 pub mod snapshot;
 pub mod storage;

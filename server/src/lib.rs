@@ -19,6 +19,9 @@
 mod args;
 pub mod http;
 pub mod logtool;
+pub mod progress;
+pub mod replaytool;
+pub mod transfer;
 mod report;
 pub mod tools;
 

@@ -26,19 +26,23 @@ pub fn open(data: &Path) -> Result<ReadOnlyLog> {
     if !path.exists() {
         return Err(format!("no log at {}", path.display()).into());
     }
-    ReadOnlyLog::open(&path).map_err(|error| {
-        let text = crate::report(&error);
-        if text.contains("already open") || text.contains("lock") {
-            format!(
-                "{} is held by a running server (annal serve): stop it first, or read it over \
-                 HTTP with `annal log tail --server URL` ({text})",
-                path.display()
-            )
-            .into()
-        } else {
-            error.into()
-        }
-    })
+    ReadOnlyLog::open(&path).map_err(|error| held_message(&path, error))
+}
+
+/// The error for a log that could not be opened: when a running server holds it, say
+/// so and what to do.
+pub fn held_message(path: &Path, error: annal_engine::LogError) -> Box<dyn std::error::Error> {
+    let text = crate::report(&error);
+    if text.contains("already open") || text.contains("lock") {
+        format!(
+            "{} is held by a running server (annal serve): stop it first, or read it over \
+             HTTP with `annal log tail --server URL` ({text})",
+            path.display()
+        )
+        .into()
+    } else {
+        error.into()
+    }
 }
 
 /// One event as a JSON object: `seq`, `time_ms`, `actor`, `kind` and the kind's fields
@@ -117,7 +121,8 @@ pub fn index_of(body: &EventBody) -> Option<&str> {
         | EventBody::RecordsMoved(_)
         | EventBody::MigrationFinished(_)
         | EventBody::SnapshotTaken(_)
-        | EventBody::LogArchived(_) => return None,
+        | EventBody::LogArchived(_)
+        | EventBody::LogTruncated(_) => return None,
     })
 }
 

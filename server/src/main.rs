@@ -4,7 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use annal_server::{http, logtool, report, tools, ServeArgs};
+use annal_server::transfer::Format;
+use annal_server::{http, logtool, replaytool, report, tools, transfer, ServeArgs};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -63,6 +64,114 @@ enum Command {
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,
+    },
+    /// Rebuild state from the log offline: check a replay against the newest snapshot
+    /// (`--check`), or write the state as of an event into a new data directory
+    /// (`--to S --out DIR`). The server must not hold the data directory.
+    Replay {
+        /// Data directory.
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Bucket configuration file, where snapshots and archive segments are not in
+        /// the default local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
+        /// Replay the whole log from nothing, compare it with the newest snapshot at
+        /// its sequence number (first difference reported, exit 1), print the digest of
+        /// the state at the end.
+        #[arg(long, conflicts_with_all = ["to", "out"], required_unless_present = "to")]
+        check: bool,
+        /// The last event of the state written to `--out`.
+        #[arg(long, requires = "out")]
+        to: Option<u64>,
+        /// A new (missing or empty) data directory for `--to`.
+        #[arg(long, requires = "to")]
+        out: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load vectors into an index from `.fvecs`, `.npy` (float32, 2-D) or JSON lines,
+    /// batched through the engine; a re-run skips ids already in the index. The
+    /// server must not hold the data directory.
+    Import {
+        /// Data directory (created if missing).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// The index; created with the file's dimension if missing.
+        #[arg(long)]
+        index: String,
+        /// The file.
+        file: PathBuf,
+        /// Its format (default: from the extension: .fvecs, .npy, .jsonl).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// Ids of `.fvecs` / `.npy` rows, one per line (default: FILE.ids if present,
+        /// else row numbers).
+        #[arg(long)]
+        ids: Option<PathBuf>,
+        /// The JSON field holding a JSON line's id.
+        #[arg(long, default_value = "id")]
+        id_field: String,
+        /// Name rows by their number (from 0), ignoring ids in the file.
+        #[arg(long)]
+        row_ids: bool,
+        /// Prefix of ids made from row numbers.
+        #[arg(long, default_value = "")]
+        id_prefix: String,
+        /// Metric of an index the import creates: l2, cosine or ip.
+        #[arg(long, default_value = "cosine", value_parser = parse_metric)]
+        metric: annal_engine::Metric,
+        /// Records per event (each batch is all or nothing).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        batch: u64,
+        /// The actor recorded in the log.
+        #[arg(long, default_value = "annal-import")]
+        actor: String,
+    },
+    /// Write every live record of an index, sorted by id, to `.fvecs` or `.npy` (ids in
+    /// FILE.ids) or JSON lines (ids, metadata, partitions). Reads the log read-only.
+    Export {
+        /// Data directory (the server must not hold it).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Bucket configuration file, where snapshots are not in the default local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
+        /// The index.
+        #[arg(long)]
+        index: String,
+        /// The file written.
+        file: PathBuf,
+        /// Its format (default: from the extension).
+        #[arg(long, value_enum)]
+        format: Option<Format>,
+        /// The state as of this event (default: the last).
+        #[arg(long)]
+        as_of: Option<u64>,
+    },
+    /// The last resort for a log whose tail is corrupt: remove the events after
+    /// `--truncate-after S`, after copying them to `recovered/...` in the primary
+    /// bucket, and record a `LogTruncated` event. Refuses (exit 2) without `--yes`.
+    Recover {
+        /// Data directory (the server must be stopped).
+        #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+        data: PathBuf,
+        /// Bucket configuration file.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
+        /// The last event kept.
+        #[arg(long)]
+        truncate_after: u64,
+        /// Do it; without this, only say what would be cut.
+        #[arg(long)]
+        yes: bool,
+        /// Why, recorded in the event.
+        #[arg(long, default_value = "corrupt tail")]
+        reason: String,
+        /// The actor recorded in the log.
+        #[arg(long, default_value = "annal-recover")]
+        actor: String,
     },
     /// Print events of the log as JSON lines (the audit trail; `annal log dump --json`
     /// is the structured form).
@@ -182,6 +291,13 @@ enum LogCommand {
     },
 }
 
+fn parse_metric(text: &str) -> Result<annal_engine::Metric, String> {
+    [annal_engine::Metric::L2, annal_engine::Metric::Cosine, annal_engine::Metric::Ip]
+        .into_iter()
+        .find(|m| m.name() == text)
+        .ok_or_else(|| format!("{text:?}: one of l2, cosine, ip"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -214,6 +330,46 @@ fn main() -> ExitCode {
             }
             LogCommand::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         },
+        Command::Replay { data, buckets_config, check, to, out, json } => match (check, to, out) {
+            (true, _, _) => replaytool::check(&data, buckets_config.as_deref(), json),
+            (false, Some(to), Some(out)) => replaytool::to(&data, buckets_config.as_deref(), to, &out, json),
+            _ => Err("give --check, or --to S --out DIR".into()),
+        },
+        Command::Import { data, index, file, format, ids, id_field, row_ids, id_prefix, metric, batch, actor } => {
+            transfer::import(&transfer::ImportArgs {
+                data: &data,
+                index: &index,
+                file: &file,
+                format,
+                ids: ids.as_deref(),
+                id_field: &id_field,
+                row_ids,
+                id_prefix: &id_prefix,
+                metric,
+                batch: usize::try_from(batch).unwrap_or(1000),
+                actor: &actor,
+            })
+        }
+        Command::Export { data, buckets_config, index, file, format, as_of } => {
+            transfer::export(&transfer::ExportArgs {
+                data: &data,
+                buckets_config: buckets_config.as_deref(),
+                index: &index,
+                file: &file,
+                format,
+                as_of,
+            })
+        }
+        Command::Recover { data, buckets_config, truncate_after, yes, reason, actor } => {
+            replaytool::recover(&replaytool::RecoverArgs {
+                data: &data,
+                buckets_config: buckets_config.as_deref(),
+                after: truncate_after,
+                yes,
+                reason: &reason,
+                actor: &actor,
+            })
+        }
         Command::Migrate { server, index, template, dry_run, batch_size, no_snapshot, actor } => {
             tools::migrate(&tools::MigrateArgs {
                 server: &server,

@@ -81,6 +81,8 @@ pub enum EventKind {
     DocumentsEmbedded = 23,
     /// [`EventBody::EmbedderChanged`]
     EmbedderChanged = 24,
+    /// [`EventBody::LogTruncated`]
+    LogTruncated = 25,
 }
 
 impl EventKind {
@@ -112,6 +114,7 @@ impl EventKind {
             22 => DocumentsUpserted,
             23 => DocumentsEmbedded,
             24 => EmbedderChanged,
+            25 => LogTruncated,
             _ => return None,
         })
     }
@@ -143,6 +146,7 @@ impl EventKind {
             EventBody::DocumentsUpserted(_) => EventKind::DocumentsUpserted,
             EventBody::DocumentsEmbedded(_) => EventKind::DocumentsEmbedded,
             EventBody::EmbedderChanged(_) => EventKind::EmbedderChanged,
+            EventBody::LogTruncated(_) => EventKind::LogTruncated,
         }
     }
 }
@@ -267,6 +271,7 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::DocumentsUpserted(b) => archive(stamp, b),
         EventBody::DocumentsEmbedded(b) => archive(stamp, b),
         EventBody::EmbedderChanged(b) => archive(stamp, b),
+        EventBody::LogTruncated(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -326,6 +331,7 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::DocumentsUpserted => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsUpserted(b))),
         EventKind::DocumentsEmbedded => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsEmbedded(b))),
         EventKind::EmbedderChanged => unarchive(bytes).map(|(s, b)| (s, EventBody::EmbedderChanged(b))),
+        EventKind::LogTruncated => unarchive(bytes).map(|(s, b)| (s, EventBody::LogTruncated(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -458,6 +464,7 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
             acc.saturating_add(s(&item.id)).saturating_add(item.vector.len().saturating_mul(4))
         }),
         EventBody::EmbedderChanged(b) => s(&b.index) + s(&b.embedder.model),
+        EventBody::LogTruncated(b) => s(&b.bucket) + s(&b.key) + s(&b.reason),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

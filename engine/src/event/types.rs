@@ -93,6 +93,9 @@ pub enum EventBody {
     DocumentsEmbedded(DocumentsEmbedded),
     /// An index's embedder was changed: its documents are to be embedded again.
     EmbedderChanged(EmbedderChanged),
+    /// `annal recover` cut the log's tail after a sequence number (copying it to a
+    /// bucket first).
+    LogTruncated(LogTruncated),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -397,6 +400,31 @@ pub struct LogArchived {
     pub bytes: u64,
     /// CRC-32 of the whole object.
     pub crc32: u32,
+}
+
+/// Body of [`EventBody::LogTruncated`]: `annal recover --truncate-after` removed
+/// events `first_cut..=last_cut` (a tail it could not trust) from the log, after
+/// durably copying their frames, as the log held them, to an object in the archive
+/// segment format; this event takes sequence number `first_cut` in the same write
+/// transaction.
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct LogTruncated {
+    /// The first event removed.
+    pub first_cut: u64,
+    /// The last event removed.
+    pub last_cut: u64,
+    /// The bucket holding the copy.
+    pub bucket: String,
+    /// Its object key.
+    pub key: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole object.
+    pub crc32: u32,
+    /// Why, as the operator said it.
+    pub reason: String,
 }
 
 /// Body of [`EventBody::EvalSetCreated`]: appended only after the evaluation set's

@@ -61,6 +61,17 @@ pub enum LogError {
         /// The last event stored.
         held_last: u64,
     },
+    /// A truncation that would not cut a stored tail (nothing after it, or it reaches
+    /// into events already archived).
+    #[error("cannot truncate after event {after}: the log holds {held_first}..={held_last}")]
+    TruncateRange {
+        /// The last event to keep.
+        after: u64,
+        /// The first event stored.
+        held_first: u64,
+        /// The last event stored.
+        held_last: u64,
+    },
     /// An I/O error outside redb (creating the data directory).
     #[error("log I/O failed")]
     Io(#[from] std::io::Error),

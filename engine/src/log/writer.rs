@@ -61,6 +61,7 @@ struct Pending {
 enum Request {
     Append { reserved: Option<Reservation>, frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
     Archive { segment: Segment, frame: Vec<u8>, reply: SyncSender<Ack> },
+    Truncate { after: u64, frame: Vec<u8>, reply: SyncSender<Ack> },
     Shutdown { reply: SyncSender<Ack> },
 }
 
@@ -256,6 +257,21 @@ impl Log {
         Ok(range.map_or(0, |r| *r.end()))
     }
 
+    /// The last resort for a log whose tail cannot be trusted (`annal recover`): remove
+    /// every event after `after` and append `audit` (a `LogTruncated` event, which
+    /// takes sequence number `after + 1`) in one durable write transaction. The caller
+    /// has durably copied what is cut first. Returns the audit event's sequence number.
+    ///
+    /// # Errors
+    /// [`LogError::TruncateRange`] unless `after` is below the last stored event and
+    /// not before the first one minus one; as [`Log::append`] otherwise.
+    pub fn truncate_after(&self, after: u64, audit: &Event) -> Result<u64, LogError> {
+        self.check_writable()?;
+        let frame = encode(audit)?;
+        let range = self.request(|reply| Request::Truncate { after, frame, reply })?;
+        Ok(range.map_or(0, |r| *r.end()))
+    }
+
     /// A read-only handle on this log.
     pub fn reader(&self) -> LogReader {
         self.reader.clone()
@@ -339,6 +355,7 @@ impl Writer {
             let mut bytes = 0usize;
             let mut shutdown = None;
             let mut archives = Vec::new();
+            let mut truncates = Vec::new();
             let mut push = |req: Request| match req {
                 Request::Append { reserved, frames, durable, reply } => {
                     let len = frames.iter().map(Vec::len).sum::<usize>();
@@ -347,6 +364,10 @@ impl Writer {
                 }
                 Request::Archive { segment, frame, reply } => {
                     archives.push((segment, frame, reply));
+                    0
+                }
+                Request::Truncate { after, frame, reply } => {
+                    truncates.push((after, frame, reply));
                     0
                 }
                 Request::Shutdown { reply } => {
@@ -365,6 +386,9 @@ impl Writer {
             for (segment, frame, reply) in archives {
                 let _ = reply.send(self.archive(&segment, frame));
             }
+            for (after, frame, reply) in truncates {
+                let _ = reply.send(self.truncate(after, frame));
+            }
             if let Some(reply) = shutdown {
                 let _ = reply.send(self.final_sync().map(|()| None));
                 self.shared.closed.store(true, Ordering::Release);
@@ -373,6 +397,7 @@ impl Writer {
                     let reply = match req {
                         Request::Append { reply, .. }
                         | Request::Archive { reply, .. }
+                        | Request::Truncate { reply, .. }
                         | Request::Shutdown { reply } => reply,
                     };
                     let _ = reply.send(Err(LogError::Closed));
@@ -492,6 +517,51 @@ impl Writer {
             Err(error) => {
                 let cause = Arc::new(error);
                 tracing::error!(error = %cause, "archive commit failed; poisoning the log");
+                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
+                Err(LogError::CommitFailed(cause))
+            }
+        }
+    }
+
+    /// One durable transaction: remove the events after `after`, append the audit frame
+    /// at `after + 1`.
+    fn truncate(&mut self, after: u64, frame: Vec<u8>) -> Ack {
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        let held_last = self.next - 1;
+        let txn = self.shared.db.begin_write()?;
+        let held_first = {
+            let table = txn.open_table(EVENTS)?;
+            let first = table.first()?.map_or(self.next, |(k, _)| k.value());
+            first
+        };
+        if after >= held_last || after.saturating_add(1) < held_first {
+            return Err(LogError::TruncateRange { after, held_first, held_last });
+        }
+        let seq = after + 1;
+        let written = (|| -> Result<(), redb::Error> {
+            let mut txn = txn;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut events = txn.open_table(EVENTS)?;
+                events.retain_in(seq..=held_last, |_, _| false)?;
+                events.insert(seq, frame.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        match written {
+            Ok(()) => {
+                self.dirty = false;
+                self.next = seq + 1;
+                self.shared.publish(seq);
+                Ok(Some(seq..=seq))
+            }
+            Err(error) => {
+                let cause = Arc::new(error);
+                tracing::error!(error = %cause, "truncate commit failed; poisoning the log");
                 *lock(&self.shared.poison) = Some(Arc::clone(&cause));
                 Err(LogError::CommitFailed(cause))
             }

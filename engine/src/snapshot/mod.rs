@@ -132,23 +132,52 @@ where
 
 /// Why a registered snapshot could not be used.
 #[derive(Debug, thiserror::Error)]
-enum Unusable {
+pub enum Unusable {
+    /// The object does not decode as a snapshot.
     #[error("snapshot {key}: {source}")]
     Format {
+        /// Its key.
         key: String,
+        /// What is wrong.
         #[source]
         source: format::FormatError,
     },
+    /// The object's CRC differs from the one registered.
     #[error("snapshot {key}: CRC-32 {actual:08x} of the object, {expected:08x} registered")]
-    Crc { key: String, actual: u32, expected: u32 },
+    Crc {
+        /// Its key.
+        key: String,
+        /// Computed.
+        actual: u32,
+        /// Registered.
+        expected: u32,
+    },
+    /// The object holds another sequence number than registered.
     #[error("snapshot {key}: covers event {actual}, registered as {expected}")]
-    Seq { key: String, actual: u64, expected: u64 },
+    Seq {
+        /// Its key.
+        key: String,
+        /// In the object.
+        actual: u64,
+        /// Registered.
+        expected: u64,
+    },
+    /// A projection's section is missing.
     #[error("snapshot {key}: has no section for projection {projection:?}")]
-    Missing { key: String, projection: &'static str },
+    Missing {
+        /// Its key.
+        key: String,
+        /// The projection.
+        projection: &'static str,
+    },
+    /// A projection refused its section.
     #[error("snapshot {key}: restoring {projection:?} failed")]
     Restore {
+        /// Its key.
         key: String,
+        /// The projection.
         projection: &'static str,
+        /// Why.
         #[source]
         source: crate::projection::SnapshotError,
     },
@@ -226,7 +255,7 @@ fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Err
     }
 }
 
-fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Result<(), Unusable> {
+pub(crate) fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Result<(), Unusable> {
     let key = || taken.key.clone();
     // One pass over the object checks the header, every section and the whole
     // object's CRC against the registration.

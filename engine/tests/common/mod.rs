@@ -169,6 +169,15 @@ pub fn one_of_each_kind() -> Vec<Event> {
             index: "texts".into(),
             embedder: EmbedderRef { model: "remote-minilm".into(), dimension: 384 },
         }),
+        EventBody::LogTruncated(LogTruncated {
+            first_cut: 90,
+            last_cut: 97,
+            bucket: "primary".into(),
+            key: "recovered/00000000000000000090-00000000000000000097.seg".into(),
+            bytes: 2_048,
+            crc32: 0x1234_5678,
+            reason: "torn tail after a disk fault".into(),
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }
