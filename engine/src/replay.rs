@@ -154,11 +154,9 @@ impl OfflineLog {
         if next >= self.log.first_seq()? {
             return Ok(self.log.read_frames(next..=upto, READ_BATCH)?);
         }
-        let segment = self
-            .segments
-            .iter()
-            .find(|s| s.first <= next && next <= s.last)
-            .ok_or(ReplayError::Archived { seq: next, source: Box::new(ArchiveError::Missing { seq: next }) })?;
+        let segment = self.segments.iter().find(|s| s.first <= next && next <= s.last).ok_or(
+            ReplayError::Archived { seq: next, source: Box::new(ArchiveError::Missing { seq: next }) },
+        )?;
         let mut frames = archive::read_segment(&self.storage, segment)
             .map_err(|source| ReplayError::Archived { seq: next, source: Box::new(source) })?;
         frames.retain(|(seq, _)| *seq >= next && *seq <= upto);
@@ -179,8 +177,11 @@ impl OfflineLog {
             let Some((end, _)) = frames.last() else { break };
             next = end + 1;
             for (seq, frame) in &frames {
-                if crate::event::check(*seq, frame).map_err(ReplayError::from)?.0 == EventKind::SnapshotTaken {
-                    if let EventBody::SnapshotTaken(taken) = decode(*seq, frame).map_err(ReplayError::from)?.body {
+                if crate::event::check(*seq, frame).map_err(ReplayError::from)?.0 == EventKind::SnapshotTaken
+                {
+                    if let EventBody::SnapshotTaken(taken) =
+                        decode(*seq, frame).map_err(ReplayError::from)?.body
+                    {
                         out.push((*seq, taken));
                     }
                 }
@@ -194,11 +195,10 @@ impl OfflineLog {
     /// # Errors
     /// [`ReplayError::SnapshotRead`].
     pub fn fetch_snapshot(&self, taken: &SnapshotTaken) -> Result<bytes::Bytes, Error> {
-        let fetched =
-            block_on(self.storage.get_bounded(TOOL_ACTOR, &taken.bucket, &taken.key, taken.bytes))?;
-        fetched
-            .map(|f| f.bytes)
-            .map_err(|source| ReplayError::SnapshotRead { key: taken.key.clone(), source: Box::new(source) }.into())
+        let fetched = block_on(self.storage.get_bounded(TOOL_ACTOR, &taken.bucket, &taken.key, taken.bytes))?;
+        fetched.map(|f| f.bytes).map_err(|source| {
+            ReplayError::SnapshotRead { key: taken.key.clone(), source: Box::new(source) }.into()
+        })
     }
 
     /// The newest registered snapshot at or before `upto` that reads back and restores,
@@ -208,7 +208,8 @@ impl OfflineLog {
     /// redb failed. Unusable snapshots are skipped (with a warning), not errors.
     pub fn newest_snapshot(&self, upto: u64) -> Result<Option<(Replay, SnapshotTaken)>, Error> {
         for (_, taken) in self.snapshots()?.into_iter().rev().filter(|(_, t)| t.seq <= upto) {
-            let attempt = self.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
+            let attempt =
+                self.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
             match attempt {
                 Ok(replay) => return Ok(Some((replay, taken))),
                 Err(error) => {
@@ -311,8 +312,11 @@ impl Replay {
     /// # Errors
     /// [`Error::IndexNotFound`].
     pub fn get_index(&self, name: &str) -> Result<IndexInfo, Error> {
-        let handle =
-            self.projections.catalog.get(name).ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })?;
+        let handle = self
+            .projections
+            .catalog
+            .get(name)
+            .ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })?;
         let index = handle.read();
         Ok(IndexInfo { params: index.params.clone(), length: index.len() })
     }
@@ -322,8 +326,11 @@ impl Replay {
     /// # Errors
     /// [`Error::IndexNotFound`]; FAISS failed to read its storage.
     pub fn records(&self, name: &str) -> Result<Vec<Record>, Error> {
-        let handle =
-            self.projections.catalog.get(name).ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })?;
+        let handle = self
+            .projections
+            .catalog
+            .get(name)
+            .ok_or_else(|| Error::IndexNotFound { name: name.to_owned() })?;
         let records = handle.read().records()?;
         Ok(records)
     }
@@ -459,7 +466,10 @@ impl LogicalState {
 fn index_difference(a: &IndexState, b: &IndexState) -> Option<String> {
     let name = &a.name;
     if a.params != b.params {
-        return Some(format!("index {name:?}: parameters {:?} on the left, {:?} on the right", a.params, b.params));
+        return Some(format!(
+            "index {name:?}: parameters {:?} on the left, {:?} on the right",
+            a.params, b.params
+        ));
     }
     let mut left = a.records.iter().peekable();
     let mut right = b.records.iter().peekable();

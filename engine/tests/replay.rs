@@ -31,7 +31,9 @@ fn busy_log(dir: &std::path::Path, twist: f32) {
         engine.upsert("ops", "docs", items).unwrap();
     }
     engine.delete("ops", "docs", (0..50).map(|n| format!("q{n}")).collect()).unwrap();
-    engine.upsert("ops", "flat", vec![item("a", vec![1.0, twist], None), item("b", vec![0.0, 1.0], None)]).unwrap();
+    engine
+        .upsert("ops", "flat", vec![item("a", vec![1.0, twist], None), item("b", vec![0.0, 1.0], None)])
+        .unwrap();
     engine
         .promote(
             "ops",
@@ -47,7 +49,9 @@ fn busy_log(dir: &std::path::Path, twist: f32) {
     annal_engine::snapshot::block_on(engine.snapshot("ops")).unwrap().unwrap();
     engine.rollback("ops", "docs").unwrap();
     engine.drop_index("ops", "gone").unwrap();
-    engine.upsert("ops", "docs", vec![item("q7", vectors[700].clone(), Some(r#"{"replaced":true}"#))]).unwrap();
+    engine
+        .upsert("ops", "docs", vec![item("q7", vectors[700].clone(), Some(r#"{"replaced":true}"#))])
+        .unwrap();
     engine.delete("ops", "flat", vec!["b".into()]).unwrap();
     engine.close().unwrap();
 }
@@ -114,7 +118,10 @@ fn two_logs_that_differ_in_one_component_have_different_digests_and_the_record_i
     let (left, right) = (replay_from_nothing(a.path()), replay_from_nothing(b.path()));
     assert_ne!(left.digest().total, right.digest().total);
     let difference = left.first_difference(&right).unwrap();
-    assert!(difference.contains(r#"index "flat": record "a": vector differs at component 1"#), "{difference}");
+    assert!(
+        difference.contains(r#"index "flat": record "a": vector differs at component 1"#),
+        "{difference}"
+    );
     // The parts say where: docs agrees, flat does not.
     let (l, r) = (left.digest(), right.digest());
     assert_eq!(l.parts[0], r.parts[0]);

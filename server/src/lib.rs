@@ -21,9 +21,9 @@ pub mod http;
 pub mod logtool;
 pub mod progress;
 pub mod replaytool;
-pub mod transfer;
 mod report;
 pub mod tools;
+pub mod transfer;
 
 pub use args::{RemoteSpec, ServeArgs, Sync};
 

@@ -3,7 +3,9 @@
 //! `--vectors` parses back into the same events ([`event_from_json`]).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
+
+use crate::progress::Progress;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -170,8 +172,14 @@ impl Filter {
 }
 
 /// `annal log dump`: the events `filter` selects, as readable lines or JSON lines.
-pub fn dump(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Result<ExitCode> {
-    match dump_to_stdout(data, filter, as_json, vectors) {
+pub fn dump(
+    data: &Path,
+    buckets_config: Option<&Path>,
+    filter: &Filter,
+    as_json: bool,
+    vectors: bool,
+) -> Result<ExitCode> {
+    match dump_to_stdout(data, buckets_config, filter, as_json, vectors) {
         // `annal log dump | head`: the reader has what it wanted.
         Err(error)
             if error
@@ -184,27 +192,47 @@ pub fn dump(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Resul
     }
 }
 
-fn dump_to_stdout(data: &Path, filter: &Filter, as_json: bool, vectors: bool) -> Result<ExitCode> {
+fn dump_to_stdout(
+    data: &Path,
+    buckets_config: Option<&Path>,
+    filter: &Filter,
+    as_json: bool,
+    vectors: bool,
+) -> Result<ExitCode> {
     filter.check()?;
-    let log = open(data)?;
-    let last = filter.to.unwrap_or(u64::MAX).min(log.last_seq()?);
-    let mut next = filter.from.max(log.first_seq()?);
+    // Events before the log's first were archived: read them from their segments.
+    let source = crate::replaytool::offline(data, buckets_config)?;
+    let last = filter.to.unwrap_or(u64::MAX).min(source.last_seq()?);
+    let mut next = filter.from.max(source.first_seq()?);
     let stdout = std::io::stdout();
+    // Dumping to a file or a pipe: progress on stderr; on a terminal the lines are it.
+    let mut progress = if stdout.is_terminal() {
+        Progress::quiet()
+    } else {
+        Progress::new("dump", "events", Some(last.saturating_sub(next) + 1))
+    };
+    let start = next;
     let mut out = std::io::BufWriter::new(stdout.lock());
     while next <= last {
-        let batch = log.read_range(next..=last, BATCH)?;
-        let Some((end, _)) = batch.last() else { break };
+        let frames = source.frames(next, last)?;
+        let Some((end, _)) = frames.last() else { break };
         next = end + 1;
-        for (seq, event) in batch.iter().filter(|(_, e)| filter.matches(e)) {
-            let line = event_json(*seq, event, vectors);
+        for (seq, frame) in &frames {
+            let event = annal_engine::event::decode(*seq, frame)?;
+            if !filter.matches(&event) {
+                continue;
+            }
+            let line = event_json(*seq, &event, vectors);
             if as_json {
                 writeln!(out, "{line}")?;
             } else {
                 writeln!(out, "{}", readable(&line))?;
             }
         }
+        progress.set(next - start);
     }
     out.flush()?;
+    progress.finish();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -259,6 +259,10 @@ enum LogCommand {
         /// Include vectors (with `--json`, the lines then parse back into the events).
         #[arg(long)]
         vectors: bool,
+        /// Bucket configuration file, where archive segments (events before the log's
+        /// first, read back from them) are not in the default local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
     },
     /// Follow a running server's log: print each event as it commits.
     Tail {
@@ -321,9 +325,9 @@ fn main() -> ExitCode {
         },
         Command::Log { command } => match command {
             LogCommand::Stats { data, json } => logtool::stats(&data, json),
-            LogCommand::Dump { data, from, to, kind, index, actor, json, vectors } => {
+            LogCommand::Dump { data, from, to, kind, index, actor, json, vectors, buckets_config } => {
                 let filter = logtool::Filter { from, to, kinds: kind, index, actor };
-                logtool::dump(&data, &filter, json, vectors)
+                logtool::dump(&data, buckets_config.as_deref(), &filter, json, vectors)
             }
             LogCommand::Tail { server, from, json, vectors, limit } => {
                 logtool::tail(&server, from, json, vectors, limit)
@@ -335,21 +339,31 @@ fn main() -> ExitCode {
             (false, Some(to), Some(out)) => replaytool::to(&data, buckets_config.as_deref(), to, &out, json),
             _ => Err("give --check, or --to S --out DIR".into()),
         },
-        Command::Import { data, index, file, format, ids, id_field, row_ids, id_prefix, metric, batch, actor } => {
-            transfer::import(&transfer::ImportArgs {
-                data: &data,
-                index: &index,
-                file: &file,
-                format,
-                ids: ids.as_deref(),
-                id_field: &id_field,
-                row_ids,
-                id_prefix: &id_prefix,
-                metric,
-                batch: usize::try_from(batch).unwrap_or(1000),
-                actor: &actor,
-            })
-        }
+        Command::Import {
+            data,
+            index,
+            file,
+            format,
+            ids,
+            id_field,
+            row_ids,
+            id_prefix,
+            metric,
+            batch,
+            actor,
+        } => transfer::import(&transfer::ImportArgs {
+            data: &data,
+            index: &index,
+            file: &file,
+            format,
+            ids: ids.as_deref(),
+            id_field: &id_field,
+            row_ids,
+            id_prefix: &id_prefix,
+            metric,
+            batch: usize::try_from(batch).unwrap_or(1000),
+            actor: &actor,
+        }),
         Command::Export { data, buckets_config, index, file, format, as_of } => {
             transfer::export(&transfer::ExportArgs {
                 data: &data,

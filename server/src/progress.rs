@@ -37,7 +37,11 @@ impl Progress {
     /// Progress of `label`, counted in `unit` (`events`, `rows`, `bytes`) up to `total`
     /// if known: a bar on a terminal, plain lines otherwise.
     pub fn new(label: impl Into<String>, unit: &'static str, total: Option<u64>) -> Self {
-        let kind = if std::io::stderr().is_terminal() { Self::bar(unit, total) } else { Kind::Plain { last: Instant::now(), every: plain_every() } };
+        let kind = if std::io::stderr().is_terminal() {
+            Self::bar(unit, total)
+        } else {
+            Kind::Plain { last: Instant::now(), every: plain_every() }
+        };
         let progress = Self { label: label.into(), unit, total, pos: 0, started: Instant::now(), kind };
         if let Kind::Bar(bar) = &progress.kind {
             bar.set_message(progress.label.clone());

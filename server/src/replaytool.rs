@@ -113,7 +113,13 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
 /// it registers copied into its primary bucket, so that `annal serve --data DIR` serves
 /// the state as of S. The state is replayed in memory on the way (from that snapshot)
 /// and its digest printed: `annal replay --check --data DIR` gives the same.
-pub fn to(data: &Path, buckets_config: Option<&Path>, to: u64, out: &Path, as_json: bool) -> Result<ExitCode> {
+pub fn to(
+    data: &Path,
+    buckets_config: Option<&Path>,
+    to: u64,
+    out: &Path,
+    as_json: bool,
+) -> Result<ExitCode> {
     let source = offline(data, buckets_config)?;
     let last = source.last_seq()?;
     if to == 0 || to > last {
@@ -124,15 +130,21 @@ pub fn to(data: &Path, buckets_config: Option<&Path>, to: u64, out: &Path, as_js
     }
     std::fs::create_dir_all(out)?;
     // The newest snapshot whose registration is in the copied part.
-    let registered: Vec<_> = source.snapshots()?.into_iter().filter(|(event_seq, _)| *event_seq <= to).collect();
+    let registered: Vec<_> =
+        source.snapshots()?.into_iter().filter(|(event_seq, _)| *event_seq <= to).collect();
     let mut base = None;
     for (_, taken) in registered.iter().rev() {
-        match source.fetch_snapshot(taken).and_then(|object| Ok((Replay::from_snapshot(&object, taken)?, object))) {
+        match source
+            .fetch_snapshot(taken)
+            .and_then(|object| Ok((Replay::from_snapshot(&object, taken)?, object)))
+        {
             Ok((replay, object)) => {
                 base = Some((replay, object, taken.clone()));
                 break;
             }
-            Err(error) => tracing::warn!(key = %taken.key, error = %crate::report(&error), "snapshot not usable; not copied"),
+            Err(error) => {
+                tracing::warn!(key = %taken.key, error = %crate::report(&error), "snapshot not usable; not copied")
+            }
         }
     }
     let mut copied_snapshot = Value::Null;
@@ -171,7 +183,10 @@ pub fn to(data: &Path, buckets_config: Option<&Path>, to: u64, out: &Path, as_js
             let range = log.append_frames(chunk.iter().map(|(_, f)| f.clone()).collect())?;
             let expected = chunk.first().map(|(s, _)| *s);
             if range.as_ref().map(|r| *r.start()) != expected {
-                return Err(format!("the new log gave sequence numbers {range:?}, expected from {expected:?}").into());
+                return Err(format!(
+                    "the new log gave sequence numbers {range:?}, expected from {expected:?}"
+                )
+                .into());
             }
             next = chunk.last().map_or(next, |(s, _)| s + 1);
             progress.set(next - 1);
@@ -227,7 +242,8 @@ pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
     if !path.exists() {
         return Err(format!("no log at {}", path.display()).into());
     }
-    let log = Log::open(&path, LogConfig::default()).map_err(|error| crate::logtool::held_message(&path, error))?;
+    let log =
+        Log::open(&path, LogConfig::default()).map_err(|error| crate::logtool::held_message(&path, error))?;
     let (first, last) = (log.first_seq()?, log.last_seq());
     if args.after >= last || args.after.saturating_add(1) < first {
         return Err(format!(
@@ -247,7 +263,11 @@ pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
         frames.extend(batch);
     }
     let bytes: usize = frames.iter().map(|(_, f)| f.len()).sum();
-    let corrupt: Vec<u64> = frames.iter().filter(|(seq, f)| annal_engine::event::check(*seq, f).is_err()).map(|(s, _)| *s).collect();
+    let corrupt: Vec<u64> = frames
+        .iter()
+        .filter(|(seq, f)| annal_engine::event::check(*seq, f).is_err())
+        .map(|(s, _)| *s)
+        .collect();
     let (cut_first, cut_last) = (args.after + 1, last);
     println!(
         "cut: events {cut_first}..={cut_last} ({} events, {bytes} bytes); {} of them fail their checks{}",
@@ -264,7 +284,8 @@ pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let (object, crc32) = annal_engine::archive::encode(&frames)?;
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let stamp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let key = format!("recovered/{cut_first:020}-{cut_last:020}-{stamp}.seg");
     let storage = Storage::open_detached(args.data, &buckets(args.buckets_config)?)?;
     let object_bytes = object.len() as u64;

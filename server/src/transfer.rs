@@ -55,7 +55,8 @@ impl Format {
             Some("fvecs") => Ok(Format::Fvecs),
             Some("npy") => Ok(Format::Npy),
             Some("jsonl" | "ndjson" | "json") => Ok(Format::Jsonl),
-            _ => Err(format!("{}: cannot tell the format from the extension; give --format", path.display()).into()),
+            _ => Err(format!("{}: cannot tell the format from the extension; give --format", path.display())
+                .into()),
         }
     }
 }
@@ -145,7 +146,10 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
     let mut batch_rows: Vec<u64> = Vec::with_capacity(args.batch);
     let mut in_batch: HashSet<String> = HashSet::new();
     let (mut read, mut skipped, mut imported, mut events, mut last_seq) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut flush = |batch: &mut Vec<VectorItem>, batch_rows: &mut Vec<u64>, in_batch: &mut HashSet<String>| -> Result<()> {
+    let mut flush = |batch: &mut Vec<VectorItem>,
+                     batch_rows: &mut Vec<u64>,
+                     in_batch: &mut HashSet<String>|
+     -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -167,7 +171,10 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
                     .and_then(|i| batch_rows.get(i))
                     .copied();
                 let at = row.map_or_else(String::new, |r| format!("row {r}: "));
-                return Err(format!("{at}{invalid} (nothing of this batch was imported; {imported} rows were before it)").into());
+                return Err(format!(
+                    "{at}{invalid} (nothing of this batch was imported; {imported} rows were before it)"
+                )
+                .into());
             }
             Err(other) => return Err(other.into()),
         }
@@ -187,7 +194,12 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
             }
             in_batch.insert(row.id.clone());
             batch_rows.push(row.number);
-            batch.push(VectorItem { id: row.id, vector: row.vector, metadata: row.metadata, partition: row.partition });
+            batch.push(VectorItem {
+                id: row.id,
+                vector: row.vector,
+                metadata: row.metadata,
+                partition: row.partition,
+            });
             if batch.len() >= args.batch {
                 flush(&mut batch, &mut batch_rows, &mut in_batch)?;
             }
@@ -235,16 +247,19 @@ fn open_rows(args: &ImportArgs<'_>, format: Format) -> Result<Rows> {
     let prefix = args.id_prefix.to_owned();
     let id_of = move |number: u64| -> Result<String> {
         match &ids {
-            Some(ids) => ids.get(number as usize).cloned().ok_or_else(|| {
-                format!("row {number}: the ids file has only {} lines", ids.len()).into()
-            }),
+            Some(ids) => ids
+                .get(number as usize)
+                .cloned()
+                .ok_or_else(|| format!("row {number}: the ids file has only {} lines", ids.len()).into()),
             None => Ok(format!("{prefix}{number}")),
         }
     };
     match format {
         Format::Fvecs => fvecs_rows(args.file, id_of),
         Format::Npy => npy_rows(args.file, id_of),
-        Format::Jsonl => jsonl_rows(args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned()),
+        Format::Jsonl => {
+            jsonl_rows(args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned())
+        }
     }
 }
 
@@ -300,7 +315,8 @@ fn fvecs_rows(path: &Path, id_of: impl Fn(u64) -> Result<String> + 'static) -> R
             first = false;
             let mut bytes = vec![0u8; 4 * dim];
             reader.read_exact(&mut bytes)?;
-            let vector = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let vector =
+                bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             Ok(Row { number, id: id_of(number)?, vector, metadata: None, partition: None })
         })();
         number += 1;
@@ -314,10 +330,16 @@ fn npy_rows(path: &Path, id_of: impl Fn(u64) -> Result<String> + 'static) -> Res
     let npy = npyz::NpyFile::new(BufReader::with_capacity(1 << 20, file))?;
     let shape = npy.shape().to_vec();
     let [rows, dim] = shape[..] else {
-        return Err(format!("{}: shape {shape:?}; a 2-D array (rows, dimension) is needed", path.display()).into());
+        return Err(
+            format!("{}: shape {shape:?}; a 2-D array (rows, dimension) is needed", path.display()).into()
+        );
     };
     if npy.order() != npyz::Order::C {
-        return Err(format!("{}: Fortran order; save it in C order (numpy.ascontiguousarray)", path.display()).into());
+        return Err(format!(
+            "{}: Fortran order; save it in C order (numpy.ascontiguousarray)",
+            path.display()
+        )
+        .into());
     }
     let dtype = npy.dtype();
     let data = npy
@@ -456,11 +478,18 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     };
     let with_metadata = records.iter().filter(|r| r.metadata.is_some() || r.partition.is_some()).count();
     if ids.is_some() && with_metadata > 0 {
-        tracing::warn!(records = with_metadata, "metadata and partitions are not written to .fvecs / .npy; use JSON lines to keep them");
+        tracing::warn!(
+            records = with_metadata,
+            "metadata and partitions are not written to .fvecs / .npy; use JSON lines to keep them"
+        );
     }
     if let Some(bad) = records.iter().find(|r| r.id.contains('\n') || r.id.contains('\r')) {
         if ids.is_some() {
-            return Err(format!("id {:?} holds a line break and cannot go in an ids file; export JSON lines", bad.id).into());
+            return Err(format!(
+                "id {:?} holds a line break and cannot go in an ids file; export JSON lines",
+                bad.id
+            )
+            .into());
         }
     }
     match format {
@@ -490,7 +519,9 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
         Format::Jsonl => {
             for (i, r) in records.iter().enumerate() {
                 let metadata = match &r.metadata {
-                    Some(text) => serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone())),
+                    Some(text) => {
+                        serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone()))
+                    }
                     None => Value::Null,
                 };
                 let mut line = json!({"id": r.id, "vector": r.vector, "metadata": metadata});

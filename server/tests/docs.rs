@@ -149,3 +149,64 @@ fn the_openapi_description_covers_every_route_of_the_router_and_describes_the_bo
     let names: Vec<&str> = search.as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
     assert!(names.contains(&"min_seq") && names.contains(&"as_of") && names.contains(&"name"), "{names:?}");
 }
+
+/// Subcommand names listed under `Commands:` in a `--help` text.
+fn subcommands(help: &str) -> Vec<String> {
+    let Some(list) = help.split("Commands:\n").nth(1) else { return Vec::new() };
+    list.lines()
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect()
+}
+
+fn help_of(path: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_annal")).args(path).arg("--help").output().unwrap();
+    assert!(out.status.success(), "{path:?} --help");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn every_command_line_command_and_its_flags_are_documented() {
+    let doc = operations_doc();
+    let mut leaves = Vec::new();
+    for command in subcommands(&help_of(&[])) {
+        let nested = subcommands(&help_of(&[&command]));
+        if nested.is_empty() {
+            leaves.push(vec![command]);
+        } else {
+            leaves.extend(nested.into_iter().map(|sub| vec![command.clone(), sub]));
+        }
+    }
+    assert!(leaves.len() >= 15, "{leaves:?}");
+    for path in leaves.iter().filter(|p| p[0] != "serve") {
+        let name = format!("`annal {}", path.join(" "));
+        // Each line naming the command, with its continuation lines (up to a blank
+        // line, the next bullet or the next table row).
+        let lines: Vec<&str> = doc.lines().collect();
+        let mut described = String::new();
+        for (i, line) in lines.iter().enumerate().filter(|(_, l)| l.contains(&name)) {
+            described.push_str(line);
+            for next in &lines[i + 1..] {
+                let t = next.trim_start();
+                if t.is_empty() || t.starts_with("* ") || t.starts_with("| ") || t.starts_with("#") {
+                    break;
+                }
+                described.push_str(next);
+            }
+        }
+        assert!(!described.is_empty(), "{name}` is not in docs/OPERATIONS.md");
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        let help = help_of(&refs);
+        let options = help.split("Options:\n").nth(1).unwrap_or("");
+        let flags = options.lines().filter_map(|l| {
+            let l = l.trim_start();
+            let l = if l.starts_with("-") && !l.starts_with("--") { l.get(4..)? } else { l };
+            l.starts_with("--").then(|| l.split([' ', '=', '<', '[']).next().unwrap_or(l))
+        });
+        for flag in flags.filter(|f| *f != "--help" && *f != "--version") {
+            assert!(described.contains(flag), "{name}`: {flag} is not documented where the command is");
+        }
+    }
+}

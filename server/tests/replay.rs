@@ -10,7 +10,9 @@ use std::process::{Command, Output};
 use annal_engine::event::{EventBody, SnapshotTaken, VectorItem};
 use annal_engine::replay::{OfflineLog, Replay};
 use annal_engine::snapshot::block_on;
-use annal_engine::{BucketsConfig, Engine, EngineConfig, Event, HnswConfig, Log, LogConfig, Metric, LOG_FILE};
+use annal_engine::{
+    BucketsConfig, Engine, EngineConfig, Event, HnswConfig, Log, LogConfig, Metric, LOG_FILE,
+};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde_json::{json, Value};
 
@@ -55,7 +57,10 @@ fn six_events(data: &Path) {
     engine.upsert("ops", "docs", abc).unwrap();
     block_on(engine.snapshot("ops")).unwrap().unwrap();
     engine.delete("ops", "docs", vec!["b".into()]).unwrap();
-    let more = vec![item("d", vec![0.0, 0.0, 0.0, 1.0], None), item("a", vec![0.5, 0.5, 0.0, 0.0], Some(r#"{"v":2}"#))];
+    let more = vec![
+        item("d", vec![0.0, 0.0, 0.0, 1.0], None),
+        item("a", vec![0.5, 0.5, 0.0, 0.0], Some(r#"{"v":2}"#)),
+    ];
     engine.upsert("ops", "docs", more).unwrap();
     engine.close().unwrap();
     drop(engine);
@@ -83,13 +88,22 @@ fn replay_check_passes_on_a_healthy_directory_with_the_same_digest_every_time_ar
     // Move the oldest events out of the log into archive segments: the replay reads
     // them back and the state is the same (`LogArchived` changes no state).
     let policy = annal_engine::snapshot::SnapshotPolicy { archive: true, keep: 1, ..Default::default() };
-    let engine = Engine::open(dir.path(), EngineConfig { snapshots: policy, ..EngineConfig::default() }).unwrap();
+    let engine =
+        Engine::open(dir.path(), EngineConfig { snapshots: policy, ..EngineConfig::default() }).unwrap();
     block_on(engine.snapshot("ops")).unwrap().unwrap();
     block_on(engine.archive_log("ops")).unwrap().unwrap();
     engine.close().unwrap();
     drop(engine);
     let stats = json_out(&annal(&["log", "stats", "--data", data, "--json"]));
     assert!(stats["first_seq"].as_u64().unwrap() > 1, "events were archived: {stats}");
+    // `log dump` reads archived events back too.
+    let dumped = annal(&["log", "dump", "--data", data, "--json", "--to", "3"]);
+    assert!(dumped.status.success());
+    let kinds: Vec<String> = stdout(&dumped)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["IndexCreated", "VectorsUpserted", "SnapshotTaken"]);
     let archived = json_out(&annal(&["replay", "--check", "--data", data, "--json"]));
     assert_eq!(archived["ok"], true, "{archived}");
     assert_eq!(archived["digest"], first["digest"], "{archived}");
@@ -128,7 +142,12 @@ fn replay_check_reports_a_snapshot_that_disagrees_with_its_log_naming_the_record
     assert_eq!(report["ok"], false);
     assert_eq!(report["snapshot"]["key"], "snapshots/planted.snap");
     let difference = report["snapshot"]["difference"].as_str().unwrap();
-    assert!(difference.contains(r#"index "docs": record "x": vector differs at component 1 (0 on the left, 0.5 on the right)"#), "{difference}");
+    assert!(
+        difference.contains(
+            r#"index "docs": record "x": vector differs at component 1 (0 on the left, 0.5 on the right)"#
+        ),
+        "{difference}"
+    );
     let text = annal(&["replay", "--check", "--data", data]);
     assert_eq!(text.status.code(), Some(1));
     assert!(stdout(&text).contains("DIFFERENT"), "{}", stdout(&text));
@@ -144,7 +163,10 @@ fn replay_to_writes_a_directory_that_serves_exactly_the_state_as_of_s() {
     let out_str = out.to_str().unwrap();
     let written = json_out(&annal(&["replay", "--data", data, "--to", "4", "--out", out_str, "--json"]));
     assert_eq!(written["events"], 4);
-    assert_eq!(written["snapshot_copied"]["seq"], 2, "the snapshot registered by event 3 comes along: {written}");
+    assert_eq!(
+        written["snapshot_copied"]["seq"], 2,
+        "the snapshot registered by event 3 comes along: {written}"
+    );
     assert_eq!(written["records"], 2, "a and c: b deleted by 4, d not yet upserted");
     // The state it wrote is the state of the source as of 4, replayed from nothing.
     let expected = digest_of_replay_to(dir.path(), 4);
@@ -156,7 +178,8 @@ fn replay_to_writes_a_directory_that_serves_exactly_the_state_as_of_s() {
     let again = annal(&["replay", "--data", data, "--to", "4", "--out", out_str]);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
-    let past = annal(&["replay", "--data", data, "--to", "7", "--out", out_dir.path().join("x").to_str().unwrap()]);
+    let past =
+        annal(&["replay", "--data", data, "--to", "7", "--out", out_dir.path().join("x").to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&past.stderr).contains("holds events up to 6"));
 
     let server = server::Server::start(&out);
@@ -221,7 +244,16 @@ fn recover_refuses_without_yes_then_cuts_the_corrupt_tail_keeps_it_in_the_bucket
     let nothing_to_cut = annal(&["recover", "--data", data, "--truncate-after", "6", "--yes"]);
     assert!(!nothing_to_cut.status.success());
 
-    let done = annal(&["recover", "--data", data, "--truncate-after", "4", "--yes", "--reason", "bit rot in the tail"]);
+    let done = annal(&[
+        "recover",
+        "--data",
+        data,
+        "--truncate-after",
+        "4",
+        "--yes",
+        "--reason",
+        "bit rot in the tail",
+    ]);
     assert!(done.status.success(), "{}{}", stdout(&done), String::from_utf8_lossy(&done.stderr));
     let verify = annal(&["log", "verify", "--data", data]);
     assert!(verify.status.success(), "{}", stdout(&verify));
@@ -238,8 +270,11 @@ fn recover_refuses_without_yes_then_cuts_the_corrupt_tail_keeps_it_in_the_bucket
     let key = event["body"]["key"].as_str().unwrap();
     let object = std::fs::read(dir.path().join("buckets/primary").join(key)).unwrap();
     assert_eq!(crc32fast::hash(&object), event["body"]["crc32"].as_u64().unwrap() as u32);
-    let kept: Vec<(u64, Vec<u8>)> =
-        annal_engine::archive::split(key, &object).unwrap().into_iter().map(|(s, f)| (s, f.to_vec())).collect();
+    let kept: Vec<(u64, Vec<u8>)> = annal_engine::archive::split(key, &object)
+        .unwrap()
+        .into_iter()
+        .map(|(s, f)| (s, f.to_vec()))
+        .collect();
     assert_eq!(kept, before[4..].to_vec());
     // The directory opens and serves the state as of 4.
     assert_eq!(digest_of_replay_to(dir.path(), 5), digest_of_replay_to(dir.path(), 4));

@@ -98,7 +98,8 @@ fn import_of_the_shared_fvecs_killed_and_rerun_holds_each_vector_once_and_search
     assert!(read_at_kill < total, "killed part way");
 
     // Run it again: it skips what is in and imports the rest.
-    let rerun = report(&annal(&["import", "--index", "docs", "--data", killed.path().to_str().unwrap(), file]));
+    let rerun =
+        report(&annal(&["import", "--index", "docs", "--data", killed.path().to_str().unwrap(), file]));
     let skipped = rerun["skipped_present"].as_u64().unwrap();
     assert!(skipped > 0 && skipped < total, "{rerun}");
     assert_eq!(rerun["rows"].as_u64().unwrap(), total);
@@ -121,12 +122,13 @@ fn import_of_the_shared_fvecs_killed_and_rerun_holds_each_vector_once_and_search
     // equal, so the top 10 agree up to the graph's own recall.
     let queries = engine_common::fvecs("query.fvecs")[..100].to_vec();
     let (ta, tb) = (top_ids(&a, &queries, 10), top_ids(&b, &queries, 10));
-    let shared: usize =
-        ta.iter().zip(&tb).map(|(x, y)| x.iter().filter(|id| y.contains(id)).count()).sum();
+    let shared: usize = ta.iter().zip(&tb).map(|(x, y)| x.iter().filter(|id| y.contains(id)).count()).sum();
     assert!(shared as f64 / 1000.0 >= 0.95, "top-10 overlap {shared}/1000");
     // A stored vector finds itself at distance 0 in both.
     let probe: Vec<Vec<f32>> = ra.iter().step_by(5_000).map(|r| r.vector.clone()).collect();
-    for (hits, record) in a.search_batch("docs", probe.clone(), 1).unwrap().iter().zip(ra.iter().step_by(5_000)) {
+    for (hits, record) in
+        a.search_batch("docs", probe.clone(), 1).unwrap().iter().zip(ra.iter().step_by(5_000))
+    {
         assert_eq!(&*hits[0].id, record.id);
     }
     a.close().unwrap();
@@ -177,7 +179,8 @@ fn export_then_import_into_a_fresh_directory_gives_the_same_records_and_search_r
     for ext in ["fvecs", "npy", "jsonl"] {
         let file = files.path().join(format!("docs.{ext}"));
         let file = file.to_str().unwrap();
-        let exported = report(&annal(&["export", "--data", src.path().to_str().unwrap(), "--index", "docs", file]));
+        let exported =
+            report(&annal(&["export", "--data", src.path().to_str().unwrap(), "--index", "docs", file]));
         assert_eq!(exported["rows"], 1_900, "{ext}: {exported}");
         // The index is made first with the same parameters; import fills it.
         let fresh = tempfile::tempdir().unwrap();
@@ -185,7 +188,8 @@ fn export_then_import_into_a_fresh_directory_gives_the_same_records_and_search_r
         engine.create_index("ops", "docs", 384, Metric::L2, exhaustive()).unwrap();
         engine.close().unwrap();
         drop(engine);
-        let imported = report(&annal(&["import", "--data", fresh.path().to_str().unwrap(), "--index", "docs", file]));
+        let imported =
+            report(&annal(&["import", "--data", fresh.path().to_str().unwrap(), "--index", "docs", file]));
         assert_eq!(imported["imported"], 1_900, "{ext}: {imported}");
         let engine = Engine::open(fresh.path(), EngineConfig::default()).unwrap();
         let got = engine.records("docs").unwrap();
@@ -218,7 +222,18 @@ fn import_names_a_bad_row_and_refuses_its_batch_whole() {
         text.push_str(&format!("{{\"id\": \"r{i}\", \"vector\": {vector}, \"metadata\": {{\"i\": {i}}}}}\n"));
     }
     std::fs::write(&file, text).unwrap();
-    let out = annal(&["import", "--data", data, "--index", "docs", "--metric", "l2", "--batch", "4", file.to_str().unwrap()]);
+    let out = annal(&[
+        "import",
+        "--data",
+        data,
+        "--index",
+        "docs",
+        "--metric",
+        "l2",
+        "--batch",
+        "4",
+        file.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("row 7"), "{stderr}");
@@ -233,5 +248,9 @@ fn import_names_a_bad_row_and_refuses_its_batch_whole() {
     std::fs::write(&file, "{\"id\": \"z\", \"vector\": [1.0, 2.0]}\nnot json\n").unwrap();
     let out = annal(&["import", "--data", data, "--index", "docs", file.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
