@@ -207,7 +207,6 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
         progress.set(read);
     }
     flush(&mut batch, &mut batch_rows, &mut in_batch)?;
-    drop(flush);
     if last_seq > 0 {
         engine.wait_for_seq(last_seq, APPLY_WAIT)?;
     }

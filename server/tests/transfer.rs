@@ -14,7 +14,7 @@ use annal_engine::{Engine, EngineConfig, HnswConfig, Metric, ReadOnlyLog, LOG_FI
 use serde_json::Value;
 
 #[path = "../../engine/tests/common/mod.rs"]
-#[allow(unused_imports, dead_code)]
+#[allow(unused_imports)]
 mod engine_common;
 
 fn annal(args: &[&str]) -> Output {
@@ -85,16 +85,19 @@ fn import_of_the_shared_fvecs_killed_and_rerun_holds_each_vector_once_and_search
     let mut line = String::new();
     let read_at_kill = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "import ended before it was killed");
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break None;
+        }
         // "import into docs: progress 12345/50000 (...)"
         let Some(rest) = line.split("progress ").nth(1) else { continue };
         let read: u64 = rest.split('/').next().unwrap().parse().unwrap();
         if read >= 5_000 {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            break read;
+            break Some(read);
         }
     };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let read_at_kill = read_at_kill.expect("import ended before it was killed");
     assert!(read_at_kill < total, "killed part way");
 
     // Run it again: it skips what is in and imports the rest.
