@@ -60,6 +60,22 @@ pub struct ServeArgs {
     /// Total time one call to a remote embedder may take, in milliseconds.
     #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub remote_embedder_timeout_ms: u64,
+    /// File of bearer tokens, `NAME:ACCESS:SECRET` per line (ACCESS `read` or
+    /// `write`); it must be readable by its owner only (mode 600). With tokens every
+    /// route but /healthz and /readyz needs `Authorization: Bearer SECRET`, and a
+    /// token's name is the actor of what it writes.
+    #[arg(long, env = "ANNAL_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Bearer tokens as `NAME:ACCESS:SECRET` entries separated by commas (prefer the
+    /// variable, which `ps` does not show, or the file).
+    #[arg(long, env = "ANNAL_AUTH_TOKENS", hide_env_values = true)]
+    pub auth_tokens: Option<String>,
+    /// Serve without authentication on a non-loopback address (refused otherwise).
+    #[arg(long, env = "ANNAL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// With tokens: serve /metrics without one.
+    #[arg(long, env = "ANNAL_PUBLIC_METRICS")]
+    pub public_metrics: bool,
     /// Calls in flight at once to each remote embedder.
     #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub remote_embedder_concurrency: u64,

@@ -364,6 +364,7 @@ pub fn stats(data: &Path, as_json: bool) -> Result<ExitCode> {
 /// events were printed.
 pub fn tail(
     server: &str,
+    token: Option<&str>,
     from: Option<u64>,
     as_json: bool,
     vectors: bool,
@@ -375,7 +376,8 @@ pub fn tail(
     let mut next = match from {
         Some(seq) => seq,
         None => {
-            let log: Value = agent.get(&format!("{base}/admin/log")).call()?.body_mut().read_json()?;
+            let log: Value =
+                bearer(agent.get(&format!("{base}/admin/log")), token).call()?.body_mut().read_json()?;
             log["last_seq"].as_u64().unwrap_or(0) + 1
         }
     };
@@ -388,14 +390,19 @@ pub fn tail(
     loop {
         let url = format!("{base}/admin/events?from={next}&limit=1000&wait_ms=10000&vectors={vectors}");
         // A restart, a replay (503 starting) or a dropped connection: keep following.
-        let answer: Value = match agent
-            .get(&url)
+        let answer: Value = match bearer(agent.get(&url), token)
             .call()
             .and_then(|mut r| r.body_mut().with_config().limit(TAIL_ANSWER_BYTES_MAX).read_json())
         {
             Ok(answer) => {
                 retry = Duration::from_millis(200);
                 answer
+            }
+            Err(ureq::Error::StatusCode(code @ (401 | 403))) => {
+                return Err(format!(
+                    "the server answered {code}: give a token that may read (--token or ANNAL_TOKEN)"
+                )
+                .into());
             }
             Err(error) => {
                 tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "tail: the server did not answer; retrying");
@@ -543,11 +550,21 @@ pub fn snapshot_verify(data: &Path, buckets_config: Option<&Path>) -> Result<Exi
 
 /// `annal snapshot create --server URL`: ask a running server for a snapshot now and
 /// print its answer.
-pub fn snapshot_create(server: &str, actor: &str) -> Result<ExitCode> {
+pub fn snapshot_create(server: &str, token: Option<&str>, actor: &str) -> Result<ExitCode> {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let url = format!("{}/admin/snapshots", server.trim_end_matches('/'));
-    let mut response = agent.post(&url).header(crate::http::ACTOR_HEADER, actor).send_empty()?;
+    let mut response =
+        bearer(agent.post(&url), token).header(crate::http::ACTOR_HEADER, actor).send_empty()?;
     let status = response.status().as_u16();
     println!("{}", response.body_mut().read_to_string()?);
     Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `request` with `Authorization: Bearer TOKEN` when a token is given (`--token`,
+/// `ANNAL_TOKEN`).
+pub fn bearer<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+    match token {
+        Some(token) => request.header("authorization", format!("Bearer {token}")),
+        None => request,
+    }
 }

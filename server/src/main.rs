@@ -51,9 +51,12 @@ enum Command {
         /// Do not take a snapshot first.
         #[arg(long)]
         no_snapshot: bool,
-        /// The actor recorded in the log.
+        /// The actor recorded in the log (with authentication, the token's name is).
         #[arg(long, default_value = "annal-cli")]
         actor: String,
+        /// Bearer token for a server with authentication (prefer the variable).
+        #[arg(long, env = "ANNAL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Read, summarise, check and follow the event log.
     Log {
@@ -214,6 +217,10 @@ enum SnapshotCommand {
         /// The server's base URL.
         #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
         server: String,
+        /// Bearer token for a server with authentication (prefer the variable).
+        #[arg(long, env = "ANNAL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+
         /// The actor recorded in the log.
         #[arg(long, default_value = "annal-cli")]
         actor: String,
@@ -269,6 +276,10 @@ enum LogCommand {
         /// The server's base URL.
         #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
         server: String,
+        /// Bearer token for a server with authentication (prefer the variable).
+        #[arg(long, env = "ANNAL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+
         /// First sequence number (default: the next event).
         #[arg(long)]
         from: Option<u64>,
@@ -321,7 +332,9 @@ fn main() -> ExitCode {
             SnapshotCommand::Verify { data, buckets_config } => {
                 logtool::snapshot_verify(&data, buckets_config.as_deref())
             }
-            SnapshotCommand::Create { server, actor } => logtool::snapshot_create(&server, &actor),
+            SnapshotCommand::Create { server, token, actor } => {
+                logtool::snapshot_create(&server, token.as_deref(), &actor)
+            }
         },
         Command::Log { command } => match command {
             LogCommand::Stats { data, json } => logtool::stats(&data, json),
@@ -329,8 +342,8 @@ fn main() -> ExitCode {
                 let filter = logtool::Filter { from, to, kinds: kind, index, actor };
                 logtool::dump(&data, buckets_config.as_deref(), &filter, json, vectors)
             }
-            LogCommand::Tail { server, from, json, vectors, limit } => {
-                logtool::tail(&server, from, json, vectors, limit)
+            LogCommand::Tail { server, token, from, json, vectors, limit } => {
+                logtool::tail(&server, token.as_deref(), from, json, vectors, limit)
             }
             LogCommand::Verify { data, buckets_config } => tools::verify(&data, buckets_config.as_deref()),
         },
@@ -384,7 +397,7 @@ fn main() -> ExitCode {
                 actor: &actor,
             })
         }
-        Command::Migrate { server, index, template, dry_run, batch_size, no_snapshot, actor } => {
+        Command::Migrate { server, index, template, dry_run, batch_size, no_snapshot, actor, token } => {
             tools::migrate(&tools::MigrateArgs {
                 server: &server,
                 index: &index,
@@ -393,6 +406,7 @@ fn main() -> ExitCode {
                 batch_size,
                 no_snapshot,
                 actor: &actor,
+                token: token.as_deref(),
             })
         }
     };

@@ -107,6 +107,8 @@ pub struct MigrateArgs<'a> {
     pub no_snapshot: bool,
     /// The actor recorded.
     pub actor: &'a str,
+    /// Bearer token, if the server wants one.
+    pub token: Option<&'a str>,
 }
 
 /// `annal migrate`: start a scheme migration on a running server and follow its job
@@ -123,7 +125,9 @@ pub fn migrate(args: &MigrateArgs<'_>) -> Result<ExitCode> {
         body["take_snapshot_first"] = false.into();
     }
     let url = format!("{base}/vectors/index/{}/migrate", args.index);
-    let mut response = agent.post(&url).header(crate::http::ACTOR_HEADER, args.actor).send_json(&body)?;
+    let mut response = crate::logtool::bearer(agent.post(&url), args.token)
+        .header(crate::http::ACTOR_HEADER, args.actor)
+        .send_json(&body)?;
     let status = response.status().as_u16();
     let started: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
     if status != 202 {
@@ -138,7 +142,7 @@ pub fn migrate(args: &MigrateArgs<'_>) -> Result<ExitCode> {
     );
     bar.set_message(format!("migrating {} to {}", args.index, args.template));
     let job = loop {
-        let mut response = agent.get(&job_url).call()?;
+        let mut response = crate::logtool::bearer(agent.get(&job_url), args.token).call()?;
         let job: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
         if let (Some(done), Some(total)) =
             (job["progress"]["done"].as_u64(), job["progress"]["total"].as_u64())

@@ -2,6 +2,7 @@
 
 mod actor;
 mod admin;
+pub mod auth;
 mod budget;
 mod documents;
 mod error;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub budget: Arc<BodyBudget>,
     /// Long-running calls (evaluation sets, trials, autotune).
     pub jobs: Arc<jobs::Jobs>,
+    /// Who may call what (no tokens: everyone, on a loopback address).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -59,7 +62,14 @@ impl AppState {
             metrics: Arc::new(Metrics::new()?),
             budget: Arc::new(BodyBudget::new(inflight_body_bytes)),
             jobs: Arc::default(),
+            auth: Arc::default(),
         })
+    }
+
+    /// The same state with the access policy `auth`.
+    #[must_use]
+    pub fn with_auth(self, auth: auth::Auth) -> Self {
+        Self { auth: Arc::new(auth), ..self }
     }
 }
 
@@ -114,6 +124,8 @@ pub fn router(state: AppState) -> Router {
         // The last layer runs first: requests refused for the budget are still counted.
         .layer(axum::middleware::from_fn_with_state(state.clone(), routes::while_starting))
         .layer(axum::middleware::from_fn_with_state(state.clone(), budget::admit))
+        // Before the budget: a request without a valid token reserves nothing.
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state.auth), auth::authorize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
@@ -128,6 +140,7 @@ pub const STARTUP_ACTOR: &str = "annal-startup";
 /// # Errors
 /// The engine could not open, replay or close, or the listener could not bind.
 pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let auth = access_policy(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let buckets = match &args.buckets_config {
@@ -146,7 +159,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             EngineConfig { sync: args.sync.into(), buckets, snapshots, embedders, ..EngineConfig::default() };
         let data = args.data.clone();
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
-        let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?;
+        let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?.with_auth(auth);
         let listener = tokio::net::TcpListener::bind(args.listen).await?;
         tracing::info!(addr = %listener.local_addr()?, data = %args.data.display(), "listening");
         let (failed_tx, failed_rx) = tokio::sync::oneshot::channel();
@@ -195,6 +208,27 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The access policy of `annal serve`: tokens from the file or the variable (not
+/// both), and the refusal to listen beyond loopback without them.
+fn access_policy(args: &ServeArgs) -> Result<auth::Auth, Box<dyn std::error::Error>> {
+    let tokens = match (&args.auth_tokens_file, &args.auth_tokens) {
+        (Some(_), Some(_)) => {
+            return Err("give tokens in --auth-tokens-file or ANNAL_AUTH_TOKENS, not both".into());
+        }
+        (Some(path), None) => Some(auth::Tokens::load(path)?),
+        (None, Some(text)) => Some(auth::Tokens::parse(text, "ANNAL_AUTH_TOKENS")?),
+        (None, None) => None,
+    };
+    if let Some(tokens) = &tokens {
+        tracing::info!(tokens = ?tokens.names(), public_metrics = args.public_metrics, "bearer-token authentication on");
+    } else if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "no authentication on a non-loopback address (--insecure-no-auth)");
+    }
+    let auth = auth::Auth { tokens, public_metrics: args.public_metrics };
+    auth::check_listen(args.listen, &auth, args.insecure_no_auth)?;
+    Ok(auth)
 }
 
 async fn shutdown_signal() {
