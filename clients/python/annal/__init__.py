@@ -14,6 +14,7 @@ batched, and every error of the server is raised as `AnnalError` with its `statu
 from __future__ import annotations
 
 import base64
+import os
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -87,16 +88,27 @@ def _matrix(vectors: Any) -> np.ndarray:
 class Client:
     """A connection to one annal server."""
 
-    def __init__(self, url: str = "http://127.0.0.1:7700", actor: Optional[str] = None, timeout: float = 300.0):
+    def __init__(self, url: str = "http://127.0.0.1:7700", actor: Optional[str] = None, timeout: float = 300.0,
+                 token: Optional[str] = None):
+        """`token`: a bearer token for a server with authentication (default: the
+        `ANNAL_TOKEN` environment variable); its name is then the actor of every write,
+        whatever `actor` says."""
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.actor = actor
+        self.token = token if token is not None else os.environ.get("ANNAL_TOKEN")
         self.session = self._new_session()
+
+    def __repr__(self) -> str:
+        # Never the token.
+        return f"Client({self.url!r}, actor={self.actor!r}, token={'set' if self.token else None})"
 
     def _new_session(self) -> requests.Session:
         session = requests.Session()
         if self.actor is not None:
             session.headers["x-annal-actor"] = self.actor
+        if self.token:
+            session.headers["authorization"] = f"Bearer {self.token}"
         return session
 
     # -- plumbing --------------------------------------------------------------------

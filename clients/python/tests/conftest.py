@@ -15,15 +15,14 @@ from annal import Client
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture()
-def server(tmp_path):
+def _start(tmp_path, args=(), env=None, token=None):
     binary = os.environ.get("ANNAL_BIN", str(ROOT / "target" / "debug" / "annal"))
     proc = subprocess.Popen(
-        [binary, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0"],
+        [binary, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0", *args],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env={**os.environ, "ANNAL_LOG": "info", "NO_COLOR": "1"},
+        env={**os.environ, "ANNAL_LOG": "info", "NO_COLOR": "1", **(env or {})},
     )
     found = {}
     seen = []
@@ -43,7 +42,7 @@ def server(tmp_path):
             assert proc.poll() is None, "the server exited: " + "".join(seen)
             assert time.monotonic() < deadline, "the server never said where it listens: " + "".join(seen)
             time.sleep(0.01)
-        client = Client(f"http://{found['addr']}", actor="pytest")
+        client = Client(f"http://{found['addr']}", actor="pytest", token=token)
         while not client.ready():
             assert time.monotonic() < deadline, "the server never became ready"
             time.sleep(0.01)
@@ -51,3 +50,20 @@ def server(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    yield from _start(tmp_path)
+
+
+WRITER_SECRET = "w-0123456789abcdef-pytest"
+READER_SECRET = "r-fedcba9876543210-pytest"
+
+
+@pytest.fixture()
+def auth_server(tmp_path):
+    """A server with a write token (`ingest`) and a read token (`dash`); the client
+    holds the write token."""
+    tokens = f"ingest:write:{WRITER_SECRET},dash:read:{READER_SECRET}"
+    yield from _start(tmp_path, env={"ANNAL_AUTH_TOKENS": tokens}, token=WRITER_SECRET)

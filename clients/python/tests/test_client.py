@@ -215,3 +215,23 @@ def test_events_are_read_back_with_their_fields(server):
     assert kinds[-2:] == ["IndexCreated", "VectorsUpserted"] and answer["last_seq"] >= 2
     assert answer["events"][-1]["body"]["items"][0]["vector"] == [0.25, 0.5]
     assert answer["events"][-1]["actor"] == "pytest"
+
+
+def test_a_token_names_the_actor_and_a_read_token_may_not_write(auth_server):
+    from annal import Client
+    from conftest import READER_SECRET
+
+    db, _, _ = auth_server
+    assert "w-0123" not in repr(db), "the token never shows"
+    db.create_index("sec", dimension=2, distance="l2")
+    db.upsert("sec", ["a"], [[1.0, 0.0]])
+    actors = [e["actor"] for e in db.events(from_seq=1, limit=10)["events"]]
+    assert actors[-2:] == ["ingest", "ingest"], "the token's name, not actor='pytest'"
+    reader = Client(db.url, token=READER_SECRET)
+    assert reader.search("sec", [1.0, 0.0], k=1)[0]["id"] == "a"
+    with pytest.raises(AnnalError) as refused:
+        reader.upsert("sec", ["b"], [[0.0, 1.0]])
+    assert refused.value.status == 403 and refused.value.error == "forbidden"
+    with pytest.raises(AnnalError) as anonymous:
+        Client(db.url, token="").list_indexes()
+    assert anonymous.value.status == 401
