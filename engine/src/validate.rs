@@ -169,12 +169,28 @@ fn metadata_and_partition(
         }
     }
     if let Some(partition) = item_partition {
-        if partition.is_empty() || partition.len() > TEXT_BYTES_MAX {
-            return Err(invalid(
-                format!("items[{i}].partition"),
-                format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", partition.len()),
-            ));
-        }
+        partition_path(&format!("items[{i}].partition"), partition)?;
+    }
+    Ok(())
+}
+
+/// A partition path given explicitly: 1 to [`TEXT_BYTES_MAX`] bytes of `/`-separated
+/// segments, none empty, `.` or `..`, without control characters (what a template
+/// resolves to has the same shape).
+pub fn partition_path(field: &str, path: &str) -> Result<(), InvalidInput> {
+    if path.is_empty() || path.len() > TEXT_BYTES_MAX {
+        return Err(invalid(field, format!("must be 1 to {TEXT_BYTES_MAX} bytes, got {}", path.len())));
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(invalid(field, format!("control character {c:?} is not allowed")));
+    }
+    if let Some(segment) = path.split('/').find(|s| s.is_empty() || *s == "." || *s == "..") {
+        return Err(invalid(
+            field,
+            format!(
+                "segment {segment:?} of {path:?}: segments between '/' must be non-empty and not . or .."
+            ),
+        ));
     }
     Ok(())
 }

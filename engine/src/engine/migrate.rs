@@ -33,6 +33,20 @@ pub struct MigrateOptions {
     pub take_snapshot_first: bool,
 }
 
+impl MigrateOptions {
+    /// Refuse options no migration can run with.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming `batch_size` outside 1 to [`BATCH_SIZE_MAX`].
+    pub fn check(&self) -> Result<(), InvalidInput> {
+        if !(1..=BATCH_SIZE_MAX).contains(&self.batch_size) {
+            let reason = format!("must be 1 to {BATCH_SIZE_MAX}, got {}", self.batch_size);
+            return Err(InvalidInput { field: "batch_size".into(), reason });
+        }
+        Ok(())
+    }
+}
+
 impl Default for MigrateOptions {
     fn default() -> Self {
         Self { dry_run: false, batch_size: BATCH_SIZE_DEFAULT, take_snapshot_first: true }
@@ -268,10 +282,7 @@ impl Engine {
     ) -> Result<MigrationReport, Error> {
         validate::actor(actor)?;
         let parsed = Arc::new(Template::parse(template)?);
-        if !(1..=BATCH_SIZE_MAX).contains(&options.batch_size) {
-            let reason = format!("must be 1 to {BATCH_SIZE_MAX}, got {}", options.batch_size);
-            return Err(InvalidInput { field: "batch_size".into(), reason }.into());
-        }
+        options.check()?;
         let started = Instant::now();
         if options.dry_run {
             return self.plan_migration(index, &parsed, started);

@@ -23,12 +23,18 @@ impl ApiJson {
     /// # Errors
     /// 400 naming the field for a body that is not a valid `T`.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        // serde would read a struct from an array too, and then name its elements.
+        match self.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(_) => return Err(ApiError::bad_request("body: must be a JSON object")),
+            None => return Err(ApiError::bad_request("body: is empty; a JSON object is needed")),
+        }
         let mut de = serde_json::Deserializer::from_slice(&self.body);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            if path == "." {
-                ApiError::bad_request(format!("body: {inner}"))
+            if path == "." || path == "?" {
+                ApiError::bad_request(format!("body: not valid JSON: {inner}"))
             } else {
                 ApiError::bad_request(format!("{path}: {inner}"))
             }

@@ -96,6 +96,8 @@ pub async fn migrate(
         batch_size: body.batch_size.unwrap_or(defaults.batch_size),
         take_snapshot_first: body.take_snapshot_first.unwrap_or(defaults.take_snapshot_first),
     };
+    // Checked before the job starts, so a bad request is a 400, not a failed job.
+    options.check().map_err(annal_engine::Error::from)?;
     jobs::start_on_index(state, "migrate", name, move |engine, index, progress| {
         let report = engine.migrate_scheme(&actor, index, &body.template, options, progress)?;
         let listed: Vec<Value> = report

@@ -655,6 +655,7 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// Answer for an unknown route.
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
+pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(256).collect();
+    ApiError::not_found(format!("no such route: {method} {path}"))
 }

@@ -155,6 +155,11 @@ pub async fn run_trial(
     let body: RunTrial = body.parse()?;
     let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
     annal_engine::validate::config(&config).map_err(annal_engine::Error::from)?;
+    // An unknown index or evaluation set is the caller's mistake: say so now, not in
+    // a job that fails later.
+    if !state.engine.trials(&name)?.evals.contains_key(&body.eval_id) {
+        return Err(annal_engine::Error::EvalNotFound { index: name, eval_id: body.eval_id }.into());
+    }
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
     jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
         let trial = engine.run_trial(&actor, index, request, progress)?;
