@@ -116,6 +116,9 @@ pub fn encode(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError>
     let (Some((first, _)), Some((last, _))) = (frames.first(), frames.last()) else {
         return Err(format("a segment holds at least one event"));
     };
+    if frames.windows(2).any(|w| w[1].0 != w[0].0 + 1) {
+        return Err(format("a segment holds a dense run of events"));
+    }
     let count = u32::try_from(frames.len()).map_err(|_too_many| format("too many events"))?;
     let body: usize = frames.iter().map(|(_, f)| 4 + f.len()).sum();
     let mut out = Vec::with_capacity(HEADER_LEN + body + 4);
@@ -306,6 +309,69 @@ impl ArchiveReader {
     }
 }
 
+/// First bytes of what `annal recover` cuts from a log.
+pub const CUT_MAGIC: &[u8; 8] = b"ANNALCUT";
+
+/// Encode frames cut from a log (`annal recover`), which need not be dense (a gap may
+/// be why they are cut): `ANNALCUT`, `u16` version 1, `u16` 0, `u32` count, then per
+/// frame `u64` sequence number, `u32` length and the frame as stored, then the CRC-32
+/// of every byte before it (docs/FORMAT.md). Returns the object and its whole CRC.
+///
+/// # Errors
+/// [`ArchiveError::Format`] for over `u32::MAX` frames or one over 4 GiB.
+pub fn encode_cut(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError> {
+    let format = |what: &str| ArchiveError::Format { key: String::new(), what: what.to_owned() };
+    let count = u32::try_from(frames.len()).map_err(|_too_many| format("too many events"))?;
+    let mut out = Vec::with_capacity(16 + frames.iter().map(|(_, f)| 12 + f.len()).sum::<usize>() + 4);
+    out.extend_from_slice(CUT_MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    for (seq, frame) in frames {
+        let len = u32::try_from(frame.len()).map_err(|_too_long| format("frame longer than 4 GiB"))?;
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(frame);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let whole = crc32fast::hash(&out);
+    Ok((out, whole))
+}
+
+/// Split an object written by [`encode_cut`] into its sequence numbers and frames
+/// (not decoded), checking magic, version, trailer CRC, lengths and count.
+///
+/// # Errors
+/// [`ArchiveError::Format`] naming `key` and what is wrong.
+pub fn split_cut<'a>(key: &str, object: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, ArchiveError> {
+    let bad = |what: &str| ArchiveError::Format { key: key.to_owned(), what: what.to_owned() };
+    let body_len = object.len().checked_sub(4).filter(|n| *n >= 16).ok_or_else(|| bad("truncated"))?;
+    let (body, trailer) = object.split_at(body_len);
+    let stored = trailer.try_into().map(u32::from_le_bytes).map_err(|_short| bad("truncated"))?;
+    if crc32fast::hash(body) != stored {
+        return Err(bad("trailer CRC-32 mismatch"));
+    }
+    if &body[..8] != CUT_MAGIC || body[8..10] != VERSION.to_le_bytes() {
+        return Err(bad("not a cut object of a known version"));
+    }
+    let word = |at: usize, n: usize| body.get(at..at + n).ok_or_else(|| bad("a record runs past the end"));
+    let count = u32::from_le_bytes(word(12, 4)?.try_into().map_err(|_short| bad("truncated"))?) as usize;
+    let mut at = 16;
+    let mut out = Vec::with_capacity(count.min(1 << 16));
+    while at < body.len() {
+        let seq = u64::from_le_bytes(word(at, 8)?.try_into().map_err(|_short| bad("truncated"))?);
+        let len =
+            u32::from_le_bytes(word(at + 8, 4)?.try_into().map_err(|_short| bad("truncated"))?) as usize;
+        out.push((seq, word(at + 12, len)?));
+        at += 12 + len;
+    }
+    if out.len() != count {
+        return Err(bad(&format!("holds {} frames, its header says {count}", out.len())));
+    }
+    Ok(out)
+}
+
 /// The frames of a registered segment, exactly as the log held them (not decoded),
 /// after checking the object's CRC against its registration and its range: what
 /// tooling reads to replay or copy archived events.
@@ -441,5 +507,28 @@ mod tests {
         let crc = crc32fast::hash(&object[..end]);
         object[end..].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(split("k", &object), Err(ArchiveError::Format { .. })));
+    }
+
+    #[test]
+    fn a_segment_refuses_a_gap_and_a_cut_object_keeps_one_and_refuses_any_damage() {
+        let mut gappy = frames(5, 2);
+        gappy.extend(frames(9, 2));
+        assert!(matches!(encode(&gappy), Err(ArchiveError::Format { .. })));
+        let (object, whole) = encode_cut(&gappy).unwrap();
+        assert_eq!(whole, crc32fast::hash(&object));
+        let out = split_cut("cut", &object).unwrap();
+        let seqs: Vec<u64> = out.iter().map(|(s, _)| *s).collect();
+        assert_eq!(seqs, [5, 6, 9, 10]);
+        for ((_, f1), (_, f2)) in gappy.iter().zip(&out) {
+            assert_eq!(f1.as_slice(), *f2);
+        }
+        for len in 0..object.len() {
+            assert!(split_cut("cut", &object[..len]).is_err(), "length {len}");
+        }
+        for at in 0..object.len() {
+            let mut bad = object.clone();
+            bad[at] ^= 0x08;
+            assert!(split_cut("cut", &bad).is_err(), "byte {at}");
+        }
     }
 }

@@ -57,6 +57,12 @@ pub enum ReplayError {
         #[source]
         source: Box<StorageError>,
     },
+    /// An event is neither in the log nor in an archive segment (a gap).
+    #[error("event {seq} is missing: the log has a gap there (annal log verify says more)")]
+    Missing {
+        /// The first event missing.
+        seq: u64,
+    },
     /// Events were offered out of order.
     #[error("event {seq} offered after event {applied}: replay applies each event once, in order")]
     OutOfOrder {
@@ -163,13 +169,15 @@ impl OfflineLog {
         Ok(frames)
     }
 
-    /// Every snapshot the log registers (`SnapshotTaken` events), oldest first, with the
-    /// sequence number of its event.
+    /// Every snapshot the log registers (`SnapshotTaken` events) up to event `upto`,
+    /// oldest first, with the sequence number of its event. Only frames whose kind byte
+    /// says `SnapshotTaken` are decoded; one that does not decode is skipped with a
+    /// warning (the tools that call this must work on a log whose tail is corrupt).
     ///
     /// # Errors
-    /// redb failed; an event does not decode.
-    pub fn snapshots(&self) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-        let (first, last) = (self.log.first_seq()?, self.log.last_seq()?);
+    /// redb failed.
+    pub fn snapshots(&self, upto: u64) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+        let (first, last) = (self.log.first_seq()?, self.log.last_seq()?.min(upto));
         let mut out = Vec::new();
         let mut next = first;
         while next <= last {
@@ -177,12 +185,14 @@ impl OfflineLog {
             let Some((end, _)) = frames.last() else { break };
             next = end + 1;
             for (seq, frame) in &frames {
-                if crate::event::check(*seq, frame).map_err(ReplayError::from)?.0 == EventKind::SnapshotTaken
-                {
-                    if let EventBody::SnapshotTaken(taken) =
-                        decode(*seq, frame).map_err(ReplayError::from)?.body
-                    {
-                        out.push((*seq, taken));
+                if frame.get(1) != Some(&(EventKind::SnapshotTaken as u8)) {
+                    continue;
+                }
+                match decode(*seq, frame) {
+                    Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) => out.push((*seq, taken)),
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(seq, %error, "a snapshot registration does not decode; skipped")
                     }
                 }
             }
@@ -202,22 +212,26 @@ impl OfflineLog {
     }
 
     /// The newest registered snapshot at or before `upto` that reads back and restores,
-    /// as a [`Replay`] starting there; `None` when there is none.
+    /// as a [`Replay`] starting there (`None` when there is none), and the newer ones
+    /// that could not be used, each with why.
     ///
     /// # Errors
-    /// redb failed. Unusable snapshots are skipped (with a warning), not errors.
-    pub fn newest_snapshot(&self, upto: u64) -> Result<Option<(Replay, SnapshotTaken)>, Error> {
-        for (_, taken) in self.snapshots()?.into_iter().rev().filter(|(_, t)| t.seq <= upto) {
+    /// redb failed. Unusable snapshots are reported, not errors.
+    pub fn newest_snapshot(&self, upto: u64) -> Result<(Option<Restored>, Vec<Skipped>), Error> {
+        let mut skipped = Vec::new();
+        for (_, taken) in self.snapshots(u64::MAX)?.into_iter().rev().filter(|(_, t)| t.seq <= upto) {
             let attempt =
                 self.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
             match attempt {
-                Ok(replay) => return Ok(Some((replay, taken))),
+                Ok(replay) => return Ok((Some((replay, taken)), skipped)),
                 Err(error) => {
-                    tracing::warn!(key = %taken.key, error = %crate::chain(&error), "snapshot skipped");
+                    let why = crate::chain(&error);
+                    tracing::warn!(key = %taken.key, error = %why, "snapshot skipped");
+                    skipped.push(Skipped { snapshot: taken, why });
                 }
             }
         }
-        Ok(None)
+        Ok((None, skipped))
     }
 
     /// Apply every event after `replay`'s position up to `upto` (or the log's end),
@@ -236,19 +250,30 @@ impl OfflineLog {
             let next = replay.applied_seq() + 1;
             let frames = self.frames(next, upto)?;
             if frames.first().map(|(s, _)| *s) != Some(next) {
-                return Err(ReplayError::Archived {
-                    seq: next,
-                    source: Box::new(ArchiveError::Missing { seq: next }),
-                }
-                .into());
+                return Err(ReplayError::Missing { seq: next }.into());
             }
             for (seq, frame) in &frames {
+                if *seq != replay.applied_seq() + 1 {
+                    return Err(ReplayError::Missing { seq: replay.applied_seq() + 1 }.into());
+                }
                 replay.apply(*seq, &decode(*seq, frame).map_err(ReplayError::from)?)?;
             }
             progress(replay.applied_seq());
         }
         Ok(())
     }
+}
+
+/// A replay starting at a snapshot, and that snapshot's registration.
+pub type Restored = (Replay, SnapshotTaken);
+
+/// A registered snapshot that could not be used.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// Its registration.
+    pub snapshot: SnapshotTaken,
+    /// Why (the error chain).
+    pub why: String,
 }
 
 /// The engine's projections, fed events by the caller; nothing else touches them.

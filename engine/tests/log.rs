@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use annal_engine::event::{decode, encode, EventKind};
+use annal_engine::event::{decode, encode, Event, EventBody, EventKind};
 use annal_engine::{Log, LogConfig, LogError, SyncMode};
 use redb::TableDefinition;
 
@@ -227,4 +227,47 @@ fn a_log_never_written_to_reads_as_empty() {
     assert!(log.read(1).unwrap().is_none());
     assert!(log.read_range(1..=10, 10).unwrap().is_empty());
     assert!(log.verify().unwrap().is_ok());
+}
+
+#[test]
+fn truncate_after_cuts_the_tail_appends_its_audit_event_in_its_place_and_refuses_other_ranges() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let events = common::one_of_each_kind();
+    log.append(&events[..6]).unwrap();
+    let audit = |first_cut, last_cut| {
+        Event::new(
+            "recover",
+            EventBody::LogTruncated(annal_engine::event::LogTruncated {
+                first_cut,
+                last_cut,
+                bucket: "primary".into(),
+                key: "recovered/x.cut".into(),
+                bytes: 1,
+                crc32: 0,
+                reason: "test".into(),
+            }),
+        )
+    };
+    for after in [6, 7] {
+        let error = log.truncate_after(after, &audit(after + 1, 6)).unwrap_err();
+        assert!(matches!(error, LogError::TruncateRange { .. }), "after {after}: {error}");
+    }
+    assert_eq!(log.last_seq(), 6, "a refused truncation changes nothing");
+    assert_eq!(log.truncate_after(3, &audit(4, 6)).unwrap(), 4);
+    assert_eq!(log.last_seq(), 4);
+    let kept = log.read_range(1..=u64::MAX, 100).unwrap();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(kept[..3].iter().map(|(_, e)| e.clone()).collect::<Vec<_>>(), events[..3].to_vec());
+    assert!(matches!(kept[3].1.body, EventBody::LogTruncated(_)));
+    // Appends continue after the audit event, and all of it survives a reopen.
+    assert_eq!(log.append(&events[6..7]).unwrap(), Some(5..=5));
+    log.close().unwrap();
+    drop(log);
+    let log = open(&dir);
+    assert_eq!(log.last_seq(), 5);
+    assert!(log.verify().unwrap().is_ok());
+    // Everything but the first event may go: `after` 0 keeps nothing but the audit.
+    assert_eq!(log.truncate_after(0, &audit(1, 5)).unwrap(), 1);
+    assert_eq!(log.read_range(1..=u64::MAX, 100).unwrap().len(), 1);
 }

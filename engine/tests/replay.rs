@@ -93,9 +93,9 @@ fn a_replay_from_the_snapshot_reaches_the_same_digest_as_one_from_nothing() {
     busy_log(dir.path(), 0.0);
     let source = OfflineLog::open(dir.path(), &BucketsConfig::default()).unwrap();
     let last = source.last_seq().unwrap();
-    let (mut from_snapshot, taken) = source.newest_snapshot(last).unwrap().expect("the close snapshot");
+    let (mut from_snapshot, taken) = source.newest_snapshot(last).unwrap().0.expect("the close snapshot");
     // The newest is the one the engine took at close: take the middle one too.
-    let all = source.snapshots().unwrap();
+    let all = source.snapshots(u64::MAX).unwrap();
     assert!(all.len() >= 2, "{all:?}");
     let (_, middle) = &all[0];
     let object = source.fetch_snapshot(middle).unwrap();

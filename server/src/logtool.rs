@@ -28,18 +28,19 @@ pub fn open(data: &Path) -> Result<ReadOnlyLog> {
     if !path.exists() {
         return Err(format!("no log at {}", path.display()).into());
     }
-    ReadOnlyLog::open(&path).map_err(|error| held_message(&path, error))
+    ReadOnlyLog::open(&path).map_err(|error| {
+        held_message(&path, error, "stop it first, or follow it over HTTP with `annal log tail --server URL`")
+    })
 }
 
 /// The error for a log that could not be opened: when a running server holds it, say
-/// so and what to do.
-pub fn held_message(path: &Path, error: annal_engine::LogError) -> Box<dyn std::error::Error> {
-    let text = crate::report(&error);
-    if text.contains("already open") || text.contains("lock") {
+/// so and what to do (`advice`).
+pub fn held_message(path: &Path, error: annal_engine::LogError, advice: &str) -> Box<dyn std::error::Error> {
+    if matches!(error, annal_engine::LogError::Storage(redb::Error::DatabaseAlreadyOpen)) {
         format!(
-            "{} is held by a running server (annal serve): stop it first, or read it over \
-             HTTP with `annal log tail --server URL` ({text})",
-            path.display()
+            "{} is held by a running server (annal serve): {advice} ({})",
+            path.display(),
+            crate::report(&error)
         )
         .into()
     } else {

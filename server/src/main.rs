@@ -131,6 +131,10 @@ enum Command {
         /// The actor recorded in the log.
         #[arg(long, default_value = "annal-import")]
         actor: String,
+        /// The server's bucket configuration file, where its snapshots and archive
+        /// segments are not in the default local bucket.
+        #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+        buckets_config: Option<PathBuf>,
     },
     /// Write every live record of an index, sorted by id, to `.fvecs` or `.npy` (ids in
     /// FILE.ids) or JSON lines (ids, metadata, partitions). Reads the log read-only.
@@ -364,6 +368,7 @@ fn main() -> ExitCode {
             metric,
             batch,
             actor,
+            buckets_config,
         } => transfer::import(&transfer::ImportArgs {
             data: &data,
             index: &index,
@@ -376,6 +381,7 @@ fn main() -> ExitCode {
             metric,
             batch: usize::try_from(batch).unwrap_or(1000),
             actor: &actor,
+            buckets_config: buckets_config.as_deref(),
         }),
         Command::Export { data, buckets_config, index, file, format, as_of } => {
             transfer::export(&transfer::ExportArgs {

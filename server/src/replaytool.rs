@@ -55,10 +55,14 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     let source = offline(data, buckets_config)?;
     let last = source.last_seq()?;
     let mut progress = Progress::new("replay", "events", Some(last));
-    let snapshot = source.newest_snapshot(last)?;
+    let (snapshot, skipped) = source.newest_snapshot(last)?;
     let mut replay = Replay::empty()?;
     let mut compared = Value::Null;
-    let mut failed = false;
+    // A registered snapshot that cannot be used is a finding of the check, whatever
+    // the older one compares to.
+    let mut failed = !skipped.is_empty();
+    let skipped: Vec<Value> =
+        skipped.iter().map(|s| json!({"seq": s.snapshot.seq, "key": s.snapshot.key, "why": s.why})).collect();
     if let Some((from_snapshot, taken)) = snapshot {
         source.replay_into(&mut replay, taken.seq, &mut |seq| progress.set(seq))?;
         let replayed = replay.state()?;
@@ -81,10 +85,19 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     let digest = state.digest();
     let mut report = digest_json(&state, &digest);
     report["snapshot"] = compared.clone();
+    report["unusable_snapshots"] = skipped.clone().into();
     report["ok"] = (!failed).into();
     if as_json {
         println!("{report}");
     } else {
+        for s in &skipped {
+            println!(
+                "UNUSABLE snapshot {} (as of {}): {}",
+                s["key"].as_str().unwrap_or(""),
+                s["seq"],
+                s["why"].as_str().unwrap_or("")
+            );
+        }
         match &compared {
             Value::Null => println!("no usable snapshot registered: nothing to compare the replay with"),
             c if c["matches"] == true => println!(
@@ -130,8 +143,7 @@ pub fn to(
     }
     std::fs::create_dir_all(out)?;
     // The newest snapshot whose registration is in the copied part.
-    let registered: Vec<_> =
-        source.snapshots()?.into_iter().filter(|(event_seq, _)| *event_seq <= to).collect();
+    let registered = source.snapshots(to)?;
     let mut base = None;
     for (_, taken) in registered.iter().rev() {
         match source
@@ -176,19 +188,27 @@ pub fn to(
         }
         for chunk in frames.chunks(COPY_BATCH) {
             for (seq, frame) in chunk {
+                // Every copied frame is checked, also those the base snapshot covers.
+                if *seq != next {
+                    return Err(format!(
+                        "event {next} is missing (the log has a gap); nothing past it can be copied"
+                    )
+                    .into());
+                }
+                annal_engine::event::check(*seq, frame)?;
                 if *seq > replay.applied_seq() {
                     replay.apply(*seq, &decode(*seq, frame)?)?;
                 }
+                next += 1;
             }
             let range = log.append_frames(chunk.iter().map(|(_, f)| f.clone()).collect())?;
-            let expected = chunk.first().map(|(s, _)| *s);
-            if range.as_ref().map(|r| *r.start()) != expected {
-                return Err(format!(
-                    "the new log gave sequence numbers {range:?}, expected from {expected:?}"
-                )
-                .into());
+            let expected = chunk.first().map(|(s, _)| *s)..=chunk.last().map(|(s, _)| *s);
+            let got = range.as_ref().map(|r| *r.start())..=range.as_ref().map(|r| *r.end());
+            if got != expected {
+                return Err(
+                    format!("the new log gave sequence numbers {range:?}, expected {expected:?}").into()
+                );
             }
-            next = chunk.last().map_or(next, |(s, _)| s + 1);
             progress.set(next - 1);
         }
     }
@@ -238,58 +258,43 @@ pub struct RecoverArgs<'a> {
 /// removes them and appends a `LogTruncated` event (sequence number S+1) in one log
 /// transaction. The server must be stopped.
 pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
-    let path = args.data.join(LOG_FILE);
-    if !path.exists() {
-        return Err(format!("no log at {}", path.display()).into());
-    }
-    let log =
-        Log::open(&path, LogConfig::default()).map_err(|error| crate::logtool::held_message(&path, error))?;
-    let (first, last) = (log.first_seq()?, log.last_seq());
-    if args.after >= last || args.after.saturating_add(1) < first {
-        return Err(format!(
-            "--truncate-after {}: the log holds events {first}..={last}; the cut must keep {}..={} and remove at least one event",
-            args.after,
-            first.saturating_sub(1),
-            last.saturating_sub(1)
-        )
-        .into());
-    }
-    let mut frames = Vec::new();
-    let mut next = args.after + 1;
-    while next <= last {
-        let batch = log.read_frames(next..=last, COPY_BATCH)?;
-        let Some((end, _)) = batch.last() else { break };
-        next = end + 1;
-        frames.extend(batch);
-    }
-    let bytes: usize = frames.iter().map(|(_, f)| f.len()).sum();
-    let corrupt: Vec<u64> = frames
-        .iter()
-        .filter(|(seq, f)| annal_engine::event::check(*seq, f).is_err())
-        .map(|(s, _)| *s)
-        .collect();
-    let (cut_first, cut_last) = (args.after + 1, last);
-    println!(
-        "cut: events {cut_first}..={cut_last} ({} events, {bytes} bytes); {} of them fail their checks{}",
-        frames.len(),
-        corrupt.len(),
-        corrupt.first().map_or_else(String::new, |s| format!(", the first is {s}"))
-    );
+    // What would be cut, read without writing (a dry run never repairs or changes the
+    // file), then, with --yes, the same read again through the writer.
+    let plan = {
+        let log = crate::logtool::open(args.data)?;
+        cut_plan(args.after, log.first_seq()?, log.last_seq()?, |range| {
+            Ok(log.read_frames(range, COPY_BATCH)?)
+        })?
+    };
+    describe_cut(args.after, &plan);
     if !args.yes {
         println!(
             "refusing without --yes: this removes {} events from the log (acknowledged writes among them are lost \
              from the state; their frames are kept in the bucket)",
-            frames.len()
+            plan.frames.len()
         );
         return Ok(ExitCode::from(2));
     }
-    let (object, crc32) = annal_engine::archive::encode(&frames)?;
+    let path = args.data.join(LOG_FILE);
+    let log = Log::open(&path, LogConfig::default())
+        .map_err(|error| crate::logtool::held_message(&path, error, "stop it first"))?;
+    let plan = cut_plan(args.after, log.first_seq()?, log.last_seq(), |range| {
+        Ok(log.read_frames(range, COPY_BATCH)?)
+    })?;
+    let (cut_first, cut_last) = (args.after + 1, plan.last);
+    let (object, crc32) = annal_engine::archive::encode_cut(&plan.frames)?;
     let stamp =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let key = format!("recovered/{cut_first:020}-{cut_last:020}-{stamp}.seg");
+    let key = format!("recovered/{cut_first:020}-{cut_last:020}-{stamp}.cut");
     let storage = Storage::open_detached(args.data, &buckets(args.buckets_config)?)?;
     let object_bytes = object.len() as u64;
     annal_engine::snapshot::block_on(storage.put(args.actor, PRIMARY, &key, bytes::Bytes::from(object)))??;
+    // Read the copy back before anything is cut.
+    let back =
+        annal_engine::snapshot::block_on(storage.get_bounded(args.actor, PRIMARY, &key, object_bytes))??;
+    if crc32fast::hash(&back.bytes) != crc32 {
+        return Err(format!("the copy {PRIMARY}/{key} does not read back as written; nothing was cut").into());
+    }
     let audit = Event::new(
         args.actor,
         EventBody::LogTruncated(LogTruncated {
@@ -306,4 +311,59 @@ pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
     log.close()?;
     println!("truncated: events {cut_first}..={cut_last} copied to {PRIMARY}/{key} and removed; LogTruncated is event {seq}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a truncation after `after` removes.
+struct CutPlan {
+    last: u64,
+    frames: Vec<(u64, Vec<u8>)>,
+}
+
+fn cut_plan(
+    after: u64,
+    first: u64,
+    last: u64,
+    mut read: impl FnMut(std::ops::RangeInclusive<u64>) -> Result<Vec<(u64, Vec<u8>)>>,
+) -> Result<CutPlan> {
+    if after >= last || after.saturating_add(1) < first {
+        return Err(format!(
+            "--truncate-after {after}: the log holds events {first}..={last}; the cut must keep {}..={} and remove at least one event",
+            first.saturating_sub(1),
+            last.saturating_sub(1)
+        )
+        .into());
+    }
+    let mut frames = Vec::new();
+    let mut next = after + 1;
+    while next <= last {
+        let batch = read(next..=last)?;
+        let Some((end, _)) = batch.last() else { break };
+        next = end + 1;
+        frames.extend(batch);
+    }
+    Ok(CutPlan { last, frames })
+}
+
+fn describe_cut(after: u64, plan: &CutPlan) {
+    let bytes: usize = plan.frames.iter().map(|(_, f)| f.len()).sum();
+    let corrupt: Vec<u64> = plan
+        .frames
+        .iter()
+        .filter(|(seq, f)| annal_engine::event::check(*seq, f).is_err())
+        .map(|(s, _)| *s)
+        .collect();
+    let first = after + 1;
+    let missing = (plan.last + 1 - first).saturating_sub(plan.frames.len() as u64);
+    println!(
+        "cut: events {first}..={} ({} events, {bytes} bytes); {} of them fail their checks{}{}",
+        plan.last,
+        plan.frames.len(),
+        corrupt.len(),
+        corrupt.first().map_or_else(String::new, |s| format!(", the first is {s}")),
+        if missing > 0 {
+            format!("; {missing} sequence numbers in the range are missing")
+        } else {
+            String::new()
+        }
+    );
 }

@@ -102,6 +102,9 @@ pub struct ImportArgs<'a> {
     pub batch: usize,
     /// The actor recorded in the log.
     pub actor: &'a str,
+    /// Bucket configuration file (the server's), where snapshots and archive segments
+    /// are not in the default local bucket.
+    pub buckets_config: Option<&'a Path>,
 }
 
 /// `annal import`.
@@ -111,13 +114,19 @@ pub fn import(args: &ImportArgs<'_>) -> Result<ExitCode> {
     if !args.data.join(annal_engine::LOG_FILE).exists() {
         std::fs::create_dir_all(args.data)?;
     }
-    let engine = Engine::open(args.data, EngineConfig::default()).map_err(|error| {
-        let path = args.data.join(annal_engine::LOG_FILE);
-        match error {
-            annal_engine::Error::Log(log) => crate::logtool::held_message(&path, log),
-            other => other.into(),
-        }
-    })?;
+    let buckets = crate::replaytool::buckets(args.buckets_config)?;
+    let engine =
+        Engine::open(args.data, EngineConfig { buckets, ..EngineConfig::default() }).map_err(|error| {
+            let path = args.data.join(annal_engine::LOG_FILE);
+            match error {
+                annal_engine::Error::Log(log) => crate::logtool::held_message(
+                    &path,
+                    log,
+                    "stop it first, or load through the server (the Python client's upsert)",
+                ),
+                other => other.into(),
+            }
+        })?;
     let result = import_into(&engine, args, rows);
     let closed = engine.close();
     let code = result?;
@@ -145,7 +154,10 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
     let mut batch: Vec<VectorItem> = Vec::with_capacity(args.batch);
     let mut batch_rows: Vec<u64> = Vec::with_capacity(args.batch);
     let mut in_batch: HashSet<String> = HashSet::new();
+    // Ids this run imported (or queued), so that a repeat in the file is skipped.
+    let mut seen: HashSet<Arc<str>> = HashSet::new();
     let (mut read, mut skipped, mut imported, mut events, mut last_seq) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut repeated = 0u64;
     let mut flush = |batch: &mut Vec<VectorItem>,
                      batch_rows: &mut Vec<u64>,
                      in_batch: &mut HashSet<String>|
@@ -187,11 +199,11 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
         read += 1;
         if present.contains(row.id.as_str()) {
             skipped += 1;
+        } else if in_batch.contains(&row.id) || !seen.insert(Arc::from(row.id.as_str())) {
+            // An id the file repeats: its first row wins, in one run as in a resumed
+            // one (which skips every id already in).
+            repeated += 1;
         } else {
-            // The same id twice in one batch is refused: the later row goes in the next.
-            if in_batch.contains(&row.id) {
-                flush(&mut batch, &mut batch_rows, &mut in_batch)?;
-            }
             in_batch.insert(row.id.clone());
             batch_rows.push(row.number);
             batch.push(VectorItem {
@@ -211,12 +223,16 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
         engine.wait_for_seq(last_seq, APPLY_WAIT)?;
     }
     progress.finish();
+    if repeated > 0 {
+        tracing::warn!(rows = repeated, "the file repeats ids; the first row of each was kept");
+    }
     let secs = started.elapsed().as_secs_f64();
     let report = json!({
         "index": args.index,
         "rows": read,
         "imported": imported,
         "skipped_present": skipped,
+        "skipped_repeated": repeated,
         "present_before": already,
         "events": events,
         "last_seq": last_seq,
@@ -243,6 +259,7 @@ fn open_rows(args: &ImportArgs<'_>, format: Format) -> Result<Rows> {
             }
         }
     };
+    let ids_lines = ids.as_ref().map(Vec::len);
     let prefix = args.id_prefix.to_owned();
     let id_of = move |number: u64| -> Result<String> {
         match &ids {
@@ -253,13 +270,25 @@ fn open_rows(args: &ImportArgs<'_>, format: Format) -> Result<Rows> {
             None => Ok(format!("{prefix}{number}")),
         }
     };
-    match format {
-        Format::Fvecs => fvecs_rows(args.file, id_of),
-        Format::Npy => npy_rows(args.file, id_of),
+    let rows = match format {
+        Format::Fvecs => fvecs_rows(args.file, id_of)?,
+        Format::Npy => npy_rows(args.file, id_of)?,
         Format::Jsonl => {
-            jsonl_rows(args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned())
+            jsonl_rows(args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned())?
+        }
+    };
+    // Checked before anything is written: a stale ids file would pair ids with the
+    // wrong rows.
+    if let (Some(lines), Some(total)) = (ids_lines, rows.total) {
+        if lines as u64 != total {
+            return Err(format!(
+                "the ids file has {lines} lines and {} has {total} rows",
+                args.file.display()
+            )
+            .into());
         }
     }
+    Ok(rows)
 }
 
 /// `FILE.ids` beside `FILE`.
@@ -326,7 +355,8 @@ fn fvecs_rows(path: &Path, id_of: impl Fn(u64) -> Result<String> + 'static) -> R
 
 fn npy_rows(path: &Path, id_of: impl Fn(u64) -> Result<String> + 'static) -> Result<Rows> {
     let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let npy = npyz::NpyFile::new(BufReader::with_capacity(1 << 20, file))?;
+    let npy = npyz::NpyFile::new(BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| format!("{}: not a .npy file: {e}", path.display()))?;
     let shape = npy.shape().to_vec();
     let [rows, dim] = shape[..] else {
         return Err(
@@ -388,22 +418,30 @@ fn jsonl_rows(path: &Path, id_field: String, row_ids: bool, prefix: String) -> R
                 return Ok(None);
             }
             let at = |what: String| format!("{display}: line {}: {what}", this + 1);
-            let value: Value = serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+            // Top-level fields as raw JSON text: metadata goes in exactly as written
+            // (key order, number spelling), the rest is parsed.
+            let fields: std::collections::BTreeMap<&str, &serde_json::value::RawValue> =
+                serde_json::from_str(&line).map_err(|e| at(e.to_string()))?;
+            let parse = |name: &str| -> std::result::Result<Value, String> {
+                match fields.get(name) {
+                    Some(raw) => serde_json::from_str(raw.get()).map_err(|e| at(format!("{name}: {e}"))),
+                    None => Ok(Value::Null),
+                }
+            };
             let id = if row_ids {
                 format!("{prefix}{this}")
             } else {
-                match value.get(&id_field) {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Number(n)) => n.to_string(),
-                    Some(_) => return Err(at(format!("{id_field}: a string or a number is needed")).into()),
-                    None => {
+                match parse(&id_field)? {
+                    Value::String(s) => s,
+                    Value::Number(n) => n.to_string(),
+                    Value::Null => {
                         return Err(at(format!("no {id_field:?} field (use --id-field, or --row-ids)")).into())
                     }
+                    _ => return Err(at(format!("{id_field}: a string or a number is needed")).into()),
                 }
             };
-            let vector = value
-                .get("vector")
-                .and_then(Value::as_array)
+            let vector = parse("vector")?
+                .as_array()
                 .ok_or_else(|| at("vector: an array of numbers is needed".into()))?
                 .iter()
                 .enumerate()
@@ -411,14 +449,12 @@ fn jsonl_rows(path: &Path, id_field: String, row_ids: bool, prefix: String) -> R
                     x.as_f64().map(|f| f as f32).ok_or_else(|| at(format!("vector[{i}]: not a number")))
                 })
                 .collect::<std::result::Result<Vec<f32>, String>>()?;
-            let metadata = match value.get("metadata") {
-                None | Some(Value::Null) => None,
-                Some(m) => Some(m.to_string()),
-            };
-            let partition = match value.get("partition") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(p)) => Some(p.clone()),
-                Some(_) => return Err(at("partition: a string is needed".into()).into()),
+            let metadata =
+                fields.get("metadata").map(|raw| raw.get()).filter(|raw| *raw != "null").map(str::to_owned);
+            let partition = match parse("partition")? {
+                Value::Null => None,
+                Value::String(p) => Some(p),
+                _ => return Err(at("partition: a string is needed".into()).into()),
             };
             Ok(Some(Row { number: this, id, vector, metadata, partition }))
         })();
@@ -457,7 +493,7 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     if upto > last {
         return Err(format!("--as-of {upto}: the log ends at {last}").into());
     }
-    let (mut replay, from) = match source.newest_snapshot(upto)? {
+    let (mut replay, from) = match source.newest_snapshot(upto)?.0 {
         Some((replay, taken)) => (replay, taken.seq),
         None => (annal_engine::replay::Replay::empty()?, 0),
     };
@@ -470,20 +506,16 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     drop(replay);
     let dim = info.params.dimension as usize;
     let mut progress = Progress::new(format!("export {}", args.index), "rows", Some(records.len() as u64));
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(args.file)?);
-    let mut ids = match format {
-        Format::Jsonl => None,
-        Format::Fvecs | Format::Npy => Some(BufWriter::new(File::create(ids_path(args.file))?)),
-    };
     let with_metadata = records.iter().filter(|r| r.metadata.is_some() || r.partition.is_some()).count();
-    if ids.is_some() && with_metadata > 0 {
+    let ids_file = matches!(format, Format::Fvecs | Format::Npy);
+    if ids_file && with_metadata > 0 {
         tracing::warn!(
             records = with_metadata,
             "metadata and partitions are not written to .fvecs / .npy; use JSON lines to keep them"
         );
     }
     if let Some(bad) = records.iter().find(|r| r.id.contains('\n') || r.id.contains('\r')) {
-        if ids.is_some() {
+        if ids_file {
             return Err(format!(
                 "id {:?} holds a line break and cannot go in an ids file; export JSON lines",
                 bad.id
@@ -491,6 +523,10 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
             .into());
         }
     }
+    // Files are created only once the export is known to be possible.
+    let create = |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
+    let mut out = BufWriter::with_capacity(1 << 20, create(args.file)?);
+    let mut ids = if ids_file { Some(BufWriter::new(create(&ids_path(args.file))?)) } else { None };
     match format {
         Format::Fvecs => {
             let head = i32::try_from(dim)?.to_le_bytes();
@@ -517,16 +553,22 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
         }
         Format::Jsonl => {
             for (i, r) in records.iter().enumerate() {
-                let metadata = match &r.metadata {
-                    Some(text) => {
-                        serde_json::from_str::<Value>(text).unwrap_or_else(|_| Value::String(text.clone()))
-                    }
-                    None => Value::Null,
-                };
-                let mut line = json!({"id": r.id, "vector": r.vector, "metadata": metadata});
+                // Metadata as stored, byte for byte but for whitespace: valid JSON holds
+                // line breaks and tabs only between tokens, where a space does as well,
+                // so each record stays one line.
+                let metadata = r
+                    .metadata
+                    .as_deref()
+                    .map_or_else(|| "null".to_owned(), |text| text.replace(['\n', '\r', '\t'], " "));
+                let mut line = format!(
+                    "{{\"id\":{},\"vector\":{},\"metadata\":{metadata}",
+                    serde_json::to_string(&r.id)?,
+                    serde_json::to_string(&r.vector)?
+                );
                 if let Some(p) = &r.partition {
-                    line["partition"] = p.clone().into();
+                    line.push_str(&format!(",\"partition\":{}", serde_json::to_string(p)?));
                 }
+                line.push('}');
                 writeln!(out, "{line}")?;
                 progress.set(i as u64 + 1);
             }

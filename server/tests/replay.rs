@@ -234,6 +234,23 @@ fn recover_refuses_without_yes_then_cuts_the_corrupt_tail_keeps_it_in_the_bucket
     assert_eq!(verify.status.code(), Some(1));
     assert!(stdout(&verify).contains("CORRUPT at event 5"), "{}", stdout(&verify));
     let before = raw_frames(dir.path());
+    // The tools that read up to a point still work below the corrupt tail.
+    let out_dir = tempfile::tempdir().unwrap();
+    let below = out_dir.path().join("as-of-4");
+    let copied = annal(&["replay", "--data", data, "--to", "4", "--out", below.to_str().unwrap(), "--json"]);
+    assert!(copied.status.success(), "{}", String::from_utf8_lossy(&copied.stderr));
+    let exported = annal(&[
+        "export",
+        "--data",
+        data,
+        "--index",
+        "docs",
+        "--as-of",
+        "4",
+        out_dir.path().join("x.jsonl").to_str().unwrap(),
+    ]);
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    assert_eq!(raw_frames(dir.path()), before, "reading changed nothing");
 
     let refused = annal(&["recover", "--data", data, "--truncate-after", "4"]);
     assert_eq!(refused.status.code(), Some(2), "{}", stdout(&refused));
@@ -266,11 +283,11 @@ fn recover_refuses_without_yes_then_cuts_the_corrupt_tail_keeps_it_in_the_bucket
     assert_eq!(event["body"]["last_cut"], 6);
     assert_eq!(event["body"]["reason"], "bit rot in the tail");
     // The cut frames, exactly as the log held them (corrupt ones included), are in the
-    // bucket, in the archive segment format.
+    // bucket, in the cut frames format.
     let key = event["body"]["key"].as_str().unwrap();
     let object = std::fs::read(dir.path().join("buckets/primary").join(key)).unwrap();
     assert_eq!(crc32fast::hash(&object), event["body"]["crc32"].as_u64().unwrap() as u32);
-    let kept: Vec<(u64, Vec<u8>)> = annal_engine::archive::split(key, &object)
+    let kept: Vec<(u64, Vec<u8>)> = annal_engine::archive::split_cut(key, &object)
         .unwrap()
         .into_iter()
         .map(|(s, f)| (s, f.to_vec()))
@@ -283,4 +300,60 @@ fn recover_refuses_without_yes_then_cuts_the_corrupt_tail_keeps_it_in_the_bucket
     assert_eq!(ids, ["a", "c"]);
     engine.close().unwrap();
     drop(engine);
+}
+
+#[test]
+fn recover_keeps_a_gap_as_a_gap_in_its_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    six_events(dir.path());
+    // Event 5 is gone: the log cannot be replayed past 4.
+    {
+        let db = redb::Database::create(dir.path().join(LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let events: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+            txn.open_table(events).unwrap().remove(5).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let data = dir.path().to_str().unwrap();
+    let check = annal(&["replay", "--check", "--data", data]);
+    assert!(!check.status.success());
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains("event 5 is missing"),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let refused = annal(&["recover", "--data", data, "--truncate-after", "4"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stdout(&refused).contains("cut: events 5..=6 (1 events"), "{}", stdout(&refused));
+    assert!(stdout(&refused).contains("1 sequence numbers in the range are missing"), "{}", stdout(&refused));
+    let done = annal(&["recover", "--data", data, "--truncate-after", "4", "--yes"]);
+    assert!(done.status.success(), "{}{}", stdout(&done), String::from_utf8_lossy(&done.stderr));
+    let dumped = annal(&["log", "dump", "--data", data, "--json", "--from", "5"]);
+    let event: Value = serde_json::from_str(stdout(&dumped).trim()).unwrap();
+    let key = event["body"]["key"].as_str().unwrap();
+    let object = std::fs::read(dir.path().join("buckets/primary").join(key)).unwrap();
+    let seqs: Vec<u64> =
+        annal_engine::archive::split_cut(key, &object).unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [6]);
+    let check = json_out(&annal(&["replay", "--check", "--data", data, "--json"]));
+    assert_eq!(check["ok"], true, "{check}");
+}
+
+#[test]
+fn replay_check_fails_when_the_newest_snapshot_is_unusable_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    six_events(dir.path());
+    let newest = dir.path().join("buckets/primary/snapshots/00000000000000000005.snap");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&newest, bytes).unwrap();
+    let out = annal(&["replay", "--check", "--data", dir.path().to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["unusable_snapshots"][0]["key"], "snapshots/00000000000000000005.snap", "{report}");
+    assert_eq!(report["snapshot"]["seq"], 2, "the older one is still compared: {report}");
+    assert_eq!(report["snapshot"]["matches"], true);
 }

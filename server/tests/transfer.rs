@@ -257,3 +257,68 @@ fn import_names_a_bad_row_and_refuses_its_batch_whole() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn json_lines_keep_metadata_as_written_a_repeated_id_keeps_its_first_row_and_ids_must_match_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let file = dir.path().join("rows.jsonl");
+    let text = concat!(
+        r#"{"id": "a", "vector": [1.0, 0.0], "metadata": {"zeta": 1, "big": 12345678901234567890123, "alpha": [1.50]}}"#,
+        "\n",
+        r#"{"id": "b", "vector": [0.0, 1.0]}"#,
+        "\n",
+        r#"{"id": "a", "vector": [5.0, 6.0], "metadata": {"second": true}}"#,
+        "\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let imported = report(&annal(&[
+        "import",
+        "--data",
+        data,
+        "--index",
+        "docs",
+        "--metric",
+        "l2",
+        "--batch",
+        "1",
+        file.to_str().unwrap(),
+    ]));
+    assert_eq!(
+        (imported["imported"].as_u64(), imported["skipped_repeated"].as_u64()),
+        (Some(2), Some(1)),
+        "{imported}"
+    );
+    let out = dir.path().join("out.jsonl");
+    report(&annal(&["export", "--data", data, "--index", "docs", out.to_str().unwrap()]));
+    let exported = std::fs::read_to_string(&out).unwrap();
+    let first = exported.lines().next().unwrap();
+    assert!(
+        first.contains(r#""metadata":{"zeta": 1, "big": 12345678901234567890123, "alpha": [1.50]}"#),
+        "metadata byte for byte: {first}"
+    );
+    assert!(first.contains(r#""vector":[1.0,0.0]"#), "the first row of a: {first}");
+
+    // An ids file with another number of lines than the file has rows is refused
+    // before anything is written.
+    let fvecs = dir.path().join("two.fvecs");
+    let mut bytes = Vec::new();
+    for row in [[1.0f32, 2.0], [3.0, 4.0]] {
+        bytes.extend_from_slice(&2i32.to_le_bytes());
+        for v in row {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    std::fs::write(&fvecs, bytes).unwrap();
+    std::fs::write(dir.path().join("two.fvecs.ids"), "x\ny\nz\n").unwrap();
+    let fresh = dir.path().join("fresh");
+    let out = annal(&["import", "--data", fresh.to_str().unwrap(), "--index", "v", fvecs.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the ids file has 3 lines"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!fresh.join(LOG_FILE).exists(), "nothing written");
+}

@@ -100,20 +100,14 @@ fn an_evaluation_set_a_trial_and_autotune_run_as_jobs_and_their_results_are_reco
     assert_eq!(promotion["current"]["trial_id"], chosen.as_str(), "{promotion}");
     assert!(promotion["current"]["note"].as_str().unwrap().contains("autotune"), "{promotion}");
 
-    // A job that fails says why; unknown jobs are 404.
-    let failed = finish(
-        &server,
-        &start(
-            &server,
-            "/vectors/index/docs/trials",
-            json!({"eval_id": "nope", "m": 16, "ef_construction": 40, "ef_search": 32}),
-        ),
+    // Unknown jobs are 404.
+    // An unknown evaluation set is refused before any job starts.
+    let (status, missing) = server.post(
+        "/vectors/index/docs/trials",
+        json!({"eval_id": "nope", "m": 16, "ef_construction": 40, "ef_search": 32}),
     );
-    assert_eq!(
-        (failed["status"].as_str(), failed["error"]["status"].as_u64()),
-        (Some("failed"), Some(404)),
-        "{failed}"
-    );
+    assert_eq!(status, 404, "{missing}");
+    assert!(missing["detail"].as_str().unwrap().contains("\"nope\""), "{missing}");
     assert_eq!(server.get("/jobs/123456").0, 404);
     assert_eq!(
         server.post("/vectors/index/nope/evals", json!({})).0,
