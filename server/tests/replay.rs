@@ -357,3 +357,31 @@ fn replay_check_fails_when_the_newest_snapshot_is_unusable_and_names_it() {
     assert_eq!(report["snapshot"]["seq"], 2, "the older one is still compared: {report}");
     assert_eq!(report["snapshot"]["matches"], true);
 }
+
+#[test]
+fn every_tool_refuses_a_directory_a_running_server_holds_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server::Server::start(dir.path());
+    assert_eq!(server.post("/vectors/index", json!({"name": "docs", "dimension": 2})).0, 201);
+    let data = dir.path().to_str().unwrap();
+    let file = dir.path().join("x.jsonl");
+    std::fs::write(&file, "{\"id\": \"a\", \"vector\": [1.0, 2.0]}\n").unwrap();
+    let out_dir = dir.path().join("out");
+    for args in [
+        vec!["replay", "--check", "--data", data],
+        vec!["replay", "--to", "1", "--out", out_dir.to_str().unwrap(), "--data", data],
+        vec!["export", "--index", "docs", "--data", data, file.to_str().unwrap()],
+        vec!["import", "--index", "docs", "--data", data, file.to_str().unwrap()],
+        vec!["recover", "--truncate-after", "0", "--data", data],
+        vec!["log", "dump", "--data", data],
+    ] {
+        let out = annal(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("is held by a running server (annal serve): stop it first"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(server.last_seq(), 1, "nothing was written");
+}
