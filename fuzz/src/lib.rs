@@ -1,0 +1,426 @@
+//! The fuzz targets' bodies, as functions: `fuzz_targets/*` run them under libFuzzer
+//! (`cargo +nightly fuzz run NAME`, see `scripts/fuzz.sh`), and `tests/corpus.rs` runs
+//! them on every CI run over the committed corpus and generated inputs, so a crash
+//! once found stays a regression test.
+//!
+//! Each function panics (the fuzzer's finding) only when the property it checks does
+//! not hold: decoding never panics and what it accepts re-encodes stably; no HTTP body
+//! makes a route answer 500; the engine driven by arbitrary operations always agrees
+//! with a `BTreeMap` model of what it should hold.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+
+use annal_engine::event::{decode, encode, SnapshotTaken, VectorItem, FRAME_VERSION};
+use annal_engine::replay::Replay;
+use annal_engine::{Engine, EngineConfig, Error, HnswConfig, Metric, PromoteRequest, SyncMode};
+use arbitrary::{Arbitrary, Unstructured};
+
+/// Arbitrary bytes into the frame decoder: an error or an event, never a panic, and
+/// whatever it accepts re-encodes to the same bytes twice.
+pub fn frame_decode(data: &[u8]) {
+    if let Ok(event) = decode(0, data) {
+        // Compare bytes, not events: a NaN component is not equal to itself.
+        let once = encode(&event).expect("a decoded event re-encodes");
+        let twice = encode(&decode(0, &once).expect("a re-encoded event decodes")).expect("re-encodes");
+        assert_eq!(once, twice);
+    }
+}
+
+/// Arbitrary payloads behind a valid header and checksum, for every kind (and unknown
+/// ones), so the fuzzer reaches rkyv's validation instead of stopping at the CRC.
+pub fn payload_decode(data: &[u8]) {
+    let Some((&kind, payload)) = data.split_first() else { return };
+    let Ok(len) = u32::try_from(payload.len()) else { return };
+    let mut frame = vec![FRAME_VERSION, kind % 32, 0, 0];
+    frame.extend_from_slice(&len.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&frame);
+    crc.update(payload);
+    frame.extend_from_slice(&crc.finalize().to_le_bytes());
+    frame.extend_from_slice(payload);
+    frame_decode(&frame);
+}
+
+/// The projections' snapshot section names, as a snapshot holds them.
+pub const SECTIONS: [&str; 6] = ["documents", "vectors", "journal", "promotions", "trials", "partitions"];
+
+/// Arbitrary bytes as a snapshot object: the container check, then (if it passes)
+/// every projection's restore. Never a panic.
+pub fn snapshot_decode(data: &[u8]) {
+    if let Ok(decoded) = annal_engine::snapshot::format::decode(data) {
+        let taken = SnapshotTaken {
+            seq: decoded.seq,
+            bucket: "primary".into(),
+            key: "fuzz".into(),
+            bytes: data.len() as u64,
+            crc32: decoded.crc32,
+        };
+        let _ = Replay::from_snapshot(data, &taken);
+    }
+}
+
+/// Arbitrary section contents in a valid container (correct CRCs), so the fuzzer
+/// reaches each projection's section decoder. The `vectors` section's FAISS index
+/// bytes are left out: FAISS's own reader is not hardened against hostile input (a
+/// snapshot's bytes are trusted once their CRC matches the registration).
+pub fn snapshot_sections(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(seq) = u.arbitrary::<u64>() else { return };
+    let mut sections = Vec::new();
+    for name in SECTIONS {
+        if name == "vectors" {
+            // An empty catalog: `u64` count 0.
+            sections.push((name.to_owned(), 0u64.to_le_bytes().to_vec()));
+            continue;
+        }
+        let Ok(bytes) = u.arbitrary::<Vec<u8>>() else { return };
+        sections.push((name.to_owned(), bytes));
+    }
+    let (chunks, _) = annal_engine::snapshot::format::encode(seq, sections);
+    let object: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let decoded = annal_engine::snapshot::format::decode(&object).expect("what encode writes decodes");
+    let taken = SnapshotTaken {
+        seq,
+        bucket: "primary".into(),
+        key: "fuzz".into(),
+        bytes: object.len() as u64,
+        crc32: decoded.crc32,
+    };
+    let _ = Replay::from_snapshot(&object, &taken);
+}
+
+/// What an HTTP request of the `http_body` target goes to.
+pub const ROUTES: [(&str, &str); 14] = [
+    ("POST", "/vectors/index"),
+    ("POST", "/vectors/index/docs/add"),
+    ("POST", "/vectors/index/docs/delete"),
+    ("POST", "/vectors/index/docs/search"),
+    ("POST", "/vectors/index/docs/documents"),
+    ("POST", "/vectors/index/docs/scheme"),
+    ("POST", "/vectors/index/docs/promote"),
+    ("POST", "/vectors/index/docs/rollback"),
+    ("PUT", "/vectors/index/docs/embedding"),
+    ("PUT", "/storage/buckets/primary/objects/fuzz"),
+    ("GET", "/vectors/index/docs?"),
+    ("GET", "/vectors/index?"),
+    ("GET", "/admin/events?"),
+    ("POST", "/vectors/index/docs/search?"),
+];
+
+struct App {
+    _dir: tempfile::TempDir,
+    runtime: tokio::runtime::Runtime,
+    router: axum::Router,
+}
+
+fn app() -> &'static App {
+    static APP: OnceLock<App> = OnceLock::new();
+    APP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = EngineConfig { sync: SyncMode::Deferred, ..EngineConfig::default() };
+        let engine = Arc::new(Engine::open(dir.path(), config).expect("open"));
+        engine.create_index("fuzz", "docs", 3, Metric::L2, HnswConfig::default()).expect("create");
+        let item =
+            VectorItem { id: "seed".into(), vector: vec![0.0, 0.0, 1.0], metadata: None, partition: None };
+        engine.upsert("fuzz", "docs", vec![item]).expect("seed");
+        let state =
+            annal_server::http::AppState::new(engine, annal_server::http::INFLIGHT_BODY_BYTES_DEFAULT)
+                .expect("state");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        App { _dir: dir, runtime, router: annal_server::http::router(state) }
+    })
+}
+
+/// The first byte picks a route, the rest is its body (or, for `GET` routes and the
+/// last search, its query string): whatever it is, the answer is not a 500 and the
+/// server does not panic.
+pub fn http_body(data: &[u8]) {
+    use tower::ServiceExt;
+    let Some((&pick, rest)) = data.split_first() else { return };
+    let (method, path) = ROUTES[pick as usize % ROUTES.len()];
+    let (uri, body) = if path.ends_with('?') {
+        let query: String = rest
+            .iter()
+            .map(|b| if b.is_ascii_alphanumeric() || b"=&_-.".contains(b) { char::from(*b) } else { '_' })
+            .collect();
+        let body = if method == "POST" { br#"{"vector": [1, 2, 3]}"#.to_vec() } else { Vec::new() };
+        (format!("{path}{query}"), body)
+    } else {
+        (path.to_owned(), rest.to_vec())
+    };
+    let content_type =
+        if path.contains("/objects/") { "application/octet-stream" } else { "application/json" };
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri.as_str())
+        .header("content-type", content_type)
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let app = app();
+    let response = app.runtime.block_on(app.router.clone().oneshot(request)).expect("infallible");
+    let status = response.status().as_u16();
+    if status == 500 {
+        let bytes =
+            app.runtime.block_on(axum::body::to_bytes(response.into_body(), 1 << 20)).unwrap_or_default();
+        panic!("{method} {uri}: 500: {}", String::from_utf8_lossy(&bytes));
+    }
+}
+
+/// One step of the `engine_ops` target.
+#[derive(Arbitrary, Debug)]
+pub enum Op {
+    /// Create index `i{index % 3}` (dimension 4), L2 or inner product.
+    Create {
+        /// Which index.
+        index: u8,
+        /// L2 when even.
+        l2: bool,
+    },
+    /// Upsert items `v{id % 16}` with small integer components.
+    Upsert {
+        /// Which index.
+        index: u8,
+        /// Ids and vectors.
+        items: Vec<(u8, [i8; 4])>,
+    },
+    /// Delete ids.
+    Delete {
+        /// Which index.
+        index: u8,
+        /// Ids.
+        ids: Vec<u8>,
+    },
+    /// Search a stored vector: it is found at distance 0 (L2), and `k = len` finds all.
+    Search {
+        /// Which index.
+        index: u8,
+        /// Which record.
+        probe: u8,
+    },
+    /// Drop the index.
+    Drop {
+        /// Which index.
+        index: u8,
+    },
+    /// Take a snapshot.
+    Snapshot,
+    /// Promote another efSearch.
+    Promote {
+        /// Which index.
+        index: u8,
+        /// efSearch - 16.
+        ef: u8,
+    },
+    /// Roll the last promotion back.
+    Rollback {
+        /// Which index.
+        index: u8,
+    },
+    /// Close and open again (restoring the newest snapshot, replaying the rest).
+    Reopen,
+}
+
+#[derive(Default, Debug)]
+struct ModelIndex {
+    l2: bool,
+    records: BTreeMap<String, Vec<f32>>,
+    promoted: Vec<u32>,
+}
+
+fn open(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, EngineConfig { sync: SyncMode::Deferred, ..EngineConfig::default() }).expect("open")
+}
+
+/// Arbitrary operations on a fresh engine, each checked against a model: every
+/// answer, every index's records (ids and vectors bit for bit), the promotion in
+/// effect, and, after a reopen, all of it again. Returns how many operations changed
+/// the model (so a test can tell that inputs reach past the first refusal).
+pub fn engine_ops(data: &[u8]) -> usize {
+    // The first byte's low bit: start with the three indexes created (most inputs then
+    // reach upserts, searches and promotions), or with none.
+    let Some((&first, data)) = data.split_first() else { return 0 };
+    let mut u = Unstructured::new(data);
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < 24 {
+        match u.arbitrary::<Op>() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    if ops.is_empty() {
+        return 0;
+    }
+    let mut changed = 0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut engine = open(dir.path());
+    let mut model: BTreeMap<String, ModelIndex> = BTreeMap::new();
+    if first & 1 == 1 {
+        for (index, l2) in [(0, true), (1, false), (2, true)] {
+            apply(&engine, &mut model, &Op::Create { index, l2 });
+        }
+    }
+    for op in &ops {
+        if let Op::Reopen = op {
+            // The old engine lets go of the directory before the new one opens it.
+            engine.close().expect("close");
+            drop(engine);
+            engine = open(dir.path());
+        } else {
+            let before = format!("{model:?}");
+            apply(&engine, &mut model, op);
+            changed += usize::from(format!("{model:?}") != before);
+        }
+        check(&engine, &model, op);
+    }
+    engine.close().expect("close");
+    changed
+}
+
+fn apply(engine: &Engine, model: &mut BTreeMap<String, ModelIndex>, op: &Op) {
+    let name = |i: &u8| format!("i{}", i % 3);
+    match op {
+        Op::Create { index, l2 } => {
+            let name = name(index);
+            let metric = if *l2 { Metric::L2 } else { Metric::Ip };
+            let result = engine.create_index("fuzz", &name, 4, metric, HnswConfig::default());
+            if model.contains_key(&name) {
+                assert!(matches!(result, Err(Error::IndexExists { .. })), "{op:?}: {result:?}");
+            } else {
+                result.expect("create");
+                model.insert(name, ModelIndex { l2: *l2, ..ModelIndex::default() });
+            }
+        }
+        Op::Upsert { index, items } => {
+            let name = name(index);
+            let items: Vec<VectorItem> = items
+                .iter()
+                .map(|(id, v)| VectorItem {
+                    id: format!("v{}", id % 16),
+                    vector: v.iter().map(|x| f32::from(*x)).collect(),
+                    metadata: None,
+                    partition: None,
+                })
+                .collect();
+            let mut ids: Vec<&str> = items.iter().map(|i| i.id.as_str()).collect();
+            ids.sort_unstable();
+            let repeated = ids.windows(2).any(|w| w[0] == w[1]);
+            let result = engine.upsert("fuzz", &name, items.clone());
+            match model.get_mut(&name) {
+                None => assert!(matches!(result, Err(Error::IndexNotFound { .. })), "{op:?}: {result:?}"),
+                Some(_) if items.is_empty() || repeated => {
+                    assert!(matches!(result, Err(Error::Invalid(_))), "{op:?}: {result:?}");
+                }
+                Some(m) => {
+                    result.expect("upsert");
+                    for item in items {
+                        m.records.insert(item.id, item.vector);
+                    }
+                }
+            }
+        }
+        Op::Delete { index, ids } => {
+            let name = name(index);
+            let ids: Vec<String> = ids.iter().map(|id| format!("v{}", id % 16)).collect();
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            let repeated = sorted.windows(2).any(|w| w[0] == w[1]);
+            let result = engine.delete("fuzz", &name, ids.clone());
+            match model.get_mut(&name) {
+                None => assert!(matches!(result, Err(Error::IndexNotFound { .. })), "{op:?}: {result:?}"),
+                Some(_) if ids.is_empty() || repeated => {
+                    assert!(matches!(result, Err(Error::Invalid(_))), "{op:?}: {result:?}");
+                }
+                Some(m) => {
+                    result.expect("delete");
+                    for id in ids {
+                        m.records.remove(&id);
+                    }
+                }
+            }
+        }
+        Op::Search { index, probe } => {
+            let name = name(index);
+            let Some(m) = model.get(&name) else {
+                assert!(matches!(engine.search(&name, vec![0.0; 4], 1), Err(Error::IndexNotFound { .. })));
+                return;
+            };
+            let Some((_, vector)) = m.records.iter().nth(*probe as usize % m.records.len().max(1)) else {
+                return;
+            };
+            let hits = engine.search(&name, vector.clone(), m.records.len()).expect("search");
+            let mut found: Vec<&str> = hits.iter().map(|h| &*h.id).collect();
+            found.sort_unstable();
+            let expected: Vec<&str> = m.records.keys().map(String::as_str).collect();
+            assert_eq!(found, expected, "{op:?}: k = len finds every live record and nothing else");
+            if m.l2 {
+                assert_eq!(hits[0].distance, 0.0, "{op:?}: a stored vector is at distance 0 of itself");
+            }
+        }
+        Op::Drop { index } => {
+            let name = name(index);
+            let result = engine.drop_index("fuzz", &name);
+            if model.remove(&name).is_some() {
+                result.expect("drop");
+            } else {
+                assert!(matches!(result, Err(Error::IndexNotFound { .. })), "{op:?}: {result:?}");
+            }
+        }
+        Op::Snapshot => {
+            annal_engine::snapshot::block_on(engine.snapshot("fuzz")).expect("runtime").expect("snapshot");
+        }
+        Op::Promote { index, ef } => {
+            let name = name(index);
+            let ef_search = 16 + u32::from(*ef % 64);
+            let request = PromoteRequest {
+                config: HnswConfig { ef_search, ..HnswConfig::default() },
+                trial_id: String::new(),
+                promoted_by: "fuzz".into(),
+                note: String::new(),
+            };
+            let result = engine.promote("fuzz", &name, request);
+            match model.get_mut(&name) {
+                None => assert!(matches!(result, Err(Error::IndexNotFound { .. })), "{op:?}: {result:?}"),
+                Some(m) => {
+                    result.expect("promote");
+                    m.promoted.push(ef_search);
+                }
+            }
+        }
+        Op::Rollback { index } => {
+            let name = name(index);
+            let result = engine.rollback("fuzz", &name);
+            match model.get_mut(&name) {
+                None => assert!(matches!(result, Err(Error::IndexNotFound { .. })), "{op:?}: {result:?}"),
+                Some(m) if m.promoted.is_empty() => {
+                    assert!(matches!(result, Err(Error::NothingPromoted { .. })), "{op:?}: {result:?}");
+                }
+                Some(m) => {
+                    result.expect("rollback");
+                    m.promoted.pop();
+                }
+            }
+        }
+        Op::Reopen => unreachable!("handled by the caller"),
+    }
+}
+
+fn check(engine: &Engine, model: &BTreeMap<String, ModelIndex>, op: &Op) {
+    let names: Vec<String> = model.keys().cloned().collect();
+    assert_eq!(engine.list_indexes(), names, "after {op:?}");
+    for (name, m) in model {
+        let records = engine.records(name).expect("records");
+        let got: Vec<(&str, Vec<u32>)> =
+            records.iter().map(|r| (r.id.as_str(), r.vector.iter().map(|x| x.to_bits()).collect())).collect();
+        let want: Vec<(&str, Vec<u32>)> =
+            m.records.iter().map(|(id, v)| (id.as_str(), v.iter().map(|x| x.to_bits()).collect())).collect();
+        assert_eq!(got, want, "index {name} after {op:?}");
+        let current = engine.promotion(name).expect("promotion").current.map(|p| p.config.ef_search);
+        assert_eq!(current, m.promoted.last().copied(), "promotion of {name} after {op:?}");
+    }
+}
