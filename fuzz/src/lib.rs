@@ -289,11 +289,14 @@ fn apply(engine: &Engine, model: &mut BTreeMap<String, ModelIndex>, op: &Op) {
             let name = name(index);
             let metric = if *l2 { Metric::L2 } else { Metric::Ip };
             let result = engine.create_index("fuzz", &name, 4, metric, HnswConfig::default());
-            if model.contains_key(&name) {
-                assert!(matches!(result, Err(Error::IndexExists { .. })), "{op:?}: {result:?}");
-            } else {
-                result.expect("create");
-                model.insert(name, ModelIndex { l2: *l2, ..ModelIndex::default() });
+            match model.entry(name) {
+                std::collections::btree_map::Entry::Occupied(_) => {
+                    assert!(matches!(result, Err(Error::IndexExists { .. })), "{op:?}: {result:?}");
+                }
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    result.expect("create");
+                    slot.insert(ModelIndex { l2: *l2, ..ModelIndex::default() });
+                }
             }
         }
         Op::Upsert { index, items } => {
