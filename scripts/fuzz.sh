@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run each fuzz target with libFuzzer (cargo-fuzz, nightly) for SECONDS (default 60)
+# and print its executions and coverage. New inputs go to fuzz/corpus/<target>/, which
+# `cargo test -p annal-fuzz` replays on stable in every CI run; a crash is written to
+# fuzz/artifacts/<target>/ and becomes a corpus file once fixed.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]
+#
+# Needs `rustup toolchain install nightly` and `cargo install cargo-fuzz`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+  targets=(frame_decode payload_decode snapshot_decode snapshot_sections http_body engine_ops)
+fi
+for t in "${targets[@]}"; do
+  mkdir -p "fuzz/corpus/$t"
+  log="target/fuzz-$t.log"
+  # One worker, the machine's other core stays free; -rss_limit for FAISS's allocations.
+  cargo +nightly fuzz run "$t" "fuzz/corpus/$t" -- \
+    -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 -timeout=30 >"$log" 2>&1 || {
+    echo "$t: FAILED (see $log and fuzz/artifacts/$t/)"
+    tail -30 "$log"
+    exit 1
+  }
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
+  echo "$t: ${execs:-?} executions in ${secs} s, ${cov:-cov: ?}, corpus $(ls "fuzz/corpus/$t" | wc -l) files"
+done
