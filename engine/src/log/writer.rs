@@ -301,6 +301,12 @@ impl LogReader {
     pub fn is_poisoned(&self) -> bool {
         lock(&self.shared.poison).is_some()
     }
+
+    /// The failure that poisoned the log, if one did (e.g. redb's I/O error for a full
+    /// disk), for health checks to say why writes are refused.
+    pub fn poison(&self) -> Option<Arc<redb::Error>> {
+        lock(&self.shared.poison).clone()
+    }
 }
 
 impl Log {

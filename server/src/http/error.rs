@@ -153,9 +153,24 @@ impl ApiError {
     /// 500 `outcome_unknown`: a commit failed, and redb may have made it durable before
     /// the failure was seen, so the caller must read before retrying.
     pub fn outcome_unknown(error: &(dyn std::error::Error + 'static)) -> Self {
-        let detail =
-            "the log commit failed; the write may or may not be durable: read it back before retrying";
-        Self::fault("outcome_unknown", detail.to_owned(), error)
+        let detail = format!(
+            "the log commit failed ({}); the write may or may not be durable: read it back before retrying",
+            root_cause(error)
+        );
+        Self::fault("outcome_unknown", detail, error)
+    }
+
+    /// 503 for a log a failed commit poisoned: says why (the disk's own words, e.g. `No
+    /// space left on device`) and what recovers it.
+    pub fn poisoned(cause: &(dyn std::error::Error + 'static)) -> Self {
+        Self::unavailable(
+            format!(
+                "log is poisoned by a failed commit ({}): writes are refused; fix the cause (free space, \
+                 replace the disk), then restart, which recovers every acknowledged write",
+                root_cause(cause)
+            ),
+            None,
+        )
     }
 
     fn fault(code: &'static str, detail: String, error: &(dyn std::error::Error + 'static)) -> Self {
@@ -243,7 +258,11 @@ impl From<Error> for ApiError {
             }
             // Only a restart recovers these: no Retry-After, and a warning with the cause
             // so the operator sees why requests are refused.
-            Error::Log(LogError::Poisoned(_) | LogError::WriterGone)
+            Error::Log(LogError::Poisoned(cause)) => {
+                tracing::warn!(error = %crate::report(&error), "request refused: the log is poisoned");
+                Self::poisoned(cause.as_ref())
+            }
+            Error::Log(LogError::WriterGone)
             | Error::Projection(ProjectionError::Stopped(_) | ProjectionError::Panicked)
             | Error::Faiss(HnswError::Faulted { .. }) => {
                 tracing::warn!(error = %crate::report(&error), "request refused: engine unavailable");
@@ -258,6 +277,15 @@ impl From<tokio::task::JoinError> for ApiError {
     fn from(error: tokio::task::JoinError) -> Self {
         Self::internal(&error)
     }
+}
+
+/// The innermost error of a chain: the operating system's words for an I/O failure.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = error;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
 }
 
 impl IntoResponse for ApiError {
@@ -304,8 +332,15 @@ mod tests {
     #[tokio::test]
     async fn a_poisoned_log_or_faulted_projection_is_503_without_retry_after() {
         let stopped = Arc::new(ProjectionError::Read { seq: 7, source: LogError::Closed });
+        let (status, retry, body) = answer(Error::Log(LogError::Poisoned(io_fault()))).await;
+        assert_eq!((status, retry), (503, None));
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("poisoned by a failed commit (I/O error: disk on fire)"),
+            "the cause: {body}"
+        );
+        assert!(detail.contains("then restart"), "what recovers it: {body}");
         for error in [
-            Error::Log(LogError::Poisoned(io_fault())),
             Error::Log(LogError::WriterGone),
             Error::Projection(ProjectionError::Stopped(stopped)),
             Error::Projection(ProjectionError::Panicked),
@@ -338,7 +373,11 @@ mod tests {
         assert_eq!(body["error"], "outcome_unknown");
         assert!(body["detail"].as_str().unwrap().contains("may or may not be durable"), "{body}");
         assert!(!body["error_id"].as_str().unwrap().is_empty(), "{body}");
-        assert!(!body["detail"].as_str().unwrap().contains("disk on fire"), "no cause chain: {body}");
+        // The disk's own words (a full disk says so), not the whole chain.
+        assert!(
+            body["detail"].as_str().unwrap().contains("(I/O error: disk on fire)"),
+            "the root cause: {body}"
+        );
     }
 
     #[tokio::test]

@@ -589,8 +589,8 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     if let Some(fault) = state.engine.projection_fault() {
         return Err(annal_engine::Error::Projection(ProjectionError::Stopped(fault)).into());
     }
-    if state.engine.log().is_poisoned() {
-        return Err(ApiError::unavailable("log is poisoned by a failed commit; restart to recover", None));
+    if let Some(cause) = state.engine.log().poison() {
+        return Err(ApiError::poisoned(cause.as_ref()));
     }
     let engine = Arc::clone(&state.engine);
     let stats = blocking(move || Ok(engine.stats())).await?;
@@ -614,8 +614,8 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     if let Some(fault) = state.engine.projection_fault() {
         return Err(annal_engine::Error::Projection(ProjectionError::Stopped(fault)).into());
     }
-    if state.engine.log().is_poisoned() {
-        return Err(ApiError::unavailable("log is poisoned by a failed commit; restart to recover", None));
+    if let Some(cause) = state.engine.log().poison() {
+        return Err(ApiError::poisoned(cause.as_ref()));
     }
     let startup = state.engine.startup();
     if !startup.ready {
