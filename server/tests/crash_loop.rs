@@ -1,5 +1,5 @@
-//! The crash loop: `annal serve` under concurrent upserts, deletes, promotions and a
-//! scheme migration over HTTP, with snapshots every few events, SIGKILLed at a random
+//! The crash loop: `annal serve` under concurrent upserts, deletes, promotions (some
+//! changing m, so graph rebuilds run) and a scheme migration over HTTP, with snapshots every few events, SIGKILLed at a random
 //! moment and restarted, again and again. After each restart: every acknowledged
 //! upsert is found at distance 0, every acknowledged delete is gone, every write whose
 //! answer was lost is there whole or not at all. At the end the migration completes,
@@ -150,7 +150,9 @@ fn promoter(base: String, stop: Arc<AtomicBool>, seed: u64) {
         };
         // efSearch stays at 64 or more, so the sampled searches after a restart find a
         // stored vector among the top 10 without depending on luck.
-        let body = json!({"m": 16, "ef_construction": 40, "ef_search": 64 + rng.below(100)});
+        // One promotion in four changes m, so a graph rebuild runs (and is killed) too.
+        let m = if rng.below(4) == 0 { 24 } else { 16 };
+        let body = json!({"m": m, "ef_construction": 40, "ef_search": 64 + rng.below(100)});
         if post(&agent, &url, &body).is_none() {
             return;
         }
