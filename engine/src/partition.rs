@@ -126,6 +126,9 @@ impl Template {
                 ));
             }
         }
+        // The same shape as an explicit partition (no empty, `.` or `..` segment, no
+        // control character), so what is stored can always be sent back (export, import).
+        crate::validate::partition_path("partition", &out).map_err(|e| e.reason)?;
         Ok(out)
     }
 }

@@ -125,9 +125,10 @@ impl Tokens {
                 "write" => Access::Write,
                 other => return Err(bad(format!("access {other:?}: read or write"))),
             };
-            if secret.len() < SECRET_BYTES_MIN || !secret.chars().all(|c| c.is_ascii_graphic()) {
+            if secret.len() < SECRET_BYTES_MIN || !secret.chars().all(|c| c.is_ascii_graphic() && c != ',') {
+                // Not naming the entry's first field: in a mis-ordered entry it is the secret.
                 return Err(bad(format!(
-                    "the secret of {name:?} must be at least {SECRET_BYTES_MIN} printable ASCII characters without spaces"
+                    "the secret must be at least {SECRET_BYTES_MIN} printable ASCII characters without spaces or commas"
                 )));
             }
             let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
