@@ -478,60 +478,63 @@ impl Writer {
     /// One durable transaction: remove the archived events, register their segment,
     /// append the audit frame.
     fn archive(&mut self, segment: &Segment, frame: Vec<u8>) -> Ack {
-        if let Some(cause) = lock(&self.shared.poison).as_ref() {
-            return Err(LogError::Poisoned(Arc::clone(cause)));
-        }
         let record = segment.encode()?;
-        let held_last = self.next - 1;
-        let txn = self.shared.db.begin_write()?;
-        let held_first = {
-            let table = txn.open_table(EVENTS)?;
-            let first = table.first()?.map_or(self.next, |(k, _)| k.value());
-            first
-        };
-        if segment.first != held_first || segment.last > held_last || segment.last < segment.first {
-            // Nothing was written: dropping the transaction aborts it.
-            return Err(LogError::ArchiveRange {
-                first: segment.first,
-                last: segment.last,
-                held_first,
-                held_last,
-            });
-        }
-        let seq = self.next;
-        let written = (|| -> Result<(), redb::Error> {
-            let mut txn = txn;
-            txn.set_durability(Durability::Immediate)?;
-            {
+        self.rewrite(
+            "archive",
+            |next, held_first, held_last| {
+                if segment.first != held_first || segment.last > held_last || segment.last < segment.first {
+                    return Err(LogError::ArchiveRange {
+                        first: segment.first,
+                        last: segment.last,
+                        held_first,
+                        held_last,
+                    });
+                }
+                Ok(next)
+            },
+            |txn, seq| {
                 let mut events = txn.open_table(EVENTS)?;
                 events.retain_in(segment.first..=segment.last, |_, _| false)?;
                 events.insert(seq, frame.as_slice())?;
                 let mut archived = txn.open_table(ARCHIVED)?;
                 archived.insert(segment.first, record.as_slice())?;
-            }
-            txn.commit()?;
-            Ok(())
-        })();
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        match written {
-            Ok(()) => {
-                self.dirty = false;
-                self.next = seq + 1;
-                self.shared.publish(seq);
-                Ok(Some(seq..=seq))
-            }
-            Err(error) => {
-                let cause = Arc::new(error);
-                tracing::error!(error = %cause, "archive commit failed; poisoning the log");
-                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
-                Err(LogError::CommitFailed(cause))
-            }
-        }
+                Ok(())
+            },
+        )
     }
 
     /// One durable transaction: remove the events after `after`, append the audit frame
     /// at `after + 1`.
     fn truncate(&mut self, after: u64, frame: Vec<u8>) -> Ack {
+        // The last stored event, as `rewrite` sees it too.
+        let held = self.next - 1;
+        self.rewrite(
+            "truncate",
+            |_, held_first, held_last| {
+                if after >= held_last || after.saturating_add(1) < held_first {
+                    return Err(LogError::TruncateRange { after, held_first, held_last });
+                }
+                Ok(after + 1)
+            },
+            |txn, seq| {
+                let mut events = txn.open_table(EVENTS)?;
+                events.retain_in(seq..=held, |_, _| false)?;
+                events.insert(seq, frame.as_slice())?;
+                Ok(())
+            },
+        )
+    }
+
+    /// A durable transaction that edits stored events and appends one audit event:
+    /// `check` sees the next sequence number and the stored range and returns the
+    /// audit event's sequence number (or refuses, writing nothing); `edit` writes. A
+    /// failed commit poisons the log, as a failed group commit does.
+    fn rewrite(
+        &mut self,
+        what: &str,
+        check: impl FnOnce(u64, u64, u64) -> Result<u64, LogError>,
+        edit: impl FnOnce(&redb::WriteTransaction, u64) -> Result<(), redb::Error>,
+    ) -> Ack {
         if let Some(cause) = lock(&self.shared.poison).as_ref() {
             return Err(LogError::Poisoned(Arc::clone(cause)));
         }
@@ -542,18 +545,12 @@ impl Writer {
             let first = table.first()?.map_or(self.next, |(k, _)| k.value());
             first
         };
-        if after >= held_last || after.saturating_add(1) < held_first {
-            return Err(LogError::TruncateRange { after, held_first, held_last });
-        }
-        let seq = after + 1;
+        // A refusal writes nothing: dropping the transaction aborts it.
+        let seq = check(self.next, held_first, held_last)?;
         let written = (|| -> Result<(), redb::Error> {
             let mut txn = txn;
             txn.set_durability(Durability::Immediate)?;
-            {
-                let mut events = txn.open_table(EVENTS)?;
-                events.retain_in(seq..=held_last, |_, _| false)?;
-                events.insert(seq, frame.as_slice())?;
-            }
+            edit(&txn, seq)?;
             txn.commit()?;
             Ok(())
         })();
@@ -567,7 +564,7 @@ impl Writer {
             }
             Err(error) => {
                 let cause = Arc::new(error);
-                tracing::error!(error = %cause, "truncate commit failed; poisoning the log");
+                tracing::error!(error = %cause, "{what} commit failed; poisoning the log");
                 *lock(&self.shared.poison) = Some(Arc::clone(&cause));
                 Err(LogError::CommitFailed(cause))
             }
