@@ -20,6 +20,13 @@ pub struct LogReader {
 }
 
 impl LogReader {
+    /// End every tailing wait ([`LogReader::tail_budget`] and friends) now: they return
+    /// what is committed, possibly nothing. For a tailer with something else to do
+    /// (a snapshot capture, a stop) that would otherwise wait out its poll interval.
+    pub fn wake_tails(&self) {
+        self.shared.wake_tails();
+    }
+
     /// Highest committed sequence number (0 for an empty log).
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()

@@ -75,6 +75,9 @@ pub(crate) struct Shared {
     committed_cv: Condvar,
     poison: Mutex<Option<Arc<redb::Error>>>,
     closed: AtomicBool,
+    /// Bumped (under `committed`) by [`LogReader::wake_tails`]: a tailing reader's wait
+    /// ends early when it changes.
+    nudges: AtomicU64,
     commits: AtomicU64,
     commit_ns: AtomicU64,
 }
@@ -105,11 +108,23 @@ impl Shared {
     /// Wait until `seq` is committed or `timeout` passes; returns the last sequence.
     pub(crate) fn wait_for(&self, seq: u64, timeout: std::time::Duration) -> u64 {
         let guard = lock(&self.committed);
+        let nudged = self.nudges.load(Ordering::Acquire);
         let (guard, _) = self
             .committed_cv
-            .wait_timeout_while(guard, timeout, |last| *last < seq && !self.closed.load(Ordering::Acquire))
+            .wait_timeout_while(guard, timeout, |last| {
+                *last < seq
+                    && !self.closed.load(Ordering::Acquire)
+                    && self.nudges.load(Ordering::Acquire) == nudged
+            })
             .unwrap_or_else(PoisonError::into_inner);
         *guard
+    }
+
+    /// End every current [`Shared::wait_for`] now, whatever it waits for.
+    pub(crate) fn wake_tails(&self) {
+        let _guard = lock(&self.committed);
+        self.nudges.fetch_add(1, Ordering::AcqRel);
+        self.committed_cv.notify_all();
     }
 
     fn publish(&self, last: u64) {
@@ -171,6 +186,7 @@ impl Log {
             committed_cv: Condvar::new(),
             poison: Mutex::new(None),
             closed: AtomicBool::new(false),
+            nudges: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             commit_ns: AtomicU64::new(0),
         });

@@ -175,6 +175,8 @@ impl Projector {
         }
         *state = Capture::Requested;
         shared.capture_requested.store(true, Ordering::Release);
+        // The apply thread may be waiting for new events: it takes the capture now.
+        shared.log.wake_tails();
         loop {
             match std::mem::replace(&mut *state, Capture::Idle) {
                 Capture::Done(result) => {
@@ -240,8 +242,10 @@ impl Projector {
     /// finishes first (a large upsert stops between its chunks).
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        // Writers waiting for their event see the stop at once instead of timing out.
+        // Writers waiting for their event see the stop at once instead of timing out,
+        // and so does the apply thread waiting for new events.
         self.shared.applied_cv.notify_all();
+        self.shared.log.wake_tails();
         for slot in &self.shared.slots {
             slot.projection.shutdown();
         }

@@ -349,7 +349,9 @@ pub(crate) struct Taker {
     known_complete: AtomicBool,
     /// One snapshot at a time (the policy thread and a request may race).
     taking: tokio::sync::Mutex<()>,
-    stop: AtomicBool,
+    /// Set by [`Taker::stop`]; the policy thread waits on it, so a close does not wait
+    /// out a poll interval.
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -375,17 +377,22 @@ impl Taker {
             known: Mutex::new(newest.into_iter().collect()),
             known_complete: AtomicBool::new(false),
             taking: tokio::sync::Mutex::new(()),
-            stop: AtomicBool::new(false),
+            stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
             thread: Mutex::new(None),
         });
         if let Some(every) = every {
             let weak = Arc::downgrade(&taker);
+            let stop = Arc::clone(&taker.stop);
             let thread = std::thread::Builder::new().name("annal-snapshots".into()).spawn(move || loop {
-                std::thread::sleep(POLICY_POLL);
-                let Some(taker) = weak.upgrade() else { return };
-                if taker.stop.load(Ordering::Acquire) {
+                let (stopped, cv) = &*stop;
+                let (stopped, _) = cv
+                    .wait_timeout_while(lock(stopped), POLICY_POLL, |stopped| !*stopped)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if *stopped {
                     return;
                 }
+                drop(stopped);
+                let Some(taker) = weak.upgrade() else { return };
                 let behind =
                     taker.projector.applied_seq().saturating_sub(taker.covered.load(Ordering::Acquire));
                 if behind < every.max(1) {
@@ -404,7 +411,9 @@ impl Taker {
 
     /// Stop the policy thread.
     pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
+        let (stopped, cv) = &*self.stop;
+        *lock(stopped) = true;
+        cv.notify_all();
         if let Some(thread) = lock(&self.thread).take() {
             if thread.join().is_err() {
                 tracing::error!("snapshot thread panicked");
