@@ -58,6 +58,14 @@ pub fn config(value: &HnswConfig) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// An autotune recall floor: 0 to 1 (NaN is neither).
+pub fn recall_floor(value: f64) -> Result<(), InvalidInput> {
+    if !(0.0..=1.0).contains(&value) {
+        return Err(invalid("recall_floor", format!("must be 0 to 1, got {value}")));
+    }
+    Ok(())
+}
+
 /// A free text field of at most [`TEXT_BYTES_MAX`] bytes, empty allowed or not.
 pub fn text(field: &str, value: &str, empty_ok: bool) -> Result<(), InvalidInput> {
     if (!empty_ok && value.is_empty()) || value.len() > TEXT_BYTES_MAX {

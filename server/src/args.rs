@@ -69,7 +69,7 @@ pub struct ServeArgs {
     /// Bearer tokens as `NAME:ACCESS:SECRET` entries separated by commas (prefer the
     /// variable, which `ps` does not show, or the file).
     #[arg(long, env = "ANNAL_AUTH_TOKENS", hide_env_values = true)]
-    pub auth_tokens: Option<String>,
+    pub auth_tokens: Option<Secret>,
     /// Serve without authentication on a non-loopback address (refused otherwise).
     #[arg(long, env = "ANNAL_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
@@ -79,6 +79,33 @@ pub struct ServeArgs {
     /// Calls in flight at once to each remote embedder.
     #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub remote_embedder_concurrency: u64,
+}
+
+/// A value that holds secrets (`--auth-tokens`): `Debug` prints `<redacted>`, so no
+/// dump of the flags shows one.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value itself.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
 }
 
 /// `--remote-embedder MODEL:DIMENSION=URL`.
@@ -97,7 +124,7 @@ fn parse_remote(spec: &str) -> Result<RemoteSpec, String> {
         || format!("{spec:?}: expected MODEL:DIMENSION=URL, e.g. e5:768=http://127.0.0.1:8080/v1/embeddings");
     let (head, url) = spec.split_once('=').ok_or_else(usage)?;
     let (model, dimension) = head.rsplit_once(':').ok_or_else(usage)?;
-    let dimension: usize = dimension.parse().map_err(|_| usage())?;
+    let dimension: usize = dimension.parse().map_err(|e| format!("{}: dimension {e}", usage()))?;
     if model.is_empty() || dimension == 0 || !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(usage());
     }
@@ -119,5 +146,42 @@ impl From<Sync> for SyncMode {
             Sync::Immediate => SyncMode::Immediate,
             Sync::Deferred => SyncMode::Deferred,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn a_dump_of_the_flags_never_shows_a_token_secret() {
+        let secret = "alice:write:0123456789abcdef-secret";
+        let cli = Cli::try_parse_from(["annal", "--auth-tokens", secret]).unwrap();
+        assert_eq!(cli.serve.auth_tokens.as_ref().map(Secret::expose), Some(secret));
+        let dump = format!("{:?}", cli.serve);
+        assert!(dump.contains("<redacted>") && !dump.contains("0123456789abcdef"), "{dump}");
+    }
+
+    #[test]
+    fn a_remote_embedder_spec_names_what_is_wrong() {
+        assert_eq!(
+            parse_remote("e5:768=http://h/v1/embeddings"),
+            Ok(RemoteSpec { model: "e5".into(), dimension: 768, url: "http://h/v1/embeddings".into() })
+        );
+        let error = parse_remote("e5:x=http://h").unwrap_err();
+        assert!(
+            error.contains("expected MODEL:DIMENSION=URL") && error.contains("dimension invalid digit"),
+            "{error}"
+        );
+        assert!(parse_remote("e5:768=ftp://h").is_err());
+        assert!(parse_remote(":768=http://h").is_err());
     }
 }

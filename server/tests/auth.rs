@@ -115,6 +115,15 @@ fn tokens_decide_who_may_read_and_write_and_name_the_actor_of_each_event() {
         Some(json!({"vector": [1.0, 0.0], "k": 1})),
     );
     assert_eq!((status, hits["results"][0]["id"].as_str()), (200, Some("a")));
+    // The scheme is case-insensitive (RFC 9110).
+    let lower = format!("bearer {READER}");
+    let (status, _, _) =
+        call(&server, "GET", "/vectors/index/docs", None, &[("authorization", &lower)], None);
+    assert_eq!(status, 200);
+    // A path that merely ends in /search is no search route: a reader may not POST it.
+    let (status, body, _) =
+        call(&server, "POST", "/vectors/index/docs/add/search", Some(READER), &[], Some(json!({})));
+    assert_eq!(status, 403, "{body}");
     let (status, body, _) = call(&server, "POST", "/vectors/index/docs/add", Some(READER), &[], Some(add));
     assert_eq!(status, 403, "{body}");
     assert!(body["detail"].as_str().unwrap().contains("\"bob\" may read and search only"), "{body}");

@@ -365,6 +365,22 @@ fn cases() -> Vec<Case> {
             "e-none",
         ),
         case(
+            "autotune against an unknown evaluation set",
+            "POST",
+            "/vectors/index/docs/autotune",
+            r#"{"eval_id": "e-none", "recall_floor": 0.9}"#,
+            404,
+            "e-none",
+        ),
+        case(
+            "autotune with a recall floor over 1",
+            "POST",
+            "/vectors/index/docs/autotune",
+            r#"{"eval_id": "e-none", "recall_floor": 1.5}"#,
+            400,
+            "recall_floor",
+        ),
+        case(
             "a malformed template",
             "POST",
             "/vectors/index/docs/scheme",

@@ -362,9 +362,7 @@ impl Engine {
         progress: OnProgress<'_>,
     ) -> Result<Autotuned, Error> {
         validate::actor(actor)?;
-        if !(0.0..=1.0).contains(&recall_floor) {
-            return Err(invalid("recall_floor", format!("must be 0 to 1, got {recall_floor}")));
-        }
+        validate::recall_floor(recall_floor)?;
         let mut trials = Vec::new();
         for (i, (m, ef_construction)) in AUTOTUNE_BUILDS.into_iter().enumerate() {
             let base = HnswConfig { m, ef_construction, ef_search: AUTOTUNE_EF_SEARCH[0] };

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -211,11 +211,25 @@ pub fn check_listen(listen: SocketAddr, auth: &Auth, insecure_no_auth: bool) -> 
     Ok(())
 }
 
-/// Routes a `read` token may call besides every `GET`: searches (a POST for its body).
-fn is_read(method: &Method, path: &str) -> bool {
+/// The search route, the one `POST` a `read` token may call.
+pub const SEARCH_ROUTE: &str = "/vectors/index/{name}/search";
+
+/// Whether a `read` token may make this call: every `GET` and `HEAD`, and a `POST` the
+/// router matched to [`SEARCH_ROUTE`] (a search carries its query in a body). The
+/// decision is on the route the router matched, never on the raw path, so no spelling
+/// of a path reaches a write route as a "search".
+fn is_read(method: &Method, matched: Option<&str>) -> bool {
     method == Method::GET
         || method == Method::HEAD
-        || (method == Method::POST && path.starts_with("/vectors/index/") && path.ends_with("/search"))
+        || (method == Method::POST && matched == Some(SEARCH_ROUTE))
+}
+
+/// The secret of an `Authorization` value: the scheme `Bearer` in any case (RFC 9110
+/// makes schemes case-insensitive), then the token.
+fn bearer(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let (scheme, secret) = value.trim_start().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| secret.trim()).filter(|s| !s.is_empty())
 }
 
 fn refuse(status: StatusCode, error: &'static str, detail: &str) -> Response {
@@ -244,13 +258,14 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, mut request: Request, next
             "Authorization: Bearer TOKEN is required (once)",
         );
     };
-    let Some(presented) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+    let Some(presented) = bearer(value) else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: expected `Bearer TOKEN`");
     };
-    let Some(token) = tokens.find(presented.trim()) else {
+    let Some(token) = tokens.find(presented) else {
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: unknown token");
     };
-    if token.access == Access::Read && !is_read(request.method(), path) {
+    let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
+    if token.access == Access::Read && !is_read(request.method(), matched) {
         let detail = format!("token {:?} may read and search only; this route writes", token.name);
         return refuse(StatusCode::FORBIDDEN, "forbidden", &detail);
     }
@@ -329,12 +344,26 @@ mod tests {
     }
 
     #[test]
-    fn reads_are_gets_and_searches() {
-        assert!(is_read(&Method::GET, "/vectors/index/a"));
-        assert!(is_read(&Method::POST, "/vectors/index/a/search"));
-        assert!(!is_read(&Method::POST, "/vectors/index/a/add"));
-        assert!(!is_read(&Method::POST, "/vectors/index"));
-        assert!(!is_read(&Method::DELETE, "/vectors/index/a"));
-        assert!(!is_read(&Method::PUT, "/storage/buckets/p/objects/k"));
+    fn reads_are_gets_and_the_matched_search_route() {
+        assert!(is_read(&Method::GET, Some("/vectors/index/{name}")));
+        assert!(is_read(&Method::GET, None));
+        assert!(is_read(&Method::POST, Some(SEARCH_ROUTE)));
+        assert!(!is_read(&Method::POST, Some("/vectors/index/{name}/add")));
+        assert!(!is_read(&Method::POST, Some("/vectors/index")));
+        assert!(!is_read(&Method::POST, None), "an unmatched POST is no search");
+        assert!(!is_read(&Method::DELETE, Some("/vectors/index/{name}")));
+        assert!(!is_read(&Method::PUT, Some("/storage/buckets/{bucket}/objects/{*key}")));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_needs_a_secret() {
+        let secret = |v: &'static str| bearer(&HeaderValue::from_static(v)).map(str::to_owned);
+        assert_eq!(secret("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(secret("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(secret("BEARER   abc  ").as_deref(), Some("abc"));
+        assert_eq!(secret("Basic abc"), None);
+        assert_eq!(secret("Bearer "), None);
+        assert_eq!(secret("Bearerabc"), None);
+        assert_eq!(secret("abc"), None);
     }
 }

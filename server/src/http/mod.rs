@@ -80,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/vectors/index/{name}", get(routes::get_index).delete(routes::drop_index))
         .route("/vectors/index/{name}/add", post(routes::add))
         .route("/vectors/index/{name}/delete", post(routes::delete))
+        // Spelled as `auth::SEARCH_ROUTE` (a literal here: tests/docs.rs reads the routes
+        // from this source); the access tests search with a read token.
         .route("/vectors/index/{name}/search", post(routes::search))
         .route("/vectors/index/{name}/documents", post(documents::upsert))
         .route("/vectors/index/{name}/embedding", get(documents::get).put(documents::set))
@@ -218,7 +220,7 @@ fn access_policy(args: &ServeArgs) -> Result<auth::Auth, Box<dyn std::error::Err
             return Err("give tokens in --auth-tokens-file or ANNAL_AUTH_TOKENS, not both".into());
         }
         (Some(path), None) => Some(auth::Tokens::load(path)?),
-        (None, Some(text)) => Some(auth::Tokens::parse(text, "ANNAL_AUTH_TOKENS")?),
+        (None, Some(text)) => Some(auth::Tokens::parse(text.expose(), "ANNAL_AUTH_TOKENS")?),
         (None, None) => None,
     };
     if let Some(tokens) = &tokens {

@@ -239,6 +239,11 @@ pub async fn autotune(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: Autotune = body.parse()?;
+    // As for a trial: the caller's mistakes are answered now, not by a failed job.
+    annal_engine::validate::recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
+    if !state.engine.trials(&name)?.evals.contains_key(&body.eval_id) {
+        return Err(annal_engine::Error::EvalNotFound { index: name, eval_id: body.eval_id }.into());
+    }
     jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
         let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
         Ok(json!({
