@@ -144,6 +144,19 @@ pub struct RunTrial {
     ef_search: u32,
 }
 
+/// An unknown index (404) or evaluation set (404) is the caller's mistake: answered
+/// before a trial or autotune job starts, not by a job that fails later.
+fn known_eval(state: &AppState, index: &str, eval_id: &str) -> Result<(), ApiError> {
+    if !state.engine.trials(index)?.evals.contains_key(eval_id) {
+        return Err(annal_engine::Error::EvalNotFound {
+            index: index.to_owned(),
+            eval_id: eval_id.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// `POST /vectors/index/{name}/trials`: 202, a job building and measuring a config.
 pub async fn run_trial(
     State(state): State<AppState>,
@@ -155,11 +168,7 @@ pub async fn run_trial(
     let body: RunTrial = body.parse()?;
     let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
     annal_engine::validate::config(&config).map_err(annal_engine::Error::from)?;
-    // An unknown index or evaluation set is the caller's mistake: say so now, not in
-    // a job that fails later.
-    if !state.engine.trials(&name)?.evals.contains_key(&body.eval_id) {
-        return Err(annal_engine::Error::EvalNotFound { index: name, eval_id: body.eval_id }.into());
-    }
+    known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
     jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
         let trial = engine.run_trial(&actor, index, request, progress)?;
@@ -239,11 +248,8 @@ pub async fn autotune(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: Autotune = body.parse()?;
-    // As for a trial: the caller's mistakes are answered now, not by a failed job.
     annal_engine::validate::recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
-    if !state.engine.trials(&name)?.evals.contains_key(&body.eval_id) {
-        return Err(annal_engine::Error::EvalNotFound { index: name, eval_id: body.eval_id }.into());
-    }
+    known_eval(&state, &name, &body.eval_id)?;
     jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
         let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
         Ok(json!({
