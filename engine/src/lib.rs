@@ -28,6 +28,7 @@ pub mod partition;
 pub mod projection;
 pub mod replay;
 mod schema;
+pub mod secret;
 pub mod snapshot;
 pub mod storage;
 mod sync;

@@ -8,8 +8,11 @@ use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use annal_engine::embed::{Embedders, LocalEmbedder, RemoteEmbedder, RemoteEmbedderConfig, LOCAL_MODEL_ID};
+use annal_engine::embed::{
+    Embedder, Embedders, LocalEmbedder, RemoteEmbedder, RemoteEmbedderConfig, LOCAL_MODEL_ID,
+};
 use annal_engine::event::{DocumentItem, EventBody};
+use annal_engine::secret::Secret;
 use annal_engine::{Engine, EngineConfig, Error, HnswConfig, Hooks, Metric, Wait};
 use common::standin::{standin_vector, Mode, StandIn, STANDIN_DIMENSION};
 
@@ -74,6 +77,24 @@ fn assert_close(a: &[f32], b: &[f32]) {
 fn stored_vector(engine: &Engine, id: &str) -> Vec<f32> {
     let records = engine.records("texts").expect("records");
     records.into_iter().find(|r| r.id == id).unwrap_or_else(|| panic!("no record {id}")).vector
+}
+
+#[test]
+fn a_remote_embedder_sends_its_api_key_as_a_bearer_token_and_never_shows_it_in_debug() {
+    let standin = StandIn::start();
+    let config = RemoteEmbedderConfig {
+        model: STANDIN_MODEL.into(),
+        dimension: STANDIN_DIMENSION,
+        url: standin.url.clone(),
+        api_key: Some(Secret::new("sk-standin-0123456789")),
+        timeout: Duration::from_secs(5),
+        concurrency: 1,
+    };
+    let dump = format!("{config:?}");
+    assert!(!dump.contains("sk-standin") && dump.contains("<redacted>"), "{dump}");
+    let vectors = RemoteEmbedder::new(config).embed(&["hello"]).expect("embed");
+    assert_eq!(vectors, [standin_vector("hello")]);
+    assert_eq!(standin.authorization().as_deref(), Some("Bearer sk-standin-0123456789"));
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use annal_engine::secret::Secret;
 use annal_engine::SyncMode;
 use clap::ValueEnum;
 
@@ -79,33 +80,6 @@ pub struct ServeArgs {
     /// Calls in flight at once to each remote embedder.
     #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub remote_embedder_concurrency: u64,
-}
-
-/// A value that holds secrets (`--auth-tokens`): `Debug` prints `<redacted>`, so no
-/// dump of the flags shows one.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The value itself.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl std::str::FromStr for Secret {
-    type Err = std::convert::Infallible;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Self(s.to_owned()))
-    }
 }
 
 /// `--remote-embedder MODEL:DIMENSION=URL`.

@@ -33,6 +33,7 @@ use annal_engine::embed::{
     Embedders, LazyLocalEmbedder, LocalEmbedder, RemoteEmbedder, RemoteEmbedderConfig, LOCAL_MODEL_DIMENSION,
     LOCAL_MODEL_ID,
 };
+use annal_engine::secret::Secret;
 
 /// The embedders `annal serve` offers: the local all-MiniLM-L6-v2 (loaded on first use;
 /// unavailable, saying why, when its files are missing) and each `--remote-embedder`.
@@ -54,7 +55,7 @@ pub fn embedders(args: &ServeArgs) -> Result<Embedders, String> {
         tracing::warn!(%reason, "local embedder unavailable");
         embedders.add_unavailable(LOCAL_MODEL_ID, LOCAL_MODEL_DIMENSION, reason);
     }
-    let api_key = std::env::var("ANNAL_EMBEDDER_API_KEY").ok().filter(|k| !k.is_empty());
+    let api_key = std::env::var("ANNAL_EMBEDDER_API_KEY").ok().filter(|k| !k.is_empty()).map(Secret::new);
     for spec in &args.remote_embedders {
         if embedders.knows(&spec.model) && spec.model != LOCAL_MODEL_ID {
             return Err(format!("--remote-embedder: model {:?} given twice", spec.model));

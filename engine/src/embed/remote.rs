@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use super::{EmbedError, Embedder};
+use crate::secret::Secret;
 use crate::sync::lock;
 
 /// How to reach a remote embedder.
@@ -20,7 +21,7 @@ pub struct RemoteEmbedderConfig {
     /// The full URL of the embeddings endpoint (`http://host:port/v1/embeddings`).
     pub url: String,
     /// Sent as `Authorization: Bearer ...` when set (never logged or recorded).
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Total time a call may take.
     pub timeout: Duration,
     /// Calls in flight at once.
@@ -52,7 +53,7 @@ impl RemoteEmbedder {
         let body = serde_json::json!({"model": self.config.model, "input": texts});
         let mut request = self.agent.post(url);
         if let Some(key) = &self.config.api_key {
-            request = request.header("authorization", &format!("Bearer {key}"));
+            request = request.header("authorization", &format!("Bearer {}", key.expose()));
         }
         let answer: EmbeddingsAnswer =
             request.send_json(&body).map_err(remote)?.body_mut().read_json().map_err(remote)?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -37,6 +37,8 @@ struct Shared {
     failed: Mutex<u32>,
     /// A request holding a text that contains this is refused with 400.
     poison: Mutex<Option<String>>,
+    /// The `Authorization` header of the last request, if it had one.
+    authorization: Mutex<Option<String>>,
 }
 
 /// A running stand-in.
@@ -73,6 +75,11 @@ impl StandIn {
         self.shared.embedded.lock().unwrap().clone()
     }
 
+    /// The `Authorization` header of the last request.
+    pub fn authorization(&self) -> Option<String> {
+        self.shared.authorization.lock().unwrap().clone()
+    }
+
     /// Requests refused so far.
     pub fn failed(&self) -> u32 {
         *self.shared.failed.lock().unwrap()
@@ -93,7 +100,13 @@ pub fn standin_vector(text: &str) -> Vec<f32> {
     v
 }
 
-async fn embed(State(shared): State<Arc<Shared>>, Json(body): Json<serde_json::Value>) -> Response {
+async fn embed(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Json(body): Json<serde_json::Value>,
+) -> Response {
+    *shared.authorization.lock().unwrap() =
+        headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
     match shared.mode.load(Ordering::SeqCst) {
         1 => {
             *shared.failed.lock().unwrap() += 1;
