@@ -4,10 +4,12 @@
 //! can run at once under a read lock (the `faiss` crate's `search` takes `&mut self`);
 //! adds take `&mut self` and so need the write lock. FAISS allows exactly that.
 
+use std::collections::BTreeMap;
 use std::ffi::CStr;
+use std::sync::{Mutex, PoisonError};
 
 use faiss::index::autotune::ParameterSpace;
-use faiss::index::{FromInnerPtr, Index, IndexImpl};
+use faiss::index::{FromInnerPtr, Index, IndexImpl, TryClone};
 use faiss::{index_factory, MetricType};
 use faiss_sys::{idx_t, FaissIDSelector, FaissIDSelectorBitmap, FaissSearchParameters};
 
@@ -26,6 +28,33 @@ pub(crate) struct Hnsw {
     config: HnswConfig,
 }
 
+/// Empty graphs by (dimension, metric, M), of which each new graph is a clone: FAISS's
+/// `index_factory` compiles a dozen C++ regexes per call, most of the cost of creating
+/// a small index (and of each rebuild), where a clone of an empty graph copies a few
+/// fields. At most [`EMPTY_GRAPHS_KEPT`] kept.
+static EMPTY_GRAPHS: Mutex<BTreeMap<(u32, bool, u32), IndexImpl>> = Mutex::new(BTreeMap::new());
+const EMPTY_GRAPHS_KEPT: usize = 64;
+
+/// A new empty `IDMap2,HNSW<m>` graph, as `index_factory` makes it.
+fn empty_graph(dim: u32, metric: MetricType, m: u32) -> Result<IndexImpl, HnswError> {
+    let clone = |index: &IndexImpl| {
+        index.try_clone().map_err(|source| HnswError::Faiss { op: "clone_index", source })
+    };
+    let key = (dim, metric == MetricType::InnerProduct, m);
+    let mut kept = EMPTY_GRAPHS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(empty) = kept.get(&key) {
+        return clone(empty);
+    }
+    let empty = index_factory(dim, &format!("IDMap2,HNSW{m}"), metric)
+        .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
+    let graph = clone(&empty)?;
+    if kept.len() >= EMPTY_GRAPHS_KEPT {
+        kept.clear();
+    }
+    kept.insert(key, empty);
+    Ok(graph)
+}
+
 impl Hnsw {
     /// An empty graph for `dim`-dimensional vectors.
     pub(crate) fn new(dim: u32, metric: Metric, config: HnswConfig) -> Result<Self, HnswError> {
@@ -34,9 +63,7 @@ impl Hnsw {
             // Cosine vectors are normalised before they reach FAISS.
             Metric::Cosine | Metric::Ip => MetricType::InnerProduct,
         };
-        let description = format!("IDMap2,HNSW{}", config.m);
-        let index = index_factory(dim, &description, metric_type)
-            .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
+        let index = empty_graph(dim, metric_type, config.m)?;
         let mut hnsw = Self { index, dim: dim as usize, config };
         hnsw.set_parameter("efConstruction", config.ef_construction)?;
         hnsw.set_parameter("efSearch", config.ef_search)?;
@@ -405,6 +432,45 @@ mod tests {
         let mut out = vec![0f32; 40];
         back.copy_vectors(0, &mut out).unwrap();
         assert_eq!(out, vectors);
+    }
+
+    #[test]
+    fn a_new_graph_is_the_graph_index_factory_makes_and_shares_nothing_with_the_next() {
+        for metric in [Metric::L2, Metric::Ip] {
+            let metric_type = if metric == Metric::L2 { MetricType::L2 } else { MetricType::InnerProduct };
+            let mut made = Hnsw {
+                index: index_factory(4, "IDMap2,HNSW8", metric_type).unwrap(),
+                dim: 4,
+                config: config(),
+            };
+            made.set_parameter("efConstruction", 40).unwrap();
+            made.set_parameter("efSearch", 16).unwrap();
+            let mut first = Hnsw::new(4, metric, config()).unwrap();
+            assert_eq!(first.to_bytes().unwrap(), made.to_bytes().unwrap(), "{metric:?}");
+            // One vector at a time: FAISS adds a batch in parallel, one by one it is
+            // deterministic, so the same adds give the same bytes.
+            for (label, v) in
+                [(1, [1.0, 0.0, 0.0, 0.0]), (2, [0.0, 2.0, 0.0, 0.0]), (3, [0.5, 0.5, 1.0, 0.0])]
+            {
+                first.add(&[label], &v).unwrap();
+                made.add(&[label], &v).unwrap();
+            }
+            assert_eq!(first.to_bytes().unwrap(), made.to_bytes().unwrap(), "{metric:?}");
+            let second = Hnsw::new(4, metric, config()).unwrap();
+            assert_eq!((first.len(), second.len()), (3, 0), "{metric:?}: the next graph starts empty");
+        }
+        // Another dimension or M is another graph, not the kept one.
+        let other = Hnsw::new(8, Metric::L2, HnswConfig { m: 16, ..config() }).unwrap();
+        assert_eq!(
+            other.to_bytes().unwrap(),
+            Hnsw {
+                index: index_factory(8, "IDMap2,HNSW16", MetricType::L2).unwrap(),
+                dim: 8,
+                config: config()
+            }
+            .to_bytes()
+            .unwrap()
+        );
     }
 
     #[test]

@@ -978,7 +978,7 @@ impl VectorIndex {
         let chunk = (COPY_CHUNK_BYTES / (4 * dim.max(1))).max(1);
         let mut ids = Vec::with_capacity(self.entries.len());
         let mut flat = Vec::with_capacity(self.entries.len() * dim);
-        let mut buf = vec![0f32; chunk * dim];
+        let mut buf = vec![0f32; chunk.min(labels.len()) * dim];
         for start in (0..labels.len()).step_by(chunk) {
             let n = chunk.min(labels.len() - start);
             self.hnsw.copy_vectors(start, &mut buf[..n * dim])?;
@@ -998,7 +998,8 @@ impl VectorIndex {
         let labels = self.hnsw.labels();
         let chunk = (COPY_CHUNK_BYTES / (4 * dim.max(1))).max(1);
         let mut out = Vec::with_capacity(self.entries.len());
-        let mut buf = vec![0f32; chunk * dim];
+        // A chunk, or the whole graph if smaller: not 4 MiB zeroed for a few vectors.
+        let mut buf = vec![0f32; chunk.min(labels.len()) * dim];
         for start in (0..labels.len()).step_by(chunk) {
             let n = chunk.min(labels.len() - start);
             self.hnsw.copy_vectors(start, &mut buf[..n * dim])?;
