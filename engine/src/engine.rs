@@ -264,8 +264,11 @@ impl Engine {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
         let started = Instant::now();
-        let log =
-            Arc::new(Log::open(dir.join(LOG_FILE), LogConfig { sync: config.sync, ..LogConfig::default() })?);
+        let log_config = LogConfig { sync: config.sync, ..LogConfig::default() };
+        let log = Arc::new(match &config.hooks.log_in_memory {
+            Some(memory) => Log::open_with_backend(memory.clone(), log_config)?,
+            None => Log::open(dir.join(LOG_FILE), log_config)?,
+        });
         let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
         let storage = Arc::new(Storage::open(&dir, &config.buckets, Arc::clone(&recorder), &config.hooks)?);
         // The newest usable snapshot, or none: the projections start from its state.

@@ -43,7 +43,10 @@ pub use engine::{
 };
 pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
-pub use log::{Log, LogConfig, LogError, LogReader, LogStats, ReadOnlyLog, Segment, SyncMode, VerifyReport};
+pub use log::{
+    Log, LogConfig, LogError, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
+    VerifyReport,
+};
 pub use projection::vectors::{Hit, HnswError, IndexParams, RebuildStats, Record};
 pub use projection::{
     ApplyError, Hooks, Outcome, Projection, ProjectionStats, ProjectorStats, SnapshotError,

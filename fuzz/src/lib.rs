@@ -233,15 +233,52 @@ struct ModelIndex {
     promoted: Vec<u32>,
 }
 
-fn open(dir: &std::path::Path) -> Engine {
-    Engine::open(dir, EngineConfig { sync: SyncMode::Deferred, ..EngineConfig::default() }).expect("open")
+/// Where an `engine_ops` engine keeps its log and snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// In memory (redb's in-memory backend, object_store's `InMemory` as the primary
+    /// bucket), shared across reopens: the same engine code above the storage, without
+    /// a file to create, fsync and remove per input. What the fuzzer runs.
+    Memory,
+    /// A log file and a local bucket in a temporary directory, as `annal serve` has
+    /// them. `cargo test -p annal-fuzz` replays the corpus this way too.
+    Files,
+}
+
+/// Where one input's engine lives; kept across its reopens.
+struct Home {
+    dir: tempfile::TempDir,
+    hooks: annal_engine::Hooks,
+}
+
+impl Home {
+    fn new(backing: Backing) -> Self {
+        let mut hooks = annal_engine::Hooks::default();
+        if backing == Backing::Memory {
+            hooks.log_in_memory = Some(annal_engine::MemoryBackend::new());
+            let bucket: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+            hooks.wrap_store = Some(Arc::new(move |_, _| Arc::clone(&bucket)));
+        }
+        Self { dir: tempfile::tempdir().expect("temp dir"), hooks }
+    }
+
+    fn open(&self) -> Engine {
+        let config =
+            EngineConfig { sync: SyncMode::Deferred, hooks: self.hooks.clone(), ..EngineConfig::default() };
+        Engine::open(self.dir.path(), config).expect("open")
+    }
+}
+
+/// [`engine_ops_on`] in memory: the fuzz target.
+pub fn engine_ops(data: &[u8]) -> usize {
+    engine_ops_on(Backing::Memory, data)
 }
 
 /// Arbitrary operations on a fresh engine, each checked against a model: every
 /// answer, every index's records (ids and vectors bit for bit), the promotion in
 /// effect, and, after a reopen, all of it again. Returns how many operations changed
 /// the model (so a test can tell that inputs reach past the first refusal).
-pub fn engine_ops(data: &[u8]) -> usize {
+pub fn engine_ops_on(backing: Backing, data: &[u8]) -> usize {
     // The first byte's low bit: start with the three indexes created (most inputs then
     // reach upserts, searches and promotions), or with none.
     let Some((&first, data)) = data.split_first() else { return 0 };
@@ -257,8 +294,8 @@ pub fn engine_ops(data: &[u8]) -> usize {
         return 0;
     }
     let mut changed = 0;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut engine = open(dir.path());
+    let home = Home::new(backing);
+    let mut engine = home.open();
     let mut model: BTreeMap<String, ModelIndex> = BTreeMap::new();
     if first & 1 == 1 {
         for (index, l2) in [(0, true), (1, false), (2, true)] {
@@ -270,7 +307,7 @@ pub fn engine_ops(data: &[u8]) -> usize {
             // The old engine lets go of the directory before the new one opens it.
             engine.close().expect("close");
             drop(engine);
-            engine = open(dir.path());
+            engine = home.open();
         } else {
             let before = format!("{model:?}");
             apply(&engine, &mut model, op);

@@ -163,12 +163,25 @@ fn no_http_body_makes_a_route_answer_500() {
     assert!(run("http_body", annal_fuzz::http_body, inputs) > 3_000);
 }
 
+fn engine_inputs() -> Vec<Vec<u8>> {
+    corpus("engine_ops").into_iter().chain(generated("engine_ops", 40, 400)).collect()
+}
+
 #[test]
 fn arbitrary_engine_operations_agree_with_the_model() {
-    let inputs: Vec<Vec<u8>> =
-        corpus("engine_ops").into_iter().chain(generated("engine_ops", 40, 400)).collect();
+    let inputs = engine_inputs();
     let changed: usize = inputs.iter().map(|input| annal_fuzz::engine_ops(input)).sum();
     // The inputs reach well past the first refusal: indexes created, filled, promoted.
     eprintln!("{changed} operations changed the model over {} inputs", inputs.len());
     assert!(changed >= 100, "only {changed} operations changed the model over {} inputs", inputs.len());
+}
+
+/// The fuzzer runs the engine on an in-memory log and bucket; the same inputs on a log
+/// file and a local bucket (fsync, reopen from disk) agree with the model too.
+#[test]
+fn arbitrary_engine_operations_on_files_agree_with_the_model_and_with_the_in_memory_run() {
+    for input in engine_inputs() {
+        let on_files = annal_fuzz::engine_ops_on(annal_fuzz::Backing::Files, &input);
+        assert_eq!(on_files, annal_fuzz::engine_ops_on(annal_fuzz::Backing::Memory, &input), "{input:?}");
+    }
 }

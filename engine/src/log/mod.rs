@@ -4,6 +4,7 @@
 mod archive;
 mod budget;
 mod error;
+mod memory;
 mod read_only;
 mod reader;
 mod verify;
@@ -11,6 +12,7 @@ mod writer;
 
 pub use archive::Segment;
 pub use error::LogError;
+pub use memory::MemoryBackend;
 pub use read_only::ReadOnlyLog;
 pub use reader::LogReader;
 pub use verify::{BadEvent, VerifyReport};

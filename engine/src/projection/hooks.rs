@@ -47,6 +47,11 @@ pub struct Hooks {
     pub before_migration_batch: Option<BeforeMigrationBatch>,
     /// See [`BeforeEmbed`].
     pub before_embed: Option<BeforeEmbed>,
+    /// Keeps the log in this memory backend instead of `<data>/log.redb`: no file and no
+    /// fsync, so the whole engine can be opened, driven and closed thousands of times a
+    /// minute (the `engine_ops` fuzz target). An engine opened again on a clone finds the
+    /// events, as it would in the file; nothing survives the process.
+    pub log_in_memory: Option<crate::log::MemoryBackend>,
 }
 
 impl fmt::Debug for Hooks {
@@ -59,6 +64,7 @@ impl fmt::Debug for Hooks {
             .field("fail_rebuild", &self.fail_rebuild.is_some())
             .field("before_migration_batch", &self.before_migration_batch.is_some())
             .field("before_embed", &self.before_embed.is_some())
+            .field("log_in_memory", &self.log_in_memory.is_some())
             .finish()
     }
 }
