@@ -27,6 +27,17 @@ impl LogReader {
         self.shared.wake_tails();
     }
 
+    /// Whether the log was closed (no event will be appended any more).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Wait until `done()` holds, checked now and at each [`LogReader::wake_tails`], or
+    /// `timeout` passes, even on a closed log (where tails return at once).
+    pub(crate) fn wait_woken(&self, timeout: std::time::Duration, done: impl Fn() -> bool) {
+        self.shared.wait_woken(timeout, done);
+    }
+
     /// Highest committed sequence number (0 for an empty log).
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()

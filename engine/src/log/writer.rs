@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     committed: Mutex<u64>,
     committed_cv: Condvar,
     poison: Mutex<Option<Arc<redb::Error>>>,
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     /// Bumped (under `committed`) by [`LogReader::wake_tails`]: a tailing reader's wait
     /// ends early when it changes.
     nudges: AtomicU64,
@@ -118,6 +118,18 @@ impl Shared {
             })
             .unwrap_or_else(PoisonError::into_inner);
         *guard
+    }
+
+    /// Wait until `done()` holds (checked now and at each [`Shared::wake_tails`]) or
+    /// `timeout` passes, whether or not the log is closed. [`Shared::wait_for`] returns
+    /// at once on a closed log, so a tail that has read a closed log to its end waits
+    /// here for its own stop instead of spinning.
+    pub(crate) fn wait_woken(&self, timeout: std::time::Duration, done: impl Fn() -> bool) {
+        let guard = lock(&self.committed);
+        let _ = self
+            .committed_cv
+            .wait_timeout_while(guard, timeout, |_| !done())
+            .unwrap_or_else(PoisonError::into_inner);
     }
 
     /// End every current [`Shared::wait_for`] now, whatever it waits for.

@@ -341,6 +341,13 @@ fn apply_loop(shared: &Shared, from: u64) {
             Ok(events) => events,
             Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
         };
+        if events.is_empty() && shared.log.is_closed() {
+            // The engine is closing: the log was closed first and is applied to its end,
+            // and a tail of a closed log returns at once. Wait for the stop (which wakes
+            // the tails) instead of spinning a core until it comes.
+            shared.log.wait_woken(TAIL_POLL, || shared.stop.load(Ordering::Acquire));
+            continue;
+        }
         // The log no longer holds `next` (an archive run moved it before it was
         // applied): its segment does, and archived events never come back.
         if let (Some(archive), Some((first, _))) = (&shared.archive, events.first()) {

@@ -45,7 +45,7 @@ fn empty_graph(dim: u32, metric: MetricType, m: u32) -> Result<IndexImpl, HnswEr
     if let Some(empty) = kept.get(&key) {
         return clone(empty);
     }
-    let empty = index_factory(dim, &format!("IDMap2,HNSW{m}"), metric)
+    let empty = index_factory(dim, format!("IDMap2,HNSW{m}"), metric)
         .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
     let graph = clone(&empty)?;
     if kept.len() >= EMPTY_GRAPHS_KEPT {
