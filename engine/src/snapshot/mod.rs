@@ -112,17 +112,24 @@ impl Projections {
     }
 }
 
-/// Run `future` to completion on a fresh single-thread runtime on its own thread, so a
-/// synchronous caller can do storage I/O whether or not it is inside a runtime itself.
+/// Run `future` to completion on a fresh single-thread runtime, so a synchronous caller
+/// can do storage I/O whether or not it is inside a runtime itself. Outside a runtime
+/// the runtime runs on the caller's thread; inside one (where blocking in place would
+/// panic or stall its worker) it runs on a thread of its own.
 pub fn block_on<F>(future: F) -> Result<F::Output, std::io::Error>
 where
     F: std::future::Future + Send,
     F::Output: Send,
 {
+    let run =
+        || tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(future));
+    if tokio::runtime::Handle::try_current().is_err() {
+        // A thread per call was a third of the threads the engine started (the
+        // engine_ops fuzzer calls it a dozen times per input).
+        return run();
+    }
     std::thread::scope(|scope| {
-        let worker = scope.spawn(|| {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map(|rt| rt.block_on(future))
-        });
+        let worker = scope.spawn(run);
         match worker.join() {
             Ok(result) => result,
             Err(panic) => std::panic::resume_unwind(panic),
@@ -580,6 +587,22 @@ impl Taker {
 mod tests {
     use super::*;
     use crate::event::{IndexCreated, Metric, VectorItem, VectorsUpserted};
+
+    #[test]
+    fn block_on_runs_on_the_callers_thread_outside_a_runtime_and_on_its_own_inside_one() {
+        let caller = std::thread::current().id();
+        let outside =
+            block_on(async { (std::thread::current().id(), tokio::task::yield_now().await) }).unwrap();
+        assert_eq!(outside.0, caller, "no thread is started for a caller outside a runtime");
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let inside = runtime.block_on(async {
+            // Blocking in place here would panic ("cannot start a runtime from within a
+            // runtime"); block_on moves to a thread of its own.
+            block_on(async { std::thread::current().id() }).unwrap()
+        });
+        assert_ne!(inside, caller, "inside a runtime the future runs on another thread");
+    }
 
     /// A snapshot written before the `promotions`, `trials` and `partitions` sections
     /// existed: only `vectors` and `journal`.
