@@ -265,7 +265,8 @@ pub async fn authorize(State(auth): State<Arc<Auth>>, mut request: Request, next
         return refuse(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: unknown token");
     };
     let matched = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str);
-    if token.access == Access::Read && !is_read(request.method(), matched) {
+    // No route matched: the fallback answers 404 and writes nothing, whoever asks.
+    if token.access == Access::Read && matched.is_some() && !is_read(request.method(), matched) {
         let detail = format!("token {:?} may read and search only; this route writes", token.name);
         return refuse(StatusCode::FORBIDDEN, "forbidden", &detail);
     }
