@@ -127,6 +127,8 @@ impl StorageBackend for MemoryBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Event, EventBody, IndexDropped};
+    use crate::log::{Log, LogConfig};
 
     #[test]
     fn bytes_past_the_last_write_read_as_zeros_and_past_the_length_fail() {
@@ -168,9 +170,6 @@ mod tests {
         assert!(out[4..].iter().all(|&b| b == 0));
         assert_eq!(backend.len().unwrap(), len);
     }
-
-    use crate::event::{Event, EventBody, IndexDropped};
-    use crate::log::{Log, LogConfig};
 
     #[test]
     fn a_log_closed_and_opened_again_on_a_clone_of_the_backend_finds_its_events() {

@@ -29,7 +29,7 @@ impl LogReader {
 
     /// Whether the log was closed (no event will be appended any more).
     pub(crate) fn is_closed(&self) -> bool {
-        self.shared.closed.load(std::sync::atomic::Ordering::Acquire)
+        self.shared.is_closed()
     }
 
     /// Wait until `done()` holds, checked now and at each [`LogReader::wake_tails`], or

@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     committed: Mutex<u64>,
     committed_cv: Condvar,
     poison: Mutex<Option<Arc<redb::Error>>>,
-    pub(crate) closed: AtomicBool,
+    closed: AtomicBool,
     /// Bumped (under `committed`) by [`LogReader::wake_tails`]: a tailing reader's wait
     /// ends early when it changes.
     nudges: AtomicU64,
@@ -103,6 +103,11 @@ impl Log {
 impl Shared {
     pub(crate) fn last_seq(&self) -> u64 {
         self.last.load(Ordering::Acquire)
+    }
+
+    /// Whether the log was closed (no event will be appended any more).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Wait until `seq` is committed or `timeout` passes; returns the last sequence.
