@@ -214,10 +214,11 @@ pub fn check_listen(listen: SocketAddr, auth: &Auth, insecure_no_auth: bool) -> 
 /// The search route, the one `POST` a `read` token may call.
 pub const SEARCH_ROUTE: &str = "/vectors/index/{name}/search";
 
-/// Whether a `read` token may make this call: every `GET` and `HEAD`, and a `POST` the
-/// router matched to [`SEARCH_ROUTE`] (a search carries its query in a body). The
-/// decision is on the route the router matched, never on the raw path, so no spelling
-/// of a path reaches a write route as a "search".
+/// Whether a call only reads: every `GET` and `HEAD`, and a `POST` the router matched
+/// to [`SEARCH_ROUTE`] (a search carries its query in a body). The decision is on the
+/// route the router matched, never on the raw path, so no spelling of a path reaches a
+/// write route as a "search". A `read` token may make such calls, and calls to a path
+/// no route matches, which [`authorize`] lets through to the 404 fallback.
 fn is_read(method: &Method, matched: Option<&str>) -> bool {
     method == Method::GET
         || method == Method::HEAD
