@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use annal_benches::{data_dir, fvecs};
-use annal_engine::embed::{Embedder, LocalEmbedder};
+use annal_engine::{Embedder, LocalEmbedder};
 
 fn main() {
     let n: usize = std::env::var("ANNAL_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(512);

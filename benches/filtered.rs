@@ -85,11 +85,7 @@ fn main() {
         }
         let qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         let recall = found as f64 / (queries.len() * K) as f64;
-        let path = if members.len() <= annal_engine::projection::vectors::FILTER_EXACT_MAX {
-            "exact"
-        } else {
-            "graph"
-        };
+        let path = if members.len() <= annal_engine::FILTER_EXACT_MAX { "exact" } else { "graph" };
         println!(
             "| {name} | {:.1}% | {} | {recall:.4} | {qps:.0} | {exact_qps:.0} | {path} |",
             share * 100.0,

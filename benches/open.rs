@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use annal_benches::{bench_dir, fvecs};
 use annal_engine::event::VectorItem;
-use annal_engine::snapshot::{format, SnapshotPolicy};
+use annal_engine::{decode_snapshot, SnapshotPolicy};
 use annal_engine::{Engine, EngineConfig, HnswConfig, Metric};
 
 fn config(restore: bool) -> EngineConfig {
@@ -106,7 +106,7 @@ fn main() {
     // FAISS reading the same graph (as of the snapshot) from a file.
     let object =
         std::fs::read(dir.path().join("buckets/primary").join(&snapshot.key)).expect("snapshot object");
-    let decoded = format::decode(&object).expect("decode");
+    let decoded = decode_snapshot(&object).expect("decode");
     let (_, range) = decoded.sections.iter().find(|(name, _)| name == "vectors").expect("vectors section");
     let path = dir.path().join("docs.faiss");
     std::fs::write(&path, faiss_bytes(&object[range.clone()])).expect("write faiss file");

@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::Error;
+use crate::codec::{self, Dec, DecodeError, Enc};
+
 use crate::event::{decode, Event, EventBody, FrameError, LogArchived};
 use crate::log::{Log, LogError, Segment};
 use crate::snapshot::block_on;
@@ -121,76 +122,55 @@ pub fn encode(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError>
     }
     let count = u32::try_from(frames.len()).map_err(|_too_many| format("too many events"))?;
     let body: usize = frames.iter().map(|(_, f)| 4 + f.len()).sum();
-    let mut out = Vec::with_capacity(HEADER_LEN + body + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&first.to_le_bytes());
-    out.extend_from_slice(&last.to_le_bytes());
+    let mut out = Enc::with_capacity(HEADER_LEN + body + 4);
+    out.raw(MAGIC);
+    out.u16(VERSION);
+    out.u16(0);
+    out.u32(count);
+    out.u64(*first);
+    out.u64(*last);
     for (_, frame) in frames {
         let len = u32::try_from(frame.len()).map_err(|_too_long| format("frame longer than 4 GiB"))?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(frame);
+        out.u32(len);
+        out.raw(frame);
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    let whole = crc32fast::hash(&out);
-    Ok((out, whole))
+    Ok(out.seal())
 }
 
 /// Split a segment object into its frames, checking magic, version, trailer CRC,
 /// lengths and that the header's range matches the count. Frames are not decoded.
 pub fn split<'a>(key: &str, object: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, ArchiveError> {
-    let bad = |what: &str| ArchiveError::Format { key: key.to_owned(), what: what.to_owned() };
-    if object.len() < HEADER_LEN + 4 {
-        return Err(bad("truncated: shorter than a header and a trailer"));
+    let bad = |what: String| ArchiveError::Format { key: key.to_owned(), what };
+    let body = codec::unseal(object, HEADER_LEN).map_err(|e| bad(e.to_string()))?;
+    let mut d = Dec::new(body);
+    let header = |e: DecodeError| bad(format!("header: {e}"));
+    if d.take(MAGIC.len()).map_err(header)? != MAGIC {
+        return Err(bad("bad magic".into()));
     }
-    let (body, trailer) = object.split_at(object.len() - 4);
-    let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    let actual = crc32fast::hash(body);
-    if stored != actual {
-        return Err(bad(&format!("trailer CRC-32 {stored:08x}, computed {actual:08x}")));
+    let version = d.u16().map_err(header)?;
+    if version != VERSION {
+        return Err(bad(format!("unknown version {version}")));
     }
-    if &body[..8] != MAGIC {
-        return Err(bad("bad magic"));
-    }
-    let u16_at = |at: usize| u16::from_le_bytes([body[at], body[at + 1]]);
-    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let u64_at = |at: usize| {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&body[at..at + 8]);
-        u64::from_le_bytes(word)
-    };
-    if u16_at(8) != VERSION {
-        return Err(bad(&format!("unknown version {}", u16_at(8))));
-    }
-    let count = u64::from(u32_at(body, 12));
-    let (first, last) = (u64_at(16), u64_at(24));
+    d.u16().map_err(header)?;
+    let count = u64::from(d.u32().map_err(header)?);
+    let (first, last) = (d.u64().map_err(header)?, d.u64().map_err(header)?);
     if count == 0 || first == 0 || first.checked_add(count - 1) != Some(last) {
-        return Err(bad(&format!("header range {first}..={last} does not hold {count} events")));
+        return Err(bad(format!("header range {first}..={last} does not hold {count} events")));
     }
     // Each record is at least its 4-byte length: no more than that many are reserved.
-    let mut frames = Vec::with_capacity((count as usize).min(body.len() / 4));
-    let mut rest = &body[HEADER_LEN..];
+    let mut frames = Vec::with_capacity(usize::try_from(count).unwrap_or(usize::MAX).min(d.left() / 4));
     let mut seq = first;
-    while !rest.is_empty() {
+    while d.left() > 0 {
         if frames.len() as u64 == count {
-            return Err(bad(&format!("{} bytes after the {count} records", rest.len())));
+            return Err(bad(format!("{} bytes after the {count} records", d.left())));
         }
-        if rest.len() < 4 {
-            return Err(bad("truncated record length"));
-        }
-        let len = u32_at(rest, 0) as usize;
-        let Some(frame) = rest.get(4..4 + len) else {
-            return Err(bad(&format!("record of event {seq} runs past the end")));
-        };
-        frames.push((seq, frame));
-        rest = &rest[4 + len..];
+        let record = |e: DecodeError| bad(format!("record of event {seq}: {e}"));
+        let len = d.u32().map_err(record)?;
+        frames.push((seq, d.take(len as usize).map_err(record)?));
         seq += 1;
     }
     if frames.len() as u64 != count {
-        return Err(bad(&format!("{} records, header says {count}", frames.len())));
+        return Err(bad(format!("{} records, header says {count}", frames.len())));
     }
     Ok(frames)
 }
@@ -322,22 +302,23 @@ pub const CUT_MAGIC: &[u8; 8] = b"ANNALCUT";
 pub fn encode_cut(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveError> {
     let format = |what: &str| ArchiveError::Format { key: String::new(), what: what.to_owned() };
     let count = u32::try_from(frames.len()).map_err(|_too_many| format("too many events"))?;
-    let mut out = Vec::with_capacity(16 + frames.iter().map(|(_, f)| 12 + f.len()).sum::<usize>() + 4);
-    out.extend_from_slice(CUT_MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
+    let mut out =
+        Enc::with_capacity(CUT_HEADER_LEN + frames.iter().map(|(_, f)| 12 + f.len()).sum::<usize>() + 4);
+    out.raw(CUT_MAGIC);
+    out.u16(VERSION);
+    out.u16(0);
+    out.u32(count);
     for (seq, frame) in frames {
         let len = u32::try_from(frame.len()).map_err(|_too_long| format("frame longer than 4 GiB"))?;
-        out.extend_from_slice(&seq.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(frame);
+        out.u64(*seq);
+        out.u32(len);
+        out.raw(frame);
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    let whole = crc32fast::hash(&out);
-    Ok((out, whole))
+    Ok(out.seal())
 }
+
+/// Header bytes of a cut object before its first record.
+const CUT_HEADER_LEN: usize = 16;
 
 /// Split an object written by [`encode_cut`] into its sequence numbers and frames
 /// (not decoded), checking magic, version, trailer CRC, lengths and count.
@@ -345,29 +326,25 @@ pub fn encode_cut(frames: &[(u64, Vec<u8>)]) -> Result<(Vec<u8>, u32), ArchiveEr
 /// # Errors
 /// [`ArchiveError::Format`] naming `key` and what is wrong.
 pub fn split_cut<'a>(key: &str, object: &'a [u8]) -> Result<Vec<(u64, &'a [u8])>, ArchiveError> {
-    let bad = |what: &str| ArchiveError::Format { key: key.to_owned(), what: what.to_owned() };
-    let body_len = object.len().checked_sub(4).filter(|n| *n >= 16).ok_or_else(|| bad("truncated"))?;
-    let (body, trailer) = object.split_at(body_len);
-    let stored = trailer.try_into().map(u32::from_le_bytes).map_err(|_short| bad("truncated"))?;
-    if crc32fast::hash(body) != stored {
-        return Err(bad("trailer CRC-32 mismatch"));
+    let bad = |what: String| ArchiveError::Format { key: key.to_owned(), what };
+    let body = codec::unseal(object, CUT_HEADER_LEN).map_err(|e| bad(e.to_string()))?;
+    let mut d = Dec::new(body);
+    let header = |e: DecodeError| bad(format!("header: {e}"));
+    if d.take(CUT_MAGIC.len()).map_err(header)? != CUT_MAGIC || d.u16().map_err(header)? != VERSION {
+        return Err(bad("not a cut object of a known version".into()));
     }
-    if &body[..8] != CUT_MAGIC || body[8..10] != VERSION.to_le_bytes() {
-        return Err(bad("not a cut object of a known version"));
-    }
-    let word = |at: usize, n: usize| body.get(at..at + n).ok_or_else(|| bad("a record runs past the end"));
-    let count = u32::from_le_bytes(word(12, 4)?.try_into().map_err(|_short| bad("truncated"))?) as usize;
-    let mut at = 16;
+    d.u16().map_err(header)?;
+    let count = d.u32().map_err(header)? as usize;
     let mut out = Vec::with_capacity(count.min(1 << 16));
-    while at < body.len() {
-        let seq = u64::from_le_bytes(word(at, 8)?.try_into().map_err(|_short| bad("truncated"))?);
-        let len =
-            u32::from_le_bytes(word(at + 8, 4)?.try_into().map_err(|_short| bad("truncated"))?) as usize;
-        out.push((seq, word(at + 12, len)?));
-        at += 12 + len;
+    while d.left() > 0 {
+        let record = |e: DecodeError| bad(format!("record {}: {e}", out.len()));
+        let seq = d.u64().map_err(record)?;
+        let len = d.u32().map_err(record)?;
+        let frame = d.take(len as usize).map_err(record)?;
+        out.push((seq, frame));
     }
     if out.len() != count {
-        return Err(bad(&format!("holds {} frames, its header says {count}", out.len())));
+        return Err(bad(format!("holds {} frames, its header says {count}", out.len())));
     }
     Ok(out)
 }
@@ -452,12 +429,6 @@ pub fn verify(storage: &Storage, segments: &[Segment], first_stored: u64) -> Arc
         report.first_bad = Some(ArchiveError::Missing { seq: next.min(first_stored) });
     }
     report
-}
-
-impl From<ArchiveError> for Error {
-    fn from(e: ArchiveError) -> Self {
-        Error::Archive(Box::new(e))
-    }
 }
 
 #[cfg(test)]

@@ -430,7 +430,7 @@ impl Engine {
 
     fn writable_schema(&self) -> Result<&RwLock<Schema>, Error> {
         if let Some(fault) = self.projector.fault() {
-            return Err(crate::error::ProjectionError::Stopped(fault).into());
+            return Err(crate::projection::ProjectionError::Stopped(fault).into());
         }
         self.schema().ok_or(Error::Starting)
     }
@@ -776,7 +776,7 @@ impl Engine {
 
     /// The fault that stopped the projector, if any: the engine then refuses writes
     /// and serves the state it had.
-    pub fn projection_fault(&self) -> Option<Arc<crate::error::ProjectionError>> {
+    pub fn projection_fault(&self) -> Option<Arc<crate::projection::ProjectionError>> {
         self.projector.fault()
     }
 
@@ -883,7 +883,7 @@ impl Engine {
             match snapshot::block_on(self.snapshots.take_if_behind(snapshot::ENGINE_ACTOR, 1)) {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(error = %crate::error::chain(&error), "no snapshot at close")
+                    tracing::warn!(error = %crate::chain::chain(&error), "no snapshot at close")
                 }
                 Err(error) => tracing::warn!(%error, "no snapshot at close"),
             }
@@ -913,7 +913,7 @@ impl Engine {
 
     fn append(&self, actor: &str, body: EventBody) -> Result<u64, Error> {
         if let Some(fault) = self.projector.fault() {
-            return Err(crate::error::ProjectionError::Stopped(fault).into());
+            return Err(crate::projection::ProjectionError::Stopped(fault).into());
         }
         // The encoder refuses an oversized event before serializing it; that is the
         // caller's batch being too big, so it is bad input, not a fault.

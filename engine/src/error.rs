@@ -1,11 +1,18 @@
-//! The crate error: each layer's error folded in, with caller mistakes kept apart from
-//! faults of the disk, FAISS or the engine itself.
+//! The crate error, a sink: each layer's error folded in (every `From` is here), and
+//! [`ErrorKind`], which classifies every variant of every layer error exhaustively so
+//! that callers (the HTTP layer, the tools) map kinds, never variants.
+//!
+//! This file imports only the layers' error types; no layer imports it back except to
+//! name [`Error`] as its return type.
 
-use std::sync::Arc;
-
+use crate::archive::ArchiveError;
+use crate::embed::EmbedError;
 use crate::log::LogError;
 use crate::projection::vectors::HnswError;
-use crate::projection::ApplyError;
+use crate::projection::{ProjectionError, SnapshotError};
+use crate::replay::ReplayError;
+use crate::storage::StorageError;
+use crate::trials::evalset::EvalFormatError;
 use crate::validate::InvalidInput;
 
 /// Everything an engine call can fail with.
@@ -41,7 +48,7 @@ pub enum Error {
         key: String,
         /// What is wrong.
         #[source]
-        source: crate::trials::evalset::EvalFormatError,
+        source: EvalFormatError,
     },
     /// A scheme change conflicts with the index's partition state (a migration to
     /// another template is unfinished, a finished one was not cleared, ...).
@@ -67,7 +74,7 @@ pub enum Error {
     },
     /// An embedder was unavailable or failed (a text search).
     #[error("embedding failed")]
-    Embed(#[from] crate::embed::EmbedError),
+    Embed(#[from] EmbedError),
     /// The embedding queue of an index did not drain in time.
     #[error("index {index:?}: {pending} documents still wait to be embedded")]
     EmbeddingPending {
@@ -85,9 +92,9 @@ pub enum Error {
     /// The event log failed.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// FAISS failed while searching.
+    /// An HNSW index (FAISS) failed while searching or building.
     #[error(transparent)]
-    Faiss(#[from] HnswError),
+    Hnsw(#[from] HnswError),
     /// The projection failed or stopped.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
@@ -110,19 +117,19 @@ pub enum Error {
     Starting,
     /// A storage bucket operation failed (see [`crate::storage`]).
     #[error(transparent)]
-    Storage(Box<crate::storage::StorageError>),
+    Storage(Box<StorageError>),
     /// A projection could not write or restore its snapshot state.
     #[error(transparent)]
-    Snapshot(#[from] crate::projection::SnapshotError),
+    Snapshot(#[from] SnapshotError),
     /// A background task of the engine failed (panicked or was cancelled).
     #[error("engine background task failed")]
     Background(#[source] tokio::task::JoinError),
     /// An archive segment could not be written or read back.
     #[error(transparent)]
-    Archive(Box<crate::archive::ArchiveError>),
+    Archive(Box<ArchiveError>),
     /// Offline replay (tooling) failed.
     #[error(transparent)]
-    Replay(Box<crate::replay::ReplayError>),
+    Replay(Box<ReplayError>),
     /// A read asked to wait for an event that was never appended.
     #[error("min_seq {seq} is after the last event {last}")]
     SeqNotAppended {
@@ -165,101 +172,168 @@ pub enum Error {
     },
 }
 
-impl From<crate::storage::StorageError> for Error {
-    fn from(e: crate::storage::StorageError) -> Self {
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
         Self::Storage(Box::new(e))
     }
 }
 
-/// An error with its chain of causes, on one line: `a: b: c`.
-pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Self {
+        Self::Archive(Box::new(e))
     }
-    text
+}
+
+impl From<ReplayError> for Error {
+    fn from(e: ReplayError) -> Self {
+        Self::Replay(Box::new(e))
+    }
+}
+
+/// What kind of failure an [`Error`] is: what its caller can do about it.
+///
+/// Every variant of [`Error`] and of the layer errors it folds maps to exactly one kind,
+/// by matches with no fallback arm, so a new error variant does not compile until it is
+/// classified (and cannot silently become a fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The caller's input is invalid (a field, a value out of range, the wrong kind of
+    /// index for the call); nothing was appended. Fix the request.
+    Invalid,
+    /// What the call names (an index, an evaluation set, a bucket, an object) does not
+    /// exist.
+    NotFound,
+    /// The call conflicts with the current state (the index exists, nothing to roll
+    /// back, an unfinished migration).
+    Conflict,
+    /// The moment asked for is no longer held: retention removed it.
+    Gone,
+    /// The write's event `seq` is durable in the log but was not applied before the call
+    /// returned; it is applied, in order, at the latest on the next open.
+    NotApplied {
+        /// The event's sequence number.
+        seq: u64,
+    },
+    /// A log commit failed, and it is not known whether it became durable: read before
+    /// retrying.
+    OutcomeUnknown,
+    /// The engine cannot serve the call now; the reason says whether retrying helps.
+    Unavailable(Unavailable),
+    /// A storage bucket's backend (a remote service) failed; the failure is journaled.
+    Backend,
+    /// A fault of the engine, the disk or FAISS.
+    Internal,
+}
+
+/// Why the engine cannot serve a call now ([`ErrorKind::Unavailable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Replaying the log at open; retry shortly.
+    Starting,
+    /// Closing; retry against the next process.
+    Closing,
+    /// A read's `min_seq` is durable but not applied yet; retry shortly.
+    Lagging,
+    /// An embedder is not configured, could not load, or its service failed.
+    Embedder,
+    /// A failed commit poisoned the log: only a restart (after fixing the cause)
+    /// recovers.
+    Poisoned,
+    /// The projector or an index stopped on a fault, or the log writer is gone: only a
+    /// restart recovers.
+    Faulted,
 }
 
 impl Error {
-    /// Whether the caller caused this error (bad input, unknown or existing index), as
-    /// opposed to a fault of the engine or the machine.
-    pub fn is_caller_error(&self) -> bool {
-        use crate::storage::StorageError;
-        matches!(
-            self,
+    /// The kind of this error (see [`ErrorKind`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
             Error::Invalid(_)
-                | Error::IndexNotFound { .. }
-                | Error::IndexExists { .. }
-                | Error::NothingPromoted { .. }
-                | Error::EvalNotFound { .. }
-                | Error::SchemeConflict { .. }
-                | Error::SeqNotAppended { .. }
-        ) || matches!(
-            self,
-            Error::Storage(e) if matches!(
-                **e,
-                StorageError::UnknownBucket(_)
-                    | StorageError::Key { .. }
-                    | StorageError::NotFound { .. }
-                    | StorageError::TooLarge { .. }
-            )
-        )
+            | Error::NotDocumentIndex { .. }
+            | Error::DocumentIndex { .. }
+            | Error::AsOfFuture { .. }
+            | Error::SeqNotAppended { .. } => ErrorKind::Invalid,
+            Error::IndexNotFound { .. } | Error::EvalNotFound { .. } => ErrorKind::NotFound,
+            Error::IndexExists { .. } | Error::NothingPromoted { .. } | Error::SchemeConflict { .. } => {
+                ErrorKind::Conflict
+            }
+            Error::AsOfGone { .. } => ErrorKind::Gone,
+            Error::NotApplied { seq, .. } => ErrorKind::NotApplied { seq: *seq },
+            Error::Starting => ErrorKind::Unavailable(Unavailable::Starting),
+            Error::NotYetApplied { .. } => ErrorKind::Unavailable(Unavailable::Lagging),
+            Error::Embed(_) | Error::EmbeddingPending { .. } => ErrorKind::Unavailable(Unavailable::Embedder),
+            Error::Log(e) => e.kind(),
+            Error::Hnsw(e) => e.kind(),
+            Error::Projection(e) => e.kind(),
+            Error::Storage(e) => e.kind(),
+            Error::EvalSet { .. }
+            | Error::Io(_)
+            | Error::Snapshot(_)
+            | Error::Background(_)
+            | Error::Archive(_)
+            | Error::Replay(_)
+            | Error::LogTruncated { .. } => ErrorKind::Internal,
+        }
     }
 }
 
-/// Failures of the projector.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectionError {
-    /// Reading the log failed (for instance a corrupt event).
-    #[error("projector could not read the log at event {seq}")]
-    Read {
-        /// The event it tried to read from.
-        seq: u64,
-        /// The log error.
-        #[source]
-        source: LogError,
-    },
-    /// Reading archived events back from their segment failed.
-    #[error("projector could not read archived event {seq}")]
-    Archive {
-        /// The event it tried to read from.
-        seq: u64,
-        /// What failed.
-        #[source]
-        source: Box<crate::archive::ArchiveError>,
-    },
-    /// A projection failed to apply an event.
-    #[error("projection {projection:?} could not apply event {seq}")]
-    Apply {
-        /// The event.
-        seq: u64,
-        /// The projection's name.
-        projection: &'static str,
-        /// What failed.
-        #[source]
-        source: ApplyError,
-    },
-    /// The projector stopped earlier on a fault and applies nothing more.
-    #[error("projection stopped")]
-    Stopped(#[source] Arc<ProjectionError>),
-    /// An event was appended but not applied in time.
-    #[error("event {seq} not applied in time (projection at {applied})")]
-    Timeout {
-        /// The event waited for.
-        seq: u64,
-        /// The projection's position.
-        applied: u64,
-    },
-    /// The engine is closing; the event may still be applied on the next open.
-    #[error("projection stopped because the engine is closing")]
-    Closed,
-    /// The apply thread panicked (a bug); the projection applies nothing more.
-    #[error("projector thread panicked")]
-    Panicked,
-    /// A projector thread could not be started.
-    #[error("projector thread could not start")]
-    Thread(#[source] std::io::Error),
+impl LogError {
+    /// The kind of this log error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LogError::CommitFailed(_) => ErrorKind::OutcomeUnknown,
+            LogError::Poisoned(_) => ErrorKind::Unavailable(Unavailable::Poisoned),
+            LogError::Closed => ErrorKind::Unavailable(Unavailable::Closing),
+            LogError::WriterGone => ErrorKind::Unavailable(Unavailable::Faulted),
+            LogError::Storage(_)
+            | LogError::Frame(_)
+            | LogError::TooManyEvents { .. }
+            | LogError::Gap { .. }
+            | LogError::ArchiveRecord { .. }
+            | LogError::ArchiveRange { .. }
+            | LogError::TruncateRange { .. }
+            | LogError::Io(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl HnswError {
+    /// The kind of this index error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            HnswError::Faulted { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
+            HnswError::Faiss { .. } | HnswError::Native { .. } | HnswError::Shape { .. } => {
+                ErrorKind::Internal
+            }
+        }
+    }
+}
+
+impl ProjectionError {
+    /// The kind of this projector error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProjectionError::Closed => ErrorKind::Unavailable(Unavailable::Closing),
+            ProjectionError::Stopped(_) | ProjectionError::Panicked => {
+                ErrorKind::Unavailable(Unavailable::Faulted)
+            }
+            ProjectionError::Read { .. }
+            | ProjectionError::Archive { .. }
+            | ProjectionError::Apply { .. }
+            | ProjectionError::Timeout { .. }
+            | ProjectionError::Thread(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl StorageError {
+    /// The kind of this bucket error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => ErrorKind::NotFound,
+            StorageError::Key { .. } | StorageError::TooLarge { .. } => ErrorKind::Invalid,
+            StorageError::Backend { .. } => ErrorKind::Backend,
+            StorageError::Open { .. } => ErrorKind::Internal,
+        }
+    }
 }

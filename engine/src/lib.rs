@@ -15,41 +15,96 @@
 //! assert_eq!(&*hits[0].id, "a");
 //! # Ok(()) }
 //! ```
+//!
+//! This file is the whole public surface. Two modules are public because they are
+//! namespaces of declarations, not layers: [`event`] (the log's schema: every event
+//! body, the frame that stores it) and [`limits`] (the bounds every input is checked
+//! against). Every other module is private and re-exported item by item below, so the
+//! layers under the facade can move without breaking a caller.
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod archive;
-pub mod embed;
+mod archive;
+mod chain;
+mod codec;
+mod embed;
 mod engine;
 mod error;
 pub mod event;
 pub mod limits;
-pub mod log;
-pub mod partition;
-pub mod projection;
-pub mod replay;
+mod log;
+mod partition;
+mod projection;
+// mod recovery;
+mod replay;
 mod schema;
-pub mod secret;
-pub mod snapshot;
-pub mod storage;
+mod secret;
+mod snapshot;
+// mod source;
+mod storage;
 mod sync;
-pub mod trials;
-pub mod validate;
+mod trials;
+mod validate;
+mod vecmath;
 
+// The engine facade and what its calls take and return.
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
     GraphInfo, IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
     TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
     LOG_FILE,
 };
-pub use error::{chain, Error, ProjectionError};
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
+pub use partition::Template;
+pub use secret::Secret;
+pub use trials::{Progress, EVAL_QUERIES_MAX};
+pub use validate::{config as validate_hnsw_config, recall_floor as validate_recall_floor, InvalidInput};
+
+// Errors: the crate error, its kinds, and the layer errors it folds.
+pub use archive::ArchiveError;
+pub use chain::chain;
+pub use embed::EmbedError;
+pub use error::{Error, ErrorKind, Unavailable};
+pub use log::LogError;
+pub use projection::vectors::HnswError;
+pub use projection::{ApplyError, ProjectionError, SnapshotError};
+pub use replay::ReplayError;
+pub use storage::StorageError;
+
+// The log.
 pub use log::{
-    Log, LogConfig, LogError, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
+    BadEvent, Log, LogConfig, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
     VerifyReport,
 };
-pub use projection::vectors::{Hit, HnswError, IndexParams, RebuildStats, Record};
-pub use projection::{
-    ApplyError, Hooks, Outcome, Projection, ProjectionStats, ProjectorStats, SnapshotError,
+
+// Projections: what readers get back from them.
+pub use projection::journal::{Health, JournalEntry, JournalFilter};
+pub use projection::partitions::{IndexPartitions, Migration, Scheme};
+pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
+pub use projection::trials::{IndexTrials, Objective, Trial};
+pub use projection::vectors::{Hit, IndexParams, RebuildStats, Record, FILTER_EXACT_MAX};
+pub use projection::{Hooks, Outcome, Projection, ProjectionStats, ProjectorStats};
+
+// Snapshots, time travel and log retention.
+pub use archive::{encode_cut, split_cut, verify as verify_archive, ArchiveReport, PREFIX as ARCHIVE_PREFIX};
+pub use snapshot::format::{
+    decode as decode_snapshot, encode as encode_snapshot, Decoded as DecodedSnapshot,
+    FormatError as SnapshotFormatError,
 };
-pub use storage::{BucketsConfig, Storage, StorageError};
-pub use validate::InvalidInput;
+pub use snapshot::{
+    block_on, key as snapshot_key, SnapshotInfo, SnapshotPolicy, View, PREFIX as SNAPSHOT_PREFIX,
+};
+
+// Offline replay, for tooling.
+pub use replay::{IndexState, LogicalState, OfflineLog, Replay, Skipped, StateDigest, TOOL_ACTOR};
+
+// Storage buckets.
+pub use storage::{
+    BucketInfo, BucketsConfig, FaultyStore, Fetched, Listing, ObjectInfo, ProbeReport, Storage, StorageStats,
+    DEFAULT_PRIMARY_ROOT, PRIMARY,
+};
+
+// Embedders.
+pub use embed::{
+    Embedder, Embedders, LazyLocalEmbedder, LocalEmbedder, RemoteEmbedder, RemoteEmbedderConfig,
+    LOCAL_MODEL_DIMENSION, LOCAL_MODEL_ID,
+};

@@ -18,12 +18,12 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use crate::archive::{self, ArchiveError};
+use crate::codec::Enc;
 use crate::error::Error;
 use crate::event::{decode, Event, EventBody, EventKind, SnapshotTaken};
 use crate::log::{ReadOnlyLog, Segment};
 use crate::projection::vectors::{IndexParams, Record};
 use crate::projection::{Hooks, Projection};
-use crate::snapshot::codec::Enc;
 use crate::snapshot::{block_on, load, Projections, Unusable};
 use crate::storage::{BucketsConfig, Storage, StorageError};
 use crate::{IndexInfo, LOG_FILE};
@@ -74,12 +74,6 @@ pub enum ReplayError {
     /// An event of the log does not decode.
     #[error(transparent)]
     Frame(#[from] crate::event::FrameError),
-}
-
-impl From<ReplayError> for Error {
-    fn from(e: ReplayError) -> Self {
-        Error::Replay(Box::new(e))
-    }
 }
 
 /// A data directory's log, opened read-only, with its archive segments readable through
@@ -225,7 +219,7 @@ impl OfflineLog {
             match attempt {
                 Ok(replay) => return Ok((Some((replay, taken)), skipped)),
                 Err(error) => {
-                    let why = crate::chain(&error);
+                    let why = crate::chain::chain(&error);
                     tracing::warn!(key = %taken.key, error = %why, "snapshot skipped");
                     skipped.push(Skipped { snapshot: taken, why });
                 }

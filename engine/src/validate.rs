@@ -7,7 +7,7 @@ use crate::event::{
     estimated_document_bytes, estimated_item_bytes, DocumentItem, HnswConfig, Metric, VectorItem,
 };
 use crate::limits::*;
-use crate::projection::vectors::norm;
+use crate::vecmath::norm;
 
 /// The caller's input is invalid; `field` names where (`items[3].vector`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use annal_engine::event::{decode, encode, SnapshotTaken, VectorItem, FRAME_VERSION};
-use annal_engine::replay::Replay;
+use annal_engine::Replay;
 use annal_engine::{Engine, EngineConfig, Error, HnswConfig, Metric, PromoteRequest, SyncMode};
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -49,7 +49,7 @@ pub const SECTIONS: [&str; 6] = ["documents", "vectors", "journal", "promotions"
 /// Arbitrary bytes as a snapshot object: the container check, then (if it passes)
 /// every projection's restore. Never a panic.
 pub fn snapshot_decode(data: &[u8]) {
-    if let Ok(decoded) = annal_engine::snapshot::format::decode(data) {
+    if let Ok(decoded) = annal_engine::decode_snapshot(data) {
         let taken = SnapshotTaken {
             seq: decoded.seq,
             bucket: "primary".into(),
@@ -78,9 +78,9 @@ pub fn snapshot_sections(data: &[u8]) {
         let Ok(bytes) = u.arbitrary::<Vec<u8>>() else { return };
         sections.push((name.to_owned(), bytes));
     }
-    let (chunks, _) = annal_engine::snapshot::format::encode(seq, sections);
+    let (chunks, _) = annal_engine::encode_snapshot(seq, sections);
     let object: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
-    let decoded = annal_engine::snapshot::format::decode(&object).expect("what encode writes decodes");
+    let decoded = annal_engine::decode_snapshot(&object).expect("what encode writes decodes");
     let taken = SnapshotTaken {
         seq,
         bucket: "primary".into(),
@@ -412,7 +412,7 @@ fn apply(engine: &Engine, model: &mut BTreeMap<String, ModelIndex>, op: &Op) {
             }
         }
         Op::Snapshot => {
-            annal_engine::snapshot::block_on(engine.snapshot("fuzz")).expect("runtime").expect("snapshot");
+            annal_engine::block_on(engine.snapshot("fuzz")).expect("runtime").expect("snapshot");
         }
         Op::Promote { index, ef } => {
             let name = name(index);

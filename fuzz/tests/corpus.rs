@@ -114,7 +114,7 @@ fn real_snapshot() -> Vec<u8> {
     let request =
         PromoteRequest { config, trial_id: String::new(), promoted_by: "t".into(), note: "n".into() };
     engine.promote("t", "docs", request).unwrap();
-    let taken = annal_engine::snapshot::block_on(engine.snapshot("t")).unwrap().unwrap();
+    let taken = annal_engine::block_on(engine.snapshot("t")).unwrap().unwrap();
     let object = std::fs::read(dir.path().join("buckets/primary").join(&taken.key)).unwrap();
     engine.close().unwrap();
     object
@@ -124,7 +124,7 @@ fn real_snapshot() -> Vec<u8> {
 fn snapshot_decoding_survives_the_corpus_generated_inputs_and_every_damage_of_a_real_one() {
     let object = real_snapshot();
     // The real one restores.
-    let decoded = annal_engine::snapshot::format::decode(&object).unwrap();
+    let decoded = annal_engine::decode_snapshot(&object).unwrap();
     assert!(decoded.sections.len() >= 6);
     let mut inputs = damaged(&object);
     inputs.extend(generated("snapshot_decode", 500, 2_048));

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use annal_engine::secret::Secret;
+use annal_engine::Secret;
 use annal_engine::SyncMode;
 use clap::ValueEnum;
 

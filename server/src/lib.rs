@@ -29,11 +29,11 @@ pub use args::{RemoteSpec, ServeArgs, Sync};
 
 use std::sync::Arc;
 
-use annal_engine::embed::{
+use annal_engine::Secret;
+use annal_engine::{
     Embedders, LazyLocalEmbedder, LocalEmbedder, RemoteEmbedder, RemoteEmbedderConfig, LOCAL_MODEL_DIMENSION,
     LOCAL_MODEL_ID,
 };
-use annal_engine::secret::Secret;
 
 /// The embedders `annal serve` offers: the local all-MiniLM-L6-v2 (loaded on first use;
 /// unavailable, saying why, when its files are missing) and each `--remote-embedder`.

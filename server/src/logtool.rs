@@ -489,12 +489,8 @@ pub fn snapshot_verify(data: &Path, buckets_config: Option<&Path>) -> Result<Exi
     let mut failed = false;
     for (i, (_, taken)) in snapshots.iter().enumerate().rev() {
         let newest = i + 1 == snapshots.len();
-        let fetched = annal_engine::snapshot::block_on(storage.get_bounded(
-            "annal-cli",
-            &taken.bucket,
-            &taken.key,
-            taken.bytes,
-        ))?;
+        let fetched =
+            annal_engine::block_on(storage.get_bounded("annal-cli", &taken.bucket, &taken.key, taken.bytes))?;
         let object = match fetched {
             Ok(fetched) => fetched.bytes,
             Err(annal_engine::StorageError::NotFound { .. }) => {
@@ -519,7 +515,7 @@ pub fn snapshot_verify(data: &Path, buckets_config: Option<&Path>) -> Result<Exi
             failed = true;
             continue;
         }
-        match annal_engine::snapshot::format::decode(&object) {
+        match annal_engine::decode_snapshot(&object) {
             Ok(decoded) if decoded.seq == taken.seq => {
                 let names: Vec<&str> = decoded.sections.iter().map(|(n, _)| n.as_str()).collect();
                 println!(

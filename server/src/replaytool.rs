@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use annal_engine::event::{decode, Event, EventBody, LogTruncated};
-use annal_engine::replay::{LogicalState, OfflineLog, Replay, StateDigest};
-use annal_engine::storage::PRIMARY;
+use annal_engine::PRIMARY;
 use annal_engine::{BucketsConfig, Log, LogConfig, Storage, SyncMode, LOG_FILE};
+use annal_engine::{LogicalState, OfflineLog, Replay, StateDigest};
 use serde_json::{json, Value};
 
 use crate::progress::Progress;
@@ -163,12 +163,7 @@ pub fn to(
     let mut replay = match base {
         Some((replay, object, taken)) if taken.bucket == PRIMARY => {
             let storage = Storage::open_detached(out, &BucketsConfig::default())?;
-            annal_engine::snapshot::block_on(storage.put(
-                annal_engine::replay::TOOL_ACTOR,
-                PRIMARY,
-                &taken.key,
-                object,
-            ))??;
+            annal_engine::block_on(storage.put(annal_engine::TOOL_ACTOR, PRIMARY, &taken.key, object))??;
             copied_snapshot = json!({"seq": taken.seq, "key": taken.key});
             replay
         }
@@ -282,16 +277,15 @@ pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
         Ok(log.read_frames(range, COPY_BATCH)?)
     })?;
     let (cut_first, cut_last) = (args.after + 1, plan.last);
-    let (object, crc32) = annal_engine::archive::encode_cut(&plan.frames)?;
+    let (object, crc32) = annal_engine::encode_cut(&plan.frames)?;
     let stamp =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
     let key = format!("recovered/{cut_first:020}-{cut_last:020}-{stamp}.cut");
     let storage = Storage::open_detached(args.data, &buckets(args.buckets_config)?)?;
     let object_bytes = object.len() as u64;
-    annal_engine::snapshot::block_on(storage.put(args.actor, PRIMARY, &key, bytes::Bytes::from(object)))??;
+    annal_engine::block_on(storage.put(args.actor, PRIMARY, &key, bytes::Bytes::from(object)))??;
     // Read the copy back before anything is cut.
-    let back =
-        annal_engine::snapshot::block_on(storage.get_bounded(args.actor, PRIMARY, &key, object_bytes))??;
+    let back = annal_engine::block_on(storage.get_bounded(args.actor, PRIMARY, &key, object_bytes))??;
     if crc32fast::hash(&back.bytes) != crc32 {
         return Err(format!("the copy {PRIMARY}/{key} does not read back as written; nothing was cut").into());
     }

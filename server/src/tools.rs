@@ -26,7 +26,7 @@ pub fn verify(data: &Path, buckets_config: Option<&Path>) -> Result<ExitCode> {
             None => BucketsConfig::default(),
         };
         let storage = Storage::open_detached(data, &config)?;
-        Some(annal_engine::archive::verify(&storage, &segments, report.first_seq))
+        Some(annal_engine::verify_archive(&storage, &segments, report.first_seq))
     };
     if let Some(archive) = &archived {
         if let Some(error) = &archive.first_bad {

@@ -495,7 +495,7 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     }
     let (mut replay, from) = match source.newest_snapshot(upto)?.0 {
         Some((replay, taken)) => (replay, taken.seq),
-        None => (annal_engine::replay::Replay::empty()?, 0),
+        None => (annal_engine::Replay::empty()?, 0),
     };
     let mut progress = Progress::new("replay", "events", Some(upto));
     progress.set(from);

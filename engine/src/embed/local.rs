@@ -11,7 +11,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use super::{normalize, EmbedError, Embedder};
+use super::{EmbedError, Embedder};
+use crate::vecmath::normalize;
 
 /// The model id the local embedder is offered under.
 pub const LOCAL_MODEL_ID: &str = "all-MiniLM-L6-v2";
@@ -151,7 +152,7 @@ impl LazyLocalEmbedder {
     fn model(&self) -> Result<&LocalEmbedder, EmbedError> {
         let loaded = self.loaded.get_or_init(|| {
             let started = std::time::Instant::now();
-            let model = LocalEmbedder::load(&self.dir).map_err(|e| crate::error::chain(&e));
+            let model = LocalEmbedder::load(&self.dir).map_err(|e| crate::chain::chain(&e));
             match &model {
                 Ok(_) => tracing::info!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "local embedder loaded"),
                 Err(error) => tracing::error!(dir = %self.dir.display(), %error, "local embedder failed to load"),

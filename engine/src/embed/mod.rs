@@ -153,13 +153,3 @@ impl Embedders {
         self.by_model.iter().map(|(id, e)| (id.clone(), e.dimension())).collect()
     }
 }
-
-/// Scale `vector` to unit length (left as is if it is all zeros).
-pub(crate) fn normalize(vector: &mut [f32]) {
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        for x in vector.iter_mut() {
-            *x /= norm;
-        }
-    }
-}

@@ -391,7 +391,7 @@ impl WorkerCtx {
         }
         let vectors = embedder
             .embed(&texts)
-            .map_err(|e| Failure { error: crate::error::chain(&e), kind: kind_of(&e) })?;
+            .map_err(|e| Failure { error: crate::chain::chain(&e), kind: kind_of(&e) })?;
         if vectors.len() != texts.len() {
             let error = format!("{} vectors for {} texts", vectors.len(), texts.len());
             return Err(Failure { error, kind: FailureKind::Input });
@@ -429,7 +429,7 @@ impl WorkerCtx {
         self.documents.sent(claim, sent);
         if let Err(e) = self.log.append(&[Event::new(EMBEDDER_ACTOR, body)]) {
             self.documents.unsent(claim, sent);
-            let error = format!("appending the vectors failed: {}", crate::error::chain(&e));
+            let error = format!("appending the vectors failed: {}", crate::chain::chain(&e));
             return Err(Failure { error, kind: FailureKind::Outage });
         }
         Ok(())

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 
 use super::{ApplyError, Outcome, Projection, SnapshotError};
+use crate::codec::{Dec, Enc};
 use crate::event::{DocumentsEmbedded, EmbedderRef, Event, EventBody, IndexCreatedWithEmbedder, VectorItem};
-use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::lock;
 
 /// Documents per incremental claim.
@@ -163,16 +163,6 @@ impl DocumentState {
         self.indexes.read().get(index)?.docs.get(id).map(|d| Arc::clone(&d.text))
     }
 
-    /// Number of documents of `index`.
-    pub fn len(&self, index: &str) -> usize {
-        self.indexes.read().get(index).map_or(0, |i| i.docs.len())
-    }
-
-    /// Whether no index holds a document.
-    pub fn is_empty(&self) -> bool {
-        self.indexes.read().values().all(|i| i.docs.is_empty())
-    }
-
     /// Embedder, queue and drain report of `index`.
     pub fn status(&self, index: &str) -> Option<EmbeddingStatus> {
         let indexes = self.indexes.read();
@@ -201,11 +191,6 @@ impl DocumentState {
         })
     }
 
-    /// Total documents waiting to be embedded, over every index.
-    pub fn pending(&self) -> u64 {
-        self.indexes.read().values().map(|i| (i.incremental.len() + i.backfill.len()) as u64).sum()
-    }
-
     /// The vectors the [`DocumentsEmbedded`] event `seq` contributed to `index` (taken:
     /// called once, by the vector projection).
     pub(crate) fn take_accepted(&self, seq: u64, index: &str) -> Vec<VectorItem> {
@@ -213,6 +198,12 @@ impl DocumentState {
             Some((s, i, items)) if s == seq && i == index => items,
             _ => Vec::new(),
         }
+    }
+
+    /// Whether no index holds a document.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.indexes.read().values().all(|i| i.docs.is_empty())
     }
 
     // -- the worker's side -----------------------------------------------------------

@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use parking_lot::RwLock;
 
+use crate::codec::{Dec, Enc};
 use crate::event::{BucketErrorRecorded, BucketOp, Event, EventBody};
 use crate::limits;
 use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
-use crate::snapshot::codec::{Dec, Enc};
 
 /// A bucket has this many errors or more within a health period: it is unhealthy.
 pub const UNHEALTHY_ERRORS: u64 = 3;

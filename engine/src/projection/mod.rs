@@ -6,17 +6,19 @@
 //! projector keeps a watermark and counters per projection, and the snapshot hooks let a
 //! checkpoint write every projection's state as of one sequence number and restore it.
 
-pub mod documents;
+pub(crate) mod documents;
+mod error;
 mod hooks;
-pub mod journal;
-pub mod partitions;
+pub(crate) mod journal;
+pub(crate) mod partitions;
 mod projector;
-pub mod promotions;
-pub mod trials;
-pub mod vectors;
+pub(crate) mod promotions;
+pub(crate) mod trials;
+pub(crate) mod vectors;
 
 use crate::event::Event;
 
+pub use error::{ApplyError, ProjectionError, SnapshotError};
 pub use hooks::Hooks;
 pub(crate) use projector::{CaptureError, Projector};
 pub use projector::{ProjectionStats, ProjectorStats};
@@ -70,52 +72,4 @@ pub trait Projection: Send + Sync {
 
     /// Stop background work (rebuilds, queues) promptly: the engine is closing.
     fn shutdown(&self) {}
-}
-
-/// A projection failed to apply an event.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// FAISS failed.
-    #[error(transparent)]
-    Vectors(#[from] vectors::HnswError),
-    /// The engine is closing; the event was not (wholly) applied, and will be again on
-    /// the next open. Not a fault.
-    #[error("apply stopped: the engine is closing")]
-    Cancelled,
-    /// A fault injected through [`Hooks`] (tests only).
-    #[error("injected fault: {0}")]
-    Injected(String),
-}
-
-/// Writing or restoring a projection's snapshot failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SnapshotError {
-    /// The projection does not implement snapshots yet.
-    #[error("projection {projection:?} cannot be snapshotted yet")]
-    Unsupported {
-        /// The projection's name.
-        projection: &'static str,
-    },
-    /// Reading or writing the snapshot stream failed.
-    #[error("snapshot I/O failed")]
-    Io(#[from] std::io::Error),
-    /// A section does not decode: the snapshot is corrupt (its CRC passed, so it was
-    /// written so, or by another version).
-    #[error("projection {projection:?}: snapshot section is corrupt")]
-    Corrupt {
-        /// The projection's name.
-        projection: &'static str,
-        /// Where and what.
-        #[source]
-        source: crate::snapshot::codec::DecodeError,
-    },
-    /// FAISS could not serialize or read an index.
-    #[error(transparent)]
-    Vectors(#[from] vectors::HnswError),
-    /// An index is unusable after a failed add and cannot be captured.
-    #[error("index {index:?} is faulted and cannot be snapshotted; reopen the engine first")]
-    Faulted {
-        /// The index.
-        index: String,
-    },
 }

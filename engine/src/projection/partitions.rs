@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use parking_lot::RwLock;
 
+use crate::codec::{Dec, Enc};
 use crate::event::{Event, EventBody, MigrationError};
 use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
-use crate::snapshot::codec::{Dec, Enc};
 
 /// Unresolvable records a migration keeps by id and reason (all are counted).
 pub const MIGRATION_ERRORS_KEPT: usize = 32;
@@ -257,7 +257,7 @@ fn write_migration(e: &mut Enc, m: &Migration) {
     e.u64(m.ended_seq);
 }
 
-fn read_migration(d: &mut Dec<'_>) -> Result<Migration, crate::snapshot::codec::DecodeError> {
+fn read_migration(d: &mut Dec<'_>) -> Result<Migration, crate::codec::DecodeError> {
     let migration_id = d.str()?.to_owned();
     let template = d.str()?.to_owned();
     let snapshot_seq = d.u64()?;

@@ -7,9 +7,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::ProjectionError;
 use super::{Hooks, Projection, SnapshotError};
 use crate::archive::ArchiveReader;
-use crate::error::ProjectionError;
 use crate::event::Event;
 use crate::log::Log;
 use crate::sync::lock;
@@ -419,7 +419,7 @@ fn apply_one(shared: &Shared, expected: u64, seq: u64, event: &Event) -> Option<
 }
 
 fn raise(shared: &Shared, error: ProjectionError) {
-    tracing::error!(error = %crate::error::chain(&error), "projector stopped");
+    tracing::error!(error = %crate::chain::chain(&error), "projector stopped");
     *lock(&shared.fault) = Some(Arc::new(error));
     shared.applied_cv.notify_all();
 }

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 
 use parking_lot::RwLock;
 
+use crate::codec::{Dec, Enc};
 use crate::event::{ConfigPromoted, Event, EventBody, HnswConfig};
 use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
-use crate::snapshot::codec::{Dec, Enc};
 
 /// Earlier promotions kept per index to roll back to; the oldest is dropped beyond it.
 pub const HISTORY_MAX: usize = 50;
@@ -212,7 +212,7 @@ fn write_promotion(e: &mut Enc, p: &Promotion) {
     e.u64(p.time_ms);
 }
 
-fn read_promotion(d: &mut Dec<'_>) -> Result<Promotion, crate::snapshot::codec::DecodeError> {
+fn read_promotion(d: &mut Dec<'_>) -> Result<Promotion, crate::codec::DecodeError> {
     let config = HnswConfig { m: d.u32()?, ef_construction: d.u32()?, ef_search: d.u32()? };
     Ok(Promotion {
         config,

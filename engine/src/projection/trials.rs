@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use parking_lot::RwLock;
 
+use crate::codec::{Dec, Enc};
 use crate::event::{EvalSetCreated, Event, EventBody, HnswConfig, TrialRecorded};
 use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
-use crate::snapshot::codec::{Dec, Enc};
 
 /// One recorded trial.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,7 +232,7 @@ impl Projection for TrialState {
     }
 }
 
-fn read_eval(d: &mut Dec<'_>, index: &str) -> Result<EvalSetCreated, crate::snapshot::codec::DecodeError> {
+fn read_eval(d: &mut Dec<'_>, index: &str) -> Result<EvalSetCreated, crate::codec::DecodeError> {
     Ok(EvalSetCreated {
         index: index.to_owned(),
         eval_id: d.str()?.to_owned(),
@@ -247,7 +247,7 @@ fn read_eval(d: &mut Dec<'_>, index: &str) -> Result<EvalSetCreated, crate::snap
     })
 }
 
-fn read_trial(d: &mut Dec<'_>, index: &str) -> Result<Trial, crate::snapshot::codec::DecodeError> {
+fn read_trial(d: &mut Dec<'_>, index: &str) -> Result<Trial, crate::codec::DecodeError> {
     let seq = d.u64()?;
     let time_ms = d.u64()?;
     let trial_id = d.str()?.to_owned();

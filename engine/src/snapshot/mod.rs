@@ -2,12 +2,11 @@
 //! primary bucket as one framed object ([`format`]), so that an open restores it and
 //! replays only the events after it.
 
-pub mod codec;
 pub mod format;
 mod view;
 
+pub use view::View;
 pub(crate) use view::Views;
-pub use view::{View, VIEWS_CACHED_MAX, VIEW_CACHED_BYTES_MAX};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -222,7 +221,7 @@ pub(crate) fn restore(
                 {
                     record(storage, &taken, &error);
                 }
-                tracing::warn!(key = taken.key, error = %crate::error::chain(&error), "snapshot skipped");
+                tracing::warn!(key = taken.key, error = %crate::chain::chain(&error), "snapshot skipped");
                 skipped += 1;
                 continue;
             }
@@ -238,7 +237,7 @@ pub(crate) fn restore(
                 for p in projections.list() {
                     p.shutdown();
                 }
-                tracing::warn!(key = taken.key, error = %crate::error::chain(&error), "snapshot skipped");
+                tracing::warn!(key = taken.key, error = %crate::chain::chain(&error), "snapshot skipped");
                 record(storage, &taken, &error);
                 skipped += 1;
             }
@@ -249,7 +248,7 @@ pub(crate) fn restore(
 }
 
 fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Error + 'static)) {
-    let error = object_store::Error::Generic { store: "snapshot", source: crate::error::chain(error).into() };
+    let error = object_store::Error::Generic { store: "snapshot", source: crate::chain::chain(error).into() };
     let recorded = block_on(storage.record_failure(
         ENGINE_ACTOR,
         &taken.bucket,
@@ -406,7 +405,7 @@ impl Taker {
                     continue;
                 }
                 if let Ok(Err(error)) = block_on(taker.take_if_behind(ENGINE_ACTOR, every)) {
-                    tracing::warn!(error = %crate::error::chain(&error), "scheduled snapshot failed");
+                    tracing::warn!(error = %crate::chain::chain(&error), "scheduled snapshot failed");
                     // Back off: the next try comes after as many events again.
                     taker.covered.store(taker.projector.applied_seq(), Ordering::Release);
                 }
@@ -482,7 +481,7 @@ impl Taker {
         if self.policy.archive {
             // A failed archive run costs nothing but log space: the next one retries.
             if let Err(error) = self.archive_locked(actor).await {
-                tracing::warn!(error = %crate::error::chain(&error), "archiving the log failed");
+                tracing::warn!(error = %crate::chain::chain(&error), "archiving the log failed");
             }
         }
         Ok(SnapshotInfo {
@@ -552,7 +551,7 @@ impl Taker {
     /// journaled by the storage layer and otherwise ignored.
     async fn prune(&self, actor: &str) {
         if let Err(error) = self.complete_known().await {
-            tracing::warn!(error = %crate::error::chain(&error), "could not list earlier snapshots");
+            tracing::warn!(error = %crate::chain::chain(&error), "could not list earlier snapshots");
         }
         let keep = self.policy.keep.max(1);
         let old: Vec<(u64, SnapshotTaken)> = {

@@ -32,14 +32,11 @@ use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use parking_lot::Mutex;
 
-pub use config::{
-    Backend, BucketConfig, BucketsConfig, ConfigError, Credentials, S3Config, BUCKET_NAME_BYTES_MAX,
-    DEFAULT_PRIMARY_ROOT, PRIMARY,
-};
+pub use config::{Backend, BucketConfig, BucketsConfig, DEFAULT_PRIMARY_ROOT, PRIMARY};
 pub use faults::FaultyStore;
 pub use key::{key_of, object_path, KeyError};
 
-use crate::error::chain;
+use crate::chain::chain;
 use crate::event::{BucketErrorRecorded, BucketOp, Event, EventBody, Stamp};
 use crate::limits;
 use crate::log::Log;

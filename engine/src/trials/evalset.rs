@@ -17,6 +17,8 @@
 //!  end-4    4 crc32       CRC-32 of every byte before it
 //! ```
 
+use crate::codec::{self, Dec, DecodeError, Enc};
+
 /// First bytes of every evaluation set object.
 pub const MAGIC: &[u8; 8] = b"ANNALEVL";
 /// The version written.
@@ -45,6 +47,12 @@ pub struct EvalSet {
 #[error("evaluation set object: {0}")]
 pub struct EvalFormatError(pub String);
 
+impl From<DecodeError> for EvalFormatError {
+    fn from(e: DecodeError) -> Self {
+        Self(e.to_string())
+    }
+}
+
 impl EvalSet {
     /// The object's bytes.
     ///
@@ -56,14 +64,14 @@ impl EvalSet {
             return Err(EvalFormatError("queries, held-out ids and truth lists differ in number".into()));
         }
         let n = u32::try_from(self.queries.len()).map_err(|_too_many| too_big("query count"))?;
-        let mut out = Vec::with_capacity(HEADER_LEN + self.queries.len() * self.dimension as usize * 4 + 64);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(&self.dimension.to_le_bytes());
-        out.extend_from_slice(&n.to_le_bytes());
-        out.extend_from_slice(&self.k.to_le_bytes());
-        out.extend_from_slice(&self.truth_seq.to_le_bytes());
+        let mut out = Enc::with_capacity(HEADER_LEN + self.queries.len() * self.dimension as usize * 4 + 64);
+        out.raw(MAGIC);
+        out.u16(VERSION);
+        out.u16(0);
+        out.u32(self.dimension);
+        out.u32(n);
+        out.u32(self.k);
+        out.u64(self.truth_seq);
         for q in &self.queries {
             if q.len() != self.dimension as usize {
                 return Err(EvalFormatError(format!(
@@ -72,27 +80,21 @@ impl EvalSet {
                     self.dimension
                 )));
             }
-            for x in q {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+            q.iter().for_each(|x| out.f32(*x));
         }
-        let text = |out: &mut Vec<u8>, s: &str| -> Result<(), EvalFormatError> {
-            let len = u16::try_from(s.len()).map_err(|_too_long| too_big("an id"))?;
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(s.as_bytes());
+        let text = |out: &mut Enc, s: &str| -> Result<(), EvalFormatError> {
+            out.u16(u16::try_from(s.len()).map_err(|_too_long| too_big("an id"))?);
+            out.raw(s.as_bytes());
             Ok(())
         };
         for (held_out, truth) in self.held_out.iter().zip(&self.truth) {
             text(&mut out, held_out.as_deref().unwrap_or(""))?;
-            let count = u32::try_from(truth.len()).map_err(|_too_long| too_big("a truth list"))?;
-            out.extend_from_slice(&count.to_le_bytes());
+            out.u32(u32::try_from(truth.len()).map_err(|_too_long| too_big("a truth list"))?);
             for id in truth {
                 text(&mut out, id)?;
             }
         }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        Ok(out)
+        Ok(out.seal().0)
     }
 
     /// Read an object written by [`EvalSet::encode`], checking its CRC, header and every
@@ -102,18 +104,11 @@ impl EvalSet {
     /// [`EvalFormatError`] naming the first problem.
     pub fn decode(object: &[u8]) -> Result<Self, EvalFormatError> {
         let bad = |what: String| EvalFormatError(what);
-        if object.len() < HEADER_LEN + 4 {
-            return Err(bad(format!("truncated: {} bytes", object.len())));
-        }
-        let (body, trailer) = object.split_at(object.len() - 4);
-        let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-        if crc32fast::hash(body) != stored {
-            return Err(bad("CRC-32 mismatch".into()));
-        }
-        if &body[..8] != MAGIC {
+        let body = codec::unseal(object, HEADER_LEN)?;
+        let mut r = Dec::new(body);
+        if r.take(MAGIC.len())? != MAGIC {
             return Err(bad("bad magic".into()));
         }
-        let mut r = Reader { buf: body, pos: 8 };
         let version = r.u16()?;
         if version != VERSION {
             return Err(bad(format!("unknown version {version}")));
@@ -144,62 +139,24 @@ impl EvalSet {
         let queries: Vec<Vec<f32>> = flat.chunks_exact(dimension as usize).map(<[f32]>::to_vec).collect();
         let mut held_out = Vec::with_capacity(n.min(r.left() / 6));
         let mut truth = Vec::with_capacity(n.min(r.left() / 6));
+        let str16 = |r: &mut Dec<'_>| -> Result<String, EvalFormatError> {
+            let len = usize::from(r.u16()?);
+            let bytes = r.take(len)?;
+            String::from_utf8(bytes.to_vec()).map_err(|e| EvalFormatError(format!("an id is not UTF-8: {e}")))
+        };
         for _ in 0..n {
-            let held = r.str()?;
+            let held = str16(&mut r)?;
             held_out.push((!held.is_empty()).then_some(held));
             let count = r.u32()?;
             if count > k || count as usize > r.left() / 2 {
                 return Err(bad(format!("a truth list of {count} ids, k is {k}")));
             }
-            truth.push((0..count).map(|_| r.str()).collect::<Result<Vec<_>, _>>()?);
+            truth.push((0..count).map(|_| str16(&mut r)).collect::<Result<Vec<_>, _>>()?);
         }
         if r.left() != 0 {
             return Err(bad(format!("{} bytes after the last query", r.left())));
         }
         Ok(Self { dimension, k, truth_seq, queries, held_out, truth })
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn left(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], EvalFormatError> {
-        if n > self.left() {
-            return Err(EvalFormatError(format!("truncated at byte {}", self.pos)));
-        }
-        let out = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(out)
-    }
-
-    fn u16(&mut self) -> Result<u16, EvalFormatError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, EvalFormatError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, EvalFormatError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn str(&mut self) -> Result<String, EvalFormatError> {
-        let len = usize::from(self.u16()?);
-        let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| EvalFormatError(format!("an id is not UTF-8: {e}")))
     }
 }
 

@@ -21,7 +21,8 @@ use std::time::Instant;
 use faiss::{index_factory, Index, MetricType};
 
 use crate::event::{HnswConfig, Metric};
-use crate::projection::vectors::{norm, Hnsw, HnswError, IndexHandle};
+use crate::projection::vectors::{Hnsw, HnswError, IndexHandle};
+use crate::vecmath::norm;
 
 /// Most queries in an evaluation set.
 pub const EVAL_QUERIES_MAX: u32 = 1_000;

@@ -10,7 +10,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use annal_engine::{Error, HnswError, LogError, ProjectionError, StorageError};
+use annal_engine::{Error, ErrorKind, Unavailable};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -218,57 +218,41 @@ fn next_error_id() -> String {
 }
 
 impl From<Error> for ApiError {
+    /// By the error's kind, never its variant: every kind has its arm and there is no
+    /// fallback, so a new kind must be given its status here before this compiles.
     fn from(error: Error) -> Self {
-        match &error {
-            Error::Invalid(e) => Self::bad_request(e.to_string()),
-            Error::IndexNotFound { .. } | Error::EvalNotFound { .. } => Self::not_found(error.to_string()),
-            Error::IndexExists { .. } | Error::NothingPromoted { .. } | Error::SchemeConflict { .. } => {
-                Self::conflict(error.to_string())
-            }
-            Error::Log(LogError::CommitFailed(_)) => Self::outcome_unknown(&error),
+        match error.kind() {
+            ErrorKind::Invalid => Self::bad_request(error.to_string()),
+            ErrorKind::NotFound => Self::not_found(error.to_string()),
+            ErrorKind::Conflict => Self::conflict(error.to_string()),
+            ErrorKind::Gone => Self::gone(error.to_string()),
             // The write is durable whatever stopped its apply (a timeout, a close, a
             // projector fault): it is in the log and is applied at the latest on reopen.
-            Error::NotApplied { seq, .. } => Self::not_applied(
-                *seq,
+            ErrorKind::NotApplied { seq } => Self::not_applied(
+                seq,
                 format!("{}; the event is in the log and will be applied", crate::report(&error)),
             ),
-            Error::Starting => Self::starting(error.to_string()),
-            Error::NotDocumentIndex { .. } | Error::DocumentIndex { .. } => {
-                Self::bad_request(error.to_string())
-            }
-            Error::Embed(_) | Error::EmbeddingPending { .. } => {
-                Self::embedder_unavailable(crate::report(&error))
-            }
-            Error::AsOfFuture { .. } => Self::bad_request(format!("as_of: {error}")),
-            Error::SeqNotAppended { .. } => Self::bad_request(error.to_string()),
-            Error::NotYetApplied { .. } => Self::not_applied_yet(error.to_string()),
-            Error::AsOfGone { .. } => Self::gone(format!("as_of: {error}")),
-            Error::Storage(e) => match &**e {
-                StorageError::UnknownBucket(_) | StorageError::NotFound { .. } => {
-                    Self::not_found(e.to_string())
+            ErrorKind::OutcomeUnknown => Self::outcome_unknown(&error),
+            // The backend's own words (its error chain holds no credentials: they are
+            // only ever handed to the S3 signer).
+            ErrorKind::Backend => Self::bucket_error(crate::report(&error)),
+            ErrorKind::Internal => Self::internal(&error),
+            ErrorKind::Unavailable(why) => match why {
+                Unavailable::Starting => Self::starting(error.to_string()),
+                Unavailable::Lagging => Self::not_applied_yet(error.to_string()),
+                Unavailable::Embedder => Self::embedder_unavailable(crate::report(&error)),
+                Unavailable::Closing => Self::unavailable(error.to_string(), Some(CLOSING_RETRY_AFTER_S)),
+                // Only a restart recovers these: no Retry-After, and a warning with the
+                // cause so the operator sees why requests are refused.
+                Unavailable::Poisoned => {
+                    tracing::warn!(error = %crate::report(&error), "request refused: the log is poisoned");
+                    Self::poisoned(&error)
                 }
-                StorageError::Key { .. } | StorageError::TooLarge { .. } => Self::bad_request(e.to_string()),
-                // The backend's own words (its error chain holds no credentials: they
-                // are only ever handed to the S3 signer).
-                StorageError::Backend { .. } => Self::bucket_error(crate::report(&**e)),
-                StorageError::Open { .. } => Self::internal(&error),
+                Unavailable::Faulted => {
+                    tracing::warn!(error = %crate::report(&error), "request refused: engine unavailable");
+                    Self::unavailable(error.to_string(), None)
+                }
             },
-            Error::Log(LogError::Closed) | Error::Projection(ProjectionError::Closed) => {
-                Self::unavailable(error.to_string(), Some(CLOSING_RETRY_AFTER_S))
-            }
-            // Only a restart recovers these: no Retry-After, and a warning with the cause
-            // so the operator sees why requests are refused.
-            Error::Log(LogError::Poisoned(cause)) => {
-                tracing::warn!(error = %crate::report(&error), "request refused: the log is poisoned");
-                Self::poisoned(cause.as_ref())
-            }
-            Error::Log(LogError::WriterGone)
-            | Error::Projection(ProjectionError::Stopped(_) | ProjectionError::Panicked)
-            | Error::Faiss(HnswError::Faulted { .. }) => {
-                tracing::warn!(error = %crate::report(&error), "request refused: engine unavailable");
-                Self::unavailable(error.to_string(), None)
-            }
-            _ => Self::internal(&error),
         }
     }
 }
@@ -303,6 +287,8 @@ mod tests {
     use std::sync::Arc;
 
     use serde_json::Value;
+
+    use annal_engine::{HnswError, LogError, ProjectionError};
 
     use super::*;
 
@@ -344,7 +330,7 @@ mod tests {
             Error::Log(LogError::WriterGone),
             Error::Projection(ProjectionError::Stopped(stopped)),
             Error::Projection(ProjectionError::Panicked),
-            Error::Faiss(HnswError::Faulted { index: "docs".into() }),
+            Error::Hnsw(HnswError::Faulted { index: "docs".into() }),
         ] {
             let message = error.to_string();
             let (status, retry, body) = answer(error).await;

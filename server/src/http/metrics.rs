@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use std::collections::BTreeMap;
 
-use annal_engine::storage::StorageStats;
 use annal_engine::EngineStats;
+use annal_engine::StorageStats;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;

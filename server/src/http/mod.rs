@@ -149,11 +149,11 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Some(path) => BucketsConfig::load(path, |name| std::env::var(name).ok())?,
             None => BucketsConfig::default(),
         };
-        let snapshots = annal_engine::snapshot::SnapshotPolicy {
+        let snapshots = annal_engine::SnapshotPolicy {
             every_events: (args.snapshot_every_events > 0).then_some(args.snapshot_every_events),
             keep: usize::try_from(args.snapshot_keep).unwrap_or(usize::MAX),
             archive: args.archive_log,
-            ..annal_engine::snapshot::SnapshotPolicy::default()
+            ..annal_engine::SnapshotPolicy::default()
         };
         let embedders = crate::embedders(&args)?;
         tracing::info!(?embedders, "embedders");

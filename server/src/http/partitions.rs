@@ -1,8 +1,8 @@
 //! Partition routes: set the first scheme, migrate to a new one (a job), the migration's
 //! state, clearing a finished one, and per-partition counts.
 
-use annal_engine::projection::partitions::{IndexPartitions, Migration};
 use annal_engine::MigrateOptions;
+use annal_engine::{IndexPartitions, Migration};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
@@ -89,7 +89,7 @@ pub async fn migrate(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: Migrate = body.parse()?;
-    annal_engine::partition::Template::parse(&body.template).map_err(annal_engine::Error::from)?;
+    annal_engine::Template::parse(&body.template).map_err(annal_engine::Error::from)?;
     let defaults = MigrateOptions::default();
     let options = MigrateOptions {
         dry_run: body.dry_run,

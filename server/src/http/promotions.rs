@@ -1,6 +1,6 @@
 //! Promotion routes: promote an HNSW configuration, roll it back, and read the state.
 
-use annal_engine::projection::promotions::Promotion;
+use annal_engine::Promotion;
 use annal_engine::{HnswConfig, PromoteRequest};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use annal_engine::event::{BucketOp, Stamp};
-use annal_engine::projection::journal::{JournalEntry, JournalFilter};
-use annal_engine::storage::ProbeReport;
+use annal_engine::ProbeReport;
 use annal_engine::{limits, Error};
+use annal_engine::{JournalEntry, JournalFilter};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

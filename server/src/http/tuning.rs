@@ -1,9 +1,9 @@
 //! Evaluation sets, trials, the best trial and autotune. The long-running ones answer
 //! 202 with a job id (see `jobs.rs`).
 
-use annal_engine::projection::trials::{Objective, Trial};
-use annal_engine::trials::EVAL_QUERIES_MAX;
+use annal_engine::EVAL_QUERIES_MAX;
 use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
+use annal_engine::{Objective, Trial};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -167,7 +167,7 @@ pub async fn run_trial(
     let actor = actor(&headers)?;
     let body: RunTrial = body.parse()?;
     let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
-    annal_engine::validate::config(&config).map_err(annal_engine::Error::from)?;
+    annal_engine::validate_hnsw_config(&config).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
     jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
@@ -248,7 +248,7 @@ pub async fn autotune(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: Autotune = body.parse()?;
-    annal_engine::validate::recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
+    annal_engine::validate_recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
     jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
         let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;

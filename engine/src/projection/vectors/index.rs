@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use super::error::HnswError;
 use super::hnsw::{raw_scores, Hnsw};
+use crate::codec::{Dec, DecodeError, Enc};
 use crate::event::{HnswConfig, Metric, VectorItem};
 use crate::projection::SnapshotError;
-use crate::snapshot::codec::{Dec, DecodeError, Enc};
+use crate::vecmath::{norm, normalize};
 
 /// Share of dead vectors in a graph above which it is rebuilt from the live set.
 pub const REBUILD_DEAD_SHARE: f64 = 0.20;
@@ -756,19 +757,6 @@ impl PartialOrd for Scored {
 impl Ord for Scored {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.distance.total_cmp(&other.distance).then(self.label.cmp(&other.label))
-    }
-}
-
-/// Euclidean norm, summed in f64 so that neither tiny nor large components under- or
-/// overflow on the way (an f32 sum of 1e-23 squares is 0, of 1e20 squares infinite).
-pub(crate) fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
-}
-
-fn normalize(v: &mut [f32]) {
-    let n = norm(v);
-    if n > 0.0 && n.is_finite() {
-        v.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
     }
 }
 

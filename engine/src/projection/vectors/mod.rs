@@ -12,18 +12,15 @@ use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
 pub(crate) use hnsw::Hnsw;
-pub(crate) use index::{metadata_crc, norm, VectorIndex};
-pub use index::{
-    GraphWork, GraphWorkReport, Hit, IndexParams, Record, COPY_CHUNK_BYTES, FILTER_EXACT_MAX, PROMOTIONS_MAX,
-    REBUILD_DEAD_MIN, REBUILD_DEAD_SHARE,
-};
+pub(crate) use index::{metadata_crc, VectorIndex};
+pub use index::{GraphWorkReport, Hit, IndexParams, Record, FILTER_EXACT_MAX};
 pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
 
 use super::documents::DocumentState;
 use super::{ApplyError, Hooks, Outcome, Projection, SnapshotError};
+use crate::codec::{Dec, Enc};
 use crate::event::{Event, EventBody, IndexCreated, IndexCreatedWithEmbedder, VectorItem};
-use crate::snapshot::codec::{Dec, Enc};
 use crate::sync::{read, write};
 use rebuild::Rebuilder;
 

@@ -149,7 +149,7 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
             Ok(Done::Swapped) => *work.last_error.lock() = None,
             Err(error) => {
                 work.failed.fetch_add(1, Ordering::Relaxed);
-                *work.last_error.lock() = Some(crate::error::chain(error));
+                *work.last_error.lock() = Some(crate::chain::chain(error));
             }
             Ok(_) => {}
         }
@@ -183,7 +183,7 @@ fn run(shared: &Shared, jobs: &Receiver<Job>) {
                 let wait = RETRY_FIRST.saturating_mul(1 << failures.min(16)).min(RETRY_MAX);
                 tracing::error!(
                     index = %name,
-                    error = %crate::error::chain(&error),
+                    error = %crate::chain::chain(&error),
                     retry_in_s = wait.as_secs(),
                     "graph rebuild failed; the old graph stays"
                 );

@@ -1,0 +1,4 @@
+//! Helpers shared by the server's integration tests.
+
+pub mod app;
+pub mod server;
