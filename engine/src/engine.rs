@@ -4,6 +4,7 @@
 
 mod documents;
 mod migrate;
+mod recorder;
 mod tuning;
 
 pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
@@ -14,31 +15,31 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::archive::ArchiveReader;
 use crate::error::Error;
 use crate::event::FrameError;
 use crate::event::{
     ConfigPromoted, Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, PromotionRolledBack,
     SnapshotTaken, VectorItem, VectorsDeleted, VectorsUpserted,
 };
-use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode};
+use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode, LOG_FILE};
 use crate::projection::documents::DocumentState;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{
-    Catalog, Hit, IndexHandle, IndexParams, RebuildStats, Record, VectorProjection,
+    Catalog, Hit, IndexHandle, IndexInfo, RebuildStats, Record, VectorProjection,
 };
-use crate::projection::{Hooks, Projector, ProjectorStats};
+use crate::projection::{Hooks, Projections, Projector, ProjectorStats};
+use crate::recovery::{self, Recovered, Restored};
 use crate::schema::{Schema, SchemaEntry};
-use crate::snapshot::{self, Restored, SnapshotInfo, SnapshotPolicy, Taker, View, Views};
-use crate::storage::{BucketsConfig, Recorder, Storage};
+use crate::snapshot::{self, SnapshotInfo, SnapshotPolicy, Taker, View, Views};
+use crate::source::EventSource;
+use crate::storage::{BucketsConfig, Storage};
 use crate::sync::{read, write};
 use crate::validate;
+use recorder::Recorder;
 
-/// File name of the event log inside the data directory.
-pub const LOG_FILE: &str = "log.redb";
 /// How often replay at start logs its progress.
 const REPLAY_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -87,15 +88,6 @@ pub struct Startup {
     pub ready: bool,
     /// Time since the engine started.
     pub elapsed: Duration,
-}
-
-/// An index as the API shows it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IndexInfo {
-    /// Creation parameters.
-    pub params: IndexParams,
-    /// Live vectors.
-    pub length: u64,
 }
 
 /// Outcome of a create.
@@ -200,6 +192,8 @@ pub struct EngineStats {
 pub struct Engine {
     dir: PathBuf,
     log: Arc<Log>,
+    /// The log and its archive, read by the projector and by views.
+    source: Arc<EventSource<Arc<Log>>>,
     catalog: Arc<Catalog>,
     vectors: Arc<VectorProjection>,
     projector: Arc<Projector>,
@@ -270,33 +264,20 @@ impl Engine {
             None => Log::open(dir.join(LOG_FILE), log_config)?,
         });
         let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
-        let storage = Arc::new(Storage::open(&dir, &config.buckets, Arc::clone(&recorder), &config.hooks)?);
-        // The newest usable snapshot, or none: the projections start from its state.
-        let (projections, restored) = if config.snapshots.restore {
-            snapshot::restore(&log, &storage, &config.hooks, config.snapshots.keep.max(1))?
-        } else {
-            (snapshot::Projections::new(&config.hooks)?, Restored::default())
-        };
+        let sink: Arc<dyn crate::storage::ErrorSink> = Arc::clone(&recorder) as _;
+        let storage = Arc::new(Storage::open(&dir, &config.buckets, sink, &config.hooks)?);
+        let source = Arc::new(EventSource::new(Arc::clone(&log), Arc::clone(&storage)));
+        // The newest usable snapshot (or none), and the projector applying what follows.
+        let Recovered { projections, restored, projector } = recovery::recover(
+            &source,
+            &config.hooks,
+            config.snapshots.restore,
+            config.snapshots.keep.max(1),
+        )?;
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
-        let first_seq = log.first_seq()?;
-        let archive = ArchiveReader { log: Arc::clone(&log), storage: Arc::clone(&storage) };
-        // Events before the log's first were archived: the segments must hold them.
-        if first_seq > from && !archive.covers(from, first_seq)? {
-            for p in projections.list() {
-                p.shutdown();
-            }
-            return Err(Error::LogTruncated { first_seq });
-        }
-        let projector = Arc::new(Projector::start(
-            Arc::clone(&log),
-            Some(archive),
-            projections.list(),
-            from,
-            config.hooks.clone(),
-        )?);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let snapshot::Projections { catalog, vectors, journal, promotions, trials, partitions, documents } =
+        let Projections { catalog, vectors, journal, promotions, trials, partitions, documents } =
             projections;
         let newest = snapshot::registered(&log, 1)?.pop();
         let snapshots = Taker::start(
@@ -323,6 +304,7 @@ impl Engine {
             "replaying the log"
         );
         Ok(Self {
+            source,
             restored,
             snapshots,
             views: Views::default(),
@@ -562,7 +544,7 @@ impl Engine {
             }
             validate::items(&items, entry.dimension, entry.metric)?;
             if let Some(template) = &entry.template {
-                migrate::resolve_items(template, &mut items)?;
+                template.place_items(&mut items)?;
             }
             let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
             self.append(actor, body)?
@@ -788,8 +770,7 @@ impl Engine {
     /// [`Error::AsOfFuture`] past the last applied event; [`Error::AsOfGone`] before
     /// the log's first retained event with no snapshot covering it; log or FAISS faults.
     pub fn view_at(&self, seq: u64) -> Result<Arc<View>, Error> {
-        let archive = ArchiveReader { log: Arc::clone(&self.log), storage: Arc::clone(&self.storage) };
-        self.views.at(&archive, &self.config.hooks, seq, self.projector.applied_seq())
+        self.views.at(&self.source, &self.config.hooks, seq, self.projector.applied_seq())
     }
 
     /// Which snapshot this open started from, if any, and the ones it had to skip.
@@ -880,7 +861,7 @@ impl Engine {
         self.snapshots.stop();
         if self.config.snapshots.on_close && self.startup().ready && !self.log.is_poisoned() {
             // A failed snapshot does not stop the close: the log is the truth.
-            match snapshot::block_on(self.snapshots.take_if_behind(snapshot::ENGINE_ACTOR, 1)) {
+            match crate::sync::block_on(self.snapshots.take_if_behind(snapshot::ENGINE_ACTOR, 1)) {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(error = %crate::chain::chain(&error), "no snapshot at close")

@@ -11,6 +11,7 @@ use crate::log::LogError;
 use crate::projection::vectors::HnswError;
 use crate::projection::{ProjectionError, SnapshotError};
 use crate::replay::ReplayError;
+use crate::source::SourceError;
 use crate::storage::StorageError;
 use crate::trials::evalset::EvalFormatError;
 use crate::validate::InvalidInput;
@@ -127,6 +128,13 @@ pub enum Error {
     /// An archive segment could not be written or read back.
     #[error(transparent)]
     Archive(Box<ArchiveError>),
+    /// An event is neither in the log nor in an archive segment, while later ones are:
+    /// the log has a gap.
+    #[error("event {seq} is missing: the log has a gap there (annal log verify says more)")]
+    Missing {
+        /// The first event missing.
+        seq: u64,
+    },
     /// Offline replay (tooling) failed.
     #[error(transparent)]
     Replay(Box<ReplayError>),
@@ -181,6 +189,30 @@ impl From<StorageError> for Error {
 impl From<ArchiveError> for Error {
     fn from(e: ArchiveError) -> Self {
         Self::Archive(Box::new(e))
+    }
+}
+
+/// A read of the log is a log error, a read of its archive an archive error: what the
+/// callers of views and replay have always seen.
+impl From<SourceError> for Error {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Log { source, .. } => Error::Log(source),
+            SourceError::Missing { seq, .. } => Error::Missing { seq },
+            SourceError::Archive { source, .. } => Error::Archive(source),
+        }
+    }
+}
+
+impl From<SourceError> for ProjectionError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Log { seq, source } => ProjectionError::Read { seq, source },
+            SourceError::Missing { seq, found } => {
+                ProjectionError::Read { seq, source: LogError::Gap { expected: seq, found } }
+            }
+            SourceError::Archive { seq, source } => ProjectionError::Archive { seq, source },
+        }
     }
 }
 
@@ -271,6 +303,7 @@ impl Error {
             | Error::Snapshot(_)
             | Error::Background(_)
             | Error::Archive(_)
+            | Error::Missing { .. }
             | Error::Replay(_)
             | Error::LogTruncated { .. } => ErrorKind::Internal,
         }

@@ -33,13 +33,14 @@ pub mod event;
 pub mod limits;
 mod log;
 mod partition;
+mod progress;
 mod projection;
-// mod recovery;
+mod recovery;
 mod replay;
 mod schema;
 mod secret;
 mod snapshot;
-// mod source;
+mod source;
 mod storage;
 mod sync;
 mod trials;
@@ -49,14 +50,13 @@ mod vecmath;
 // The engine facade and what its calls take and return.
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
-    GraphInfo, IndexInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
+    GraphInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
     TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
-    LOG_FILE,
 };
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
 pub use partition::Template;
+pub use progress::Progress;
 pub use secret::Secret;
-pub use trials::{Progress, EVAL_QUERIES_MAX};
 pub use validate::{config as validate_hnsw_config, recall_floor as validate_recall_floor, InvalidInput};
 
 // Errors: the crate error, its kinds, and the layer errors it folds.
@@ -73,7 +73,7 @@ pub use storage::StorageError;
 // The log.
 pub use log::{
     BadEvent, Log, LogConfig, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
-    VerifyReport,
+    VerifyReport, LOG_FILE,
 };
 
 // Projections: what readers get back from them.
@@ -81,18 +81,18 @@ pub use projection::journal::{Health, JournalEntry, JournalFilter};
 pub use projection::partitions::{IndexPartitions, Migration, Scheme};
 pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
 pub use projection::trials::{IndexTrials, Objective, Trial};
-pub use projection::vectors::{Hit, IndexParams, RebuildStats, Record, FILTER_EXACT_MAX};
+pub use projection::vectors::{Hit, IndexInfo, IndexParams, RebuildStats, Record, FILTER_EXACT_MAX};
 pub use projection::{Hooks, Outcome, Projection, ProjectionStats, ProjectorStats};
 
 // Snapshots, time travel and log retention.
 pub use archive::{encode_cut, split_cut, verify as verify_archive, ArchiveReport, PREFIX as ARCHIVE_PREFIX};
+pub use recovery::Restored;
 pub use snapshot::format::{
     decode as decode_snapshot, encode as encode_snapshot, Decoded as DecodedSnapshot,
     FormatError as SnapshotFormatError,
 };
-pub use snapshot::{
-    block_on, key as snapshot_key, SnapshotInfo, SnapshotPolicy, View, PREFIX as SNAPSHOT_PREFIX,
-};
+pub use snapshot::{key as snapshot_key, SnapshotInfo, SnapshotPolicy, View, PREFIX as SNAPSHOT_PREFIX};
+pub use sync::block_on;
 
 // Offline replay, for tooling.
 pub use replay::{IndexState, LogicalState, OfflineLog, Replay, Skipped, StateDigest, TOOL_ACTOR};

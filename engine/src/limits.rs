@@ -1,7 +1,10 @@
-//! Every bound the engine enforces, named once.
+//! Every bound on what a caller can send and on what the log stores, named once.
 //!
 //! Inputs are checked against these before anything is allocated for them, and the
 //! frame decoder checks a stored length against [`EVENT_BYTES_MAX`] before it copies.
+//! Bounds that are not about input (batch sizes of internal loops, caches, retention
+//! of in-memory history) live beside the code they pace; docs/ARCHITECTURE.md,
+//! "Bounds", lists every one with its owner.
 
 /// Largest encoded event payload (the rkyv bytes inside one frame).
 pub const EVENT_BYTES_MAX: usize = 96 * 1024 * 1024;
@@ -49,3 +52,13 @@ pub const OBJECT_GET_BYTES_MAX: u64 = 256 * 1024 * 1024;
 pub const BUCKET_ERROR_TEXT_MAX: usize = 4 * 1024;
 /// Bytes of the object a reachability probe writes, reads back and deletes.
 pub const PROBE_OBJECT_BYTES: usize = 64;
+/// Longest partition template, in bytes.
+pub const TEMPLATE_BYTES_MAX: usize = 1024;
+/// Longest document text, in bytes.
+pub const DOCUMENT_TEXT_BYTES_MAX: usize = 64 * 1024;
+/// Longest bucket name; names use only `[A-Za-z0-9_-]`.
+pub const BUCKET_NAME_BYTES_MAX: usize = 64;
+/// Most queries in an evaluation set.
+pub const EVAL_QUERIES_MAX: u32 = 1_000;
+/// Most records per migration batch (one event each).
+pub const MIGRATION_BATCH_MAX: usize = 4096;

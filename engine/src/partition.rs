@@ -2,10 +2,9 @@
 //! resolved against a record's metadata into its partition path, and the filters a
 //! search takes (an exact path, or a prefix ending in `/`).
 
+use crate::event::VectorItem;
+use crate::limits::TEMPLATE_BYTES_MAX;
 use crate::validate::InvalidInput;
-
-/// Longest template, in bytes.
-pub const TEMPLATE_BYTES_MAX: usize = 1024;
 
 /// One piece of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +161,62 @@ impl Filter {
             Self::Exact(p) => path == p,
             Self::Prefix(p) => path.starts_with(p.as_str()),
         }
+    }
+}
+
+/// Where a record belongs under a template, given where it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// It is where the template puts it.
+    Stays,
+    /// It belongs at `to`.
+    Moves {
+        /// Its path under the template.
+        to: String,
+    },
+    /// Its metadata cannot be placed (a field is missing or not a scalar).
+    Unplaceable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Template {
+    /// Where a record with `metadata`, now at `partition`, belongs (a migration's one
+    /// decision per record).
+    pub(crate) fn place(&self, metadata: Option<&str>, partition: Option<&str>) -> Placement {
+        match self.resolve(metadata) {
+            Ok(to) if partition == Some(to.as_str()) => Placement::Stays,
+            Ok(to) => Placement::Moves { to },
+            Err(reason) => Placement::Unplaceable { reason },
+        }
+    }
+
+    /// Give every item of a write its partition under this template, or refuse the
+    /// batch naming the item: a record whose metadata lacks a field, or whose explicit
+    /// partition disagrees.
+    ///
+    /// # Errors
+    /// [`InvalidInput`] naming `items[i].metadata` or `items[i].partition`.
+    pub(crate) fn place_items(&self, items: &mut [VectorItem]) -> Result<(), InvalidInput> {
+        for (i, item) in items.iter_mut().enumerate() {
+            let path = self.resolve(item.metadata.as_deref()).map_err(|reason| {
+                invalid(
+                    &format!("items[{i}].metadata"),
+                    format!("partition template {}: {reason}", self.as_str()),
+                )
+            })?;
+            match &item.partition {
+                Some(given) if *given != path => {
+                    return Err(invalid(
+                        &format!("items[{i}].partition"),
+                        format!("is {given:?}, but the scheme {} gives {path:?}", self.as_str()),
+                    ));
+                }
+                _ => item.partition = Some(path),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -137,9 +137,6 @@ impl BatchItem for DocumentItem {
     }
 }
 
-/// Longest document text, in bytes.
-pub const DOCUMENT_TEXT_BYTES_MAX: usize = 64 * 1024;
-
 /// A batch of documents.
 pub fn documents(items: &[DocumentItem]) -> Result<(), InvalidInput> {
     batch(items, estimated_document_bytes, |i, item| {

@@ -8,26 +8,25 @@ use super::Engine;
 use crate::error::Error;
 use crate::event::{
     EventBody, MigrationBatch, MigrationBegun, MigrationCleared, MigrationEnded, MigrationError,
-    MigrationMove, SchemeSet, VectorItem,
+    MigrationMove, SchemeSet,
 };
-use crate::partition::Template;
+use crate::limits::MIGRATION_BATCH_MAX;
+use crate::partition::{Placement, Template};
+use crate::progress::{OnProgress, Progress};
 use crate::projection::partitions::IndexPartitions;
 use crate::projection::vectors::Hit;
 use crate::sync::{lock, read, write};
-use crate::trials::{OnProgress, Progress};
 use crate::validate::{self, InvalidInput};
 
 /// Records per migration batch unless the caller says otherwise.
 pub const BATCH_SIZE_DEFAULT: usize = 64;
-/// Most records per migration batch (one event each).
-pub const BATCH_SIZE_MAX: usize = 4096;
 
 /// How [`Engine::migrate_scheme`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MigrateOptions {
     /// Plan only: list the moves, append nothing.
     pub dry_run: bool,
-    /// Records per batch event (1 to [`BATCH_SIZE_MAX`]).
+    /// Records per batch event (1 to [`MIGRATION_BATCH_MAX`]).
     pub batch_size: usize,
     /// Take a snapshot before the first batch (its sequence number is reported).
     pub take_snapshot_first: bool,
@@ -37,10 +36,10 @@ impl MigrateOptions {
     /// Refuse options no migration can run with.
     ///
     /// # Errors
-    /// [`InvalidInput`] naming `batch_size` outside 1 to [`BATCH_SIZE_MAX`].
+    /// [`InvalidInput`] naming `batch_size` outside 1 to [`MIGRATION_BATCH_MAX`].
     pub fn check(&self) -> Result<(), InvalidInput> {
-        if !(1..=BATCH_SIZE_MAX).contains(&self.batch_size) {
-            let reason = format!("must be 1 to {BATCH_SIZE_MAX}, got {}", self.batch_size);
+        if !(1..=MIGRATION_BATCH_MAX).contains(&self.batch_size) {
+            let reason = format!("must be 1 to {MIGRATION_BATCH_MAX}, got {}", self.batch_size);
             return Err(InvalidInput { field: "batch_size".into(), reason });
         }
         Ok(())
@@ -140,28 +139,6 @@ fn same_index(schema: &crate::schema::Schema, index: &str, generation: u64) -> R
         Some(_) => Err(conflict(index, "was dropped and created again during the migration".into())),
         None => Err(Error::IndexNotFound { name: index.to_owned() }),
     }
-}
-
-/// Give every item its partition under `template`, or refuse the batch naming the item:
-/// a record whose metadata lacks a field, or whose explicit partition disagrees.
-pub(crate) fn resolve_items(template: &Template, items: &mut [VectorItem]) -> Result<(), Error> {
-    for (i, item) in items.iter_mut().enumerate() {
-        let path = template.resolve(item.metadata.as_deref()).map_err(|reason| InvalidInput {
-            field: format!("items[{i}].metadata"),
-            reason: format!("partition template {}: {reason}", template.as_str()),
-        })?;
-        match &item.partition {
-            Some(given) if *given != path => {
-                return Err(InvalidInput {
-                    field: format!("items[{i}].partition"),
-                    reason: format!("is {given:?}, but the scheme {} gives {path:?}", template.as_str()),
-                }
-                .into());
-            }
-            _ => item.partition = Some(path),
-        }
-    }
-    Ok(())
 }
 
 impl Engine {
@@ -363,11 +340,8 @@ impl Engine {
         options: MigrateOptions,
         generation: u64,
     ) -> Result<String, Error> {
-        let snapshot_seq = if options.take_snapshot_first {
-            crate::snapshot::block_on(self.snapshot(actor))??.seq
-        } else {
-            0
-        };
+        let snapshot_seq =
+            if options.take_snapshot_first { crate::sync::block_on(self.snapshot(actor))??.seq } else { 0 };
         let migration_id = format!("m{}", self.log.last_seq() + 1);
         let seq = {
             let mut schema = write(self.writable_schema()?);
@@ -414,15 +388,15 @@ impl Engine {
                 skipped += 1;
                 continue;
             };
-            match template.resolve(metadata.as_deref()) {
-                Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
-                Ok(to) => {
+            match template.place(metadata.as_deref(), partition.as_deref()) {
+                Placement::Stays => skipped += 1,
+                Placement::Moves { to } => {
                     let from = partition.as_deref().unwrap_or_default().to_owned();
                     bytes += id.len() + from.len() + to.len() + 32;
                     let metadata_crc32 = crate::projection::vectors::metadata_crc(metadata.as_deref());
                     moves.push(MigrationMove { id: id.to_string(), from, to, metadata_crc32 });
                 }
-                Err(reason) => {
+                Placement::Unplaceable { reason } => {
                     bytes += id.len() + reason.len() + 16;
                     errors.push(MigrationError { id: id.to_string(), reason });
                 }
@@ -469,12 +443,12 @@ impl Engine {
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         for (id, record) in rows {
             let Some((metadata, partition)) = record else { continue };
-            match template.resolve(metadata.as_deref()) {
-                Ok(to) if partition.as_deref() == Some(to.as_str()) => skipped += 1,
-                Ok(to) => {
+            match template.place(metadata.as_deref(), partition.as_deref()) {
+                Placement::Stays => skipped += 1,
+                Placement::Moves { to } => {
                     plan.push(PlannedMove { id: id.to_string(), from: partition.map(|p| p.to_string()), to })
                 }
-                Err(reason) => {
+                Placement::Unplaceable { reason } => {
                     error_count += 1;
                     if errors.len() < crate::projection::partitions::MIGRATION_ERRORS_KEPT {
                         errors.push(MigrationError { id: id.to_string(), reason });

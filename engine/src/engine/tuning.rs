@@ -5,13 +5,15 @@ use bytes::Bytes;
 use super::{Engine, PromoteRequest};
 use crate::error::Error;
 use crate::event::{EvalSetCreated, EventBody, HnswConfig, TrialRecorded};
+use crate::limits::EVAL_QUERIES_MAX;
 use crate::limits::SEARCH_K_MAX;
+use crate::progress::{OnProgress, Progress};
 use crate::projection::promotions::Promotion;
 use crate::projection::trials::{IndexTrials, Objective, Trial};
-use crate::snapshot::block_on;
 use crate::storage::PRIMARY;
+use crate::sync::block_on;
 use crate::trials::evalset::EvalSet;
-use crate::trials::{measure, Live, OnProgress, Progress, EVAL_QUERIES_MAX};
+use crate::trials::{measure, Live};
 use crate::validate;
 
 /// Where an evaluation set's queries come from.

@@ -7,6 +7,7 @@ mod error;
 mod memory;
 mod read_only;
 mod reader;
+mod shared;
 mod verify;
 mod writer;
 
@@ -21,6 +22,9 @@ pub use writer::{Log, LogConfig, LogStats, SyncMode};
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 
 /// The events table: sequence number -> frame (see [`crate::event::encode`]).
+/// File name of the event log inside the data directory.
+pub const LOG_FILE: &str = "log.redb";
+
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 
 /// The events table of a read transaction; `None` for a log never written to (redb

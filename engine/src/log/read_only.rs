@@ -64,7 +64,21 @@ impl ReadOnlyLog {
         range: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        scan(&self.db, range, max, READ_BYTES_MAX, |seq, frame| Ok((seq, frame.to_vec())))
+        self.read_frames_budget(range, max, READ_BYTES_MAX)
+    }
+
+    /// Raw frames in `range`: at most `max` of them and about `max_bytes` (at least one,
+    /// and never over the read bound of a tool).
+    ///
+    /// # Errors
+    /// redb failed.
+    pub fn read_frames_budget(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        scan(&self.db, range, max, max_bytes.min(READ_BYTES_MAX), |seq, frame| Ok((seq, frame.to_vec())))
     }
 
     /// As [`super::LogReader::segments`].

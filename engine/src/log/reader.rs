@@ -7,7 +7,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use std::sync::Arc;
 
-use super::writer::Shared;
+use super::shared::Shared;
 use super::{events_table, first_stored_seq, LogError};
 use crate::event::{decode, Event, EventKind};
 

@@ -6,13 +6,14 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 
 use super::archive::{Segment, ARCHIVED};
 use super::budget::{QueueBudget, Reservation};
+use super::shared::Shared;
 use super::{last_stored_seq, LogError, LogReader, EVENTS};
 use crate::event::{encode, Event};
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
@@ -65,23 +66,6 @@ enum Request {
     Shutdown { reply: SyncSender<Ack> },
 }
 
-/// State shared by the writer thread and every reader.
-pub(crate) struct Shared {
-    pub(crate) db: Database,
-    /// Highest committed sequence number; readers see everything up to it.
-    last: AtomicU64,
-    /// Signalled after each commit, for tailing readers.
-    committed: Mutex<u64>,
-    committed_cv: Condvar,
-    poison: Mutex<Option<Arc<redb::Error>>>,
-    closed: AtomicBool,
-    /// Bumped (under `committed`) by [`LogReader::wake_tails`]: a tailing reader's wait
-    /// ends early when it changes.
-    nudges: AtomicU64,
-    commits: AtomicU64,
-    commit_ns: AtomicU64,
-}
-
 /// Counters of the group-commit writer since the log was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -97,57 +81,6 @@ impl Log {
     /// Frame bytes queued for the writer now (bounded by `LogConfig::queue_bytes_max`).
     pub fn queued_bytes(&self) -> usize {
         self.budget.queued()
-    }
-}
-
-impl Shared {
-    pub(crate) fn last_seq(&self) -> u64 {
-        self.last.load(Ordering::Acquire)
-    }
-
-    /// Whether the log was closed (no event will be appended any more).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-
-    /// Wait until `seq` is committed or `timeout` passes; returns the last sequence.
-    pub(crate) fn wait_for(&self, seq: u64, timeout: std::time::Duration) -> u64 {
-        let guard = lock(&self.committed);
-        let nudged = self.nudges.load(Ordering::Acquire);
-        let (guard, _) = self
-            .committed_cv
-            .wait_timeout_while(guard, timeout, |last| {
-                *last < seq
-                    && !self.closed.load(Ordering::Acquire)
-                    && self.nudges.load(Ordering::Acquire) == nudged
-            })
-            .unwrap_or_else(PoisonError::into_inner);
-        *guard
-    }
-
-    /// Wait until `done()` holds (checked now and at each [`Shared::wake_tails`]) or
-    /// `timeout` passes, whether or not the log is closed. [`Shared::wait_for`] returns
-    /// at once on a closed log, so a tail that has read a closed log to its end waits
-    /// here for its own stop instead of spinning.
-    pub(crate) fn wait_woken(&self, timeout: std::time::Duration, done: impl Fn() -> bool) {
-        let guard = lock(&self.committed);
-        let _ = self
-            .committed_cv
-            .wait_timeout_while(guard, timeout, |_| !done())
-            .unwrap_or_else(PoisonError::into_inner);
-    }
-
-    /// End every current [`Shared::wait_for`] now, whatever it waits for.
-    pub(crate) fn wake_tails(&self) {
-        let _guard = lock(&self.committed);
-        self.nudges.fetch_add(1, Ordering::AcqRel);
-        self.committed_cv.notify_all();
-    }
-
-    fn publish(&self, last: u64) {
-        self.last.store(last, Ordering::Release);
-        *lock(&self.committed) = last;
-        self.committed_cv.notify_all();
     }
 }
 

@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use crate::log::LogError;
 
-use super::vectors;
+use super::vectors::HnswError;
 
 /// A projection failed to apply an event.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     /// FAISS failed.
     #[error(transparent)]
-    Vectors(#[from] vectors::HnswError),
+    Vectors(#[from] HnswError),
     /// The engine is closing; the event was not (wholly) applied, and will be again on
     /// the next open. Not a fault.
     #[error("apply stopped: the engine is closing")]
@@ -46,7 +46,7 @@ pub enum SnapshotError {
     },
     /// FAISS could not serialize or read an index.
     #[error(transparent)]
-    Vectors(#[from] vectors::HnswError),
+    Vectors(#[from] HnswError),
     /// An index is unusable after a failed add and cannot be captured.
     #[error("index {index:?} is faulted and cannot be snapshotted; reopen the engine first")]
     Faulted {

@@ -13,6 +13,7 @@ pub(crate) mod journal;
 pub(crate) mod partitions;
 mod projector;
 pub(crate) mod promotions;
+mod set;
 pub(crate) mod trials;
 pub(crate) mod vectors;
 
@@ -22,6 +23,7 @@ pub use error::{ApplyError, ProjectionError, SnapshotError};
 pub use hooks::Hooks;
 pub(crate) use projector::{CaptureError, Projector};
 pub use projector::{ProjectionStats, ProjectorStats};
+pub(crate) use set::{apply, catch_up, Projections};
 
 /// What applying one event did to a projection.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::ProjectionError;
-use super::{Hooks, Projection, SnapshotError};
-use crate::archive::ArchiveReader;
+use super::{Hooks, Outcome, Projection, ProjectionError, SnapshotError};
 use crate::event::Event;
 use crate::log::Log;
+use crate::source::EventSource;
 use crate::sync::lock;
 
 /// Most events read from the log per batch.
@@ -69,11 +68,8 @@ enum Capture {
 }
 
 struct Shared {
-    log: Arc<Log>,
-    /// Reads events the log no longer holds (archived) back from their segments.
-    archive: Option<ArchiveReader>,
-    /// Set while the apply thread reads archive segments.
-    reading_archive: AtomicBool,
+    /// The log, and the segments of the events it no longer holds (archived).
+    source: Arc<EventSource<Arc<Log>>>,
     capture_requested: AtomicBool,
     capture: Mutex<Capture>,
     capture_cv: Condvar,
@@ -92,10 +88,10 @@ pub(crate) struct Projector {
 
 impl Projector {
     /// Start applying the log from event `from` to `projections`, whose state is as of
-    /// `from - 1`. Events before the log's first stored one are read from `archive`.
+    /// `from - 1`. Events before the log's first stored one are read from their
+    /// segments.
     pub(crate) fn start(
-        log: Arc<Log>,
-        archive: Option<ArchiveReader>,
+        source: Arc<EventSource<Arc<Log>>>,
         projections: Vec<Arc<dyn Projection>>,
         from: u64,
         hooks: Hooks,
@@ -111,9 +107,7 @@ impl Projector {
             })
             .collect();
         let shared = Arc::new(Shared {
-            log,
-            archive,
-            reading_archive: AtomicBool::new(false),
+            source,
             capture_requested: AtomicBool::new(false),
             capture: Mutex::new(Capture::Idle),
             capture_cv: Condvar::new(),
@@ -176,7 +170,7 @@ impl Projector {
         *state = Capture::Requested;
         shared.capture_requested.store(true, Ordering::Release);
         // The apply thread may be waiting for new events: it takes the capture now.
-        shared.log.wake_tails();
+        shared.source.log().wake_tails();
         loop {
             match std::mem::replace(&mut *state, Capture::Idle) {
                 Capture::Done(result) => {
@@ -205,7 +199,7 @@ impl Projector {
     /// Whether the apply thread is reading archive segments (at open, before it tails
     /// the log): a bucket error met there must not wait to be applied.
     pub(crate) fn reading_archive(&self) -> bool {
-        self.shared.reading_archive.load(Ordering::Acquire)
+        self.shared.source.reading_archive()
     }
 
     /// Whether the projector was stopped (the engine is closing).
@@ -245,7 +239,7 @@ impl Projector {
         // Writers waiting for their event see the stop at once instead of timing out,
         // and so does the apply thread waiting for new events.
         self.shared.applied_cv.notify_all();
-        self.shared.log.wake_tails();
+        self.shared.source.log().wake_tails();
         for slot in &self.shared.slots {
             slot.projection.shutdown();
         }
@@ -300,71 +294,28 @@ fn serve_capture(shared: &Shared, seq: u64) {
 
 fn apply_loop(shared: &Shared, from: u64) {
     let _guard = PanicGuard(shared);
+    let (source, log) = (&shared.source, shared.source.log());
+    let list: Vec<Arc<dyn Projection>> =
+        shared.slots.iter().map(|slot| Arc::clone(&slot.projection)).collect();
     let mut next = from;
-    // Events the log no longer holds (archived after a snapshot covered them) are read
-    // back from their segments first; this happens only when no usable snapshot is
-    // newer than the archive point.
-    if let Some(archive) = &shared.archive {
-        let first_stored = match shared.log.first_seq() {
-            Ok(first) => first,
-            Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
-        };
-        while next < first_stored && !shared.stop.load(Ordering::Acquire) {
-            shared.reading_archive.store(true, Ordering::Release);
-            let read = archive.read_from(next);
-            shared.reading_archive.store(false, Ordering::Release);
-            let events = match read {
-                Ok(events) if !events.is_empty() => events,
-                Ok(_) => {
-                    let source = Box::new(crate::archive::ArchiveError::Missing { seq: next });
-                    return raise(shared, ProjectionError::Archive { seq: next, source });
-                }
-                Err(source) => {
-                    return raise(shared, ProjectionError::Archive { seq: next, source: Box::new(source) })
-                }
-            };
-            for (seq, event) in events {
-                if seq >= first_stored {
-                    break;
-                }
-                match apply_one(shared, next, seq, &event) {
-                    Some(applied) => next = applied + 1,
-                    None => return,
-                }
-            }
-        }
-    }
     while !shared.stop.load(Ordering::Acquire) {
         serve_capture(shared, next.saturating_sub(1));
-        let mut events = match shared.log.tail_budget(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES)
-        {
+        // Events the log no longer holds (archived after a snapshot covered them) come
+        // from their segments: only when no usable snapshot is newer than the archive
+        // point, or when an archive run overtook this thread.
+        let events = match source.tail(next, TAIL_POLL, APPLY_BATCH_EVENTS, APPLY_BATCH_BYTES) {
             Ok(events) => events,
-            Err(source) => return raise(shared, ProjectionError::Read { seq: next, source }),
+            Err(source) => return raise(shared, source.into()),
         };
-        if events.is_empty() && shared.log.is_closed() {
+        if events.is_empty() && log.is_closed() {
             // The engine is closing: the log was closed first and is applied to its end,
             // and a tail of a closed log returns at once. Wait for the stop (which wakes
             // the tails) instead of spinning a core until it comes.
-            shared.log.wait_woken(TAIL_POLL, || shared.stop.load(Ordering::Acquire));
+            log.wait_woken(TAIL_POLL, || shared.stop.load(Ordering::Acquire));
             continue;
         }
-        // The log no longer holds `next` (an archive run moved it before it was
-        // applied): its segment does, and archived events never come back.
-        if let (Some(archive), Some((first, _))) = (&shared.archive, events.first()) {
-            if *first > next {
-                events = match archive.read_from(next) {
-                    Ok(archived) => archived.into_iter().filter(|(seq, _)| seq < first).collect(),
-                    Err(source) => {
-                        return raise(
-                            shared,
-                            ProjectionError::Archive { seq: next, source: Box::new(source) },
-                        )
-                    }
-                };
-            }
-        }
         for (seq, event) in events {
-            match apply_one(shared, next, seq, &event) {
+            match apply_one(shared, &list, next, seq, &event) {
                 Some(applied) => next = applied + 1,
                 None => return,
             }
@@ -375,7 +326,13 @@ fn apply_loop(shared: &Shared, from: u64) {
 /// Apply event `seq` (which must be `expected`) to every projection, publish it, and
 /// serve a pending capture after it. `None`: the loop must stop (a fault was raised, or
 /// the engine is closing).
-fn apply_one(shared: &Shared, expected: u64, seq: u64, event: &Event) -> Option<u64> {
+fn apply_one(
+    shared: &Shared,
+    list: &[Arc<dyn Projection>],
+    expected: u64,
+    seq: u64,
+    event: &Event,
+) -> Option<u64> {
     // A missing event would make the projections silently differ from the log.
     if seq != expected {
         let source = crate::log::LogError::Gap { expected, found: seq };
@@ -385,27 +342,26 @@ fn apply_one(shared: &Shared, expected: u64, seq: u64, event: &Event) -> Option<
     if let Some(hook) = &shared.hooks.before_apply {
         hook(seq, event);
     }
-    for slot in &shared.slots {
-        match slot.projection.apply(seq, event) {
-            Ok(outcome) => {
-                if outcome.rejected > 0 {
-                    tracing::warn!(
-                        seq,
-                        projection = slot.projection.name(),
-                        rejected = outcome.rejected,
-                        "event partly rejected by a projection"
-                    );
-                    slot.rejected.fetch_add(outcome.rejected, Ordering::Relaxed);
-                }
-                slot.applied.store(seq, Ordering::Release);
-                slot.events_applied.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(super::ApplyError::Cancelled) => return None,
-            Err(source) => {
-                let projection = slot.projection.name();
-                raise(shared, ProjectionError::Apply { seq, projection, source });
-                return None;
-            }
+    let counted = |i: usize, outcome: Outcome| {
+        let Some(slot) = shared.slots.get(i) else { return };
+        if outcome.rejected > 0 {
+            tracing::warn!(
+                seq,
+                projection = slot.projection.name(),
+                rejected = outcome.rejected,
+                "event partly rejected by a projection"
+            );
+            slot.rejected.fetch_add(outcome.rejected, Ordering::Relaxed);
+        }
+        slot.applied.store(seq, Ordering::Release);
+        slot.events_applied.fetch_add(1, Ordering::Relaxed);
+    };
+    match super::set::apply(list, seq, event, counted) {
+        Ok(()) => {}
+        Err(ProjectionError::Apply { source: super::ApplyError::Cancelled, .. }) => return None,
+        Err(error) => {
+            raise(shared, error);
+            return None;
         }
     }
     // Published per event, so a writer waits for its own event, not its batch.

@@ -6,17 +6,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::archive::ArchiveReader;
 use crate::error::Error;
+use crate::log::Log;
 use crate::projection::journal::ErrorJournal;
 use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
-use crate::projection::vectors::{Catalog, Hit, IndexParams, Record};
-use crate::projection::Hooks;
-use crate::sync::lock;
-use crate::IndexInfo;
+use crate::projection::vectors::{Catalog, Hit, IndexInfo, IndexParams, Record};
+use crate::projection::{catch_up, Hooks, Projections};
+use crate::source::EventSource;
+use crate::sync::{block_on, lock};
 
-use super::{block_on, load, registered, Projections, ENGINE_ACTOR};
+use super::{load, registered, ENGINE_ACTOR};
 
 /// Views kept built at once.
 pub const VIEWS_CACHED_MAX: usize = 2;
@@ -24,8 +24,6 @@ pub const VIEWS_CACHED_MAX: usize = 2;
 pub const VIEW_CACHED_BYTES_MAX: u64 = 1 << 30;
 /// Registered snapshots looked at, newest first, for one at or before S.
 const BASE_CANDIDATES: usize = 16;
-/// Events read from the log per batch while a view is built.
-const BUILD_BATCH: usize = 256;
 
 /// The projections as of one sequence number.
 pub struct View {
@@ -123,7 +121,7 @@ impl Views {
     /// sequence number; a view past it is refused.
     pub(crate) fn at(
         &self,
-        archive: &ArchiveReader,
+        source: &EventSource<Arc<Log>>,
         hooks: &Hooks,
         seq: u64,
         applied: u64,
@@ -134,7 +132,7 @@ impl Views {
         if let Some(view) = lock(&self.cached).iter().find(|v| v.seq == seq) {
             return Ok(Arc::clone(view));
         }
-        let view = Arc::new(build(archive, hooks, seq)?);
+        let view = Arc::new(build(source, hooks, seq)?);
         if view.bytes <= VIEW_CACHED_BYTES_MAX {
             let mut cached = lock(&self.cached);
             if cached.len() >= VIEWS_CACHED_MAX {
@@ -146,8 +144,8 @@ impl Views {
     }
 }
 
-fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error> {
-    let (log, storage) = (&archive.log, &archive.storage);
+fn build(source: &EventSource<Arc<Log>>, hooks: &Hooks, seq: u64) -> Result<View, Error> {
+    let (log, storage) = (source.log(), source.storage());
     // The newest registered snapshot at or before `seq` that reads back whole.
     let mut base = None;
     for (_, taken) in registered(log, BASE_CANDIDATES)? {
@@ -164,52 +162,23 @@ fn build(archive: &ArchiveReader, hooks: &Hooks, seq: u64) -> Result<View, Error
             base = Some((taken.seq, projections));
             break;
         }
-        for p in projections.list() {
-            p.shutdown();
-        }
+        projections.shutdown();
     }
-    let (from, projections) = match base {
-        Some((s, projections)) => (s + 1, projections),
-        None => (1, Projections::new(hooks)?),
+    let (applied, projections) = match base {
+        Some((s, projections)) => (s, projections),
+        None => (0, Projections::new(hooks)?),
     };
     let first = log.first_seq()?;
     // Events before the log's first were archived: the segments must hold them.
-    if from < first && !archive.covers(from, first)? {
-        for p in projections.list() {
-            p.shutdown();
-        }
+    if applied + 1 < first && !source.covers(applied + 1)? {
+        projections.shutdown();
         return Err(Error::AsOfGone { seq, first_retained: first });
     }
     let list = projections.list();
-    let mut next = from;
-    while next <= seq {
-        let mut events = log.read_range(next..=seq, BUILD_BATCH)?;
-        // Not in the log (any more: an archive run may have moved it meanwhile, and
-        // archived events never come back): read its segment.
-        if events.first().map(|(s, _)| *s) != Some(next) {
-            events = archive.read_from(next)?;
-            events.retain(|(s, _)| *s <= seq);
-        }
-        if events.first().map(|(s, _)| *s) != Some(next) {
-            return Err(crate::archive::ArchiveError::Missing { seq: next }.into());
-        }
-        for (event_seq, event) in events {
-            for p in &list {
-                p.apply(event_seq, &event).map_err(|source| {
-                    Error::Projection(crate::ProjectionError::Apply {
-                        seq: event_seq,
-                        projection: p.name(),
-                        source,
-                    })
-                })?;
-            }
-            next = event_seq + 1;
-        }
-    }
+    let built = catch_up(source, &list, applied, seq, &mut |_| {});
     // No writer will touch it: stop the rebuilder (a view keeps its tombstones).
-    for p in &list {
-        p.shutdown();
-    }
+    projections.shutdown();
+    built?;
     let Projections { catalog, journal, promotions, trials, .. } = projections;
     // (partition paths are the records'; the scheme state is not served as of S)
     let bytes = catalog

@@ -21,14 +21,14 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::limits::BUCKET_NAME_BYTES_MAX;
+
 use serde::Deserialize;
 
 /// The name of the bucket every data directory has.
 pub const PRIMARY: &str = "primary";
 /// Where the default primary bucket lives, relative to the data directory.
 pub const DEFAULT_PRIMARY_ROOT: &str = "buckets/primary";
-/// Longest bucket name; names use only `[A-Za-z0-9_-]`.
-pub const BUCKET_NAME_BYTES_MAX: usize = 64;
 
 /// The configuration could not be used. Secrets never appear in these messages.
 #[derive(Debug, thiserror::Error)]

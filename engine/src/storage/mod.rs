@@ -14,6 +14,7 @@
 //! that is recorded as `rescued`). A delete of a missing key succeeds.
 
 mod config;
+mod error;
 mod faults;
 mod key;
 
@@ -33,90 +34,14 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use parking_lot::Mutex;
 
 pub use config::{Backend, BucketConfig, BucketsConfig, DEFAULT_PRIMARY_ROOT, PRIMARY};
+pub use error::{OpenError, StorageError};
 pub use faults::FaultyStore;
-pub use key::{key_of, object_path, KeyError};
+pub use key::{key_of, object_path};
 
 use crate::chain::chain;
 use crate::event::{BucketErrorRecorded, BucketOp, Event, EventBody, Stamp};
 use crate::limits;
-use crate::log::Log;
-use crate::projection::{Hooks, Projector};
-
-/// A storage operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// No bucket of that name is configured.
-    #[error("bucket {0:?} is not configured")]
-    UnknownBucket(String),
-    /// The key was refused before any I/O.
-    #[error("key {key:?} {source}")]
-    Key {
-        /// The key as given.
-        key: String,
-        /// What is wrong with it.
-        #[source]
-        source: KeyError,
-    },
-    /// The object does not exist (in the bucket, nor in its rescue).
-    #[error("bucket {bucket:?} has no object {key:?}")]
-    NotFound {
-        /// The bucket.
-        bucket: String,
-        /// The key.
-        key: String,
-    },
-    /// The object is larger than a whole-object read returns.
-    #[error("object {key:?} in bucket {bucket:?} is {size} bytes, over the {max} a whole read returns")]
-    TooLarge {
-        /// The bucket.
-        bucket: String,
-        /// The key.
-        key: String,
-        /// Its size.
-        size: u64,
-        /// [`limits::OBJECT_GET_BYTES_MAX`].
-        max: u64,
-    },
-    /// The backend failed; the failure is in the error journal.
-    #[error("bucket {bucket:?}: {op} of {key:?} failed")]
-    Backend {
-        /// The bucket.
-        bucket: String,
-        /// The operation.
-        op: BucketOp,
-        /// The key or prefix.
-        key: String,
-        /// The backend's error.
-        #[source]
-        source: object_store::Error,
-    },
-    /// A bucket could not be set up at open.
-    #[error("bucket {bucket:?} could not be opened")]
-    Open {
-        /// The bucket.
-        bucket: String,
-        /// Why.
-        #[source]
-        source: OpenError,
-    },
-}
-
-/// Why a bucket could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// Creating a local bucket's directory failed.
-    #[error("cannot create {path}")]
-    Dir {
-        /// The directory.
-        path: std::path::PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The backend refused its configuration.
-    #[error(transparent)]
-    Store(#[from] object_store::Error),
-}
+use crate::projection::Hooks;
 
 impl fmt::Display for BucketOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -219,35 +144,12 @@ struct Bucket {
     store: Arc<dyn ObjectStore>,
 }
 
-/// Appends bucket error events to the log, bypassing the command path (the event is
-/// the engine's own observation, not a caller's request) but not its bounds.
-pub(crate) struct Recorder {
-    pub(crate) log: Arc<Log>,
-    /// Set once the projector runs (errors met while opening are recorded before).
-    /// Weak: the projector reaches the storage (reading archive segments), so a strong
-    /// reference here would be a cycle that keeps the log open after the engine.
-    pub(crate) projector: std::sync::OnceLock<std::sync::Weak<Projector>>,
-}
-
-/// How long recording an error waits for the journal to show it before returning
-/// anyway (the event is durable; it will be applied in order).
-const RECORD_APPLY_WAIT: Duration = Duration::from_secs(5);
-
-impl Recorder {
-    fn record(&self, event: &Event) -> Result<u64, crate::Error> {
-        let seq = self.log.append(std::slice::from_ref(event))?.map_or(0, |range| *range.end());
-        let Some(projector) = self.projector.get().and_then(std::sync::Weak::upgrade) else { return Ok(seq) };
-        // The apply thread is itself reading archive segments (this error is one of
-        // them): it cannot apply the event until the read returns.
-        if projector.reading_archive() {
-            return Ok(seq);
-        }
-        // The event is durable: however the wait ends, it is journaled.
-        if let Err(error) = projector.wait_applied(seq, RECORD_APPLY_WAIT) {
-            tracing::debug!(seq, %error, "bucket error recorded, not yet applied");
-        }
-        Ok(seq)
-    }
+/// Where the storage layer sends its failures: the engine appends each as an event to
+/// the log (bypassing the command path: it is the engine's own observation, not a
+/// caller's request, but not the bounds) and waits, briefly, for the journal to show it.
+pub(crate) trait ErrorSink: Send + Sync {
+    /// Make `event` durable; returns its sequence number.
+    fn record(&self, event: &Event) -> Result<u64, crate::Error>;
 }
 
 /// The bucket registry of a data directory.
@@ -255,7 +157,7 @@ pub struct Storage {
     buckets: BTreeMap<String, Bucket>,
     /// Appends bucket error events; `None` for tooling that has no log open for
     /// writing (failures are then counted and logged only).
-    recorder: Option<Arc<Recorder>>,
+    recorder: Option<Arc<dyn ErrorSink>>,
     errors: Mutex<BTreeMap<(String, BucketOp), u64>>,
     rescued: Mutex<BTreeMap<String, u64>>,
     journal_failures: AtomicU64,
@@ -269,7 +171,7 @@ impl Storage {
     pub(crate) fn open(
         data_dir: &FsPath,
         config: &BucketsConfig,
-        recorder: Arc<Recorder>,
+        recorder: Arc<dyn ErrorSink>,
         hooks: &Hooks,
     ) -> Result<Self, StorageError> {
         let mut buckets = BTreeMap::new();

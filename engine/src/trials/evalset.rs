@@ -123,7 +123,7 @@ impl EvalSet {
         if dimension == 0 || dimension > crate::limits::DIMENSION_MAX {
             return Err(bad(format!("dimension {dimension}")));
         }
-        if n == 0 || n > super::EVAL_QUERIES_MAX as usize {
+        if n == 0 || n > crate::limits::EVAL_QUERIES_MAX as usize {
             return Err(bad(format!("{n} queries")));
         }
         if k == 0 || k as usize > crate::limits::SEARCH_K_MAX {

@@ -21,27 +21,12 @@ use std::time::Instant;
 use faiss::{index_factory, Index, MetricType};
 
 use crate::event::{HnswConfig, Metric};
+use crate::progress::{OnProgress, Progress};
 use crate::projection::vectors::{Hnsw, HnswError, IndexHandle};
 use crate::vecmath::norm;
 
-/// Most queries in an evaluation set.
-pub const EVAL_QUERIES_MAX: u32 = 1_000;
 /// Vectors added to a trial graph per call (progress is reported between them).
 const BUILD_CHUNK: usize = 4096;
-
-/// Where a job stands: `done` of `total` units of its current `stage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
-    /// What it is doing: `reading`, `truth`, `building`, `measuring`.
-    pub stage: &'static str,
-    /// Units done.
-    pub done: u64,
-    /// Units in all.
-    pub total: u64,
-}
-
-/// A progress callback (a job's status; a no-op for direct calls).
-pub type OnProgress<'a> = &'a (dyn Fn(Progress) + Sync);
 
 /// The live vectors of an index, copied out: ids and vectors in the same order.
 pub(crate) struct Live {

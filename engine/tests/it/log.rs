@@ -191,7 +191,7 @@ fn crash_child_appends_until_killed() {
 fn every_acknowledged_event_survives_sigkill_of_the_writer_process() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child_appends_until_killed", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "log::crash_child_appends_until_killed", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

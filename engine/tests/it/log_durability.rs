@@ -157,7 +157,12 @@ fn deferred_child_appends_until_killed() {
 fn a_crash_in_deferred_mode_leaves_a_consistent_prefix_of_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "deferred_child_appends_until_killed", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "log_durability::deferred_child_appends_until_killed",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -308,7 +308,7 @@ fn a_migration_killed_mid_way_resumes_and_moves_every_record_exactly_once() {
     let n = 400;
     drop(setup(dir.path(), n, no_snapshots()));
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "migration_child_until_killed", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "partitions::migration_child_until_killed", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,7 +1,6 @@
 //! The projection framework as a user of the engine meets it: writes that do not wait
 //! on unrelated work, faults, concurrent DDL, close, start-up and promotions.
 
-
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -104,10 +103,7 @@ fn a_faulted_index_refuses_searches_writes_fail_and_a_reopen_recovers() {
         let Error::NotApplied { seq, .. } = err else { panic!("expected NotApplied, got {err:?}") };
         assert_eq!(seq, engine.log().last_seq(), "the failed write's event is durable");
         assert!(engine.projection_fault().is_some(), "the fault is reported");
-        assert!(matches!(
-            engine.search("bad", vector(1, 8), 5),
-            Err(Error::Hnsw(HnswError::Faulted { .. }))
-        ));
+        assert!(matches!(engine.search("bad", vector(1, 8), 5), Err(Error::Hnsw(HnswError::Faulted { .. }))));
         assert_eq!(
             engine.search("good", vector(1, 8), 1).unwrap()[0].id.as_ref(),
             "g1",

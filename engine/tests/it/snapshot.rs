@@ -338,7 +338,7 @@ fn a_kill_while_a_snapshot_is_written_leaves_the_previous_one_in_use_and_nothing
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "snapshot_child_until_killed", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "snapshot::snapshot_child_until_killed", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

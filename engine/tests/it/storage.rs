@@ -322,7 +322,7 @@ fn a_writer_killed_mid_put_leaves_every_object_whole_or_absent_on_the_local_back
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "torn_child_puts_until_killed", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "storage::torn_child_puts_until_killed", "--nocapture", "--test-threads=1"])
         .env(TORN_CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -1,7 +1,7 @@
 //! Evaluation sets, trials, the best trial and autotune. The long-running ones answer
 //! 202 with a job id (see `jobs.rs`).
 
-use annal_engine::EVAL_QUERIES_MAX;
+use annal_engine::limits::EVAL_QUERIES_MAX;
 use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
 use annal_engine::{Objective, Trial};
 use axum::extract::rejection::QueryRejection;

@@ -30,6 +30,15 @@ use rebuild::Rebuilder;
 /// taken straight back by the projector.
 pub(crate) type IndexHandle = Arc<parking_lot::RwLock<VectorIndex>>;
 
+/// An index as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexInfo {
+    /// Creation parameters.
+    pub params: IndexParams,
+    /// Live vectors.
+    pub length: u64,
+}
+
 /// Vectors added to FAISS per write-lock hold: searches on the index wait at most for
 /// one chunk of a large upsert, not for all of it.
 pub const ADD_CHUNK_VECTORS: usize = 1024;
