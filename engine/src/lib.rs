@@ -91,7 +91,10 @@ pub use snapshot::format::{
     decode as decode_snapshot, encode as encode_snapshot, Decoded as DecodedSnapshot,
     FormatError as SnapshotFormatError,
 };
-pub use snapshot::{key as snapshot_key, SnapshotInfo, SnapshotPolicy, View, PREFIX as SNAPSHOT_PREFIX};
+pub use snapshot::{
+    check as check_snapshot, key as snapshot_key, SnapshotInfo, SnapshotPolicy, View,
+    PREFIX as SNAPSHOT_PREFIX,
+};
 pub use sync::block_on;
 
 // Offline replay, for tooling.

@@ -81,6 +81,18 @@ impl ReadOnlyLog {
         scan(&self.db, range, max, max_bytes.min(READ_BYTES_MAX), |seq, frame| Ok((seq, frame.to_vec())))
     }
 
+    /// The newest frames of `kind`, newest first, at most `max`.
+    ///
+    /// # Errors
+    /// redb failed.
+    pub(crate) fn newest_frames_of_kind(
+        &self,
+        kind: crate::event::EventKind,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        super::reader::newest_frames_of_kind(&self.db.begin_read()?, kind, max)
+    }
+
     /// As [`super::LogReader::segments`].
     ///
     /// # Errors

@@ -3,7 +3,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use std::sync::Arc;
 
@@ -146,29 +146,17 @@ impl LogReader {
         self.scan(from..=last, max, max_bytes, |seq, frame| Ok((seq, decode(seq, frame)?)))
     }
 
-    /// The newest events of `kind`, newest first, at most `max`: a backward walk that
-    /// reads only each frame's kind byte until it finds one, so finding the latest
-    /// snapshot costs a key walk, not a decode of the log.
+    /// The newest frames of `kind`, newest first, at most `max` (see
+    /// [`newest_frames_of_kind`]).
     ///
     /// # Errors
-    /// [`LogError::Storage`] if redb fails; [`LogError::Frame`] if a matching frame is
-    /// corrupt.
-    pub fn newest_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Event)>, LogError> {
-        let txn = self.shared.db.begin_read()?;
-        let Some(table) = events_table(&txn)? else { return Ok(Vec::new()) };
-        let mut out = Vec::new();
-        for entry in table.iter()?.rev() {
-            if out.len() >= max {
-                break;
-            }
-            let (key, value) = entry?;
-            let frame = value.value();
-            if frame.get(1) == Some(&(kind as u8)) {
-                let seq = key.value();
-                out.push((seq, decode(seq, frame)?));
-            }
-        }
-        Ok(out)
+    /// [`LogError::Storage`] if redb fails.
+    pub(crate) fn newest_frames_of_kind(
+        &self,
+        kind: EventKind,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        newest_frames_of_kind(&self.shared.db.begin_read()?, kind, max)
     }
 
     fn scan<T>(
@@ -203,6 +191,30 @@ pub(crate) fn scan<T>(
         }
         bytes = bytes.saturating_add(frame.len());
         out.push(each(key.value(), frame)?);
+    }
+    Ok(out)
+}
+
+/// The newest frames of `kind`, newest first, at most `max`: a backward walk that reads
+/// only each frame's kind byte, so finding the latest snapshot costs a key walk, not a
+/// decode of the log. Frames are not decoded (a caller decides what a corrupt one
+/// means).
+pub(super) fn newest_frames_of_kind(
+    txn: &ReadTransaction,
+    kind: EventKind,
+    max: usize,
+) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    let Some(table) = events_table(txn)? else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for entry in table.iter()?.rev() {
+        if out.len() >= max {
+            break;
+        }
+        let (key, value) = entry?;
+        let frame = value.value();
+        if frame.get(1) == Some(&(kind as u8)) {
+            out.push((key.value(), frame.to_vec()));
+        }
     }
     Ok(out)
 }

@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::event::{decode, Event, EventBody, EventKind, SnapshotTaken};
+use crate::event::SnapshotTaken;
 use crate::log::{ReadOnlyLog, Segment, LOG_FILE};
 use crate::projection::catch_up;
+use crate::snapshot::registered;
 use crate::source::EventSource;
 use crate::storage::{BucketsConfig, Storage};
 use crate::sync::block_on;
@@ -96,27 +97,9 @@ impl OfflineLog {
     /// # Errors
     /// redb failed.
     pub fn snapshots(&self, upto: u64) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-        let log = self.log();
-        let (first, last) = (log.first_seq()?, log.last_seq()?.min(upto));
-        let mut out = Vec::new();
-        let mut next = first;
-        while next <= last {
-            let frames = log.read_frames(next..=last, READ_BATCH)?;
-            let Some((end, _)) = frames.last() else { break };
-            next = end + 1;
-            for (seq, frame) in &frames {
-                if frame.get(1) != Some(&(EventKind::SnapshotTaken as u8)) {
-                    continue;
-                }
-                match decode(*seq, frame) {
-                    Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) => out.push((*seq, taken)),
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(seq, %error, "a snapshot registration does not decode; skipped")
-                    }
-                }
-            }
-        }
+        let mut out = registered(self.log(), usize::MAX)?;
+        out.retain(|(seq, _)| *seq <= upto);
+        out.reverse();
         Ok(out)
     }
 

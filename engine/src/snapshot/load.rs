@@ -2,9 +2,9 @@
 //! its registration and restored into fresh projections.
 
 use crate::error::Error;
-use crate::event::{EventBody, EventKind, SnapshotTaken};
-use crate::log::Log;
+use crate::event::{decode, Event, EventBody, EventKind, SnapshotTaken};
 use crate::projection::Projections;
+use crate::source::LogFrames;
 
 use super::{format, Unusable};
 
@@ -16,15 +16,7 @@ use super::{format, Unusable};
 /// registered one, a section is missing or does not restore.
 pub(crate) fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projections) -> Result<(), Unusable> {
     let key = || taken.key.clone();
-    // One pass over the object checks the header, every section and the whole
-    // object's CRC against the registration.
-    let decoded = format::decode(object).map_err(|source| Unusable::Format { key: key(), source })?;
-    if decoded.crc32 != taken.crc32 {
-        return Err(Unusable::Crc { key: key(), actual: decoded.crc32, expected: taken.crc32 });
-    }
-    if decoded.seq != taken.seq {
-        return Err(Unusable::Seq { key: key(), actual: decoded.seq, expected: taken.seq });
-    }
+    let decoded = check(object, taken)?;
     for projection in projections.list() {
         let name = projection.name();
         let Some((_, range)) = decoded.sections.iter().find(|(n, _)| n == name) else {
@@ -51,15 +43,53 @@ pub(crate) fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projectio
 /// log written before them.
 const SECTIONS_ADDED_LATER: [&str; 4] = ["promotions", "trials", "partitions", "documents"];
 
-/// The snapshots registered in `log`, newest first, at most `max`, each with the
-/// sequence number of its `SnapshotTaken` event.
-pub(crate) fn registered(log: &Log, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-    Ok(log
-        .newest_of_kind(EventKind::SnapshotTaken, max)?
-        .into_iter()
-        .filter_map(|(seq, event)| match event.body {
-            EventBody::SnapshotTaken(taken) => Some((seq, taken)),
-            _ => None,
-        })
-        .collect())
+/// The snapshots registered in `log` (the live one or a tool's read-only one), newest
+/// first, at most `max`, each with the sequence number of its `SnapshotTaken` event: the
+/// one listing every caller uses (open, views, pruning, the tools). A registration that
+/// does not decode is skipped with a warning: it names a snapshot nobody can use, and
+/// the event itself is reported by whatever reads it as an event (replay, verify).
+///
+/// # Errors
+/// The log failed.
+pub(crate) fn registered(log: &impl LogFrames, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+    let mut out = Vec::new();
+    let mut asked = max;
+    loop {
+        let frames = log.newest_frames_of_kind(EventKind::SnapshotTaken, asked)?;
+        let found = frames.len();
+        out.clear();
+        for (seq, frame) in frames {
+            match decode(seq, &frame) {
+                Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) => out.push((seq, taken)),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(seq, %error, "a snapshot registration does not decode; skipped"),
+            }
+        }
+        // Enough good ones, or no more to find.
+        if out.len() >= max || found < asked {
+            out.truncate(max);
+            return Ok(out);
+        }
+        asked = asked.saturating_add(found - out.len());
+    }
+}
+
+/// Check `object` against its registration `taken`: the header, every section's CRC,
+/// the whole object's CRC and its sequence number. The one check every reader of a
+/// snapshot makes (open, views, offline replay, `annal snapshot verify`).
+///
+/// # Errors
+/// [`Unusable`] saying why.
+pub fn check(object: &[u8], taken: &SnapshotTaken) -> Result<format::Decoded, Unusable> {
+    let key = || taken.key.clone();
+    // One pass over the object checks the header, every section and the whole
+    // object's CRC against the registration.
+    let decoded = format::decode(object).map_err(|source| Unusable::Format { key: key(), source })?;
+    if decoded.crc32 != taken.crc32 {
+        return Err(Unusable::Crc { key: key(), actual: decoded.crc32, expected: taken.crc32 });
+    }
+    if decoded.seq != taken.seq {
+        return Err(Unusable::Seq { key: key(), actual: decoded.seq, expected: taken.seq });
+    }
+    Ok(decoded)
 }

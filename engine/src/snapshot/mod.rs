@@ -9,6 +9,7 @@ mod taker;
 mod view;
 
 pub use error::Unusable;
+pub use load::check;
 pub(crate) use load::{load, registered};
 pub(crate) use taker::Taker;
 

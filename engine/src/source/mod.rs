@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::archive::{self, ArchiveError};
-use crate::event::{decode, Event};
+use crate::event::{decode, Event, EventKind};
 use crate::log::{Log, LogError, LogReader, ReadOnlyLog, Segment};
 use crate::storage::Storage;
 
@@ -34,6 +34,8 @@ pub(crate) trait LogFrames: Send + Sync {
     fn last_seq(&self) -> Result<u64, LogError>;
     /// The archive segments, oldest first.
     fn segments(&self) -> Result<Vec<Segment>, LogError>;
+    /// The newest frames of `kind`, newest first, at most `max`.
+    fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError>;
     /// Frames in `range`, at most `max` of them and about `max_bytes` (at least one).
     fn frames(
         &self,
@@ -43,7 +45,10 @@ pub(crate) trait LogFrames: Send + Sync {
     ) -> Result<Vec<(u64, Vec<u8>)>, LogError>;
 }
 
-impl LogFrames for Arc<Log> {
+impl LogFrames for Log {
+    fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        LogReader::newest_frames_of_kind(self, kind, max)
+    }
     fn first_seq(&self) -> Result<u64, LogError> {
         LogReader::first_seq(self)
     }
@@ -63,7 +68,33 @@ impl LogFrames for Arc<Log> {
     }
 }
 
+impl<T: LogFrames> LogFrames for Arc<T> {
+    fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        T::newest_frames_of_kind(self, kind, max)
+    }
+    fn first_seq(&self) -> Result<u64, LogError> {
+        T::first_seq(self)
+    }
+    fn last_seq(&self) -> Result<u64, LogError> {
+        T::last_seq(self)
+    }
+    fn segments(&self) -> Result<Vec<Segment>, LogError> {
+        T::segments(self)
+    }
+    fn frames(
+        &self,
+        range: RangeInclusive<u64>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        T::frames(self, range, max, max_bytes)
+    }
+}
+
 impl LogFrames for ReadOnlyLog {
+    fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        ReadOnlyLog::newest_frames_of_kind(self, kind, max)
+    }
     fn first_seq(&self) -> Result<u64, LogError> {
         ReadOnlyLog::first_seq(self)
     }
