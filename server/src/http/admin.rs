@@ -155,7 +155,7 @@ pub async fn events(
         let wait = std::time::Duration::from_millis(wait_ms);
         let events = log.tail_budget(from, wait, limit, EVENTS_BYTES_MAX)?;
         let events: Vec<Value> =
-            events.iter().map(|(seq, event)| crate::logtool::event_json(*seq, event, vectors)).collect();
+            events.iter().map(|(seq, event)| crate::render::event_json(*seq, event, vectors)).collect();
         Ok((events, log.last_seq()))
     })
     .await?;
