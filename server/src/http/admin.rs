@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use super::actor::actor;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use super::actor::actor;
 use super::json::ApiJson;
 use super::routes::{blocking, upserted, wait_of, Metadata};
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,8 @@
 //! Partition routes: set the first scheme, migrate to a new one (a job), the migration's
 //! state, clearing a finished one, and per-partition counts.
 
+use std::sync::Arc;
+
 use annal_engine::MigrateOptions;
 use annal_engine::{IndexPartitions, Migration};
 use axum::extract::{Path, State};
@@ -14,7 +16,8 @@ use super::actor::actor;
 use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// Moves a dry run's answer lists at most (the counts are whole).
 pub const PLAN_LISTED_MAX: usize = 10_000;
@@ -98,7 +101,7 @@ pub async fn migrate(
     };
     // Checked before the job starts, so a bad request is a 400, not a failed job.
     options.check().map_err(annal_engine::Error::from)?;
-    jobs::start_on_index(state, "migrate", name, move |engine, index, progress| {
+    jobs::start_on_index(Arc::clone(&state.engine), &state.jobs, "migrate", name, move |engine, index, progress| {
         let report = engine.migrate_scheme(&actor, index, &body.template, options, progress)?;
         let listed: Vec<Value> = report
             .plan

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use super::actor::actor;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// Body of `POST /vectors/index/{name}/promote`.
 #[derive(Deserialize, schemars::JsonSchema)]

@@ -1,6 +1,8 @@
 //! Evaluation sets, trials, the best trial and autotune. The long-running ones answer
 //! 202 with a job id (see `jobs.rs`).
 
+use std::sync::Arc;
+
 use annal_engine::EVAL_QUERIES_MAX;
 use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
 use annal_engine::{Objective, Trial};
@@ -16,7 +18,8 @@ use super::actor::actor;
 use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::error::ApiError;
+use super::state::AppState;
 
 /// Queries sampled from the index for `POST .../evals` when none are given.
 pub const EVAL_SAMPLE_DEFAULT: u32 = 100;
@@ -119,7 +122,7 @@ pub async fn create_eval(
         (None, None) => EvalQueries::Sample { count: EVAL_SAMPLE_DEFAULT, seed: 0 },
     };
     let request = EvalRequest { eval_id: body.eval_id, queries, k: body.k.unwrap_or(10) };
-    jobs::start_on_index(state, "eval", name, move |engine, index, progress| {
+    jobs::start_on_index(Arc::clone(&state.engine), &state.jobs, "eval", name, move |engine, index, progress| {
         let created = engine.create_eval_set(&actor, index, request, progress)?;
         Ok(json!({
             "eval_id": created.eval_id,
@@ -170,7 +173,7 @@ pub async fn run_trial(
     annal_engine::validate_hnsw_config(&config).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
-    jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
+    jobs::start_on_index(Arc::clone(&state.engine), &state.jobs, "trial", name, move |engine, index, progress| {
         let trial = engine.run_trial(&actor, index, request, progress)?;
         Ok(trial_json(&trial))
     })
@@ -250,7 +253,7 @@ pub async fn autotune(
     let body: Autotune = body.parse()?;
     annal_engine::validate_recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
-    jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
+    jobs::start_on_index(Arc::clone(&state.engine), &state.jobs, "autotune", name, move |engine, index, progress| {
         let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
         Ok(json!({
             "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
