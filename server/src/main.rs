@@ -52,8 +52,8 @@ enum Command {
     /// `--truncate-after S`, after copying them to `recovered/...` in the primary
     /// bucket, and record a `LogTruncated` event. Refuses (exit 2) without `--yes`.
     Recover(RecoverArgs),
-    /// Print events of the log as JSON lines (the audit trail; `annal log dump --json`
-    /// is the structured form).
+    /// Print events of the log as JSON lines (the audit trail): the lines of `annal log
+    /// dump --json --from S`, at most `--limit` of them.
     Events(EventsArgs),
 }
 

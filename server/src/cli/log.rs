@@ -102,8 +102,14 @@ impl DumpArgs {
     /// # Errors
     /// As [`dump`].
     pub fn run(self) -> Result<ExitCode> {
-        let filter =
-            Filter { from: self.from, to: self.to, kinds: self.kind, index: self.index, actor: self.actor, limit: None };
+        let filter = Filter {
+            from: self.from,
+            to: self.to,
+            kinds: self.kind,
+            index: self.index,
+            actor: self.actor,
+            limit: None,
+        };
         dump(&self.data, self.buckets_config.as_deref(), &filter, self.json, self.vectors)
     }
 }

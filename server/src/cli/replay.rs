@@ -49,7 +49,9 @@ impl ReplayArgs {
     pub fn run(self) -> Result<ExitCode> {
         match (self.check, self.to, self.out) {
             (true, _, _) => check(&self.data, self.buckets_config.as_deref(), self.json),
-            (false, Some(to_seq), Some(out)) => to(&self.data, self.buckets_config.as_deref(), to_seq, &out, self.json),
+            (false, Some(to_seq), Some(out)) => {
+                to(&self.data, self.buckets_config.as_deref(), to_seq, &out, self.json)
+            }
             _ => Err("give --check, or --to S --out DIR".into()),
         }
     }

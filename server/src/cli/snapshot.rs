@@ -181,4 +181,3 @@ pub fn create(server: &str, token: Option<&str>, actor: &str) -> Result<ExitCode
     println!("{}", response.body_mut().read_to_string()?);
     Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
-

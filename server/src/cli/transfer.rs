@@ -163,7 +163,12 @@ fn import_into(engine: &Engine, args: &ImportArgs, rows: Rows) -> Result<ExitCod
                 None => return Err(format!("{}: no rows to import", args.file.display()).into()),
             };
             engine.create_index(&args.actor, &args.index, dimension, args.metric, HnswConfig::default())?;
-            tracing::info!(index = args.index.as_str(), dimension, metric = args.metric.name(), "created the index");
+            tracing::info!(
+                index = args.index.as_str(),
+                dimension,
+                metric = args.metric.name(),
+                "created the index"
+            );
             HashSet::new()
         }
         Err(other) => return Err(other.into()),

@@ -7,8 +7,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::actor::actor;
-use super::routes::blocking;
 use super::error::ApiError;
+use super::routes::blocking;
 use super::state::AppState;
 
 fn millis(d: std::time::Duration) -> u64 {

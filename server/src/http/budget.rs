@@ -15,8 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::limits::{BODY_BYTES_MAX, BUDGET_PERMIT_BYTES};
 use super::error::ApiError;
+use super::limits::{BODY_BYTES_MAX, BUDGET_PERMIT_BYTES};
 
 /// The budget of request body bytes in flight.
 #[derive(Debug)]

@@ -151,9 +151,7 @@ pub fn start_on_index(
     jobs: &Arc<Jobs>,
     kind: &'static str,
     index: String,
-    work: impl FnOnce(&Engine, &str, &(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError>
-        + Send
-        + 'static,
+    work: impl FnOnce(&Engine, &str, &(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<impl IntoResponse, ApiError> {
     engine.get_index(&index)?;
     let name = index.clone();

@@ -19,7 +19,6 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-
 /// Every metric the server exports.
 pub struct Metrics {
     registry: Registry,

@@ -6,7 +6,9 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use super::state::AppState;
-use super::{admin, auth, budget, documents, jobs, metrics, openapi, partitions, promotions, routes, storage, tuning};
+use super::{
+    admin, auth, budget, documents, jobs, metrics, openapi, partitions, promotions, routes, storage, tuning,
+};
 
 /// The router, for the server and for tests.
 pub fn router(state: AppState) -> Router {

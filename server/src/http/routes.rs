@@ -18,9 +18,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::json::ApiJson;
 use super::limits::SEARCH_K_DEFAULT;
-use super::error::ApiError;
 use super::state::AppState;
 
 /// Run an engine call on the blocking pool.

@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
-use super::json::RawBody;
 use super::error::ApiError;
+use super::json::RawBody;
 use super::state::AppState;
 
 /// Header on a read that the bucket's rescue bucket served, naming it.
