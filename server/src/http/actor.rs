@@ -5,7 +5,7 @@
 use annal_engine::limits::TEXT_BYTES_MAX;
 use axum::http::HeaderMap;
 
-use super::ApiError;
+use super::error::ApiError;
 
 /// Header naming who makes a change.
 pub const ACTOR_HEADER: &str = "x-annal-actor";

@@ -7,8 +7,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -155,7 +156,7 @@ pub async fn events(
         let wait = std::time::Duration::from_millis(wait_ms);
         let events = log.tail_budget(from, wait, limit, EVENTS_BYTES_MAX)?;
         let events: Vec<Value> =
-            events.iter().map(|(seq, event)| crate::logtool::event_json(*seq, event, vectors)).collect();
+            events.iter().map(|(seq, event)| crate::render::event_json(*seq, event, vectors)).collect();
         Ok((events, log.last_seq()))
     })
     .await?;

@@ -15,8 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::error::ApiError;
 use super::limits::{BODY_BYTES_MAX, BUDGET_PERMIT_BYTES};
-use super::{ApiError, AppState};
 
 /// The budget of request body bytes in flight.
 #[derive(Debug)]
@@ -71,9 +71,9 @@ fn body_bytes(req: &Request) -> u64 {
 
 /// Middleware: reserve the body's bytes before the handler reads it, release them when
 /// the handler has answered; 503 `overloaded` when the budget cannot give them now.
-pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn admit(State(budget): State<Arc<BodyBudget>>, req: Request, next: Next) -> Response {
     let bytes = body_bytes(&req);
-    let Some(reservation) = state.budget.try_reserve(bytes) else {
+    let Some(reservation) = budget.try_reserve(bytes) else {
         return ApiError::overloaded(bytes).into_response();
     };
     let response = next.run(req).await;

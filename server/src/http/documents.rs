@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::json::ApiJson;
 use super::routes::{blocking, upserted, wait_of, Metadata};
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

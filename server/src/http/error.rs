@@ -84,12 +84,12 @@ impl ApiError {
         Self::failed(StatusCode::CONFLICT, "conflict", detail)
     }
 
-    /// 413: the body is over [`super::BODY_BYTES_MAX`].
+    /// 413: the body is over [`super::limits::BODY_BYTES_MAX`].
     pub fn payload_too_large() -> Self {
         Self::failed(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("body exceeds the limit of {} bytes", super::BODY_BYTES_MAX),
+            format!("body exceeds the limit of {} bytes", super::limits::BODY_BYTES_MAX),
         )
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use annal_engine::Progress;
+use annal_engine::{Engine, Progress};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -16,7 +16,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Mutex;
 
-use super::{ApiError, AppState};
+use super::error::ApiError;
 
 /// Finished jobs kept for `GET /jobs/{id}`; older finished ones are forgotten.
 pub const FINISHED_JOBS_KEPT: usize = 256;
@@ -147,23 +147,21 @@ pub fn accepted(id: u64) -> impl IntoResponse {
 /// Start a job of `kind` on index `index` (404 at once if it does not exist) and
 /// answer 202: `work` gets the engine, the index name and the progress callback.
 pub fn start_on_index(
-    state: AppState,
+    engine: Arc<Engine>,
+    jobs: &Arc<Jobs>,
     kind: &'static str,
     index: String,
-    work: impl FnOnce(&annal_engine::Engine, &str, &(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError>
-        + Send
-        + 'static,
+    work: impl FnOnce(&Engine, &str, &(dyn Fn(Progress) + Sync)) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.engine.get_index(&index)?;
-    let engine = state.engine;
+    engine.get_index(&index)?;
     let name = index.clone();
-    let id = state.jobs.start(kind, &name, move |progress| work(&engine, &index, progress))?;
+    let id = jobs.start(kind, &name, move |progress| work(&engine, &index, progress))?;
     Ok(accepted(id))
 }
 
 /// `GET /jobs/{id}`.
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let job = id.parse::<u64>().ok().and_then(|id| state.jobs.get(id)).ok_or_else(|| {
+pub async fn get(State(jobs): State<Arc<Jobs>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let job = id.parse::<u64>().ok().and_then(|id| jobs.get(id)).ok_or_else(|| {
         ApiError::not_found(format!("no job {id:?} (jobs are kept in memory until a restart)"))
     })?;
     Ok(Json(json!({

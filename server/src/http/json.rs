@@ -9,7 +9,8 @@ use axum::http::header;
 use http_body_util::BodyExt;
 use serde::Deserialize;
 
-use super::{ApiError, BODY_BYTES_MAX};
+use super::error::ApiError;
+use super::limits::BODY_BYTES_MAX;
 
 /// The bytes of a JSON request body; [`ApiJson::parse`] reads them.
 pub struct ApiJson {

@@ -13,14 +13,11 @@ use std::collections::BTreeMap;
 use annal_engine::EngineStats;
 use annal_engine::StorageStats;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
-
-use super::{ApiError, AppState};
 
 /// Every metric the server exports.
 pub struct Metrics {
@@ -195,6 +192,24 @@ impl Metrics {
         Ok(())
     }
 
+    /// The text exposition of every metric, the engine figures brought up to `stats`
+    /// first (`GET /metrics`).
+    ///
+    /// # Errors
+    /// The encoder failed (a bug).
+    pub fn render(
+        &self,
+        stats: &EngineStats,
+        storage: &StorageStats,
+        poisoned: bool,
+        inflight_body_bytes: u64,
+    ) -> Result<Vec<u8>, prometheus::Error> {
+        self.update(stats, storage, poisoned, inflight_body_bytes);
+        let mut body = Vec::new();
+        prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut body)?;
+        Ok(body)
+    }
+
     /// Bring every engine figure up to `stats`.
     fn update(&self, stats: &EngineStats, storage: &StorageStats, poisoned: bool, inflight_body_bytes: u64) {
         {
@@ -255,7 +270,7 @@ fn gauge_value(v: u64) -> i64 {
 }
 
 /// Middleware: count and time every request by its route template.
-pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     // Only known methods become label values: hyper accepts any extension method, and
     // each new value would add series without bound.
@@ -271,28 +286,10 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     };
     let started = Instant::now();
     let response = next.run(req).await;
-    let m = &state.metrics;
+    let m = &metrics;
     m.latency.with_label_values(&[&route, method]).observe(started.elapsed().as_secs_f64());
     m.requests.with_label_values(&[&route, method, response.status().as_str()]).inc();
     response
-}
-
-/// `GET /metrics`.
-pub async fn render(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let engine = Arc::clone(&state.engine);
-    let stats = super::routes::blocking(move || Ok(engine.stats())).await?;
-    let m = &state.metrics;
-    m.update(
-        &stats,
-        &state.engine.storage().stats(),
-        state.engine.log().is_poisoned(),
-        state.budget.in_use_bytes(),
-    );
-    let mut body = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&m.registry.gather(), &mut body)
-        .map_err(|e| ApiError::internal(&e))?;
-    Ok(([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response())
 }
 
 #[cfg(test)]

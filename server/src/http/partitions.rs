@@ -1,6 +1,8 @@
 //! Partition routes: set the first scheme, migrate to a new one (a job), the migration's
 //! state, clearing a finished one, and per-partition counts.
 
+use std::sync::Arc;
+
 use annal_engine::MigrateOptions;
 use annal_engine::{IndexPartitions, Migration};
 use axum::extract::{Path, State};
@@ -11,10 +13,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// Moves a dry run's answer lists at most (the counts are whole).
 pub const PLAN_LISTED_MAX: usize = 10_000;
@@ -98,30 +101,36 @@ pub async fn migrate(
     };
     // Checked before the job starts, so a bad request is a 400, not a failed job.
     options.check().map_err(annal_engine::Error::from)?;
-    jobs::start_on_index(state, "migrate", name, move |engine, index, progress| {
-        let report = engine.migrate_scheme(&actor, index, &body.template, options, progress)?;
-        let listed: Vec<Value> = report
-            .plan
-            .iter()
-            .take(PLAN_LISTED_MAX)
-            .map(|m| json!({"id": m.id, "from": m.from, "to": m.to}))
-            .collect();
-        Ok(json!({
-            "migration_id": report.migration_id,
-            "template": report.template,
-            "dry_run": report.dry_run,
-            "resumed": report.resumed,
-            "moved": report.moved,
-            "skipped": report.skipped,
-            "errors": report.error_count,
-            "first_errors": report.errors.iter().map(|e| json!({"id": e.id, "reason": e.reason})).collect::<Vec<_>>(),
-            "snapshot_seq": report.snapshot_seq,
-            "version": report.version,
-            "duration_ms": u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
-            "plan": report.dry_run.then_some(listed),
-            "plan_truncated": report.plan.len() > PLAN_LISTED_MAX,
-        }))
-    })
+    jobs::start_on_index(
+        Arc::clone(&state.engine),
+        &state.jobs,
+        "migrate",
+        name,
+        move |engine, index, progress| {
+            let report = engine.migrate_scheme(&actor, index, &body.template, options, progress)?;
+            let listed: Vec<Value> = report
+                .plan
+                .iter()
+                .take(PLAN_LISTED_MAX)
+                .map(|m| json!({"id": m.id, "from": m.from, "to": m.to}))
+                .collect();
+            Ok(json!({
+                "migration_id": report.migration_id,
+                "template": report.template,
+                "dry_run": report.dry_run,
+                "resumed": report.resumed,
+                "moved": report.moved,
+                "skipped": report.skipped,
+                "errors": report.error_count,
+                "first_errors": report.errors.iter().map(|e| json!({"id": e.id, "reason": e.reason})).collect::<Vec<_>>(),
+                "snapshot_seq": report.snapshot_seq,
+                "version": report.version,
+                "duration_ms": u64::try_from(report.duration.as_millis()).unwrap_or(u64::MAX),
+                "plan": report.dry_run.then_some(listed),
+                "plan_truncated": report.plan.len() > PLAN_LISTED_MAX,
+            }))
+        },
+    )
 }
 
 /// `GET /vectors/index/{name}/migration`: the scheme and the running and finished

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// Body of `POST /vectors/index/{name}/promote`.
 #[derive(Deserialize, schemars::JsonSchema)]

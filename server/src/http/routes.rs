@@ -18,9 +18,10 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::json::ApiJson;
 use super::limits::SEARCH_K_DEFAULT;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// Run an engine call on the blocking pool.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -658,4 +659,20 @@ pub async fn method_not_allowed() -> ApiError {
 pub async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     let path: String = uri.path().chars().take(256).collect();
     ApiError::not_found(format!("no such route: {method} {path}"))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let engine = Arc::clone(&state.engine);
+    let stats = blocking(move || Ok(engine.stats())).await?;
+    let body = state
+        .metrics
+        .render(
+            &stats,
+            &state.engine.storage().stats(),
+            state.engine.log().is_poisoned(),
+            state.budget.in_use_bytes(),
+        )
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(([(axum::http::header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response())
 }

@@ -21,8 +21,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::json::RawBody;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// Header on a read that the bucket's rescue bucket served, naming it.
 pub const RESCUE_HEADER: &str = "x-annal-rescue-used";

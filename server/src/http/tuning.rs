@@ -1,6 +1,8 @@
 //! Evaluation sets, trials, the best trial and autotune. The long-running ones answer
 //! 202 with a job id (see `jobs.rs`).
 
+use std::sync::Arc;
+
 use annal_engine::limits::EVAL_QUERIES_MAX;
 use annal_engine::{EvalQueries, EvalRequest, HnswConfig, TrialRequest};
 use annal_engine::{Objective, Trial};
@@ -13,10 +15,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::actor::actor;
+use super::error::ApiError;
 use super::jobs;
 use super::json::ApiJson;
 use super::routes::blocking;
-use super::{ApiError, AppState};
+use super::state::AppState;
 
 /// Queries sampled from the index for `POST .../evals` when none are given.
 pub const EVAL_SAMPLE_DEFAULT: u32 = 100;
@@ -119,18 +122,24 @@ pub async fn create_eval(
         (None, None) => EvalQueries::Sample { count: EVAL_SAMPLE_DEFAULT, seed: 0 },
     };
     let request = EvalRequest { eval_id: body.eval_id, queries, k: body.k.unwrap_or(10) };
-    jobs::start_on_index(state, "eval", name, move |engine, index, progress| {
-        let created = engine.create_eval_set(&actor, index, request, progress)?;
-        Ok(json!({
-            "eval_id": created.eval_id,
-            "sampled": created.sampled,
-            "queries": created.queries,
-            "k": created.k,
-            "truth_seq": created.truth_seq,
-            "key": created.key,
-            "bytes": created.bytes,
-        }))
-    })
+    jobs::start_on_index(
+        Arc::clone(&state.engine),
+        &state.jobs,
+        "eval",
+        name,
+        move |engine, index, progress| {
+            let created = engine.create_eval_set(&actor, index, request, progress)?;
+            Ok(json!({
+                "eval_id": created.eval_id,
+                "sampled": created.sampled,
+                "queries": created.queries,
+                "k": created.k,
+                "truth_seq": created.truth_seq,
+                "key": created.key,
+                "bytes": created.bytes,
+            }))
+        },
+    )
 }
 
 /// Body of `POST /vectors/index/{name}/trials`.
@@ -170,10 +179,16 @@ pub async fn run_trial(
     annal_engine::validate_hnsw_config(&config).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
-    jobs::start_on_index(state, "trial", name, move |engine, index, progress| {
-        let trial = engine.run_trial(&actor, index, request, progress)?;
-        Ok(trial_json(&trial))
-    })
+    jobs::start_on_index(
+        Arc::clone(&state.engine),
+        &state.jobs,
+        "trial",
+        name,
+        move |engine, index, progress| {
+            let trial = engine.run_trial(&actor, index, request, progress)?;
+            Ok(trial_json(&trial))
+        },
+    )
 }
 
 /// `GET /vectors/index/{name}/trials`: every evaluation set and trial, oldest first.
@@ -250,15 +265,21 @@ pub async fn autotune(
     let body: Autotune = body.parse()?;
     annal_engine::validate_recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
-    jobs::start_on_index(state, "autotune", name, move |engine, index, progress| {
-        let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
-        Ok(json!({
-            "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
-            "chosen": done.chosen.as_ref().map(|t| t.record.trial_id.clone()),
-            "promoted": done.promoted.as_ref().map(|p| json!({
-                "m": p.config.m, "ef_construction": p.config.ef_construction, "ef_search": p.config.ef_search,
-                "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
-            })),
-        }))
-    })
+    jobs::start_on_index(
+        Arc::clone(&state.engine),
+        &state.jobs,
+        "autotune",
+        name,
+        move |engine, index, progress| {
+            let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
+            Ok(json!({
+                "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
+                "chosen": done.chosen.as_ref().map(|t| t.record.trial_id.clone()),
+                "promoted": done.promoted.as_ref().map(|p| json!({
+                    "m": p.config.m, "ef_construction": p.config.ef_construction, "ef_search": p.config.ef_search,
+                    "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
+                })),
+            }))
+        },
+    )
 }

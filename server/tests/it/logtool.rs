@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use annal_engine::event::{Event, EventBody};
 use annal_engine::{EventKind, Log, LogConfig, LOG_FILE};
-use annal_server::logtool::event_from_json;
+use annal_server::render::event_from_json;
 use serde_json::{json, Value};
 
 use crate::engine_common;
@@ -68,7 +68,7 @@ fn dump_filters_by_range_kind_index_and_actor_and_prints_readable_lines() {
     assert_eq!(some.iter().map(|l| l["seq"].as_u64().unwrap()).collect::<Vec<_>>(), vec![3, 4, 5]);
     let texts = lines(&annal(&["log", "dump", "--data", data, "--json", "--index", "texts"]));
     let expected =
-        events.iter().filter(|e| annal_server::logtool::index_of(&e.body) == Some("texts")).count();
+        events.iter().filter(|e| annal_server::cli::log::index_of(&e.body) == Some("texts")).count();
     assert!(expected >= 4 && texts.len() == expected, "{} of {expected}", texts.len());
     let by_number = lines(&annal(&[
         "log",

@@ -1,101 +1,198 @@
-//! `annal log ...`: read, summarise, check and follow the event log. Events are written
-//! as JSON whose fields are those of each kind's body (docs/FORMAT.md), so a dump with
-//! `--vectors` parses back into the same events ([`event_from_json`]).
+//! `annal log ...` (and `annal verify`, `annal events`): read, summarise, check and
+//! follow the event log. Events are printed through [`crate::render`], so a dump with
+//! `--json --vectors` parses back into the same events.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-
-use crate::progress::Progress;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use annal_engine::event::{check, Event, EventBody, Stamp};
-use annal_engine::{EventKind, ReadOnlyLog, LOG_FILE};
+use annal_engine::event::{check, Event, EventBody};
+use annal_engine::{EventKind, Storage, LOG_FILE};
+use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use super::common::{bearer, buckets, offline, open, Result, BATCH};
+use super::progress::Progress;
+use crate::render::event_json;
 
-/// Events read from the file per batch.
-const BATCH: usize = 1024;
 /// Largest `GET /admin/events` answer `tail` reads (the server bounds the frames it
 /// reads, and JSON is a few times larger).
 const TAIL_ANSWER_BYTES_MAX: u64 = 256 * 1024 * 1024;
 
-/// Open a data directory's log read-only, or say clearly why not.
-pub fn open(data: &Path) -> Result<ReadOnlyLog> {
-    let path = data.join(LOG_FILE);
-    if !path.exists() {
-        return Err(format!("no log at {}", path.display()).into());
-    }
-    ReadOnlyLog::open(&path).map_err(|error| {
-        held_message(&path, error, "stop it first, or follow it over HTTP with `annal log tail --server URL`")
-    })
+/// `annal log ...`.
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// First and last sequence number, events and bytes per kind, size on disk,
+    /// archived range and snapshots.
+    Stats(StatsArgs),
+    /// Print events: readable lines, or JSON lines whose fields are each kind's body
+    /// (docs/FORMAT.md). Vectors are replaced by their dimension unless `--vectors`.
+    Dump(DumpArgs),
+    /// Follow a running server's log: print each event as it commits.
+    Tail(TailArgs),
+    /// Check every event's CRC and payload and the sequence's density, in the log and
+    /// its archive segments; exit 1 naming the first bad sequence number.
+    Verify(VerifyArgs),
 }
 
-/// The error for a log that could not be opened: when a running server holds it, say
-/// so and what to do (`advice`).
-pub fn held_message(path: &Path, error: annal_engine::LogError, advice: &str) -> Box<dyn std::error::Error> {
-    if matches!(error, annal_engine::LogError::Storage(redb::Error::DatabaseAlreadyOpen)) {
-        format!(
-            "{} is held by a running server (annal serve): {advice} ({})",
-            path.display(),
-            crate::report(&error)
-        )
-        .into()
-    } else {
-        error.into()
-    }
-}
-
-/// One event as a JSON object: `seq`, `time_ms`, `actor`, `kind` and the kind's fields
-/// as `body`. Without `vectors`, each vector is replaced by its length (`"vector":
-/// {"dimension": N}`), which does not parse back.
-pub fn event_json(seq: u64, event: &Event, vectors: bool) -> Value {
-    let mut value = serde_json::to_value(&event.body).unwrap_or_else(|e| json!({"error": e.to_string()}));
-    if !vectors {
-        elide_vectors(&mut value);
-    }
-    let mut out = serde_json::Map::new();
-    out.insert("seq".into(), seq.into());
-    out.insert("time_ms".into(), event.stamp.time_ms.into());
-    out.insert("actor".into(), event.stamp.actor.clone().into());
-    if let Value::Object(tagged) = value {
-        out.extend(tagged);
-    }
-    Value::Object(out)
-}
-
-fn elide_vectors(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            for (key, v) in map.iter_mut() {
-                if key == "vector" {
-                    if let Value::Array(a) = v {
-                        *v = json!({"dimension": a.len()});
-                        continue;
-                    }
-                }
-                elide_vectors(v);
-            }
+impl LogCommand {
+    /// Run it.
+    ///
+    /// # Errors
+    /// The log could not be read, or the server not asked.
+    pub fn run(self) -> Result<ExitCode> {
+        match self {
+            LogCommand::Stats(args) => stats(&args.data, args.json),
+            LogCommand::Dump(args) => args.run(),
+            LogCommand::Tail(args) => args.run(),
+            LogCommand::Verify(args) => args.run(),
         }
-        Value::Array(items) => items.iter_mut().for_each(elide_vectors),
-        _ => {}
     }
 }
 
-/// Parse a line of `annal log dump --json --vectors` back into its sequence number and
-/// event.
-///
-/// # Errors
-/// A missing or mistyped field, named by serde.
-pub fn event_from_json(value: &Value) -> Result<(u64, Event)> {
-    let seq = value["seq"].as_u64().ok_or("seq: missing or not a number")?;
-    let time_ms = value["time_ms"].as_u64().ok_or("time_ms: missing or not a number")?;
-    let actor = value["actor"].as_str().ok_or("actor: missing or not a string")?.to_owned();
-    let tagged = json!({"kind": value["kind"], "body": value["body"]});
-    let body: EventBody = serde_json::from_value(tagged)?;
-    Ok((seq, Event { stamp: Stamp { time_ms, actor }, body }))
+/// Flags of `annal log stats`.
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Data directory (the server must not hold it: redb opens it read-only).
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `annal log dump`.
+#[derive(Args)]
+pub struct DumpArgs {
+    /// Data directory (the server must not hold it: use `log tail --server` then).
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// First sequence number.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last sequence number.
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// Only events of this kind (name as in docs/FORMAT.md, or number); repeatable.
+    #[arg(long)]
+    pub kind: Vec<String>,
+    /// Only events about this index.
+    #[arg(long)]
+    pub index: Option<String>,
+    /// Only events of this actor.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Include vectors (with `--json`, the lines then parse back into the events).
+    #[arg(long)]
+    pub vectors: bool,
+    /// Bucket configuration file, where archive segments (events before the log's
+    /// first, read back from them) are not in the default local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
+}
+
+impl DumpArgs {
+    /// `annal log dump`.
+    ///
+    /// # Errors
+    /// As [`dump`].
+    pub fn run(self) -> Result<ExitCode> {
+        let filter = Filter {
+            from: self.from,
+            to: self.to,
+            kinds: self.kind,
+            index: self.index,
+            actor: self.actor,
+            limit: None,
+        };
+        dump(&self.data, self.buckets_config.as_deref(), &filter, self.json, self.vectors)
+    }
+}
+
+/// Flags of `annal events`.
+#[derive(Args)]
+pub struct EventsArgs {
+    /// Data directory.
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// First sequence number.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Most events to print.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+}
+
+impl EventsArgs {
+    /// `annal events`: `annal log dump --json --from S`, at most `--limit` events.
+    ///
+    /// # Errors
+    /// As [`dump`].
+    pub fn run(self) -> Result<ExitCode> {
+        let filter = Filter { from: self.from, limit: Some(self.limit), ..Filter::default() };
+        dump(&self.data, None, &filter, true, false)
+    }
+}
+
+/// Flags of `annal log tail`.
+#[derive(Args)]
+pub struct TailArgs {
+    /// The server's base URL.
+    #[arg(long, env = "ANNAL_SERVER", default_value = "http://127.0.0.1:7700")]
+    pub server: String,
+    /// Bearer token for a server with authentication (prefer the variable).
+    #[arg(long, env = "ANNAL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// First sequence number (default: the next event).
+    #[arg(long)]
+    pub from: Option<u64>,
+    /// JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Include vectors.
+    #[arg(long)]
+    pub vectors: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+impl TailArgs {
+    /// `annal log tail`.
+    ///
+    /// # Errors
+    /// As [`tail`].
+    pub fn run(self) -> Result<ExitCode> {
+        tail(&self.server, self.token.as_deref(), self.from, self.json, self.vectors, self.limit)
+    }
+}
+
+/// Flags of `annal verify` and `annal log verify`.
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// Data directory.
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Bucket configuration file, where archive segments are not in the default
+    /// local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
+}
+
+impl VerifyArgs {
+    /// `annal verify`, `annal log verify`.
+    ///
+    /// # Errors
+    /// As [`verify`].
+    pub fn run(self) -> Result<ExitCode> {
+        verify(&self.data, self.buckets_config.as_deref())
+    }
 }
 
 /// The index an event is about, if any.
@@ -129,7 +226,7 @@ pub fn index_of(body: &EventBody) -> Option<&str> {
     })
 }
 
-/// Which events `annal log dump` prints.
+/// Which events `annal log dump` (and `annal events`) prints.
 #[derive(Debug, Default, Clone)]
 pub struct Filter {
     /// First sequence number.
@@ -142,6 +239,8 @@ pub struct Filter {
     pub index: Option<String>,
     /// Only events of this actor.
     pub actor: Option<String>,
+    /// At most this many events (of those the rest selects).
+    pub limit: Option<usize>,
 }
 
 impl Filter {
@@ -173,6 +272,9 @@ impl Filter {
 }
 
 /// `annal log dump`: the events `filter` selects, as readable lines or JSON lines.
+///
+/// # Errors
+/// The log or an archive segment could not be read, or an event not decoded.
 pub fn dump(
     data: &Path,
     buckets_config: Option<&Path>,
@@ -202,7 +304,7 @@ fn dump_to_stdout(
 ) -> Result<ExitCode> {
     filter.check()?;
     // Events before the log's first were archived: read them from their segments.
-    let source = crate::replaytool::offline(data, buckets_config)?;
+    let source = offline(data, buckets_config)?;
     let last = filter.to.unwrap_or(u64::MAX).min(source.last_seq()?);
     let mut next = filter.from.max(source.first_seq()?);
     let stdout = std::io::stdout();
@@ -213,12 +315,16 @@ fn dump_to_stdout(
         Progress::new("dump", "events", Some(last.saturating_sub(next) + 1))
     };
     let start = next;
+    let mut printed = 0usize;
     let mut out = std::io::BufWriter::new(stdout.lock());
-    while next <= last {
+    'read: while next <= last {
         let frames = source.frames(next, last)?;
         let Some((end, _)) = frames.last() else { break };
         next = end + 1;
         for (seq, frame) in &frames {
+            if filter.limit.is_some_and(|limit| printed >= limit) {
+                break 'read;
+            }
             let event = annal_engine::event::decode(*seq, frame)?;
             if !filter.matches(&event) {
                 continue;
@@ -229,6 +335,7 @@ fn dump_to_stdout(
             } else {
                 writeln!(out, "{}", readable(&line))?;
             }
+            printed += 1;
         }
         progress.set(next - start);
     }
@@ -271,7 +378,6 @@ fn readable(line: &Value) -> String {
         fields.join(" ")
     )
 }
-
 /// `annal log stats`: the log's range, events and bytes per kind, size on disk,
 /// archived range and snapshots.
 pub fn stats(data: &Path, as_json: bool) -> Result<ExitCode> {
@@ -433,135 +539,47 @@ pub fn tail(
     }
 }
 
-/// Every snapshot registered in the log (`SnapshotTaken` events), oldest first, with
-/// the sequence number of its event.
-fn registered(log: &ReadOnlyLog) -> Result<Vec<(u64, annal_engine::event::SnapshotTaken)>> {
-    let (first, last) = (log.first_seq()?, log.last_seq()?);
-    let mut out = Vec::new();
-    let mut next = first;
-    while next <= last {
-        let frames = log.read_frames(next..=last, BATCH)?;
-        let Some((end, _)) = frames.last() else { break };
-        next = end + 1;
-        for (seq, frame) in &frames {
-            if check(*seq, frame)?.0 == EventKind::SnapshotTaken {
-                if let EventBody::SnapshotTaken(taken) = annal_engine::event::decode(*seq, frame)?.body {
-                    out.push((*seq, taken));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn snapshot_json(event_seq: u64, t: &annal_engine::event::SnapshotTaken) -> Value {
-    json!({"event_seq": event_seq, "seq": t.seq, "bucket": t.bucket, "key": t.key, "bytes": t.bytes, "crc32": t.crc32})
-}
-
-/// `annal snapshot list`: the snapshots the log registers, newest first.
-pub fn snapshot_list(data: &Path, as_json: bool) -> Result<ExitCode> {
+/// `annal verify`, `annal log verify`: exit 0 when every event is sound, in the log and
+/// in its archive segments, 1 with the first bad one otherwise.
+///
+/// # Errors
+/// The log could not be opened or read, or the bucket configuration not loaded.
+pub fn verify(data: &Path, buckets_config: Option<&Path>) -> Result<ExitCode> {
     let log = open(data)?;
-    for (event_seq, taken) in registered(&log)?.iter().rev() {
-        if as_json {
-            println!("{}", snapshot_json(*event_seq, taken));
-        } else {
-            println!(
-                "as of {:>10}  event {:>10}  {:>12} bytes  {}/{}",
-                taken.seq, event_seq, taken.bytes, taken.bucket, taken.key
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `annal snapshot verify`: read every registered snapshot back whole, check its CRC
-/// against its registration and its layout (header, section table, each section's
-/// CRC). Objects already deleted by the retention policy are reported as gone. Exit 1
-/// when a snapshot is corrupt, or when the newest one is gone.
-pub fn snapshot_verify(data: &Path, buckets_config: Option<&Path>) -> Result<ExitCode> {
-    let log = open(data)?;
-    let config = match buckets_config {
-        Some(path) => annal_engine::BucketsConfig::load(path, |name| std::env::var(name).ok())?,
-        None => annal_engine::BucketsConfig::default(),
+    let report = log.verify()?;
+    let segments = log.segments()?;
+    let archived = if segments.is_empty() {
+        None
+    } else {
+        let storage = Storage::open_detached(data, &buckets(buckets_config)?)?;
+        Some(annal_engine::verify_archive(&storage, &segments, report.first_seq))
     };
-    let storage = annal_engine::Storage::open_detached(data, &config)?;
-    let snapshots = registered(&log)?;
-    let mut failed = false;
-    for (i, (_, taken)) in snapshots.iter().enumerate().rev() {
-        let newest = i + 1 == snapshots.len();
-        let fetched =
-            annal_engine::block_on(storage.get_bounded("annal-cli", &taken.bucket, &taken.key, taken.bytes))?;
-        let object = match fetched {
-            Ok(fetched) => fetched.bytes,
-            Err(annal_engine::StorageError::NotFound { .. }) => {
-                println!(
-                    "{} {}: gone (deleted by retention){}",
-                    if newest { "MISSING" } else { "gone" },
-                    taken.key,
-                    if newest { ", and it is the newest" } else { "" }
-                );
-                failed |= newest;
-                continue;
-            }
-            Err(error) => {
-                println!("CORRUPT {}: cannot be read: {}", taken.key, crate::report(&error));
-                failed = true;
-                continue;
-            }
-        };
-        let actual = crc32fast::hash(&object);
-        if actual != taken.crc32 {
-            println!("CORRUPT {}: CRC-32 {actual:#010x}, registered {:#010x}", taken.key, taken.crc32);
-            failed = true;
-            continue;
-        }
-        match annal_engine::decode_snapshot(&object) {
-            Ok(decoded) if decoded.seq == taken.seq => {
-                let names: Vec<&str> = decoded.sections.iter().map(|(n, _)| n.as_str()).collect();
-                println!(
-                    "ok {}: as of {}, {} bytes, sections {}",
-                    taken.key,
-                    taken.seq,
-                    object.len(),
-                    names.join(",")
-                );
-            }
-            Ok(decoded) => {
-                println!(
-                    "CORRUPT {}: holds the state as of {}, registered as of {}",
-                    taken.key, decoded.seq, taken.seq
-                );
-                failed = true;
-            }
-            Err(error) => {
-                println!("CORRUPT {}: {}", taken.key, crate::report(&error));
-                failed = true;
-            }
+    if let Some(archive) = &archived {
+        if let Some(error) = &archive.first_bad {
+            println!(
+                "CORRUPT archive: {} ({} archived events before it are sound)",
+                crate::report(error),
+                archive.events_ok
+            );
+            return Ok(ExitCode::FAILURE);
         }
     }
-    if snapshots.is_empty() {
-        println!("no snapshot registered");
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-}
-
-/// `annal snapshot create --server URL`: ask a running server for a snapshot now and
-/// print its answer.
-pub fn snapshot_create(server: &str, token: Option<&str>, actor: &str) -> Result<ExitCode> {
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let url = format!("{}/admin/snapshots", server.trim_end_matches('/'));
-    let mut response =
-        bearer(agent.post(&url), token).header(crate::http::ACTOR_HEADER, actor).send_empty()?;
-    let status = response.status().as_u16();
-    println!("{}", response.body_mut().read_to_string()?);
-    Ok(if status == 200 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-/// `request` with `Authorization: Bearer TOKEN` when a token is given (`--token`,
-/// `ANNAL_TOKEN`).
-pub fn bearer<B>(request: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
-    match token {
-        Some(token) => request.header("authorization", format!("Bearer {token}")),
-        None => request,
+    match report.first_bad {
+        None => {
+            let archived = archived.map_or_else(String::new, |a| {
+                format!("; {} archived events in {} segments", a.events_ok, a.segments)
+            });
+            println!("ok: {} events, last sequence {}{archived}", report.events_ok, log.last_seq()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(bad) => {
+            println!(
+                "CORRUPT at event {}: {} ({} events before it are sound)",
+                bad.seq,
+                crate::report(&bad.error),
+                report.events_ok
+            );
+            Ok(ExitCode::FAILURE)
+        }
     }
 }

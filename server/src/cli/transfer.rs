@@ -21,12 +21,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use annal_engine::{Engine, EngineConfig, HnswConfig, Metric, VectorItem, Wait};
-use clap::ValueEnum;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::progress::Progress;
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use super::common::{buckets, held_message, offline, Result};
+use super::progress::Progress;
 
 /// How long import waits at the end for its last batches to be applied.
 const APPLY_WAIT: Duration = Duration::from_secs(600);
@@ -78,48 +77,68 @@ struct Rows {
     dimension: Option<u32>,
 }
 
-/// What `annal import` is asked to do.
-pub struct ImportArgs<'a> {
-    /// Data directory.
-    pub data: &'a Path,
-    /// The index (created if missing, with the file's dimension).
-    pub index: &'a str,
+/// Flags of `annal import`.
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Data directory (created if missing).
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// The index; created with the file's dimension if missing.
+    #[arg(long)]
+    pub index: String,
     /// The file.
-    pub file: &'a Path,
-    /// Its format (default: from the extension).
+    pub file: PathBuf,
+    /// Its format (default: from the extension: .fvecs, .npy, .jsonl).
+    #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// Ids of `.fvecs` / `.npy` rows, one per line (default: `FILE.ids` if present).
-    pub ids: Option<&'a Path>,
+    /// Ids of `.fvecs` / `.npy` rows, one per line (default: FILE.ids if present,
+    /// else row numbers).
+    #[arg(long)]
+    pub ids: Option<PathBuf>,
     /// The JSON field holding a JSON line's id.
-    pub id_field: &'a str,
-    /// Name rows by number even where ids are available.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Name rows by their number (from 0), ignoring ids in the file.
+    #[arg(long)]
     pub row_ids: bool,
     /// Prefix of ids made from row numbers.
-    pub id_prefix: &'a str,
-    /// Metric of an index this import creates.
+    #[arg(long, default_value = "")]
+    pub id_prefix: String,
+    /// Metric of an index the import creates: l2, cosine or ip.
+    #[arg(long, default_value = "cosine", value_parser = parse_metric)]
     pub metric: Metric,
-    /// Records per event.
-    pub batch: usize,
+    /// Records per event (each batch is all or nothing).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub batch: u64,
     /// The actor recorded in the log.
-    pub actor: &'a str,
-    /// Bucket configuration file (the server's), where snapshots and archive segments
-    /// are not in the default local bucket.
-    pub buckets_config: Option<&'a Path>,
+    #[arg(long, default_value = "annal-import")]
+    pub actor: String,
+    /// The server's bucket configuration file, where its snapshots and archive
+    /// segments are not in the default local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
+}
+
+fn parse_metric(text: &str) -> std::result::Result<Metric, String> {
+    [Metric::L2, Metric::Cosine, Metric::Ip]
+        .into_iter()
+        .find(|m| m.name() == text)
+        .ok_or_else(|| format!("{text:?}: one of l2, cosine, ip"))
 }
 
 /// `annal import`.
-pub fn import(args: &ImportArgs<'_>) -> Result<ExitCode> {
-    let format = Format::of(args.file, args.format)?;
+pub fn import(args: &ImportArgs) -> Result<ExitCode> {
+    let format = Format::of(&args.file, args.format)?;
     let rows = open_rows(args, format)?;
     if !args.data.join(annal_engine::LOG_FILE).exists() {
-        std::fs::create_dir_all(args.data)?;
+        std::fs::create_dir_all(&args.data)?;
     }
-    let buckets = crate::replaytool::buckets(args.buckets_config)?;
+    let buckets = buckets(args.buckets_config.as_deref())?;
     let engine =
-        Engine::open(args.data, EngineConfig { buckets, ..EngineConfig::default() }).map_err(|error| {
+        Engine::open(&args.data, EngineConfig { buckets, ..EngineConfig::default() }).map_err(|error| {
             let path = args.data.join(annal_engine::LOG_FILE);
             match error {
-                annal_engine::Error::Log(log) => crate::logtool::held_message(
+                annal_engine::Error::Log(log) => held_message(
                     &path,
                     log,
                     "stop it first, or load through the server (the Python client's upsert)",
@@ -134,25 +153,31 @@ pub fn import(args: &ImportArgs<'_>) -> Result<ExitCode> {
     Ok(code)
 }
 
-fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<ExitCode> {
+fn import_into(engine: &Engine, args: &ImportArgs, rows: Rows) -> Result<ExitCode> {
     let started = Instant::now();
-    let present: HashSet<Arc<str>> = match engine.ids(args.index) {
+    let present: HashSet<Arc<str>> = match engine.ids(&args.index) {
         Ok(ids) => ids.into_iter().collect(),
         Err(annal_engine::Error::IndexNotFound { .. }) => {
             let dimension = match rows.dimension {
                 Some(d) => d,
                 None => return Err(format!("{}: no rows to import", args.file.display()).into()),
             };
-            engine.create_index(args.actor, args.index, dimension, args.metric, HnswConfig::default())?;
-            tracing::info!(index = args.index, dimension, metric = args.metric.name(), "created the index");
+            engine.create_index(&args.actor, &args.index, dimension, args.metric, HnswConfig::default())?;
+            tracing::info!(
+                index = args.index.as_str(),
+                dimension,
+                metric = args.metric.name(),
+                "created the index"
+            );
             HashSet::new()
         }
         Err(other) => return Err(other.into()),
     };
     let already = present.len();
+    let batch_size = usize::try_from(args.batch).unwrap_or(1000);
     let mut progress = Progress::new(format!("import into {}", args.index), "rows", rows.total);
-    let mut batch: Vec<VectorItem> = Vec::with_capacity(args.batch);
-    let mut batch_rows: Vec<u64> = Vec::with_capacity(args.batch);
+    let mut batch: Vec<VectorItem> = Vec::with_capacity(batch_size);
+    let mut batch_rows: Vec<u64> = Vec::with_capacity(batch_size);
     let mut in_batch: HashSet<String> = HashSet::new();
     // Ids this run imported (or queued), so that a repeat in the file is skipped.
     let mut seen: HashSet<Arc<str>> = HashSet::new();
@@ -167,7 +192,7 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
         }
         let n = batch.len() as u64;
         let items = std::mem::take(batch);
-        match engine.upsert_with(args.actor, args.index, items, Wait::Durable) {
+        match engine.upsert_with(&args.actor, &args.index, items, Wait::Durable) {
             Ok(up) => {
                 last_seq = up.seq;
                 imported += n;
@@ -212,7 +237,7 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
                 metadata: row.metadata,
                 partition: row.partition,
             });
-            if batch.len() >= args.batch {
+            if batch.len() >= batch_size {
                 flush(&mut batch, &mut batch_rows, &mut in_batch)?;
             }
         }
@@ -243,13 +268,13 @@ fn import_into(engine: &Engine, args: &ImportArgs<'_>, rows: Rows) -> Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_rows(args: &ImportArgs<'_>, format: Format) -> Result<Rows> {
+fn open_rows(args: &ImportArgs, format: Format) -> Result<Rows> {
     let ids = match format {
         Format::Jsonl => None,
         Format::Fvecs | Format::Npy if args.row_ids => None,
         Format::Fvecs | Format::Npy => {
-            let sidecar = ids_path(args.file);
-            match args.ids {
+            let sidecar = ids_path(&args.file);
+            match args.ids.as_deref() {
                 Some(path) => Some(read_ids(path)?),
                 None if sidecar.exists() => {
                     tracing::info!(ids = %sidecar.display(), "ids from the file beside the vectors");
@@ -271,10 +296,10 @@ fn open_rows(args: &ImportArgs<'_>, format: Format) -> Result<Rows> {
         }
     };
     let rows = match format {
-        Format::Fvecs => fvecs_rows(args.file, id_of)?,
-        Format::Npy => npy_rows(args.file, id_of)?,
+        Format::Fvecs => fvecs_rows(&args.file, id_of)?,
+        Format::Npy => npy_rows(&args.file, id_of)?,
         Format::Jsonl => {
-            jsonl_rows(args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned())?
+            jsonl_rows(&args.file, args.id_field.to_owned(), args.row_ids, args.id_prefix.to_owned())?
         }
     };
     // Checked before anything is written: a stale ids file would pair ids with the
@@ -467,27 +492,33 @@ fn jsonl_rows(path: &Path, id_field: String, row_ids: bool, prefix: String) -> R
     Ok(Rows { iter: Box::new(iter), total: None, dimension })
 }
 
-/// What `annal export` is asked to do.
-pub struct ExportArgs<'a> {
-    /// Data directory.
-    pub data: &'a Path,
-    /// Bucket configuration file.
-    pub buckets_config: Option<&'a Path>,
+/// Flags of `annal export`.
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Data directory (the server must not hold it).
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Bucket configuration file, where snapshots are not in the default local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
     /// The index.
-    pub index: &'a str,
+    #[arg(long)]
+    pub index: String,
     /// The file written.
-    pub file: &'a Path,
+    pub file: PathBuf,
     /// Its format (default: from the extension).
+    #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// The state as of this event (default: the last).
+    #[arg(long)]
     pub as_of: Option<u64>,
 }
 
 /// `annal export`: every live record of an index, sorted by id, as the log's state
 /// holds it (the newest snapshot plus the events after it, read-only).
-pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
-    let format = Format::of(args.file, args.format)?;
-    let source = crate::replaytool::offline(args.data, args.buckets_config)?;
+pub fn export(args: &ExportArgs) -> Result<ExitCode> {
+    let format = Format::of(&args.file, args.format)?;
+    let source = offline(&args.data, args.buckets_config.as_deref())?;
     let last = source.last_seq()?;
     let upto = args.as_of.unwrap_or(last);
     if upto > last {
@@ -501,8 +532,8 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     progress.set(from);
     source.replay_into(&mut replay, upto, &mut |seq| progress.set(seq))?;
     progress.finish();
-    let info = replay.get_index(args.index)?;
-    let records = replay.records(args.index)?;
+    let info = replay.get_index(&args.index)?;
+    let records = replay.records(&args.index)?;
     drop(replay);
     let dim = info.params.dimension as usize;
     let mut progress = Progress::new(format!("export {}", args.index), "rows", Some(records.len() as u64));
@@ -525,8 +556,8 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     }
     // Files are created only once the export is known to be possible.
     let create = |path: &Path| File::create(path).map_err(|e| format!("{}: {e}", path.display()));
-    let mut out = BufWriter::with_capacity(1 << 20, create(args.file)?);
-    let mut ids = if ids_file { Some(BufWriter::new(create(&ids_path(args.file))?)) } else { None };
+    let mut out = BufWriter::with_capacity(1 << 20, create(&args.file)?);
+    let mut ids = if ids_file { Some(BufWriter::new(create(&ids_path(&args.file))?)) } else { None };
     match format {
         Format::Fvecs => {
             let head = i32::try_from(dim)?.to_le_bytes();
@@ -585,7 +616,7 @@ pub fn export(args: &ExportArgs<'_>) -> Result<ExitCode> {
     println!(
         "{}",
         json!({"index": args.index, "rows": records.len(), "as_of": upto, "file": args.file.display().to_string(),
-               "ids_file": ids.map(|_| ids_path(args.file).display().to_string())})
+               "ids_file": ids.map(|_| ids_path(&args.file).display().to_string())})
     );
     Ok(ExitCode::SUCCESS)
 }

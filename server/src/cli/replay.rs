@@ -1,37 +1,60 @@
-//! `annal replay` and `annal recover`: rebuild state from the log offline, check that a
-//! replay and the newest snapshot agree, materialize the state as of a sequence number
-//! into a new data directory, and cut a corrupt tail off a log.
+//! `annal replay`: rebuild state from the log offline, check that a replay and the
+//! newest snapshot agree (`--check`), or materialize the state as of a sequence number
+//! into a new data directory (`--to S --out DIR`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use annal_engine::event::{decode, Event, EventBody, LogTruncated};
+use annal_engine::event::decode;
 use annal_engine::PRIMARY;
 use annal_engine::{BucketsConfig, Log, LogConfig, Storage, SyncMode, LOG_FILE};
-use annal_engine::{LogicalState, OfflineLog, Replay, StateDigest};
+use annal_engine::{LogicalState, Replay, StateDigest};
+use clap::Args;
 use serde_json::{json, Value};
 
-use crate::progress::Progress;
+use super::common::{offline, Result, BATCH};
+use super::progress::Progress;
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// Frames appended to the new log per commit by `replay --to`.
-const COPY_BATCH: usize = 1024;
-
-/// The bucket configuration: the file given, or the default (a local `primary` in the
-/// data directory).
-pub fn buckets(config: Option<&Path>) -> Result<BucketsConfig> {
-    Ok(match config {
-        Some(path) => BucketsConfig::load(path, |name| std::env::var(name).ok())?,
-        None => BucketsConfig::default(),
-    })
+/// Flags of `annal replay`.
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Data directory.
+    #[arg(long, env = "ANNAL_DATA", default_value = "./data")]
+    pub data: PathBuf,
+    /// Bucket configuration file, where snapshots and archive segments are not in
+    /// the default local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
+    /// Replay the whole log from nothing, compare it with the newest snapshot at
+    /// its sequence number (first difference reported, exit 1), print the digest of
+    /// the state at the end.
+    #[arg(long, conflicts_with_all = ["to", "out"], required_unless_present = "to")]
+    pub check: bool,
+    /// The last event of the state written to `--out`.
+    #[arg(long, requires = "out")]
+    pub to: Option<u64>,
+    /// A new (missing or empty) data directory for `--to`.
+    #[arg(long, requires = "to")]
+    pub out: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
-/// A data directory's log opened read-only with its buckets, or a clear reason why not.
-pub fn offline(data: &Path, buckets_config: Option<&Path>) -> Result<OfflineLog> {
-    let log = crate::logtool::open(data)?;
-    let storage = Storage::open_detached(data, &buckets(buckets_config)?)?;
-    Ok(OfflineLog::new(log, storage)?)
+impl ReplayArgs {
+    /// `annal replay --check` or `annal replay --to S --out DIR`.
+    ///
+    /// # Errors
+    /// As [`check`] and [`to`]; neither asked for.
+    pub fn run(self) -> Result<ExitCode> {
+        match (self.check, self.to, self.out) {
+            (true, _, _) => check(&self.data, self.buckets_config.as_deref(), self.json),
+            (false, Some(to_seq), Some(out)) => {
+                to(&self.data, self.buckets_config.as_deref(), to_seq, &out, self.json)
+            }
+            _ => Err("give --check, or --to S --out DIR".into()),
+        }
+    }
 }
 
 fn digest_json(state: &LogicalState, digest: &StateDigest) -> Value {
@@ -181,7 +204,7 @@ pub fn to(
         if frames.first().map(|(s, _)| *s) != Some(next) {
             return Err(format!("event {next} is missing from the log and its archive").into());
         }
-        for chunk in frames.chunks(COPY_BATCH) {
+        for chunk in frames.chunks(BATCH) {
             for (seq, frame) in chunk {
                 // Every copied frame is checked, also those the base snapshot covers.
                 if *seq != next {
@@ -229,135 +252,4 @@ pub fn to(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// What `annal recover` is asked to do.
-pub struct RecoverArgs<'a> {
-    /// Data directory.
-    pub data: &'a Path,
-    /// Bucket configuration file.
-    pub buckets_config: Option<&'a Path>,
-    /// The last event kept.
-    pub after: u64,
-    /// Do it (otherwise only say what would be cut).
-    pub yes: bool,
-    /// Recorded in the event.
-    pub reason: &'a str,
-    /// The actor recorded.
-    pub actor: &'a str,
-}
-
-/// `annal recover --truncate-after S`: cut events S+1.. off the log. Without `--yes`
-/// it only says what it would cut, and exits 2. With it, it first copies the cut frames
-/// (as stored, corrupt ones too) to `recovered/...` in the primary bucket, durably, then
-/// removes them and appends a `LogTruncated` event (sequence number S+1) in one log
-/// transaction. The server must be stopped.
-pub fn recover(args: &RecoverArgs<'_>) -> Result<ExitCode> {
-    // What would be cut, read without writing (a dry run never repairs or changes the
-    // file), then, with --yes, the same read again through the writer.
-    let plan = {
-        let log = crate::logtool::open(args.data)?;
-        cut_plan(args.after, log.first_seq()?, log.last_seq()?, |range| {
-            Ok(log.read_frames(range, COPY_BATCH)?)
-        })?
-    };
-    describe_cut(args.after, &plan);
-    if !args.yes {
-        println!(
-            "refusing without --yes: this removes {} events from the log (acknowledged writes among them are lost \
-             from the state; their frames are kept in the bucket)",
-            plan.frames.len()
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let path = args.data.join(LOG_FILE);
-    let log = Log::open(&path, LogConfig::default())
-        .map_err(|error| crate::logtool::held_message(&path, error, "stop it first"))?;
-    let plan = cut_plan(args.after, log.first_seq()?, log.last_seq(), |range| {
-        Ok(log.read_frames(range, COPY_BATCH)?)
-    })?;
-    let (cut_first, cut_last) = (args.after + 1, plan.last);
-    let (object, crc32) = annal_engine::encode_cut(&plan.frames)?;
-    let stamp =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let key = format!("recovered/{cut_first:020}-{cut_last:020}-{stamp}.cut");
-    let storage = Storage::open_detached(args.data, &buckets(args.buckets_config)?)?;
-    let object_bytes = object.len() as u64;
-    annal_engine::block_on(storage.put(args.actor, PRIMARY, &key, bytes::Bytes::from(object)))??;
-    // Read the copy back before anything is cut.
-    let back = annal_engine::block_on(storage.get_bounded(args.actor, PRIMARY, &key, object_bytes))??;
-    if crc32fast::hash(&back.bytes) != crc32 {
-        return Err(format!("the copy {PRIMARY}/{key} does not read back as written; nothing was cut").into());
-    }
-    let audit = Event::new(
-        args.actor,
-        EventBody::LogTruncated(LogTruncated {
-            first_cut: cut_first,
-            last_cut: cut_last,
-            bucket: PRIMARY.to_owned(),
-            key: key.clone(),
-            bytes: object_bytes,
-            crc32,
-            reason: args.reason.to_owned(),
-        }),
-    );
-    let seq = log.truncate_after(args.after, &audit)?;
-    log.close()?;
-    println!("truncated: events {cut_first}..={cut_last} copied to {PRIMARY}/{key} and removed; LogTruncated is event {seq}");
-    Ok(ExitCode::SUCCESS)
-}
-
-/// What a truncation after `after` removes.
-struct CutPlan {
-    last: u64,
-    frames: Vec<(u64, Vec<u8>)>,
-}
-
-fn cut_plan(
-    after: u64,
-    first: u64,
-    last: u64,
-    mut read: impl FnMut(std::ops::RangeInclusive<u64>) -> Result<Vec<(u64, Vec<u8>)>>,
-) -> Result<CutPlan> {
-    if after >= last || after.saturating_add(1) < first {
-        return Err(format!(
-            "--truncate-after {after}: the log holds events {first}..={last}; the cut must keep {}..={} and remove at least one event",
-            first.saturating_sub(1),
-            last.saturating_sub(1)
-        )
-        .into());
-    }
-    let mut frames = Vec::new();
-    let mut next = after + 1;
-    while next <= last {
-        let batch = read(next..=last)?;
-        let Some((end, _)) = batch.last() else { break };
-        next = end + 1;
-        frames.extend(batch);
-    }
-    Ok(CutPlan { last, frames })
-}
-
-fn describe_cut(after: u64, plan: &CutPlan) {
-    let bytes: usize = plan.frames.iter().map(|(_, f)| f.len()).sum();
-    let corrupt: Vec<u64> = plan
-        .frames
-        .iter()
-        .filter(|(seq, f)| annal_engine::event::check(*seq, f).is_err())
-        .map(|(s, _)| *s)
-        .collect();
-    let first = after + 1;
-    let missing = (plan.last + 1 - first).saturating_sub(plan.frames.len() as u64);
-    println!(
-        "cut: events {first}..={} ({} events, {bytes} bytes); {} of them fail their checks{}{}",
-        plan.last,
-        plan.frames.len(),
-        corrupt.len(),
-        corrupt.first().map_or_else(String::new, |s| format!(", the first is {s}")),
-        if missing > 0 {
-            format!("; {missing} sequence numbers in the range are missing")
-        } else {
-            String::new()
-        }
-    );
 }
