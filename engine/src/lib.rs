@@ -92,7 +92,7 @@ pub use snapshot::format::{
     FormatError as SnapshotFormatError,
 };
 pub use snapshot::{
-    check as check_snapshot, key as snapshot_key, SnapshotInfo, SnapshotPolicy, View,
+    check as check_snapshot, key as snapshot_key, registered_snapshots, SnapshotInfo, SnapshotPolicy, View,
     PREFIX as SNAPSHOT_PREFIX,
 };
 pub use sync::block_on;

@@ -8,6 +8,17 @@ use crate::source::LogFrames;
 
 use super::{format, Unusable};
 
+/// Every snapshot a log opened read-only registers, oldest first, each with the
+/// sequence number of its `SnapshotTaken` event (what `annal snapshot list` shows).
+///
+/// # Errors
+/// The log failed.
+pub fn registered_snapshots(log: &crate::log::ReadOnlyLog) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+    let mut out = registered(log, usize::MAX)?;
+    out.reverse();
+    Ok(out)
+}
+
 /// Check `object` against its registration `taken` and restore every projection of
 /// `projections` from its sections.
 ///

@@ -9,7 +9,7 @@ mod taker;
 mod view;
 
 pub use error::Unusable;
-pub use load::check;
+pub use load::{check, registered_snapshots};
 pub(crate) use load::{load, registered};
 pub(crate) use taker::Taker;
 
