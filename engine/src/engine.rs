@@ -22,8 +22,8 @@ use crate::event::{
     SnapshotTaken, VectorItem, VectorsDeleted, VectorsUpserted,
 };
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode, LOG_FILE};
+use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::documents::DocumentState;
-use crate::projection::journal::ErrorJournal;
 use crate::projection::partitions::PartitionState;
 use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
 use crate::projection::trials::TrialState;

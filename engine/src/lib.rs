@@ -77,7 +77,7 @@ pub use log::{
 };
 
 // Projections: what readers get back from them.
-pub use projection::journal::{Health, JournalEntry, JournalFilter};
+pub use projection::bucket_errors::{Health, JournalEntry, JournalFilter};
 pub use projection::partitions::{IndexPartitions, Migration, Scheme};
 pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
 pub use projection::trials::{IndexTrials, Objective, Trial};
@@ -98,12 +98,14 @@ pub use snapshot::{
 pub use sync::block_on;
 
 // Offline replay, for tooling.
-pub use replay::{IndexState, LogicalState, OfflineLog, Replay, Skipped, StateDigest, TOOL_ACTOR};
+pub use replay::{
+    IndexState, LogicalState, OfflineLog, Replay, Skipped, SnapshotReplay, StateDigest, TOOL_ACTOR,
+};
 
 // Storage buckets.
 pub use storage::{
-    BucketInfo, BucketsConfig, FaultyStore, Fetched, Listing, ObjectInfo, ProbeReport, Storage, StorageStats,
-    DEFAULT_PRIMARY_ROOT, PRIMARY,
+    BucketInfo, BucketsConfig, FaultyStore, Fetched, Listing, ObjectInfo, ObjectReader, ProbeReport, Storage,
+    StorageStats, DEFAULT_PRIMARY_ROOT, PRIMARY,
 };
 
 // Embedders.

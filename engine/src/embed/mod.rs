@@ -3,13 +3,14 @@
 //! the OpenAI `/v1/embeddings` request shape. Both are reached through [`Embedder`], by
 //! the model id an index records in its creation event.
 
+mod error;
 mod local;
 mod remote;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use error::EmbedError;
 pub use local::{LazyLocalEmbedder, LocalEmbedder, LOCAL_MODEL_DIMENSION, LOCAL_MODEL_ID};
 pub use remote::{RemoteEmbedder, RemoteEmbedderConfig};
 
@@ -31,58 +32,6 @@ pub trait Embedder: Send + Sync {
     fn health(&self) -> Result<(), String> {
         Ok(())
     }
-}
-
-/// An embedder failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EmbedError {
-    /// The model's files could not be read.
-    #[error("model file {path}")]
-    ModelFile {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The model's files are there but unusable (bad config, missing tensor, ...).
-    #[error("model {model}: {reason}")]
-    Model {
-        /// The model id or directory.
-        model: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// Running the model failed.
-    #[error("inference failed")]
-    Inference(#[from] candle_core::Error),
-    /// Tokenizing failed.
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
-    /// The remote service could not be reached, failed, or timed out.
-    #[error("embedding service {url}")]
-    Remote {
-        /// The service's URL.
-        url: String,
-        /// Why.
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    /// The remote service answered something other than one vector per text of the
-    /// model's dimension.
-    #[error("embedding service {url}: {reason}")]
-    BadAnswer {
-        /// The service's URL.
-        url: String,
-        /// What was wrong.
-        reason: String,
-    },
-    /// No embedder of that model id is configured on this server.
-    #[error("no embedder for model {model:?} is configured")]
-    Unavailable {
-        /// The model id.
-        model: String,
-    },
 }
 
 /// The embedders a server offers, by model id.

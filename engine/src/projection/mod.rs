@@ -6,10 +6,10 @@
 //! projector keeps a watermark and counters per projection, and the snapshot hooks let a
 //! checkpoint write every projection's state as of one sequence number and restore it.
 
+pub(crate) mod bucket_errors;
 pub(crate) mod documents;
 mod error;
 mod hooks;
-pub(crate) mod journal;
 pub(crate) mod partitions;
 mod projector;
 pub(crate) mod promotions;

@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::source::{EventSource, LogFrames};
 
+use super::bucket_errors::ErrorJournal;
 use super::documents::DocumentState;
-use super::journal::ErrorJournal;
 use super::partitions::PartitionState;
 use super::promotions::PromotionState;
 use super::trials::TrialState;

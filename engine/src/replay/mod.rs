@@ -22,6 +22,9 @@ pub use state::{IndexState, LogicalState, Replay, StateDigest};
 /// The actor tooling reads buckets as (journaled on a bucket error).
 pub const TOOL_ACTOR: &str = "annal-cli";
 
+/// A replay that starts at a registered snapshot, and that registration.
+pub type SnapshotReplay = (Replay, crate::event::SnapshotTaken);
+
 /// A registered snapshot that could not be used.
 #[derive(Debug, Clone)]
 pub struct Skipped {

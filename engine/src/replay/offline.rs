@@ -12,7 +12,7 @@ use crate::source::EventSource;
 use crate::storage::{BucketsConfig, Storage};
 use crate::sync::block_on;
 
-use super::{Replay, ReplayError, Skipped, TOOL_ACTOR};
+use super::{Replay, ReplayError, Skipped, SnapshotReplay, TOOL_ACTOR};
 
 /// Events read per batch from the log.
 const READ_BATCH: usize = 1024;
@@ -121,10 +121,7 @@ impl OfflineLog {
     ///
     /// # Errors
     /// redb failed. Unusable snapshots are reported, not errors.
-    pub fn newest_snapshot(
-        &self,
-        upto: u64,
-    ) -> Result<(Option<(Replay, SnapshotTaken)>, Vec<Skipped>), Error> {
+    pub fn newest_snapshot(&self, upto: u64) -> Result<(Option<SnapshotReplay>, Vec<Skipped>), Error> {
         let mut skipped = Vec::new();
         for (_, taken) in self.snapshots(u64::MAX)?.into_iter().rev().filter(|(_, t)| t.seq <= upto) {
             let attempt =

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Error;
 use crate::log::Log;
-use crate::projection::journal::ErrorJournal;
+use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{Catalog, Hit, IndexInfo, IndexParams, Record};

@@ -194,11 +194,10 @@ impl<L: LogFrames> EventSource<L> {
                 Some((first, _)) if *first == next => return Ok(batch),
                 // The log holds later events but not `next`: an archive run moved it
                 // meanwhile (a segment holds it), or the log has a gap there.
-                Some((found, _)) => {
-                    if !self.is_archived(next)? {
-                        return Err(SourceError::Missing { seq: next, found: *found });
-                    }
+                Some((found, _)) if !self.is_archived(next)? => {
+                    return Err(SourceError::Missing { seq: next, found: *found });
                 }
+                Some(_) => {}
                 // Past the end, unless `next` was archived meanwhile.
                 None if next >= self.log.first_seq().map_err(log)? => return Ok(batch),
                 None => {}

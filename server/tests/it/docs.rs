@@ -209,3 +209,45 @@ fn every_command_line_command_and_its_flags_are_documented() {
         }
     }
 }
+
+/// Every `engine/...`, `server/...`, `fuzz/...` or `benches/...` source path the docs
+/// and the README name (`engine/src/recovery.rs`, `server/tests/it/docs.rs`).
+fn named_source_paths() -> BTreeSet<(String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.push(root.join("README.md"));
+    let mut named = BTreeSet::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let name = doc.file_name().unwrap().to_string_lossy().into_owned();
+        for start in ["engine/", "server/", "fuzz/", "benches/"] {
+            for (at, _) in text.match_indices(start) {
+                // Only whole paths: not the middle of a longer one (`engine/src/engine/x.rs`).
+                if at > 0 && matches!(text.as_bytes()[at - 1], b'/' | b'_' | b'.' | b'-' | b'a'..=b'z') {
+                    continue;
+                }
+                let path: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-'))
+                    .collect();
+                if path.ends_with(".rs") {
+                    named.insert((name.clone(), path));
+                }
+            }
+        }
+    }
+    named
+}
+
+#[test]
+fn every_source_file_the_docs_name_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let named = named_source_paths();
+    assert!(named.len() > 20, "the scan finds the paths the docs name: {named:?}");
+    let missing: Vec<_> = named.iter().filter(|(_, path)| !root.join(path).is_file()).collect();
+    assert!(missing.is_empty(), "named in the docs but not in the tree: {missing:?}");
+}
