@@ -454,3 +454,57 @@ fn a_view_before_the_first_retained_event_is_gone_not_a_newer_answer() {
     assert!(matches!(engine.view_at(3), Err(annal_engine::Error::AsOfGone { seq: 3, first_retained: 5 })));
     assert_eq!(engine.view_at(7).unwrap().get_index("x").unwrap().length, 6, "the snapshot covers 7");
 }
+
+#[test]
+fn a_corrupt_old_snapshot_registration_is_skipped_by_views_and_pruning_and_named_by_a_replay_that_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (old_event, between) = {
+        let engine = Engine::open(dir.path(), config(manual())).unwrap();
+        engine.create_index("t", "x", 2, Metric::L2, HnswConfig::default()).unwrap();
+        let upsert = |i: usize| {
+            let item = VectorItem {
+                id: format!("v{i}"),
+                vector: vec![i as f32, 1.0],
+                metadata: None,
+                partition: None,
+            };
+            engine.upsert("t", "x", vec![item]).unwrap().seq
+        };
+        upsert(0);
+        let old = runtime.block_on(engine.snapshot("ops")).unwrap();
+        let between = upsert(1);
+        runtime.block_on(engine.snapshot("ops")).unwrap();
+        upsert(2);
+        engine.close().unwrap();
+        (old.event_seq, between)
+    };
+    // Flip the last byte of the old registration's frame: its CRC no longer matches (the
+    // header, and so its kind byte, are intact).
+    {
+        let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let db = redb::Database::create(dir.path().join(annal_engine::LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(events).unwrap();
+            let mut frame = redb::ReadableTable::get(&table, old_event).unwrap().unwrap().value().to_vec();
+            *frame.last_mut().unwrap() ^= 0x01;
+            table.insert(old_event, frame.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let engine = Engine::open(dir.path(), config(manual())).unwrap();
+    assert_eq!(engine.get_index("x").unwrap().length, 3, "opened from the newer snapshot");
+    // A view walks the registrations past the corrupt one to the newer snapshot.
+    let last = engine.log().last_seq();
+    assert_eq!(engine.view_at(last).unwrap().get_index("x").unwrap().length, 3);
+    // A snapshot's pruning lists every registration too.
+    runtime.block_on(engine.snapshot("ops")).unwrap();
+    // A view at the moment of the newer snapshot is that snapshot.
+    assert_eq!(engine.view_at(between).unwrap().get_index("x").unwrap().length, 2);
+    // A view as of the corrupt registration itself has no usable snapshot at or before
+    // it (the old one is named only there) and must replay the event: it says which.
+    let error = engine.view_at(old_event).err().expect("the corrupt event is on the way");
+    let why = annal_engine::chain(&error);
+    assert!(why.contains(&format!("event {old_event}: checksum mismatch")), "{why}");
+}
