@@ -99,6 +99,10 @@ for mod, path in files.items():
             paths += expand(here, t[len('self::'):])
     for m in re.finditer(r'(?<![\w:])crate::((?:\w+::)*\w+)', src):
         paths.append(m.group(1).split('::'))
+    # Paths through `super::` in code, outside `use` (`super::set::apply(...)`).
+    for m in re.finditer(r'(?<![\w:])((?:super::)+)((?:\w+::)*\w+)', re.sub(r'\buse\s+[^;]+;', '', src)):
+        base = here[:len(here) - m.group(1).count('super::')]
+        paths.append(base + m.group(2).split('::'))
     for p in paths:
         r = resolve_deep(p)
         if r != mod and r in files:

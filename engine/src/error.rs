@@ -155,7 +155,7 @@ pub enum Error {
         applied: u64,
     },
     /// A view was asked of a moment after the last applied event.
-    #[error("as_of {seq} is after the last applied event {applied}")]
+    #[error("as_of: {seq} is after the last applied event {applied}")]
     AsOfFuture {
         /// The sequence number asked for.
         seq: u64,
@@ -164,7 +164,7 @@ pub enum Error {
     },
     /// A view was asked of a moment before the log's first retained event that no
     /// snapshot covers.
-    #[error("as_of {seq} is before the first retained event {first_retained} and no snapshot covers it")]
+    #[error("as_of: {seq} is before the first retained event {first_retained} and no snapshot covers it")]
     AsOfGone {
         /// The sequence number asked for.
         seq: u64,

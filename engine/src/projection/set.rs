@@ -97,9 +97,10 @@ pub(crate) fn apply(
     Ok(())
 }
 
-/// Apply every event after `applied` up to `upto` (or the log's end, if sooner) to
-/// `list`, reading them from `source`; `progress` is told the last applied sequence
-/// number after each batch. Returns the last event applied.
+/// Apply every event after `*applied` up to `upto` (or the log's end, if sooner) to
+/// `list`, reading them from `source`; `*applied` follows each event applied, so after
+/// a failure it still says exactly what the projections hold. `progress` is told the
+/// last applied sequence number after each batch.
 ///
 /// # Errors
 /// An event is neither in the log nor in a readable segment (a gap is an error, never
@@ -107,26 +108,26 @@ pub(crate) fn apply(
 pub(crate) fn catch_up<L: LogFrames>(
     source: &EventSource<L>,
     list: &[Arc<dyn Projection>],
-    mut applied: u64,
+    applied: &mut u64,
     upto: u64,
     progress: &mut dyn FnMut(u64),
-) -> Result<u64, Error> {
+) -> Result<(), Error> {
     let upto = upto.min(source.log().last_seq().map_err(Error::Log)?);
-    while applied < upto {
-        let next = applied + 1;
+    while *applied < upto {
+        let next = *applied + 1;
         let events = source.events(next, upto, CATCH_UP_BATCH_EVENTS, CATCH_UP_BATCH_BYTES)?;
         if events.is_empty() {
             return Err(Error::Missing { seq: next });
         }
         for (seq, event) in events {
             // The source returns dense batches; this is the assertion that they are.
-            if seq != applied + 1 {
-                return Err(crate::log::LogError::Gap { expected: applied + 1, found: seq }.into());
+            if seq != *applied + 1 {
+                return Err(crate::log::LogError::Gap { expected: *applied + 1, found: seq }.into());
             }
             apply(list, seq, &event, |_, _| {})?;
-            applied = seq;
+            *applied = seq;
         }
-        progress(applied);
+        progress(*applied);
     }
-    Ok(applied)
+    Ok(())
 }

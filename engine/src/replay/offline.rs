@@ -149,7 +149,6 @@ impl OfflineLog {
         upto: u64,
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), Error> {
-        replay.applied = catch_up(&self.source, &replay.list, replay.applied, upto, progress)?;
-        Ok(())
+        catch_up(&self.source, &replay.list, &mut replay.applied, upto, progress)
     }
 }

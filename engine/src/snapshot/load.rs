@@ -10,11 +10,13 @@ use super::{format, Unusable};
 
 /// Every snapshot a log opened read-only registers, oldest first, each with the
 /// sequence number of its `SnapshotTaken` event (what `annal snapshot list` shows).
+/// Unlike the engine's own listing, a registration that does not decode is an error
+/// here: a tool that checks snapshots must say so, not pass over it.
 ///
 /// # Errors
-/// The log failed.
+/// The log failed, or a registration does not decode (naming its event).
 pub fn registered_snapshots(log: &crate::log::ReadOnlyLog) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
-    let mut out = registered(log, usize::MAX)?;
+    let mut out = scan(log, usize::MAX, Undecodable::Fail)?;
     out.reverse();
     Ok(out)
 }
@@ -63,6 +65,21 @@ const SECTIONS_ADDED_LATER: [&str; 4] = ["promotions", "trials", "partitions", "
 /// # Errors
 /// The log failed.
 pub(crate) fn registered(log: &impl LogFrames, max: usize) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
+    scan(log, max, Undecodable::Skip)
+}
+
+/// What a listing does with a registration that does not decode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undecodable {
+    Skip,
+    Fail,
+}
+
+fn scan(
+    log: &impl LogFrames,
+    max: usize,
+    undecodable: Undecodable,
+) -> Result<Vec<(u64, SnapshotTaken)>, Error> {
     let mut out = Vec::new();
     let mut asked = max;
     loop {
@@ -73,6 +90,9 @@ pub(crate) fn registered(log: &impl LogFrames, max: usize) -> Result<Vec<(u64, S
             match decode(seq, &frame) {
                 Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) => out.push((seq, taken)),
                 Ok(_) => {}
+                Err(error) if undecodable == Undecodable::Fail => {
+                    return Err(crate::log::LogError::Frame(error).into())
+                }
                 Err(error) => tracing::warn!(seq, %error, "a snapshot registration does not decode; skipped"),
             }
         }

@@ -164,7 +164,7 @@ fn build(source: &EventSource<Arc<Log>>, hooks: &Hooks, seq: u64) -> Result<View
         }
         projections.shutdown();
     }
-    let (applied, projections) = match base {
+    let (mut applied, projections) = match base {
         Some((s, projections)) => (s, projections),
         None => (0, Projections::new(hooks)?),
     };
@@ -175,7 +175,7 @@ fn build(source: &EventSource<Arc<Log>>, hooks: &Hooks, seq: u64) -> Result<View
         return Err(Error::AsOfGone { seq, first_retained: first });
     }
     let list = projections.list();
-    let built = catch_up(source, &list, applied, seq, &mut |_| {});
+    let built = catch_up(source, &list, &mut applied, seq, &mut |_| {});
     // No writer will touch it: stop the rebuilder (a view keeps its tombstones).
     projections.shutdown();
     built?;

@@ -118,8 +118,10 @@ impl LogFrames for ReadOnlyLog {
 pub(crate) struct EventSource<L> {
     log: L,
     storage: Arc<Storage>,
-    /// Set while a segment is being read (the projector's open: a bucket error met
-    /// there is journaled by an event the projector cannot apply until the read ends).
+    /// Set while [`EventSource::tail`] (the projector's one thread) reads a segment: a
+    /// bucket error met there is journaled by an event the projector cannot apply
+    /// until the read ends, so the journal must not wait for it. Views and offline
+    /// reads do not set it: the projector is free to apply their errors.
     reading_archive: AtomicBool,
 }
 
@@ -136,7 +138,7 @@ impl<L: LogFrames> EventSource<L> {
         &self.storage
     }
 
-    /// Whether a segment is being read right now.
+    /// Whether the projector is reading a segment right now.
     pub(crate) fn reading_archive(&self) -> bool {
         self.reading_archive.load(Ordering::Acquire)
     }
@@ -188,7 +190,11 @@ impl<L: LogFrames> EventSource<L> {
         }
         let log = |source| SourceError::Log { seq: next, source };
         if next >= self.log.first_seq().map_err(log)? {
-            let frames = self.log.frames(next..=upto, max, max_bytes).map_err(log)?;
+            let mut frames = self.log.frames(next..=upto, max, max_bytes).map_err(log)?;
+            // Dense, or cut at the first gap: the next read starts there and names it.
+            if let Some(gap) = frames.windows(2).position(|w| w[1].0 != w[0].0 + 1) {
+                frames.truncate(gap + 1);
+            }
             let batch = Batch { frames, segment: None };
             match batch.frames.first() {
                 Some((first, _)) if *first == next => return Ok(batch),
@@ -203,7 +209,7 @@ impl<L: LogFrames> EventSource<L> {
                 None => {}
             }
         }
-        self.archived(next, upto)
+        self.archived(next, upto, false)
     }
 
     /// Whether archive segments hold every event from `from` up to the log's first.
@@ -236,16 +242,20 @@ impl<L: LogFrames> EventSource<L> {
     }
 
     /// The frames of the segment holding `next`, from it up to `upto`.
-    fn archived(&self, next: u64, upto: u64) -> Result<Batch, SourceError> {
+    fn archived(&self, next: u64, upto: u64, projector: bool) -> Result<Batch, SourceError> {
         let archive = |source| SourceError::Archive { seq: next, source: Box::new(source) };
         let segments = self.log.segments().map_err(|e| archive(ArchiveError::Log(e)))?;
         let segment = segments
             .into_iter()
             .find(|s| s.first <= next && next <= s.last)
             .ok_or_else(|| archive(ArchiveError::Missing { seq: next }))?;
-        self.reading_archive.store(true, Ordering::Release);
+        if projector {
+            self.reading_archive.store(true, Ordering::Release);
+        }
         let read = archive::read_segment(&self.storage, &segment);
-        self.reading_archive.store(false, Ordering::Release);
+        if projector {
+            self.reading_archive.store(false, Ordering::Release);
+        }
         let mut frames = read.map_err(archive)?;
         frames.retain(|(seq, _)| *seq >= next && *seq <= upto);
         Ok(Batch { frames, segment: Some(segment.key) })
@@ -267,15 +277,12 @@ impl EventSource<Arc<Log>> {
         max_bytes: usize,
     ) -> Result<Vec<(u64, Event)>, SourceError> {
         let log = |source| SourceError::Log { seq: next, source };
-        let first = self.log.first_seq().map_err(log)?;
-        if next < first {
-            return self.archived(next, first - 1)?.decode(next);
-        }
         let events = self.log.tail_budget(next, timeout, max, max_bytes).map_err(log)?;
         match events.first() {
-            // Archived between the check and the read: its segment holds it now.
+            // The log starts after `next`: it was archived (before this open, or by a
+            // run that overtook this thread), so its segment holds it; else a gap.
             Some((seq, _)) if *seq > next && self.is_archived(next)? => {
-                self.archived(next, seq - 1)?.decode(next)
+                self.archived(next, seq - 1, true)?.decode(next)
             }
             Some((seq, _)) if *seq > next => Err(SourceError::Missing { seq: next, found: *seq }),
             _ => Ok(events),

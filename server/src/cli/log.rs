@@ -126,6 +126,10 @@ pub struct EventsArgs {
     /// Most events to print.
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
+    /// Bucket configuration file, where archive segments (events before the log's
+    /// first, read back from them) are not in the default local bucket.
+    #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
+    pub buckets_config: Option<PathBuf>,
 }
 
 impl EventsArgs {
@@ -135,7 +139,7 @@ impl EventsArgs {
     /// As [`dump`].
     pub fn run(self) -> Result<ExitCode> {
         let filter = Filter { from: self.from, limit: Some(self.limit), ..Filter::default() };
-        dump(&self.data, None, &filter, true, false)
+        dump(&self.data, self.buckets_config.as_deref(), &filter, true, false)
     }
 }
 

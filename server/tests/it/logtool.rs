@@ -254,3 +254,28 @@ fn dump_into_a_closed_pipe_exits_zero() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_snapshot_registration_that_does_not_decode_fails_snapshot_list_and_verify_naming_its_event() {
+    let (dir, events) = every_kind();
+    let seq = 1 + events.iter().position(|e| matches!(e.body, EventBody::SnapshotTaken(_))).unwrap() as u64;
+    {
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let db = redb::Database::create(dir.path().join(LOG_FILE)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut events = txn.open_table(table).unwrap();
+            let mut frame = redb::ReadableTable::get(&events, seq).unwrap().unwrap().value().to_vec();
+            *frame.last_mut().unwrap() ^= 0x01;
+            events.insert(seq, frame.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let data = dir.path().to_str().unwrap();
+    for command in ["list", "verify"] {
+        let out = annal(&["snapshot", command, "--data", data]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "snapshot {command} passed over a corrupt registration");
+        assert!(stderr.contains(&format!("event {seq}: checksum mismatch")), "snapshot {command}: {stderr}");
+    }
+}
