@@ -4,8 +4,11 @@
 
 mod documents;
 mod migrate;
+mod promotions;
 mod recorder;
+mod snapshots;
 mod tuning;
+mod vectors;
 
 pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
 pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
@@ -17,26 +20,20 @@ use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::event::FrameError;
-use crate::event::{
-    ConfigPromoted, Event, EventBody, HnswConfig, IndexCreated, IndexDropped, Metric, PromotionRolledBack,
-    SnapshotTaken, VectorItem, VectorsDeleted, VectorsUpserted,
-};
+use crate::event::{Event, EventBody, HnswConfig};
 use crate::log::{Log, LogConfig, LogError, LogReader, LogStats, SyncMode, LOG_FILE};
 use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::documents::DocumentState;
 use crate::projection::partitions::PartitionState;
-use crate::projection::promotions::{IndexPromotions, Promotion, PromotionState};
+use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
-use crate::projection::vectors::{
-    Catalog, Hit, IndexHandle, IndexInfo, RebuildStats, Record, VectorProjection,
-};
+use crate::projection::vectors::{Catalog, IndexHandle, IndexInfo, RebuildStats, VectorProjection};
 use crate::projection::{Hooks, Projections, Projector, ProjectorStats};
 use crate::recovery::{self, Recovered, Restored};
 use crate::schema::{Schema, SchemaEntry};
-use crate::snapshot::{self, SnapshotInfo, SnapshotPolicy, Taker, View, Views};
+use crate::snapshot::{self, SnapshotPolicy, Taker, Views};
 use crate::source::EventSource;
 use crate::storage::{BucketsConfig, Storage};
-use crate::sync::{read, write};
 use crate::validate;
 use recorder::Recorder;
 
@@ -401,8 +398,7 @@ impl Engine {
                         metric: index.params.metric,
                         template,
                         generation,
-                        embedder: self.documents.embedder(&name).map(|e| e.model),
-                    };
+                        embedder: self.documents.embedder(&name).map(|e| e.model)};
                     (name, entry)
                 })
                 .collect();
@@ -427,131 +423,6 @@ impl Engine {
         &self.log
     }
 
-    /// Create an index. `config` defaults to [`HnswConfig::default`].
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a bad name, dimension or config; [`Error::IndexExists`].
-    pub fn create_index(
-        &self,
-        actor: &str,
-        name: &str,
-        dimension: u32,
-        metric: Metric,
-        config: HnswConfig,
-    ) -> Result<Created, Error> {
-        validate::actor(actor)?;
-        validate::name(name)?;
-        validate::dimension(dimension)?;
-        validate::config(&config)?;
-        let seq = {
-            let mut schema = write(self.writable_schema()?);
-            if schema.get(name).is_some() {
-                return Err(Error::IndexExists { name: name.to_owned() });
-            }
-            let body =
-                EventBody::IndexCreated(IndexCreated { name: name.to_owned(), dimension, metric, config });
-            let seq = self.append(actor, body)?;
-            let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            schema
-                .insert(name, SchemaEntry { dimension, metric, template: None, generation, embedder: None });
-            seq
-        };
-        self.wait_applied(seq)?;
-        Ok(Created { info: self.get_index(name)?, seq })
-    }
-
-    /// Parameters and length of an index.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`].
-    pub fn get_index(&self, name: &str) -> Result<IndexInfo, Error> {
-        let handle = self.index(name)?;
-        let index = handle.read();
-        Ok(IndexInfo { params: index.params.clone(), length: index.len() })
-    }
-
-    /// Every live record of `index` (id, stored vector, metadata, partition), sorted by
-    /// id. Reads the whole index into memory: for inspection, export and tests.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`]; FAISS failed to read its storage.
-    pub fn records(&self, index: &str) -> Result<Vec<Record>, Error> {
-        let handle = self.index(index)?;
-        let records = handle.read().records()?;
-        Ok(records)
-    }
-
-    /// Every live id of an index, unsorted (what a resumable import skips): shared
-    /// strings, no vectors copied.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`].
-    pub fn ids(&self, index: &str) -> Result<Vec<Arc<str>>, Error> {
-        Ok(self.index(index)?.read().ids_after(""))
-    }
-
-    /// Names of every index, sorted.
-    pub fn list_indexes(&self) -> Vec<String> {
-        self.catalog.names()
-    }
-
-    /// Drop an index and all its vectors; returns the event's sequence number.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`].
-    pub fn drop_index(&self, actor: &str, name: &str) -> Result<u64, Error> {
-        validate::actor(actor)?;
-        let seq = {
-            let mut schema = write(self.writable_schema()?);
-            if schema.get(name).is_none() {
-                return Err(Error::IndexNotFound { name: name.to_owned() });
-            }
-            let seq = self.append(actor, EventBody::IndexDropped(IndexDropped { name: name.to_owned() }))?;
-            schema.remove(name);
-            seq
-        };
-        self.wait_applied(seq)?;
-        Ok(seq)
-    }
-
-    /// Insert or replace a batch of vectors, all or nothing.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] naming the first bad item; [`Error::IndexNotFound`].
-    pub fn upsert(&self, actor: &str, index: &str, items: Vec<VectorItem>) -> Result<Upserted, Error> {
-        self.upsert_with(actor, index, items, Wait::Applied)
-    }
-
-    /// [`Engine::upsert`], returning as `wait` says (with [`Wait::Durable`], without
-    /// `length`).
-    ///
-    /// # Errors
-    /// As [`Engine::upsert`].
-    pub fn upsert_with(
-        &self,
-        actor: &str,
-        index: &str,
-        mut items: Vec<VectorItem>,
-        wait: Wait,
-    ) -> Result<Upserted, Error> {
-        validate::actor(actor)?;
-        let added = items.len() as u64;
-        let seq = {
-            let schema = read(self.writable_schema()?);
-            let entry = schema.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
-            if entry.embedder.is_some() {
-                return Err(Error::DocumentIndex { name: index.to_owned() });
-            }
-            validate::items(&items, entry.dimension, entry.metric)?;
-            if let Some(template) = &entry.template {
-                template.place_items(&mut items)?;
-            }
-            let body = EventBody::VectorsUpserted(VectorsUpserted { index: index.to_owned(), items });
-            self.append(actor, body)?
-        };
-        self.upserted(index, added, seq, wait)
-    }
-
     /// The answer of an upsert (of vectors or documents) whose event is `seq`, once it
     /// is as durable or applied as `wait` asks.
     fn upserted(&self, index: &str, added: u64, seq: u64, wait: Wait) -> Result<Upserted, Error> {
@@ -561,45 +432,6 @@ impl Engine {
         }
         self.wait_applied(seq)?;
         Ok(Upserted { added, length: Some(self.length(index)), seq })
-    }
-
-    /// Delete vectors by id. Ids that do not exist are ignored.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] naming the first bad id; [`Error::IndexNotFound`].
-    pub fn delete(&self, actor: &str, index: &str, ids: Vec<String>) -> Result<Deleted, Error> {
-        self.delete_with(actor, index, ids, Wait::Applied)
-    }
-
-    /// [`Engine::delete`], returning as `wait` says.
-    ///
-    /// # Errors
-    /// As [`Engine::delete`].
-    pub fn delete_with(
-        &self,
-        actor: &str,
-        index: &str,
-        ids: Vec<String>,
-        wait: Wait,
-    ) -> Result<Deleted, Error> {
-        validate::actor(actor)?;
-        let (deleted, seq) = {
-            let schema = read(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
-            validate::ids(&ids)?;
-            // As the projection has it now: it may lag behind the log (documented).
-            let deleted = self.catalog.get(index).map_or(0, |handle| handle.read().count_live(&ids));
-            let body = EventBody::VectorsDeleted(VectorsDeleted { index: index.to_owned(), ids });
-            (deleted, self.append(actor, body)?)
-        };
-        if wait == Wait::Durable {
-            self.make_durable()?;
-            return Ok(Deleted { deleted, length: None, seq });
-        }
-        self.wait_applied(seq)?;
-        Ok(Deleted { deleted, length: Some(self.length(index)), seq })
     }
 
     /// In [`SyncMode::Deferred`] an append is not fsynced: a [`Wait::Durable`] answer
@@ -632,184 +464,10 @@ impl Engine {
         }
     }
 
-    /// The `k` nearest live vectors to `vector`, nearest first.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a bad vector or `k`; [`Error::IndexNotFound`].
-    pub fn search(&self, index: &str, vector: Vec<f32>, k: usize) -> Result<Vec<Hit>, Error> {
-        let mut results = self.search_batch(index, vec![vector], k)?;
-        Ok(results.pop().unwrap_or_default())
-    }
-
-    /// [`Engine::search`] for several queries at once.
-    ///
-    /// # Errors
-    /// As [`Engine::search`].
-    pub fn search_batch(
-        &self,
-        index: &str,
-        vectors: Vec<Vec<f32>>,
-        k: usize,
-    ) -> Result<Vec<Vec<Hit>>, Error> {
-        self.catalog.search(index, vectors, k, None)
-    }
-
-    /// Promote `config` to serve `index`: the promotion in effect (if any) moves onto
-    /// the index's history (at most [`crate::projection::promotions::HISTORY_MAX`],
-    /// oldest dropped). Durable and applied when it returns. A new `m` or
-    /// `ef_construction` starts a rebuild of the graph from its live vectors; searches
-    /// use the old graph until the new one is complete and swapped in. A new
-    /// `ef_search` alone applies to the next search.
-    ///
-    /// # Errors
-    /// [`Error::Invalid`] for a bad config or text; [`Error::IndexNotFound`].
-    pub fn promote(&self, actor: &str, index: &str, request: PromoteRequest) -> Result<Promotion, Error> {
-        validate::actor(actor)?;
-        validate::config(&request.config)?;
-        validate::text("trial_id", &request.trial_id, true)?;
-        validate::text("promoted_by", &request.promoted_by, false)?;
-        validate::text("note", &request.note, true)?;
-        let _one = crate::sync::lock(&self.promoting);
-        let seq = {
-            let schema = read(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
-            // The evidence must exist: a trial of this index (or none at all).
-            if !request.trial_id.is_empty() && !self.trials.has_trial(index, &request.trial_id) {
-                return Err(validate::InvalidInput {
-                    field: "trial_id".into(),
-                    reason: format!("index {index:?} has no trial {:?}", request.trial_id),
-                }
-                .into());
-            }
-            let PromoteRequest { config, trial_id, promoted_by, note } = request;
-            let body = EventBody::ConfigPromoted(ConfigPromoted {
-                index: index.to_owned(),
-                config,
-                trial_id,
-                promoted_by,
-                note,
-            });
-            self.append(actor, body)?
-        };
-        self.wait_applied(seq)?;
-        self.promotions.current(index).filter(|p| p.seq == seq).ok_or_else(|| Error::IndexNotFound {
-            name: index.to_owned(), // dropped between the append and now
-        })
-    }
-
-    /// Roll back the promotion in effect for `index`: the one before it (from the
-    /// history) is in effect again, or, with no history, the index's creation config.
-    /// Returns the promotion now in effect, if any.
-    ///
-    /// # Errors
-    /// [`Error::NothingPromoted`] when no promotion is in effect; [`Error::IndexNotFound`].
-    pub fn rollback(&self, actor: &str, index: &str) -> Result<Option<Promotion>, Error> {
-        validate::actor(actor)?;
-        let _one = crate::sync::lock(&self.promoting);
-        let seq = {
-            let schema = read(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
-            // Every promotion and rollback before this one is applied (they hold
-            // `promoting` until then), so the state is current for this index.
-            if self.promotions.current(index).is_none() {
-                return Err(Error::NothingPromoted { name: index.to_owned() });
-            }
-            let body = EventBody::PromotionRolledBack(PromotionRolledBack { index: index.to_owned() });
-            self.append(actor, body)?
-        };
-        self.wait_applied(seq)?;
-        Ok(self.promotions.current(index))
-    }
-
-    /// The promotion state of `index`: the promotion in effect and the history.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`].
-    pub fn promotion(&self, index: &str) -> Result<IndexPromotions, Error> {
-        self.index(index)?;
-        Ok(self.promotions.get(index))
-    }
-
-    /// The graph serving `index`: the config it was built with against the one in
-    /// effect (they differ in `m` or `ef_construction` until a promotion's rebuild
-    /// swaps in), and whether a rebuild is queued or running.
-    ///
-    /// # Errors
-    /// [`Error::IndexNotFound`].
-    pub fn graph(&self, index: &str) -> Result<GraphInfo, Error> {
-        let handle = self.index(index)?;
-        let index = handle.read();
-        Ok(GraphInfo {
-            built: index.built_config(),
-            in_effect: index.params.config,
-            rebuild_pending: index.rebuild_pending,
-            work: index.work.report(),
-        })
-    }
-
-    /// The promotion state projection: `current`, `config_or`, `list_all`.
-    pub fn promotions(&self) -> &PromotionState {
-        &self.promotions
-    }
-
     /// The fault that stopped the projector, if any: the engine then refuses writes
     /// and serves the state it had.
     pub fn projection_fault(&self) -> Option<Arc<crate::projection::ProjectionError>> {
         self.projector.fault()
-    }
-
-    /// A read-only view of every projection as of event `seq`: the newest snapshot at or
-    /// before it plus the events after that up to `seq`. Built on first use (it costs
-    /// about a replay from that snapshot) and cached.
-    ///
-    /// # Errors
-    /// [`Error::AsOfFuture`] past the last applied event; [`Error::AsOfGone`] before
-    /// the log's first retained event with no snapshot covering it; log or FAISS faults.
-    pub fn view_at(&self, seq: u64) -> Result<Arc<View>, Error> {
-        self.views.at(&self.source, &self.config.hooks, seq, self.projector.applied_seq())
-    }
-
-    /// Which snapshot this open started from, if any, and the ones it had to skip.
-    pub fn restored(&self) -> &Restored {
-        &self.restored
-    }
-
-    /// Take a snapshot: every projection's state at one event boundary S (the apply
-    /// thread pauses between two events while the projections write their state to
-    /// memory; appends go on), written to the primary bucket as one object, then
-    /// registered by a `SnapshotTaken` event once the object is durable. Snapshots
-    /// beyond the newest `keep` of the policy are deleted from the bucket afterwards.
-    ///
-    /// # Errors
-    /// A projection could not write its state (a faulted index), the bucket write
-    /// failed (journaled), or the log refused the registration.
-    pub async fn snapshot(&self, actor: &str) -> Result<SnapshotInfo, Error> {
-        self.snapshots.take(actor).await
-    }
-
-    /// Archive the log now: move every event up to the oldest kept snapshot out of the
-    /// log into segment objects in the primary bucket (what the policy's `archive` does
-    /// after each snapshot). Returns the segments written (none if no snapshot is kept
-    /// or the log holds nothing it covers).
-    ///
-    /// # Errors
-    /// The bucket write failed (journaled; nothing was removed), or the log refused.
-    pub async fn archive_log(&self, actor: &str) -> Result<Vec<crate::log::Segment>, Error> {
-        if !self.startup().ready {
-            return Err(Error::Starting);
-        }
-        self.snapshots.archive(actor).await
-    }
-
-    /// The snapshots this engine knows, newest first, with the sequence number of each
-    /// one's `SnapshotTaken` event: the newest registered when it opened and those taken
-    /// since (older registrations stay in the log; `annal events` lists them).
-    pub fn snapshots(&self) -> Vec<(u64, SnapshotTaken)> {
-        self.snapshots.known()
     }
 
     /// The storage buckets: object I/O, probes, and their failure counters.

@@ -57,15 +57,23 @@ pub(crate) fn recover(
         (Projections::new(hooks)?, Restored::default())
     };
     let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
-    let first_seq = log.first_seq()?;
-    // Events before the log's first were archived: the segments must hold them.
-    if first_seq > from && !source.covers(from)? {
-        projections.shutdown();
-        return Err(Error::LogTruncated { first_seq });
+    let started = (|| {
+        let first_seq = log.first_seq()?;
+        // Events before the log's first were archived: the segments must hold them.
+        if first_seq > from && !source.covers(from)? {
+            return Err(Error::LogTruncated { first_seq });
+        }
+        let list: Vec<Arc<dyn Projection>> = projections.list();
+        Ok(Projector::start(Arc::clone(source), list, from, hooks.clone())?)
+    })();
+    match started {
+        Ok(projector) => Ok(Recovered { projections, restored, projector: Arc::new(projector) }),
+        // Nothing will use them: stop their background work (rebuilds) now.
+        Err(error) => {
+            projections.shutdown();
+            Err(error)
+        }
     }
-    let list: Vec<Arc<dyn Projection>> = projections.list();
-    let projector = Arc::new(Projector::start(Arc::clone(source), list, from, hooks.clone())?);
-    Ok(Recovered { projections, restored, projector })
 }
 
 /// How an open found its starting point.

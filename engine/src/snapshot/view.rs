@@ -168,15 +168,16 @@ fn build(source: &EventSource<Arc<Log>>, hooks: &Hooks, seq: u64) -> Result<View
         Some((s, projections)) => (s, projections),
         None => (0, Projections::new(hooks)?),
     };
-    let first = log.first_seq()?;
-    // Events before the log's first were archived: the segments must hold them.
-    if applied + 1 < first && !source.covers(applied + 1)? {
-        projections.shutdown();
-        return Err(Error::AsOfGone { seq, first_retained: first });
-    }
-    let list = projections.list();
-    let built = catch_up(source, &list, &mut applied, seq, &mut |_| {});
-    // No writer will touch it: stop the rebuilder (a view keeps its tombstones).
+    let built = (|| {
+        let first = log.first_seq()?;
+        // Events before the log's first were archived: the segments must hold them.
+        if applied + 1 < first && !source.covers(applied + 1)? {
+            return Err(Error::AsOfGone { seq, first_retained: first });
+        }
+        catch_up(source, &projections.list(), &mut applied, seq, &mut |_| {})
+    })();
+    // No writer will touch it, built or not: stop the rebuilder (a view keeps its
+    // tombstones).
     projections.shutdown();
     built?;
     let Projections { catalog, journal, promotions, trials, .. } = projections;
