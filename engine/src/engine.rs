@@ -190,7 +190,7 @@ pub struct Engine {
     dir: PathBuf,
     log: Arc<Log>,
     /// The log and its archive, read by the projector and by views.
-    source: Arc<EventSource<Arc<Log>>>,
+    source: Arc<EventSource<Log>>,
     catalog: Arc<Catalog>,
     vectors: Arc<VectorProjection>,
     projector: Arc<Projector>,
@@ -276,7 +276,7 @@ impl Engine {
         let _ = recorder.projector.set(Arc::downgrade(&projector));
         let Projections { catalog, vectors, journal, promotions, trials, partitions, documents } =
             projections;
-        let newest = snapshot::registered(&log, 1)?.pop();
+        let newest = snapshot::registered(log.as_ref(), 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
             Arc::clone(&storage),

@@ -45,7 +45,7 @@ pub(crate) struct Recovered {
 /// [`Error::LogTruncated`] when events after the snapshot are neither in the log nor
 /// in a segment; the log or FAISS failed.
 pub(crate) fn recover(
-    source: &Arc<EventSource<Arc<Log>>>,
+    source: &Arc<EventSource<Log>>,
     hooks: &Hooks,
     restore_snapshots: bool,
     candidates: usize,

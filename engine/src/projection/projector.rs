@@ -69,7 +69,7 @@ enum Capture {
 
 struct Shared {
     /// The log, and the segments of the events it no longer holds (archived).
-    source: Arc<EventSource<Arc<Log>>>,
+    source: Arc<EventSource<Log>>,
     capture_requested: AtomicBool,
     capture: Mutex<Capture>,
     capture_cv: Condvar,
@@ -91,7 +91,7 @@ impl Projector {
     /// `from - 1`. Events before the log's first stored one are read from their
     /// segments.
     pub(crate) fn start(
-        source: Arc<EventSource<Arc<Log>>>,
+        source: Arc<EventSource<Log>>,
         projections: Vec<Arc<dyn Projection>>,
         from: u64,
         hooks: Hooks,

@@ -44,7 +44,7 @@ impl OfflineLog {
     /// The log's segment registry cannot be read.
     pub fn new(log: ReadOnlyLog, storage: Storage) -> Result<Self, Error> {
         let segments = log.segments()?;
-        Ok(Self { source: EventSource::new(log, Arc::new(storage)), segments })
+        Ok(Self { source: EventSource::new(Arc::new(log), Arc::new(storage)), segments })
     }
 
     /// The read-only log.
@@ -67,7 +67,10 @@ impl OfflineLog {
     /// # Errors
     /// redb failed.
     pub fn first_seq(&self) -> Result<u64, Error> {
-        Ok(self.source.first_seq()?)
+        match self.segments.first() {
+            Some(s) => Ok(s.first),
+            None => Ok(self.log().first_seq()?),
+        }
     }
 
     /// The last event of the log (0 when empty).

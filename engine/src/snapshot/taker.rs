@@ -208,7 +208,7 @@ impl Taker {
         }
         let log = Arc::clone(&self.log);
         let keep = self.policy.keep.max(1);
-        let from_log = tokio::task::spawn_blocking(move || registered(&log, keep + 1))
+        let from_log = tokio::task::spawn_blocking(move || registered(log.as_ref(), keep + 1))
             .await
             .map_err(Error::Background)??;
         let mut known = lock(&self.known);

@@ -121,7 +121,7 @@ impl Views {
     /// sequence number; a view past it is refused.
     pub(crate) fn at(
         &self,
-        source: &EventSource<Arc<Log>>,
+        source: &EventSource<Log>,
         hooks: &Hooks,
         seq: u64,
         applied: u64,
@@ -144,7 +144,7 @@ impl Views {
     }
 }
 
-fn build(source: &EventSource<Arc<Log>>, hooks: &Hooks, seq: u64) -> Result<View, Error> {
+fn build(source: &EventSource<Log>, hooks: &Hooks, seq: u64) -> Result<View, Error> {
     let (log, storage) = (source.log(), source.storage());
     // The newest registered snapshot at or before `seq` that reads back whole.
     let mut base = None;

@@ -68,29 +68,6 @@ impl LogFrames for Log {
     }
 }
 
-impl<T: LogFrames> LogFrames for Arc<T> {
-    fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        T::newest_frames_of_kind(self, kind, max)
-    }
-    fn first_seq(&self) -> Result<u64, LogError> {
-        T::first_seq(self)
-    }
-    fn last_seq(&self) -> Result<u64, LogError> {
-        T::last_seq(self)
-    }
-    fn segments(&self) -> Result<Vec<Segment>, LogError> {
-        T::segments(self)
-    }
-    fn frames(
-        &self,
-        range: RangeInclusive<u64>,
-        max: usize,
-        max_bytes: usize,
-    ) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-        T::frames(self, range, max, max_bytes)
-    }
-}
-
 impl LogFrames for ReadOnlyLog {
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         ReadOnlyLog::newest_frames_of_kind(self, kind, max)
@@ -116,7 +93,7 @@ impl LogFrames for ReadOnlyLog {
 
 /// A log and the bucket its archive segments are in.
 pub(crate) struct EventSource<L> {
-    log: L,
+    log: Arc<L>,
     storage: Arc<Storage>,
     /// Set while [`EventSource::tail`] (the projector's one thread) reads a segment: a
     /// bucket error met there is journaled by an event the projector cannot apply
@@ -126,7 +103,7 @@ pub(crate) struct EventSource<L> {
 }
 
 impl<L: LogFrames> EventSource<L> {
-    pub(crate) fn new(log: L, storage: Arc<Storage>) -> Self {
+    pub(crate) fn new(log: Arc<L>, storage: Arc<Storage>) -> Self {
         Self { log, storage, reading_archive: AtomicBool::new(false) }
     }
 
@@ -141,15 +118,6 @@ impl<L: LogFrames> EventSource<L> {
     /// Whether the projector is reading a segment right now.
     pub(crate) fn reading_archive(&self) -> bool {
         self.reading_archive.load(Ordering::Acquire)
-    }
-
-    /// The first event still readable: the first archived one, else the log's first.
-    pub(crate) fn first_seq(&self) -> Result<u64, SourceError> {
-        let log = |source| SourceError::Log { seq: 1, source };
-        match self.log.segments().map_err(log)?.first() {
-            Some(segment) => Ok(segment.first),
-            None => self.log.first_seq().map_err(log),
-        }
     }
 
     /// The frames from `next` (the first one returned is `next`) up to `upto`: at most
@@ -262,7 +230,7 @@ impl<L: LogFrames> EventSource<L> {
     }
 }
 
-impl EventSource<Arc<Log>> {
+impl EventSource<Log> {
     /// The events from `next` on, waiting up to `timeout` for `next` to be appended
     /// (the projector's tail): at most `max` events and about `max_bytes`. Empty when
     /// nothing came in time.
