@@ -3,6 +3,7 @@
 //! applied, so the caller reads its own writes.
 
 mod documents;
+mod filters;
 mod migrate;
 mod promotions;
 mod recorder;
@@ -11,6 +12,7 @@ mod tuning;
 mod vectors;
 
 pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
+pub use filters::{MetadataChange, MetadataUpdated, Searched};
 pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
 pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
 
@@ -274,7 +276,7 @@ impl Engine {
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let Projections { catalog, vectors, journal, promotions, trials, partitions, documents } =
+        let Projections { catalog, vectors, journal, promotions, trials, partitions, documents, .. } =
             projections;
         let newest = snapshot::registered(log.as_ref(), 1)?.pop();
         let snapshots = Taker::start(

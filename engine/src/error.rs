@@ -34,6 +34,34 @@ pub enum Error {
         /// The name asked for.
         name: String,
     },
+    /// The index has no payload index on that field.
+    #[error("index {index:?} has no payload index on field {field:?}")]
+    PayloadIndexNotFound {
+        /// The index.
+        index: String,
+        /// The field asked for.
+        field: String,
+    },
+    /// The index has a payload index on that field already.
+    #[error("index {index:?} has a {kind} payload index on field {field:?} already")]
+    PayloadIndexExists {
+        /// The index.
+        index: String,
+        /// The field.
+        field: String,
+        /// The existing index's type.
+        kind: &'static str,
+    },
+    /// No live record has that id (a write that needs an existing record).
+    #[error("{field}: index {index:?} has no record {id:?}")]
+    RecordNotFound {
+        /// The index.
+        index: String,
+        /// The id.
+        id: String,
+        /// Where in the request (`items[3].id`).
+        field: String,
+    },
     /// No evaluation set of that id for the index.
     #[error("index {index:?} has no evaluation set {eval_id:?}")]
     EvalNotFound {
@@ -285,10 +313,14 @@ impl Error {
             | Error::DocumentIndex { .. }
             | Error::AsOfFuture { .. }
             | Error::SeqNotAppended { .. } => ErrorKind::Invalid,
-            Error::IndexNotFound { .. } | Error::EvalNotFound { .. } => ErrorKind::NotFound,
-            Error::IndexExists { .. } | Error::NothingPromoted { .. } | Error::SchemeConflict { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::IndexNotFound { .. }
+            | Error::EvalNotFound { .. }
+            | Error::PayloadIndexNotFound { .. }
+            | Error::RecordNotFound { .. } => ErrorKind::NotFound,
+            Error::IndexExists { .. }
+            | Error::PayloadIndexExists { .. }
+            | Error::NothingPromoted { .. }
+            | Error::SchemeConflict { .. } => ErrorKind::Conflict,
             Error::AsOfGone { .. } => ErrorKind::Gone,
             Error::NotApplied { seq, .. } => ErrorKind::NotApplied { seq: *seq },
             Error::Starting => ErrorKind::Unavailable(Unavailable::Starting),

@@ -30,6 +30,7 @@ mod embed;
 mod engine;
 mod error;
 pub mod event;
+mod filter;
 pub mod limits;
 mod log;
 mod partition;
@@ -50,8 +51,9 @@ mod vecmath;
 // The engine facade and what its calls take and return.
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
-    GraphInfo, IndexStats, MigrateOptions, MigrationReport, PlannedMove, PromoteRequest, Startup,
-    TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH, BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
+    GraphInfo, IndexStats, MetadataChange, MetadataUpdated, MigrateOptions, MigrationReport, PlannedMove,
+    PromoteRequest, Searched, Startup, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
+    BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
 };
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
 pub use partition::Template;
@@ -77,11 +79,15 @@ pub use log::{
 };
 
 // Projections: what readers get back from them.
+pub use filter::Filter;
 pub use projection::bucket_errors::{Health, JournalEntry, JournalFilter};
 pub use projection::partitions::{IndexPartitions, Migration, Scheme};
 pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
 pub use projection::trials::{IndexTrials, Objective, Trial};
-pub use projection::vectors::{Hit, IndexInfo, IndexParams, RebuildStats, Record, FILTER_EXACT_MAX};
+pub use projection::vectors::{
+    Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, RebuildStats, Record, Select, Strategy,
+    FILTER_EXACT_MAX,
+};
 pub use projection::{Hooks, Outcome, Projection, ProjectionStats, ProjectorStats};
 
 // Snapshots, time travel and log retention.

@@ -62,3 +62,15 @@ pub const BUCKET_NAME_BYTES_MAX: usize = 64;
 pub const EVAL_QUERIES_MAX: u32 = 1_000;
 /// Most records per migration batch (one event each).
 pub const MIGRATION_BATCH_MAX: usize = 4096;
+/// Deepest nesting of a metadata filter (`$and`/`$or`/`$not` and field objects).
+pub const FILTER_DEPTH_MAX: usize = 16;
+/// Most clauses (field conditions and logical operators) in one metadata filter.
+pub const FILTER_CLAUSES_MAX: usize = 256;
+/// Most values in one `$in`/`$nin` list.
+pub const FILTER_IN_MAX: usize = 1024;
+/// Longest field path in a filter or a payload index (`a.b.c`), in bytes.
+pub const FILTER_KEY_BYTES_MAX: usize = 256;
+/// Most payload indexes on one index.
+pub const PAYLOAD_INDEXES_MAX: usize = 64;
+/// Most records one `items` page returns.
+pub const ITEMS_LIMIT_MAX: usize = 1000;

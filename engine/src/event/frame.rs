@@ -83,6 +83,12 @@ pub enum EventKind {
     EmbedderChanged = 24,
     /// [`EventBody::LogTruncated`]
     LogTruncated = 25,
+    /// [`EventBody::PayloadIndexCreated`]
+    PayloadIndexCreated = 26,
+    /// [`EventBody::PayloadIndexDropped`]
+    PayloadIndexDropped = 27,
+    /// [`EventBody::MetadataSet`]
+    MetadataSet = 28,
 }
 
 impl EventKind {
@@ -115,6 +121,9 @@ impl EventKind {
             23 => DocumentsEmbedded,
             24 => EmbedderChanged,
             25 => LogTruncated,
+            26 => PayloadIndexCreated,
+            27 => PayloadIndexDropped,
+            28 => MetadataSet,
             _ => return None,
         })
     }
@@ -147,6 +156,9 @@ impl EventKind {
             EventBody::DocumentsEmbedded(_) => EventKind::DocumentsEmbedded,
             EventBody::EmbedderChanged(_) => EventKind::EmbedderChanged,
             EventBody::LogTruncated(_) => EventKind::LogTruncated,
+            EventBody::PayloadIndexCreated(_) => EventKind::PayloadIndexCreated,
+            EventBody::PayloadIndexDropped(_) => EventKind::PayloadIndexDropped,
+            EventBody::MetadataSet(_) => EventKind::MetadataSet,
         }
     }
 }
@@ -272,6 +284,9 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::DocumentsEmbedded(b) => archive(stamp, b),
         EventBody::EmbedderChanged(b) => archive(stamp, b),
         EventBody::LogTruncated(b) => archive(stamp, b),
+        EventBody::PayloadIndexCreated(b) => archive(stamp, b),
+        EventBody::PayloadIndexDropped(b) => archive(stamp, b),
+        EventBody::MetadataSet(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -332,6 +347,13 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::DocumentsEmbedded => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsEmbedded(b))),
         EventKind::EmbedderChanged => unarchive(bytes).map(|(s, b)| (s, EventBody::EmbedderChanged(b))),
         EventKind::LogTruncated => unarchive(bytes).map(|(s, b)| (s, EventBody::LogTruncated(b))),
+        EventKind::PayloadIndexCreated => {
+            unarchive(bytes).map(|(s, b)| (s, EventBody::PayloadIndexCreated(b)))
+        }
+        EventKind::PayloadIndexDropped => {
+            unarchive(bytes).map(|(s, b)| (s, EventBody::PayloadIndexDropped(b)))
+        }
+        EventKind::MetadataSet => unarchive(bytes).map(|(s, b)| (s, EventBody::MetadataSet(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -465,6 +487,13 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
         }),
         EventBody::EmbedderChanged(b) => s(&b.index) + s(&b.embedder.model),
         EventBody::LogTruncated(b) => s(&b.bucket) + s(&b.key) + s(&b.reason),
+        EventBody::PayloadIndexCreated(b) => s(&b.index) + s(&b.field),
+        EventBody::PayloadIndexDropped(b) => s(&b.index) + s(&b.field),
+        EventBody::MetadataSet(b) => b.items.iter().fold(s(&b.index), |acc, item| {
+            acc.saturating_add(s(&item.id))
+                .saturating_add(item.metadata.as_deref().map_or(0, s))
+                .saturating_add(item.partition.as_deref().map_or(0, s))
+        }),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

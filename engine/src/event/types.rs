@@ -96,6 +96,12 @@ pub enum EventBody {
     /// `annal recover` cut the log's tail after a sequence number (copying it to a
     /// bucket first).
     LogTruncated(LogTruncated),
+    /// A payload index on a metadata field was created.
+    PayloadIndexCreated(PayloadIndexCreated),
+    /// A payload index was dropped.
+    PayloadIndexDropped(PayloadIndexDropped),
+    /// Records' metadata was replaced, their vectors kept.
+    MetadataSet(MetadataSet),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -661,4 +667,108 @@ pub struct EmbedderChanged {
     pub index: String,
     /// The new embedder (same dimension as the index).
     pub embedder: EmbedderRef,
+}
+
+/// The value type a payload index holds (docs/OPERATIONS.md, "Metadata filters").
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+)]
+pub enum PayloadKind {
+    /// Strings, matched exactly (`$eq`, `$in`, `$contains`): an inverted index.
+    Keyword,
+    /// Integers (`$eq`, `$in`, ranges): an ordered map.
+    Integer,
+    /// Numbers (`$eq`, `$in`, ranges): an ordered map.
+    Float,
+    /// Booleans (`$eq`).
+    Bool,
+    /// RFC 3339 timestamps (ranges): an ordered map of instants.
+    Datetime,
+}
+
+impl PayloadKind {
+    /// The lowercase name used in the API and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Keyword => "keyword",
+            PayloadKind::Integer => "integer",
+            PayloadKind::Float => "float",
+            PayloadKind::Bool => "bool",
+            PayloadKind::Datetime => "datetime",
+        }
+    }
+
+    /// Parse an API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "keyword" => Some(PayloadKind::Keyword),
+            "integer" => Some(PayloadKind::Integer),
+            "float" => Some(PayloadKind::Float),
+            "bool" => Some(PayloadKind::Bool),
+            "datetime" => Some(PayloadKind::Datetime),
+            _ => None,
+        }
+    }
+}
+
+/// Body of [`EventBody::PayloadIndexCreated`]: a metadata field of an index is indexed
+/// for filters from now on (its projection is built from the records live at this
+/// event).
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct PayloadIndexCreated {
+    /// Index name.
+    pub index: String,
+    /// The metadata field, a dotted path (`meta.author`).
+    pub field: String,
+    /// The value type indexed.
+    pub kind: PayloadKind,
+}
+
+/// Body of [`EventBody::PayloadIndexDropped`].
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct PayloadIndexDropped {
+    /// Index name.
+    pub index: String,
+    /// The metadata field whose payload index is dropped.
+    pub field: String,
+}
+
+/// One record's new metadata in a [`MetadataSet`].
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct MetadataItem {
+    /// The record's id.
+    pub id: String,
+    /// Its whole new metadata (a merge was resolved before the event was written), as
+    /// JSON text; `None` clears it.
+    pub metadata: Option<String>,
+    /// Its partition path as the index's template resolves the new metadata (`None`:
+    /// the record keeps its partition).
+    pub partition: Option<String>,
+}
+
+/// Body of [`EventBody::MetadataSet`]: records' metadata replaced, their vectors kept.
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct MetadataSet {
+    /// Index name.
+    pub index: String,
+    /// The records and their new metadata.
+    pub items: Vec<MetadataItem>,
 }

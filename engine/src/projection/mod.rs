@@ -11,6 +11,7 @@ pub(crate) mod documents;
 mod error;
 mod hooks;
 pub(crate) mod partitions;
+mod payload;
 mod projector;
 pub(crate) mod promotions;
 mod set;

@@ -12,6 +12,7 @@ use crate::source::{EventSource, LogFrames};
 use super::bucket_errors::ErrorJournal;
 use super::documents::DocumentState;
 use super::partitions::PartitionState;
+use super::payload::PayloadProjection;
 use super::promotions::PromotionState;
 use super::trials::TrialState;
 use super::vectors::{Catalog, VectorProjection};
@@ -32,6 +33,7 @@ pub(crate) struct Projections {
     pub(crate) trials: Arc<TrialState>,
     pub(crate) partitions: Arc<PartitionState>,
     pub(crate) documents: Arc<DocumentState>,
+    pub(crate) payload: Arc<PayloadProjection>,
 }
 
 impl Projections {
@@ -41,6 +43,7 @@ impl Projections {
         let documents = Arc::new(DocumentState::default());
         let vectors =
             Arc::new(VectorProjection::new(Arc::clone(&catalog), Arc::clone(&documents), hooks.clone())?);
+        let payload = Arc::new(PayloadProjection::new(Arc::clone(&catalog)));
         Ok(Self {
             catalog,
             vectors,
@@ -49,6 +52,7 @@ impl Projections {
             trials: Arc::new(TrialState::default()),
             partitions: Arc::new(PartitionState::default()),
             documents,
+            payload,
         })
     }
 
@@ -58,6 +62,9 @@ impl Projections {
             // Before `vectors`: it decides which embedded vectors `vectors` applies.
             Arc::clone(&self.documents) as Arc<dyn Projection>,
             Arc::clone(&self.vectors) as Arc<dyn Projection>,
+            // After `vectors`: its snapshot restores payload indexes over the indexes
+            // `vectors` restored.
+            Arc::clone(&self.payload) as Arc<dyn Projection>,
             Arc::clone(&self.journal) as Arc<dyn Projection>,
             Arc::clone(&self.promotions) as Arc<dyn Projection>,
             Arc::clone(&self.trials) as Arc<dyn Projection>,

@@ -11,7 +11,9 @@ use crate::log::Log;
 use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
-use crate::projection::vectors::{Catalog, Hit, IndexInfo, IndexParams, Record};
+use crate::projection::vectors::{
+    Catalog, Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, Record, Select,
+};
 use crate::projection::{catch_up, Hooks, Projections};
 use crate::source::EventSource;
 use crate::sync::{block_on, lock};
@@ -81,6 +83,60 @@ impl View {
         partition: &str,
     ) -> Result<Vec<Vec<Hit>>, Error> {
         self.catalog.search(index, vectors, k, Some(partition))
+    }
+
+    /// A filtered search of an index as it was (see [`crate::Engine::query`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::query`].
+    pub fn query(
+        &self,
+        index: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+        select: &Select,
+    ) -> Result<crate::Searched, Error> {
+        let (hits, plan) = self.catalog.query(index, vectors, k, select)?;
+        Ok(crate::Searched { hits, plan })
+    }
+
+    /// A count of an index as it was (see [`crate::Engine::count`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::count`].
+    pub fn count(&self, index: &str, select: &Select) -> Result<(u64, Plan), Error> {
+        self.catalog.count(index, select)
+    }
+
+    /// A page of an index's records as they were (see [`crate::Engine::items`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::items`].
+    pub fn items(
+        &self,
+        index: &str,
+        select: &Select,
+        after: Option<&str>,
+        limit: usize,
+        vectors: bool,
+    ) -> Result<Page, Error> {
+        self.catalog.items(index, select, after, limit, vectors)
+    }
+
+    /// Records of an index by id as they were (see [`crate::Engine::get_items`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::get_items`].
+    pub fn get_items(&self, index: &str, ids: &[String], vectors: bool) -> Result<Vec<Option<Item>>, Error> {
+        self.catalog.get_items(index, ids, vectors)
+    }
+
+    /// The payload indexes of an index as they were.
+    ///
+    /// # Errors
+    /// [`Error::IndexNotFound`].
+    pub fn payload_indexes(&self, index: &str) -> Result<Vec<PayloadIndexInfo>, Error> {
+        self.catalog.payload_indexes(index)
     }
 
     /// Every live record of an index as it was, sorted by id.

@@ -221,6 +221,9 @@ pub fn index_of(body: &EventBody) -> Option<&str> {
         EventBody::DocumentsUpserted(b) => &b.index,
         EventBody::DocumentsEmbedded(b) => &b.index,
         EventBody::EmbedderChanged(b) => &b.index,
+        EventBody::PayloadIndexCreated(b) => &b.index,
+        EventBody::PayloadIndexDropped(b) => &b.index,
+        EventBody::MetadataSet(b) => &b.index,
         EventBody::BucketErrorRecorded(_)
         | EventBody::RecordsMoved(_)
         | EventBody::MigrationFinished(_)

@@ -13,7 +13,9 @@ use std::sync::{Arc, RwLock};
 pub use error::HnswError;
 pub(crate) use hnsw::Hnsw;
 pub(crate) use index::{metadata_crc, VectorIndex};
-pub use index::{GraphWorkReport, Hit, IndexParams, Record, FILTER_EXACT_MAX};
+pub use index::{
+    GraphWorkReport, Hit, IndexParams, PayloadIndexInfo, Plan, Record, Strategy, FILTER_EXACT_MAX,
+};
 pub(crate) use rebuild::lower_priority;
 pub use rebuild::RebuildStats;
 
@@ -37,6 +39,44 @@ pub struct IndexInfo {
     pub params: IndexParams,
     /// Live vectors.
     pub length: u64,
+}
+
+/// What a read selects: the records in the partitions `partition` names (an exact path,
+/// or a prefix ending in `/`), matching `filter`; either may be absent.
+#[derive(Debug, Clone, Default)]
+pub struct Select {
+    /// Partition path or prefix.
+    pub partition: Option<String>,
+    /// Metadata filter.
+    pub filter: Option<crate::filter::Filter>,
+}
+
+impl Select {
+    fn partition_filter(&self) -> Result<Option<crate::partition::Filter>, crate::InvalidInput> {
+        self.partition.as_deref().map(crate::partition::Filter::parse).transpose()
+    }
+}
+
+/// One record as the item routes show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its vector as stored (normalised for cosine indexes), when asked for.
+    pub vector: Option<Vec<f32>>,
+    /// Its metadata (JSON text).
+    pub metadata: Option<Arc<str>>,
+    /// Its partition.
+    pub partition: Option<Arc<str>>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// The records, in id order.
+    pub items: Vec<Item>,
+    /// Where the next page starts (`None`: this is the last).
+    pub next_cursor: Option<String>,
 }
 
 /// Vectors added to FAISS per write-lock hold: searches on the index wait at most for
@@ -73,15 +113,99 @@ impl Catalog {
         k: usize,
         partition: Option<&str>,
     ) -> Result<Vec<Vec<Hit>>, crate::Error> {
-        let filter = partition.map(crate::partition::Filter::parse).transpose()?;
-        let handle = self.get(name).ok_or_else(|| crate::Error::IndexNotFound { name: name.to_owned() })?;
+        let select = Select { partition: partition.map(str::to_owned), filter: None };
+        Ok(self.query(name, vectors, k, &select)?.0)
+    }
+
+    /// [`Catalog::search`] among the records `select` selects, with the plan it ran.
+    pub(crate) fn query(
+        &self,
+        name: &str,
+        vectors: Vec<Vec<f32>>,
+        k: usize,
+        select: &Select,
+    ) -> Result<(Vec<Vec<Hit>>, Plan), crate::Error> {
+        let partition = select.partition_filter()?;
+        let handle = self.handle(name)?;
         let index = handle.read();
         crate::validate::search(&vectors, k, index.params.dimension, index.params.metric)?;
+        let selection = index.select(partition.as_ref(), select.filter.as_ref())?;
         let flat = vectors.concat();
-        Ok(match &filter {
-            Some(filter) => index.search_filtered(&flat, k, filter)?,
-            None => index.search(&flat, k)?,
-        })
+        Ok(index.search_selected(&flat, k, selection)?)
+    }
+
+    /// How many live records of index `name` `select` selects, with the plan.
+    pub(crate) fn count(&self, name: &str, select: &Select) -> Result<(u64, Plan), crate::Error> {
+        let partition = select.partition_filter()?;
+        let handle = self.handle(name)?;
+        let index = handle.read();
+        let selection = index.select(partition.as_ref(), select.filter.as_ref())?;
+        Ok((selection.plan.estimate, selection.plan))
+    }
+
+    /// The live ids of index `name` that `select` selects, unsorted.
+    pub(crate) fn selected_ids(&self, name: &str, select: &Select) -> Result<Vec<Arc<str>>, crate::Error> {
+        let partition = select.partition_filter()?;
+        let handle = self.handle(name)?;
+        let index = handle.read();
+        let selection = index.select(partition.as_ref(), select.filter.as_ref())?;
+        Ok(index.selected_ids(&selection))
+    }
+
+    /// One page of the records `select` selects, in id order after `after`; the
+    /// cursor of the next page (the last id) when more may follow.
+    pub(crate) fn items(
+        &self,
+        name: &str,
+        select: &Select,
+        after: Option<&str>,
+        limit: usize,
+        vectors: bool,
+    ) -> Result<Page, crate::Error> {
+        let partition = select.partition_filter()?;
+        let handle = self.handle(name)?;
+        let index = handle.read();
+        let selection = index.select(partition.as_ref(), select.filter.as_ref())?;
+        let page = index.page(&selection, after, limit.saturating_add(1));
+        let more = page.len() > limit;
+        let items = page
+            .into_iter()
+            .take(limit)
+            .map(|(_, label)| index.item(label, vectors))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>();
+        let next_cursor = more.then(|| items.last().map(|item| item.id.to_string())).flatten();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// The records of index `name` with these ids (`None` where an id is not live).
+    pub(crate) fn get_items(
+        &self,
+        name: &str,
+        ids: &[String],
+        vectors: bool,
+    ) -> Result<Vec<Option<Item>>, crate::Error> {
+        let handle = self.handle(name)?;
+        let index = handle.read();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match index.label_of(id) {
+                Some(label) => index.item(label, vectors)?,
+                None => None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The payload indexes of index `name`.
+    pub(crate) fn payload_indexes(&self, name: &str) -> Result<Vec<PayloadIndexInfo>, crate::Error> {
+        Ok(self.handle(name)?.read().payload_indexes())
+    }
+
+    fn handle(&self, name: &str) -> Result<IndexHandle, crate::Error> {
+        self.get(name).ok_or_else(|| crate::Error::IndexNotFound { name: name.to_owned() })
     }
 
     /// Whether `handle` is still the index called `name` (not dropped or replaced).
@@ -252,6 +376,18 @@ impl Projection for VectorProjection {
                 let rolled = handle.write().roll_back()?;
                 outcome.rejected = u64::from(!rolled);
                 self.check_rebuild(&rolled_back.index, &handle);
+            }
+            EventBody::MetadataSet(set) => {
+                let Some(handle) = self.catalog.get(&set.index) else {
+                    outcome.rejected = set.items.len() as u64;
+                    return Ok(outcome);
+                };
+                let mut index = handle.write();
+                for item in &set.items {
+                    if !index.set_metadata(&item.id, item.metadata.as_deref(), item.partition.as_deref()) {
+                        outcome.rejected += 1;
+                    }
+                }
             }
             // A migration batch's moves change records' paths; a move whose record is
             // gone or was put elsewhere since it was planned is skipped (counted).

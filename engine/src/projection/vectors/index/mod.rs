@@ -1,13 +1,17 @@
 //! One vector index as projected from the log: the FAISS graph, the string-id <-> label
 //! map, metadata, and the tombstones FAISS HNSW cannot do itself.
 
+mod payload;
 mod reads;
 mod search;
+mod select;
 mod snapshot;
 mod swap;
 mod write;
 
+pub use payload::PayloadIndexInfo;
 pub use reads::Record;
+pub use select::{Plan, Strategy};
 pub(crate) use write::metadata_crc;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -131,6 +135,8 @@ pub(crate) struct VectorIndex {
     members: BTreeMap<Arc<str>, HashSet<i64>>,
     /// Bit `l` set iff label `l` is live; FAISS reads it as an `IDSelectorBitmap`.
     live_bits: Vec<u8>,
+    /// The payload indexes, and the live labels as a bitmap for filters.
+    payload: payload::Payload,
     /// Label the next vector gets. Labels are never reused.
     next_label: i64,
     /// Whether a rebuild is queued or running.
@@ -174,6 +180,7 @@ impl VectorIndex {
             entries: HashMap::new(),
             members: BTreeMap::new(),
             live_bits: Vec::new(),
+            payload: payload::Payload::default(),
             next_label: 0,
             rebuild_pending: false,
             staging: None,

@@ -18,6 +18,29 @@ pub struct Record {
 }
 
 impl VectorIndex {
+    /// The live record with `label` (`None`: not live), its vector copied out of FAISS
+    /// when `vector` is set.
+    pub(crate) fn item(&self, label: i64, vector: bool) -> Result<Option<super::super::Item>, HnswError> {
+        let Some(entry) = self.entries.get(&label) else { return Ok(None) };
+        let vector = match vector {
+            false => None,
+            true => match self.hnsw.labels().binary_search(&label) {
+                Ok(position) => {
+                    let mut out = vec![0f32; self.params.dimension as usize];
+                    self.hnsw.copy_vectors(position, &mut out)?;
+                    Some(out)
+                }
+                Err(_) => None,
+            },
+        };
+        Ok(Some(super::super::Item {
+            id: Arc::clone(&entry.id),
+            vector,
+            metadata: entry.metadata.clone(),
+            partition: entry.partition.clone(),
+        }))
+    }
+
     /// Live records per partition path, sorted by path.
     pub(crate) fn partition_counts(&self) -> Vec<(String, u64)> {
         self.members.iter().map(|(p, set)| (p.to_string(), set.len() as u64)).collect()

@@ -32,6 +32,14 @@ impl Ord for Scored {
     }
 }
 
+/// Neighbours to ask of the graph for `want` hits among a selection holding `share`
+/// of the live records: `want / share`, so that the beam holds about as many selected
+/// records as an unfiltered search's would (bounded by [`crate::limits::HNSW_EF_MAX`]).
+pub(crate) fn graph_k(want: usize, share: f64) -> usize {
+    ((want as f64 / share.max(f64::MIN_POSITIVE)).ceil() as usize)
+        .clamp(want, crate::limits::HNSW_EF_MAX as usize)
+}
+
 impl VectorIndex {
     /// The live labels in the partitions `filter` selects.
     pub(super) fn members_of(&self, filter: &crate::partition::Filter) -> Vec<i64> {
@@ -50,16 +58,28 @@ impl VectorIndex {
     }
 
     /// The `k` nearest live vectors in the partitions `filter` selects, for each query.
-    /// A small selection is scanned exactly (its members' vectors only); a large one is
-    /// searched in the graph through a bitmap selector, asking for more neighbours the
-    /// smaller the selection (FAISS's HNSW widens its beam to the number asked), and
-    /// scanned exactly if the graph still comes up short.
+    #[cfg(test)]
     pub(crate) fn search_filtered(
         &self,
         queries: &[f32],
         k: usize,
         filter: &crate::partition::Filter,
     ) -> Result<Vec<Vec<Hit>>, HnswError> {
+        Ok(self.search_among(queries, k, self.members_of(filter))?.0)
+    }
+
+    /// The `k` nearest of the live `members` (any order) for each query. A small
+    /// selection is scanned exactly (its members' vectors only); a large one is
+    /// searched in the graph through a bitmap selector, asking for more neighbours the
+    /// smaller the selection (FAISS's HNSW widens its beam to the number asked), and
+    /// scanned exactly if the graph still comes up short. Returns the hits and the
+    /// number of neighbours asked of the graph, if it was searched.
+    pub(crate) fn search_among(
+        &self,
+        queries: &[f32],
+        k: usize,
+        mut members: Vec<i64>,
+    ) -> Result<(Vec<Vec<Hit>>, Option<usize>), HnswError> {
         if self.faulted {
             return Err(HnswError::Faulted { index: self.params.name.clone() });
         }
@@ -69,15 +89,14 @@ impl VectorIndex {
             queries.chunks_exact_mut(dim).for_each(normalize);
         }
         let nq = queries.len() / dim;
-        let mut members = self.members_of(filter);
         let want = k.min(members.len());
         if want == 0 {
-            return Ok(vec![Vec::new(); nq]);
+            return Ok((vec![Vec::new(); nq], None));
         }
         if members.len() <= FILTER_EXACT_MAX {
             members.sort_unstable();
             let query_refs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
-            return self.exact_among(&query_refs, want, &members);
+            return Ok((self.exact_among(&query_refs, want, &members)?, None));
         }
         let mut bits = vec![0u8; self.live_bits.len()];
         for &label in &members {
@@ -86,12 +105,13 @@ impl VectorIndex {
             }
         }
         let share = members.len() as f64 / self.entries.len().max(1) as f64;
-        let wide = ((want as f64 / share).ceil() as usize).clamp(want, crate::limits::HNSW_EF_MAX as usize);
+        let wide = graph_k(want, share);
         let (distances, labels) = self.hnsw.search(&queries, wide, Some(&bits))?;
-        self.graph_hits(&queries, &distances, &labels, wide, want, |short| {
+        let hits = self.graph_hits(&queries, &distances, &labels, wide, want, |short| {
             members.sort_unstable();
             self.exact_among(short, want, &members)
-        })
+        })?;
+        Ok((hits, Some(wide)))
     }
 
     /// The `k` nearest of the live `labels` (ascending) for each query, by an exact scan

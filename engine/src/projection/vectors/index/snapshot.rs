@@ -170,8 +170,13 @@ impl VectorIndex {
                 members.entry(Arc::clone(p)).or_default().insert(label);
             }
         }
+        let mut payload = super::payload::Payload::default();
+        for &label in entries.keys() {
+            payload.live.insert(u64::try_from(label).unwrap_or(0));
+        }
         let mut index = Self {
             work: Arc::default(),
+            payload,
             members,
             params: IndexParams { name, dimension, metric, config },
             hnsw,

@@ -69,6 +69,7 @@ impl VectorIndex {
             }
             let partition: Option<Arc<str>> = item.partition.as_deref().map(Arc::from);
             self.join(partition.as_ref(), label);
+            self.payload.insert(label, item.metadata.as_deref());
             self.entries
                 .insert(label, Entry { id, metadata: item.metadata.as_deref().map(Arc::from), partition });
             self.set_live(label);
@@ -100,6 +101,7 @@ impl VectorIndex {
     fn kill(&mut self, label: i64) {
         if let Some(entry) = self.entries.remove(&label) {
             self.leave(entry.partition.as_ref(), label);
+            self.payload.remove(label, entry.metadata.as_deref());
         }
         if let Some(byte) = self.live_bits.get_mut((label / 8) as usize) {
             *byte &= !(1u8 << (label % 8));
@@ -131,6 +133,52 @@ impl VectorIndex {
         if let Some(b) = self.live_bits.get_mut(byte) {
             *b |= 1u8 << (label % 8);
         }
+    }
+
+    /// Replace the metadata of record `id` (its vector kept), and its partition when
+    /// `partition` is given (empty: none). Returns false, changing nothing, when the
+    /// record is not live.
+    pub(crate) fn set_metadata(&mut self, id: &str, metadata: Option<&str>, partition: Option<&str>) -> bool {
+        let Some(&label) = self.by_id.get(id) else { return false };
+        let Some(entry) = self.entries.get_mut(&label) else { return false };
+        let old = std::mem::replace(&mut entry.metadata, metadata.map(Arc::from));
+        let moved =
+            partition.map(|to| (entry.partition.clone(), (!to.is_empty()).then(|| Arc::<str>::from(to))));
+        if let Some((_, to)) = &moved {
+            entry.partition.clone_from(to);
+        }
+        self.payload.replace(label, old.as_deref(), metadata);
+        if let Some((from, to)) = moved {
+            self.leave(from.as_ref(), label);
+            self.join(to.as_ref(), label);
+        }
+        true
+    }
+
+    /// Index each metadata field of `defs` as its kind, from the records live now.
+    pub(crate) fn create_payload_indexes(&mut self, defs: &[(String, crate::event::PayloadKind)]) {
+        let records = self.entries.iter().map(|(label, entry)| (*label, entry.metadata.as_deref()));
+        self.payload.create(defs, records);
+    }
+
+    /// Drop the payload index on `field`; false if there was none.
+    pub(crate) fn drop_payload_index(&mut self, field: &str) -> bool {
+        self.payload.drop_index(field)
+    }
+
+    /// The payload indexes, by field.
+    pub(crate) fn payload_indexes(&self) -> Vec<PayloadIndexInfo> {
+        self.payload.infos()
+    }
+
+    /// The payload index definitions, by field.
+    pub(crate) fn payload_definitions(&self) -> Vec<(String, crate::event::PayloadKind)> {
+        self.payload.definitions()
+    }
+
+    /// The type of the payload index on `field`, if there is one.
+    pub(crate) fn payload_kind(&self, field: &str) -> Option<crate::event::PayloadKind> {
+        self.payload.get(field).map(|index| index.kind())
     }
 
     /// Move record `id` from partition `from` to `to` (empty: none). Returns false, and

@@ -1,0 +1,204 @@
+//! The filter planner: which live records a partition filter and a metadata filter
+//! select (from the payload indexes, evaluating on the metadata only what they cannot
+//! answer), and how a search over that selection runs: the whole graph when nothing is
+//! filtered out, an exact scan of a small selection (recall 1.0), or the graph with the
+//! selection as a FAISS `IDSelector` and a beam widened as the selection narrows.
+
+use std::sync::Arc;
+
+use roaring::RoaringTreemap as Bits;
+
+use super::super::error::HnswError;
+use super::*;
+use crate::filter::Filter;
+use crate::partition::Filter as PartitionFilter;
+use crate::validate::InvalidInput;
+
+/// How a filtered search ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Nothing is filtered out: the plain graph search.
+    Unfiltered,
+    /// Nothing matches: no search.
+    Empty,
+    /// An exact scan of the matching records' vectors.
+    Exact,
+    /// The graph, restricted to the matching records inside the search.
+    Graph,
+}
+
+impl Strategy {
+    /// The name `explain` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Unfiltered => "unfiltered",
+            Strategy::Empty => "empty",
+            Strategy::Exact => "exact",
+            Strategy::Graph => "graph",
+        }
+    }
+}
+
+/// The plan of a filtered read, as `explain` reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// How the search ran (reads other than searches report [`Strategy::Exact`] when
+    /// they walk a selection).
+    pub strategy: Strategy,
+    /// Live records in the index.
+    pub live: u64,
+    /// Records the filters select: the planner's cardinality estimate, which is exact
+    /// (counted from the payload index bitmaps and, where they could not answer a
+    /// condition, from evaluating it on the candidates' metadata).
+    pub estimate: u64,
+    /// `estimate / live`.
+    pub selectivity: f64,
+    /// Fields whose payload indexes answered conditions.
+    pub indexed: Vec<String>,
+    /// Records whose metadata was evaluated (0 when the indexes answered everything).
+    pub evaluated: u64,
+    /// Neighbours asked of the graph (its beam is at least this wide), for the graph
+    /// strategies.
+    pub graph_k: Option<usize>,
+    /// Largest selection searched by an exact scan rather than the graph.
+    pub exact_max: usize,
+}
+
+/// The records a read selects: `None` for every live record.
+pub(crate) struct Selection {
+    pub(crate) labels: Option<Bits>,
+    pub(crate) plan: Plan,
+}
+
+impl VectorIndex {
+    /// Select the live records in `partition` (if given) matching `filter` (if given).
+    ///
+    /// # Errors
+    /// A condition on a payload-indexed field whose operand cannot be of its type.
+    pub(crate) fn select(
+        &self,
+        partition: Option<&PartitionFilter>,
+        filter: Option<&Filter>,
+    ) -> Result<Selection, InvalidInput> {
+        let live = self.entries.len() as u64;
+        let mut labels: Option<Bits> = partition.map(|p| self.members_of(p).into_iter().map(bit).collect());
+        let mut evaluated = 0;
+        let mut indexed = Vec::new();
+        if let Some(filter) = filter {
+            for field in filter.fields() {
+                if self.payload.get(&field.key).is_some() && !indexed.contains(&field.key) {
+                    indexed.push(field.key.clone());
+                }
+            }
+            let resolved = self.payload.resolve(filter)?;
+            labels = match (labels, resolved.set) {
+                (Some(a), Some(b)) => Some(a & b),
+                (a, b) => a.or(b),
+            };
+            if !resolved.exact {
+                let candidates = labels.as_ref().unwrap_or(&self.payload.live);
+                evaluated = candidates.len();
+                let kept: Bits = candidates
+                    .iter()
+                    .filter(|&l| {
+                        self.entries
+                            .get(&label(l))
+                            .is_some_and(|e| filter.matches_text(e.metadata.as_deref()))
+                    })
+                    .collect();
+                labels = Some(kept);
+            }
+        }
+        let estimate = labels.as_ref().map_or(live, Bits::len);
+        let strategy = match &labels {
+            _ if estimate == 0 => Strategy::Empty,
+            _ if estimate == live => Strategy::Unfiltered,
+            _ if estimate as usize <= FILTER_EXACT_MAX => Strategy::Exact,
+            _ => Strategy::Graph,
+        };
+        if strategy == Strategy::Unfiltered {
+            labels = None;
+        }
+        let plan = Plan {
+            strategy,
+            live,
+            estimate,
+            selectivity: if live == 0 { 0.0 } else { estimate as f64 / live as f64 },
+            indexed,
+            evaluated,
+            graph_k: None,
+            exact_max: FILTER_EXACT_MAX,
+        };
+        Ok(Selection { labels, plan })
+    }
+
+    /// The `k` nearest selected records to each query (validated, nq*d floats), by the
+    /// selection's plan; the plan comes back with the graph's `k` filled in.
+    pub(crate) fn search_selected(
+        &self,
+        queries: &[f32],
+        k: usize,
+        selection: Selection,
+    ) -> Result<(Vec<Vec<Hit>>, Plan), HnswError> {
+        let Selection { labels, mut plan } = selection;
+        let Some(labels) = labels else {
+            plan.graph_k = Some(k.min(self.entries.len()));
+            return Ok((self.search(queries, k)?, plan));
+        };
+        let members: Vec<i64> = labels.iter().map(label).collect();
+        let (hits, graph_k) = self.search_among(queries, k, members)?;
+        plan.graph_k = graph_k;
+        Ok((hits, plan))
+    }
+
+    /// The live ids of a selection, unsorted.
+    pub(crate) fn selected_ids(&self, selection: &Selection) -> Vec<Arc<str>> {
+        match &selection.labels {
+            None => self.by_id.keys().cloned().collect(),
+            Some(labels) => {
+                labels.iter().filter_map(|l| self.entries.get(&label(l)).map(|e| Arc::clone(&e.id))).collect()
+            }
+        }
+    }
+
+    /// One page of a selection in id order: the first `limit` ids after `after`
+    /// (every id when `None`), with their labels. O(selection) per page, no sort of
+    /// the whole selection.
+    pub(crate) fn page(
+        &self,
+        selection: &Selection,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Arc<str>, i64)> {
+        let keep = |id: &Arc<str>| after.is_none_or(|a| id.as_ref() > a);
+        let mut ids: Vec<(Arc<str>, i64)> = match &selection.labels {
+            None => {
+                self.by_id.iter().filter(|(id, _)| keep(id)).map(|(id, l)| (Arc::clone(id), *l)).collect()
+            }
+            Some(labels) => labels
+                .iter()
+                .filter_map(|l| self.entries.get(&label(l)).map(|e| (Arc::clone(&e.id), label(l))))
+                .filter(|(id, _)| keep(id))
+                .collect(),
+        };
+        if ids.len() > limit {
+            ids.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+            ids.truncate(limit);
+        }
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        ids
+    }
+
+    /// Label of a live id.
+    pub(crate) fn label_of(&self, id: &str) -> Option<i64> {
+        self.by_id.get(id).copied()
+    }
+}
+
+fn bit(label: i64) -> u64 {
+    u64::try_from(label).unwrap_or(0)
+}
+
+fn label(bit: u64) -> i64 {
+    i64::try_from(bit).unwrap_or(i64::MAX)
+}
