@@ -340,6 +340,9 @@ fn resolve_metadata(
     };
     let patch: Value =
         serde_json::from_str(&new).map_err(|e| invalid(field(), format!("is not JSON: {e}")))?;
+    if patch.is_null() && !merge {
+        return Ok(None);
+    }
     let text = if merge {
         let mut doc: Value = old.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
         json_patch::merge(&mut doc, &patch);

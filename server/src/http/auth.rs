@@ -211,18 +211,22 @@ pub fn check_listen(listen: SocketAddr, auth: &Auth, insecure_no_auth: bool) -> 
     Ok(())
 }
 
-/// The search route, the one `POST` a `read` token may call.
+/// The search route, a `POST` a `read` token may call.
 pub const SEARCH_ROUTE: &str = "/vectors/index/{name}/search";
 
+/// The `POST` routes that only read (their query is a body): search, items, count.
+pub const READ_POSTS: [&str; 3] =
+    [SEARCH_ROUTE, "/vectors/index/{name}/items", "/vectors/index/{name}/count"];
+
 /// Whether a call only reads: every `GET` and `HEAD`, and a `POST` the router matched
-/// to [`SEARCH_ROUTE`] (a search carries its query in a body). The decision is on the
+/// to one of [`READ_POSTS`] (a search, a listing or a count carries its query in a body). The decision is on the
 /// route the router matched, never on the raw path, so no spelling of a path reaches a
 /// write route as a "search". A `read` token may make such calls, and calls to a path
 /// no route matches, which [`authorize`] lets through to the 404 fallback.
 fn is_read(method: &Method, matched: Option<&str>) -> bool {
     method == Method::GET
         || method == Method::HEAD
-        || (method == Method::POST && matched == Some(SEARCH_ROUTE))
+        || (method == Method::POST && matched.is_some_and(|m| READ_POSTS.contains(&m)))
 }
 
 /// The secret of an `Authorization` value: the scheme `Bearer` in any case (RFC 9110
@@ -350,6 +354,10 @@ mod tests {
         assert!(is_read(&Method::GET, Some("/vectors/index/{name}")));
         assert!(is_read(&Method::GET, None));
         assert!(is_read(&Method::POST, Some(SEARCH_ROUTE)));
+        assert!(is_read(&Method::POST, Some("/vectors/index/{name}/items")));
+        assert!(is_read(&Method::POST, Some("/vectors/index/{name}/count")));
+        assert!(!is_read(&Method::POST, Some("/vectors/index/{name}/metadata")));
+        assert!(!is_read(&Method::PATCH, Some("/vectors/index/{name}/items/{id}")));
         assert!(!is_read(&Method::POST, Some("/vectors/index/{name}/add")));
         assert!(!is_read(&Method::POST, Some("/vectors/index")));
         assert!(!is_read(&Method::POST, None), "an unmatched POST is no search");

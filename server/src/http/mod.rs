@@ -6,6 +6,7 @@ pub mod auth;
 mod budget;
 mod documents;
 mod error;
+mod filters;
 mod jobs;
 mod json;
 mod limits;

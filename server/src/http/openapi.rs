@@ -6,7 +6,7 @@ use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use super::{admin, documents, partitions, promotions, routes, storage, tuning};
+use super::{admin, documents, filters, partitions, promotions, routes, storage, tuning};
 
 /// How a route takes its input.
 enum Input {
@@ -38,12 +38,55 @@ const ROUTES: &[(&str, &str, &str, Input)] = &[
         "Insert or replace vectors",
         Input::Json(schema::<routes::Add<'static>>),
     ),
-    ("post", "/vectors/index/{name}/delete", "Delete vectors by id", Input::Json(schema::<routes::Delete>)),
+    (
+        "post",
+        "/vectors/index/{name}/delete",
+        "Delete vectors by id, or by filter and/or partition",
+        Input::Json(schema::<routes::Delete>),
+    ),
     (
         "post",
         "/vectors/index/{name}/search",
         "Search (one query or a batch)",
         Input::JsonAndQuery(schema::<routes::Search>, schema::<routes::AsOf>),
+    ),
+    (
+        "post",
+        "/vectors/index/{name}/payload-indexes",
+        "Create a payload index on a metadata field",
+        Input::Json(schema::<filters::CreatePayloadIndex>),
+    ),
+    (
+        "get",
+        "/vectors/index/{name}/payload-indexes",
+        "The payload indexes, with their sizes",
+        Input::Query(schema::<routes::AsOf>),
+    ),
+    ("delete", "/vectors/index/{name}/payload-indexes/{field}", "Drop a payload index", Input::None),
+    (
+        "post",
+        "/vectors/index/{name}/items",
+        "Records by id, or a page of those a filter selects",
+        Input::JsonAndQuery(schema::<filters::Items>, schema::<routes::AsOf>),
+    ),
+    ("get", "/vectors/index/{name}/items/{id}", "One record", Input::Query(schema::<routes::AsOf>)),
+    (
+        "patch",
+        "/vectors/index/{name}/items/{id}",
+        "Merge into one record's metadata (JSON merge patch)",
+        Input::Json(schema::<filters::PatchItem<'static>>),
+    ),
+    (
+        "post",
+        "/vectors/index/{name}/count",
+        "Count the records a filter selects",
+        Input::JsonAndQuery(schema::<filters::CountBody>, schema::<routes::AsOf>),
+    ),
+    (
+        "post",
+        "/vectors/index/{name}/metadata",
+        "Replace or merge records' metadata, keeping their vectors",
+        Input::Json(schema::<filters::SetMetadata<'static>>),
     ),
     (
         "post",

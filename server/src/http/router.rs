@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use super::state::AppState;
 use super::{
-    admin, auth, budget, documents, jobs, metrics, openapi, partitions, promotions, routes, storage, tuning,
+    admin, auth, budget, documents, filters, jobs, metrics, openapi, partitions, promotions, routes, storage,
+    tuning,
 };
 
 /// The router, for the server and for tests.
@@ -20,6 +21,15 @@ pub fn router(state: AppState) -> Router {
         // Spelled as `auth::SEARCH_ROUTE` (a literal here: tests/it/docs.rs reads the
         // routes from this source); the access tests search with a read token.
         .route("/vectors/index/{name}/search", post(routes::search))
+        .route(
+            "/vectors/index/{name}/payload-indexes",
+            post(filters::create_payload_index).get(filters::list_payload_indexes),
+        )
+        .route("/vectors/index/{name}/payload-indexes/{field}", delete(filters::drop_payload_index))
+        .route("/vectors/index/{name}/items", post(filters::items))
+        .route("/vectors/index/{name}/items/{id}", get(filters::get_item).patch(filters::patch_item))
+        .route("/vectors/index/{name}/count", post(filters::count))
+        .route("/vectors/index/{name}/metadata", post(filters::set_metadata))
         .route("/vectors/index/{name}/documents", post(documents::upsert))
         .route("/vectors/index/{name}/embedding", get(documents::get).put(documents::set))
         .route("/vectors/index/{name}/promote", post(promotions::promote))

@@ -157,7 +157,10 @@ fn read_query(q: Result<Query<AsOf>, QueryRejection>) -> Result<AsOf, ApiError> 
 }
 
 /// The read's `as_of`, after waiting (on the blocking pool) for its `min_seq`.
-async fn as_of(state: &AppState, q: Result<Query<AsOf>, QueryRejection>) -> Result<Option<u64>, ApiError> {
+pub(crate) async fn as_of(
+    state: &AppState,
+    q: Result<Query<AsOf>, QueryRejection>,
+) -> Result<Option<u64>, ApiError> {
     let q = read_query(q)?;
     if let Some(seq) = q.min_seq {
         // Applied already: no thread, no wait.
@@ -418,7 +421,15 @@ pub(crate) fn upserted(out: &annal_engine::Upserted, wait: annal_engine::Wait) -
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Delete {
-    ids: Vec<String>,
+    /// The ids to delete (unknown ids are ignored). Give `ids`, or `filter` and/or
+    /// `partition`.
+    ids: Option<Vec<String>>,
+    /// Delete every record matching this metadata filter (docs/OPERATIONS.md, "Metadata
+    /// filters"); the event records the ids it resolved to.
+    #[schemars(with = "Option<super::filters::FilterSchema>")]
+    filter: Option<Value>,
+    /// Delete every record in these partitions (with `filter`: both must hold).
+    partition: Option<String>,
     wait: Option<String>,
 }
 
@@ -430,10 +441,17 @@ pub async fn delete(
     body: ApiJson,
 ) -> Result<Json<Value>, ApiError> {
     let actor = actor(&headers)?;
-    let Delete { ids, wait } = body.parse()?;
+    let Delete { ids, filter, partition, wait } = body.parse()?;
     let wait = wait_of(wait.as_deref())?;
     let engine = state.engine;
-    let out = blocking(move || engine.delete_with(&actor, &name, ids, wait)).await?;
+    let out = match (ids, filter, partition) {
+        (Some(ids), None, None) => blocking(move || engine.delete_with(&actor, &name, ids, wait)).await?,
+        (None, filter, partition) if filter.is_some() || partition.is_some() => {
+            let select = super::filters::select(filter.as_ref(), partition)?;
+            blocking(move || engine.delete_where(&actor, &name, &select, wait)).await?
+        }
+        _ => return Err(ApiError::bad_request("ids: give ids, or a filter and/or a partition (not both)")),
+    };
     Ok(Json(json!({
         "deleted": out.deleted,
         "length": out.length,
@@ -456,6 +474,11 @@ pub(crate) struct Search {
     k: Option<usize>,
     /// Only records in these partitions: an exact path, or a prefix ending in `/`.
     partition: Option<String>,
+    /// Only records whose metadata matches (docs/OPERATIONS.md, "Metadata filters").
+    #[schemars(with = "Option<super::filters::FilterSchema>")]
+    filter: Option<Value>,
+    /// Answer the plan the filters ran with beside the results.
+    explain: Option<bool>,
 }
 
 /// One hit; metadata goes out as the stored JSON text, not re-parsed.
@@ -475,12 +498,16 @@ struct SearchHit<'a> {
 #[derive(Serialize)]
 struct SearchResults<'a> {
     results: Vec<SearchHit<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<Value>,
 }
 
 /// One result list per query of a batched search.
 #[derive(Serialize)]
 struct BatchResults<'a> {
     results: Vec<Vec<SearchHit<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explain: Option<Value>,
 }
 
 /// `POST /vectors/index/{name}/search`: `{results: [{id, distance, metadata?, partition?}]}`,
@@ -493,8 +520,9 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     // The body first: a bad one is refused at once, and its memory is not held while
     // the read waits for its min_seq.
-    let Search { vector, vectors, text, texts, k, partition } = body.parse()?;
+    let Search { vector, vectors, text, texts, k, partition, filter, explain } = body.parse()?;
     drop(body);
+    let select = super::filters::select(filter.as_ref(), partition)?;
     let as_of = as_of(&state, q).await?;
     enum Query {
         Vectors(Vec<Vec<f32>>),
@@ -515,7 +543,7 @@ pub async fn search(
     };
     let engine = state.engine;
     let k = k.unwrap_or(SEARCH_K_DEFAULT);
-    let (lists, texts) = blocking(move || {
+    let (lists, texts, plan) = blocking(move || {
         let queries = match query {
             Query::Vectors(vs) => vs,
             Query::Texts(ts) => {
@@ -530,11 +558,9 @@ pub async fn search(
                 engine.embed_queries(&name, &refs)?
             }
         };
-        let lists = match (as_of, partition) {
-            (Some(seq), Some(p)) => engine.view_at(seq)?.search_in(&name, queries, k, &p)?,
-            (Some(seq), None) => engine.view_at(seq)?.search_batch(&name, queries, k)?,
-            (None, Some(p)) => engine.search_in(&name, queries, k, &p)?,
-            (None, None) => engine.search_batch(&name, queries, k)?,
+        let annal_engine::Searched { hits: lists, plan } = match as_of {
+            Some(seq) => engine.view_at(seq)?.query(&name, queries, k, &select)?,
+            None => engine.query(&name, queries, k, &select)?,
         };
         // A document's current text beside its hit (not for a past state).
         let texts: Vec<Vec<Option<Arc<str>>>> = if as_of.is_none() && engine.is_document_index(&name) {
@@ -545,17 +571,18 @@ pub async fn search(
         } else {
             Vec::new()
         };
-        Ok((lists, texts))
+        Ok((lists, texts, plan))
     })
     .await?;
+    let explain = explain.unwrap_or(false).then(|| super::filters::plan_json(&plan));
     let row_texts = |row: usize| texts.get(row).map(Vec::as_slice).unwrap_or_default();
     if batched {
         let results: Vec<Vec<SearchHit<'_>>> =
             lists.iter().enumerate().map(|(row, hits)| shape(hits, row_texts(row))).collect();
-        return Ok(Json(BatchResults { results }).into_response());
+        return Ok(Json(BatchResults { results, explain }).into_response());
     }
     let results = lists.first().map(|hits| shape(hits, row_texts(0))).unwrap_or_default();
-    Ok(Json(SearchResults { results }).into_response())
+    Ok(Json(SearchResults { results, explain }).into_response())
 }
 
 /// Hits as the API answers them.
@@ -575,7 +602,7 @@ fn shape<'a>(hits: &'a [annal_engine::Hit], texts: &'a [Option<Arc<str>>]) -> Ve
 /// Stored metadata as raw JSON. The engine validated it on the way in; a log written
 /// under other rules could still hold text that is not JSON, which is left out (and
 /// logged) rather than sent as a broken document.
-fn raw_metadata<'a>(id: &str, text: &'a str) -> Option<&'a RawValue> {
+pub(crate) fn raw_metadata<'a>(id: &str, text: &'a str) -> Option<&'a RawValue> {
     match serde_json::from_str::<&RawValue>(text) {
         Ok(raw) => Some(raw),
         Err(error) => {
