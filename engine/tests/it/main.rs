@@ -6,6 +6,7 @@ mod common;
 mod archive;
 mod documents;
 mod embed;
+mod filters;
 mod format;
 mod log;
 mod log_durability;

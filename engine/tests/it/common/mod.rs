@@ -178,6 +178,19 @@ pub fn one_of_each_kind() -> Vec<Event> {
             crc32: 0x1234_5678,
             reason: "torn tail after a disk fault".into(),
         }),
+        EventBody::PayloadIndexCreated(PayloadIndexCreated {
+            index: "docs".into(),
+            field: "meta.tenant".into(),
+            kind: PayloadKind::Keyword,
+        }),
+        EventBody::PayloadIndexDropped(PayloadIndexDropped { index: "docs".into(), field: "year".into() }),
+        EventBody::MetadataSet(MetadataSet {
+            index: "docs".into(),
+            items: vec![
+                MetadataItem { id: "a".into(), metadata: Some(r#"{"tenant":"t2"}"#.into()), partition: None },
+                MetadataItem { id: "b".into(), metadata: None, partition: Some("tenant=t2".into()) },
+            ],
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }
