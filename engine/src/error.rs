@@ -43,7 +43,7 @@ pub enum Error {
         field: String,
     },
     /// The index has a payload index on that field already.
-    #[error("index {index:?} has a {kind} payload index on field {field:?} already")]
+    #[error("index {index:?} has a payload index of type {kind} on field {field:?} already")]
     PayloadIndexExists {
         /// The index.
         index: String,

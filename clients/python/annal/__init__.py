@@ -341,11 +341,13 @@ class Client:
             time.sleep(poll)
 
     def search_text(self, name: str, text: str, k: int = 10, partition: Optional[str] = None,
-                    min_seq: Optional[int] = None) -> list:
+                    min_seq: Optional[int] = None, filter: Optional[dict] = None) -> list:
         """Search a document index by text (embedded by the index's embedder)."""
         body: dict = {"text": text, "k": k}
         if partition is not None:
             body["partition"] = partition
+        if filter is not None:
+            body["filter"] = filter
         retries = 60 if min_seq else 0
         return self._call("POST", f"/vectors/index/{name}/search", body, {"min_seq": min_seq},
                           retries=retries)["results"]
@@ -358,10 +360,99 @@ class Client:
             body["partition"] = partition
         return self._call("POST", f"/vectors/index/{name}/search", body)["results"]
 
-    def delete(self, name: str, ids: Sequence[str], wait: str = "applied") -> dict:
+    def delete(self, name: str, ids: Optional[Sequence[str]] = None, wait: str = "applied",
+               filter: Optional[dict] = None, partition: Optional[str] = None) -> dict:
+        """Delete records by id, or every record matching `filter` and/or in `partition`
+        (the event records the ids the filter selected)."""
         if isinstance(ids, str):
             raise TypeError("ids must be a sequence of ids, not one string")
-        return self._call("POST", f"/vectors/index/{name}/delete", {"ids": list(ids), "wait": wait})
+        body: dict = {"wait": wait}
+        if ids is not None:
+            body["ids"] = list(ids)
+        if filter is not None:
+            body["filter"] = filter
+        if partition is not None:
+            body["partition"] = partition
+        return self._call("POST", f"/vectors/index/{name}/delete", body)
+
+    # -- metadata filters ------------------------------------------------------------
+
+    def create_payload_index(self, name: str, field: str, type: str) -> dict:
+        """Index metadata `field` (a dotted path) as `keyword`, `integer`, `float`,
+        `bool` or `datetime` for filters."""
+        return self._call("POST", f"/vectors/index/{name}/payload-indexes", {"field": field, "type": type})
+
+    def payload_indexes(self, name: str, as_of: Optional[int] = None) -> list:
+        """The payload indexes: dicts with `field`, `type`, `records`, `distinct`, `bytes`."""
+        return self._call("GET", f"/vectors/index/{name}/payload-indexes", params={"as_of": as_of})[
+            "payload_indexes"]
+
+    def drop_payload_index(self, name: str, field: str) -> dict:
+        field = urllib.parse.quote(field, safe="")
+        return self._call("DELETE", f"/vectors/index/{name}/payload-indexes/{field}")
+
+    def get_items(self, name: str, ids: Sequence[str], include: Optional[Sequence[str]] = None,
+                  as_of: Optional[int] = None, min_seq: Optional[int] = None) -> dict:
+        """Records by id: `{items, missing}`; `include` any of metadata, vector, partition."""
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of ids, not one string")
+        body: dict = {"ids": list(ids)}
+        if include is not None:
+            body["include"] = list(include)
+        return self._call("POST", f"/vectors/index/{name}/items", body, {"as_of": as_of, "min_seq": min_seq},
+                          retries=60 if min_seq else 0)
+
+    def items(self, name: str, filter: Optional[dict] = None, partition: Optional[str] = None,
+              limit: int = 100, cursor: Optional[str] = None, include: Optional[Sequence[str]] = None,
+              as_of: Optional[int] = None, min_seq: Optional[int] = None) -> dict:
+        """One page of the records `filter`/`partition` select, in id order:
+        `{items, next_cursor}` (pass `next_cursor` back as `cursor`)."""
+        body: dict = {"limit": limit}
+        for key, value in (("filter", filter), ("partition", partition), ("cursor", cursor)):
+            if value is not None:
+                body[key] = value
+        if include is not None:
+            body["include"] = list(include)
+        return self._call("POST", f"/vectors/index/{name}/items", body, {"as_of": as_of, "min_seq": min_seq},
+                          retries=60 if min_seq else 0)
+
+    def scroll(self, name: str, filter: Optional[dict] = None, partition: Optional[str] = None,
+               page_size: int = 100, include: Optional[Sequence[str]] = None, as_of: Optional[int] = None):
+        """Every record `filter`/`partition` select, in id order, page by page (an iterator)."""
+        cursor = None
+        while True:
+            page = self.items(name, filter, partition, page_size, cursor, include, as_of)
+            yield from page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                return
+
+    def get_item(self, name: str, id: str, as_of: Optional[int] = None) -> dict:
+        """One record with its vector: `{id, vector, metadata?, partition?}`."""
+        id = urllib.parse.quote(id, safe="")
+        return self._call("GET", f"/vectors/index/{name}/items/{id}", params={"as_of": as_of})
+
+    def patch_metadata(self, name: str, id: str, patch: dict, wait: str = "applied") -> dict:
+        """Merge `patch` into one record's metadata (JSON merge patch: None removes a key)."""
+        id = urllib.parse.quote(id, safe="")
+        return self._call("PATCH", f"/vectors/index/{name}/items/{id}", {"metadata": patch, "wait": wait})
+
+    def set_metadata(self, name: str, metadata: dict, merge: bool = False, wait: str = "applied") -> dict:
+        """Replace (or with `merge`, merge into) the metadata of existing records, keeping
+        their vectors: `metadata` maps id -> document (None clears it)."""
+        items = [{"id": id, "metadata": doc} for id, doc in metadata.items()]
+        return self._call("POST", f"/vectors/index/{name}/metadata", {"items": items, "merge": merge, "wait": wait})
+
+    def count(self, name: str, filter: Optional[dict] = None, partition: Optional[str] = None,
+              as_of: Optional[int] = None, min_seq: Optional[int] = None) -> int:
+        """How many records `filter`/`partition` select."""
+        body: dict = {}
+        if filter is not None:
+            body["filter"] = filter
+        if partition is not None:
+            body["partition"] = partition
+        return self._call("POST", f"/vectors/index/{name}/count", body, {"as_of": as_of, "min_seq": min_seq},
+                          retries=60 if min_seq else 0)["count"]
 
     # -- reads -----------------------------------------------------------------------
 
@@ -373,15 +464,28 @@ class Client:
         partition: Optional[str] = None,
         as_of: Optional[int] = None,
         min_seq: Optional[int] = None,
+        filter: Optional[dict] = None,
     ) -> list:
-        """The `k` nearest records to `vector`: dicts with `id`, `distance` (smaller is
-        closer), and `metadata`/`partition` when set."""
+        """The `k` nearest records to `vector` (matching `filter`, in `partition`): dicts
+        with `id`, `distance` (smaller is closer), and `metadata`/`partition` when set."""
         body: dict = {"vector": encode_vector(vector), "k": k}
         if partition is not None:
             body["partition"] = partition
+        if filter is not None:
+            body["filter"] = filter
         params = {"as_of": as_of, "min_seq": min_seq}
         retries = 60 if min_seq else 0
         return self._call("POST", f"/vectors/index/{name}/search", body, params, retries=retries)["results"]
+
+    def explain(self, name: str, vector: Any, k: int = 10, filter: Optional[dict] = None,
+                partition: Optional[str] = None, as_of: Optional[int] = None) -> dict:
+        """A search's results and the plan its filters ran with: `{results, explain}`."""
+        body: dict = {"vector": encode_vector(vector), "k": k, "explain": True}
+        if partition is not None:
+            body["partition"] = partition
+        if filter is not None:
+            body["filter"] = filter
+        return self._call("POST", f"/vectors/index/{name}/search", body, {"as_of": as_of})
 
     def search_batch(
         self,
@@ -391,12 +495,15 @@ class Client:
         partition: Optional[str] = None,
         as_of: Optional[int] = None,
         min_seq: Optional[int] = None,
+        filter: Optional[dict] = None,
     ) -> list:
         """One result list per row of `vectors` (searched together, on all cores)."""
         matrix = _matrix(vectors)
         body: dict = {"vectors": [base64.b64encode(row.tobytes()).decode("ascii") for row in matrix], "k": k}
         if partition is not None:
             body["partition"] = partition
+        if filter is not None:
+            body["filter"] = filter
         params = {"as_of": as_of, "min_seq": min_seq}
         retries = 60 if min_seq else 0
         return self._call("POST", f"/vectors/index/{name}/search", body, params, retries=retries)["results"]

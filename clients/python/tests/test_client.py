@@ -104,7 +104,7 @@ def test_every_documented_route_has_a_client_method():
     doc = (root / "docs" / "OPERATIONS.md").read_text()
     table = doc.split("\n## HTTP API\n")[1].split("\n## ")[0]
     source = (root / "clients" / "python" / "annal" / "__init__.py").read_text()
-    rows = re.findall(r"^\| `(GET|POST|PUT|DELETE) (/[^`]*)`", table, re.M)
+    rows = re.findall(r"^\| `(GET|POST|PUT|PATCH|DELETE) (/[^`]*)`", table, re.M)
     assert len(rows) >= 30, f"the route table was not found: {rows}"
     missing = []
     for method, path in rows:
@@ -235,3 +235,39 @@ def test_a_token_names_the_actor_and_a_read_token_may_not_write(auth_server):
     with pytest.raises(AnnalError) as anonymous:
         Client(db.url, token="").list_indexes()
     assert anonymous.value.status == 401
+
+
+def test_metadata_filters_payload_indexes_items_count_and_delete_by_filter(server):
+    db, _, _ = server
+    db.create_index("docs", dimension=16, distance="l2")
+    data = vectors(300, seed=3)
+    meta = [{"tenant": f"t{i % 3}", "year": 2000 + i % 30, "tags": ["a", f"b{i % 2}"]} for i in range(300)]
+    db.upsert("docs", [f"v{i:03}" for i in range(300)], data, metadata=meta)
+    db.create_payload_index("docs", "tenant", "keyword")
+    db.create_payload_index("docs", "year", "integer")
+    assert [p["field"] for p in db.payload_indexes("docs")] == ["tenant", "year"]
+    where = {"tenant": "t1", "year": {"$gte": 2010}, "tags": {"$contains": "b1"}}
+    expected = [i for i in range(300) if i % 3 == 1 and 2000 + i % 30 >= 2010 and i % 2 == 1]
+    assert db.count("docs", filter=where) == len(expected)
+    hits = db.search("docs", data[expected[0]], k=5, filter=where)
+    assert hits[0]["id"] == f"v{expected[0]:03}" and all(h["metadata"]["tenant"] == "t1" for h in hits)
+    plan = db.explain("docs", data[0], k=5, filter=where)["explain"]
+    assert plan["strategy"] == "exact" and plan["estimate"] == len(expected) and "tenant" in plan["indexed"]
+    assert [r["id"] for r in db.scroll("docs", filter=where, page_size=7)] == [f"v{i:03}" for i in expected]
+    got = db.get_items("docs", ["v001", "nope"], include=["vector"])
+    assert got["missing"] == ["nope"] and len(got["items"][0]["vector"]) == 16
+    db.patch_metadata("docs", "v001", {"tenant": "t9", "tags": None})
+    assert db.get_item("docs", "v001")["metadata"] == {"tenant": "t9", "year": 2001}
+    db.set_metadata("docs", {"v002": {"tenant": "t9"}})
+    assert db.count("docs", filter={"tenant": "t9"}) == 2
+    with pytest.raises(AnnalError) as e:
+        db.count("docs", filter={"$and": [{"tenant": "t1"}, {"year": {"$gt": "soon"}}]})
+    assert e.value.status == 400 and e.value.detail.startswith("filter.$and[1].year.$gt")
+    with pytest.raises(AnnalError) as e:
+        db.search("docs", data[0], filter={"tenant": {"$gt": 1}})
+    assert e.value.status == 400 and "payload index of type keyword" in e.value.detail
+    gone = db.delete("docs", filter={"tenant": "t9"})
+    assert gone["deleted"] == 2 and db.count("docs") == 298
+    assert db.count("docs", filter={"tenant": "t9"}, as_of=gone["seq"] - 1) == 2
+    db.drop_payload_index("docs", "year")
+    assert db.count("docs", filter={"year": {"$lt": 2001}}) == 10, "unindexed fields still filter"

@@ -114,6 +114,22 @@ fn tokens_decide_who_may_read_and_write_and_name_the_actor_of_each_event() {
         Some(json!({"vector": [1.0, 0.0], "k": 1})),
     );
     assert_eq!((status, hits["results"][0]["id"].as_str()), (200, Some("a")));
+    // Listing and counting by filter are reads too; changing metadata or deleting by
+    // filter is not.
+    let by_filter = json!({"filter": {"id": {"$exists": false}}});
+    assert_eq!(
+        call(&server, "POST", "/vectors/index/docs/items", Some(READER), &[], Some(by_filter.clone())).0,
+        200
+    );
+    let (status, count, _) =
+        call(&server, "POST", "/vectors/index/docs/count", Some(READER), &[], Some(by_filter.clone()));
+    assert_eq!((status, count["count"].as_u64()), (200, Some(1)));
+    assert_eq!(
+        call(&server, "POST", "/vectors/index/docs/delete", Some(READER), &[], Some(by_filter)).0,
+        403
+    );
+    let set = json!({"items": [{"id": "a", "metadata": {"x": 1}}]});
+    assert_eq!(call(&server, "POST", "/vectors/index/docs/metadata", Some(READER), &[], Some(set)).0, 403);
     // The scheme is case-insensitive (RFC 9110).
     let lower = format!("bearer {READER}");
     let (status, _, _) =

@@ -430,6 +430,112 @@ fn cases() -> Vec<Case> {
             "POST /vectors/index/docs/explode",
         ),
         case("wrong method", "PUT", "/vectors/index/docs/search", "{}", 405, "method"),
+        // Metadata filters: the path of the offending clause, nothing appended.
+        case(
+            "an unknown filter operator",
+            "POST",
+            search,
+            r#"{"vector": [1, 2, 3], "filter": {"$and": [{"a": 1}, {"b": {"$regex": "x"}}]}}"#,
+            400,
+            "filter.$and[1].b.$regex: unknown operator",
+        ),
+        case(
+            "a range on the string of an integer payload index",
+            "POST",
+            search,
+            r#"{"vector": [1, 2, 3], "filter": {"$and": [{"a": 1}, {"price": {"$gt": "2024-01-01T00:00:00Z"}}]}}"#,
+            400,
+            "filter.$and[1].price.$gt: the field has a payload index of type integer",
+        ),
+        case(
+            "a range operand that is neither a number nor a timestamp",
+            "POST",
+            "/vectors/index/docs/count",
+            r#"{"filter": {"price": {"$lt": "cheap"}}}"#,
+            400,
+            "filter.price.$lt: takes a number or an RFC 3339 timestamp",
+        ),
+        case(
+            "a filter nested too deep",
+            "POST",
+            "/vectors/index/docs/items",
+            &format!("{{\"filter\": {}{{\"a\": 1}}{}}}", "{\"$not\": ".repeat(20), "}".repeat(20)),
+            400,
+            "nested deeper than 16",
+        ),
+        case(
+            "a delete by a filter of the wrong type",
+            "POST",
+            "/vectors/index/docs/delete",
+            r#"{"filter": {"price": "ten"}}"#,
+            400,
+            "filter.price: the field has a payload index of type integer",
+        ),
+        case(
+            "a filter that is an array",
+            "POST",
+            "/vectors/index/docs/count",
+            r#"{"filter": [1]}"#,
+            400,
+            "filter",
+        ),
+        case(
+            "ids and a filter at once",
+            "POST",
+            "/vectors/index/docs/delete",
+            r#"{"ids": ["a"], "filter": {}}"#,
+            400,
+            "ids",
+        ),
+        case(
+            "an unknown payload index type",
+            "POST",
+            "/vectors/index/docs/payload-indexes",
+            r#"{"field": "tenant", "type": "text"}"#,
+            400,
+            "type: unknown payload index type",
+        ),
+        case(
+            "a payload index on an empty path part",
+            "POST",
+            "/vectors/index/docs/payload-indexes",
+            r#"{"field": "a..b", "type": "keyword"}"#,
+            400,
+            "field",
+        ),
+        case(
+            "a payload index that exists",
+            "POST",
+            "/vectors/index/docs/payload-indexes",
+            r#"{"field": "price", "type": "keyword"}"#,
+            409,
+            "price",
+        ),
+        case(
+            "dropping a payload index that does not exist",
+            "DELETE",
+            "/vectors/index/docs/payload-indexes/nope",
+            "",
+            404,
+            "nope",
+        ),
+        case(
+            "metadata for a record that does not exist",
+            "POST",
+            "/vectors/index/docs/metadata",
+            r#"{"items": [{"id": "seed", "metadata": {}}, {"id": "ghost", "metadata": {}}]}"#,
+            404,
+            "items[1].id",
+        ),
+        case("an items page of 0", "POST", "/vectors/index/docs/items", r#"{"limit": 0}"#, 400, "limit"),
+        case(
+            "an unknown include",
+            "POST",
+            "/vectors/index/docs/items",
+            r#"{"ids": ["seed"], "include": ["text"]}"#,
+            400,
+            "include[0]",
+        ),
     ];
     let mut wrong_type = case(
         "wrong content type",
@@ -460,6 +566,8 @@ fn every_malformed_request_is_refused_naming_the_field_and_appends_nothing() {
     );
     let seed = serde_json::json!({"items": [{"id": "seed", "vector": [0.0, 0.0, 1.0]}]});
     assert_eq!(server.post("/vectors/index/docs/add", seed).0, 200);
+    let price = serde_json::json!({"field": "price", "type": "integer"});
+    assert_eq!(server.post("/vectors/index/docs/payload-indexes", price).0, 201);
     let cases = cases();
     assert!(cases.len() >= 40, "{} cases", cases.len());
     let mut failures = Vec::new();

@@ -75,6 +75,7 @@ impl Server {
             ("DELETE", _) => self.agent.delete(&url).call(),
             ("PUT", Some(body)) => self.agent.put(&url).send_json(body),
             ("POST", Some(body)) => self.agent.post(&url).send_json(body),
+            ("PATCH", Some(body)) => self.agent.patch(&url).send_json(body),
             _ => unreachable!(),
         }
         .unwrap();

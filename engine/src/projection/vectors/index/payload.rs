@@ -62,7 +62,7 @@ pub(crate) struct PayloadIndex {
 fn mismatch(at: &str, kind: PayloadKind, reason: &str) -> InvalidInput {
     InvalidInput {
         field: at.to_owned(),
-        reason: format!("the field has a {} payload index: {reason}", kind.name()),
+        reason: format!("the field has a payload index of type {}: {reason}", kind.name()),
     }
 }
 
