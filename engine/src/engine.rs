@@ -12,7 +12,7 @@ mod tuning;
 mod vectors;
 
 pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
-pub use filters::{MetadataChange, MetadataUpdated, Searched};
+pub use filters::{MetadataChange, MetadataUpdated};
 pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
 pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
 

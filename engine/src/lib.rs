@@ -52,7 +52,7 @@ mod vecmath;
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
     GraphInfo, IndexStats, MetadataChange, MetadataUpdated, MigrateOptions, MigrationReport, PlannedMove,
-    PromoteRequest, Searched, Startup, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
+    PromoteRequest, Startup, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
     BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
 };
 pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
@@ -85,8 +85,8 @@ pub use projection::partitions::{IndexPartitions, Migration, Scheme};
 pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
 pub use projection::trials::{IndexTrials, Objective, Trial};
 pub use projection::vectors::{
-    Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, RebuildStats, Record, Select, Strategy,
-    FILTER_EXACT_MAX,
+    Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, RebuildStats, Record, Searched, Select,
+    Strategy, FILTER_EXACT_MAX,
 };
 pub use projection::{Hooks, Outcome, Projection, ProjectionStats, ProjectorStats};
 

@@ -44,7 +44,8 @@ pub fn payload_decode(data: &[u8]) {
 }
 
 /// The projections' snapshot section names, as a snapshot holds them.
-pub const SECTIONS: [&str; 6] = ["documents", "vectors", "journal", "promotions", "trials", "partitions"];
+pub const SECTIONS: [&str; 7] =
+    ["documents", "vectors", "payload", "journal", "promotions", "trials", "partitions"];
 
 /// Arbitrary bytes as a snapshot object: the container check, then (if it passes)
 /// every projection's restore. Never a panic.
@@ -92,7 +93,7 @@ pub fn snapshot_sections(data: &[u8]) {
 }
 
 /// What an HTTP request of the `http_body` target goes to.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 19] = [
     ("POST", "/vectors/index"),
     ("POST", "/vectors/index/docs/add"),
     ("POST", "/vectors/index/docs/delete"),
@@ -107,6 +108,11 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/vectors/index?"),
     ("GET", "/admin/events?"),
     ("POST", "/vectors/index/docs/search?"),
+    ("POST", "/vectors/index/docs/items"),
+    ("POST", "/vectors/index/docs/count"),
+    ("POST", "/vectors/index/docs/metadata"),
+    ("POST", "/vectors/index/docs/payload-indexes"),
+    ("PATCH", "/vectors/index/docs/items/a"),
 ];
 
 struct App {
@@ -169,6 +175,34 @@ pub fn http_body(data: &[u8]) {
         let bytes =
             app.runtime.block_on(axum::body::to_bytes(response.into_body(), 1 << 20)).unwrap_or_default();
         panic!("{method} {uri}: 500: {}", String::from_utf8_lossy(&bytes));
+    }
+}
+
+/// Documents a fuzzed filter is evaluated on.
+fn filter_documents() -> &'static [serde_json::Value] {
+    static DOCS: OnceLock<Vec<serde_json::Value>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        vec![
+            serde_json::Value::Null,
+            serde_json::json!({}),
+            serde_json::json!({"a": 1, "b": "x", "c": [1, "x", {"d": true}], "t": "2024-01-01T00:00:00Z"}),
+            serde_json::json!({"a": {"b": [{"c": 2.5}, {"c": null}]}, "x": [], "y": false}),
+            serde_json::json!([1, 2, 3]),
+        ]
+    })
+}
+
+/// Arbitrary bytes as a filter's JSON: parsing never panics, and whatever parses is
+/// evaluated on a few documents, where `{"$not": f}` always answers the opposite of `f`.
+pub fn filter_parse(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    let Ok(filter) = annal_engine::Filter::parse("filter", &value) else { return };
+    let negated = annal_engine::Filter::parse("filter", &serde_json::json!({ "$not": value }));
+    for doc in filter_documents() {
+        let matched = filter.matches(doc);
+        if let Ok(negated) = &negated {
+            assert_eq!(negated.matches(doc), !matched, "{value} on {doc}");
+        }
     }
 }
 

@@ -57,6 +57,22 @@ fn damaged(object: &[u8]) -> Vec<Vec<u8>> {
 }
 
 #[test]
+fn filters_parse_without_panics_and_negation_always_answers_the_opposite() {
+    let seeds = [
+        r#"{"a": 1}"#,
+        r#"{"b": "x", "a": {"$gte": 0, "$lt": 2}}"#,
+        r#"{"$or": [{"c": {"$contains": "x"}}, {"a.b.c": {"$in": [2.5, null]}}]}"#,
+        r#"{"$not": {"t": {"$gt": "2023-12-31T23:59:59Z"}}, "y": {"$ne": true}}"#,
+        r#"{"$and": [{"x": {"$exists": false}}, {"c.d": {"$not": {"$eq": true}}}, {"a": {"$nin": [1]}}]}"#,
+    ];
+    let mut inputs: Vec<Vec<u8>> = generated("filter_parse", 500, 128);
+    for seed in seeds {
+        inputs.extend(damaged(seed.as_bytes()));
+    }
+    assert!(run("filter_parse", annal_fuzz::filter_parse, inputs) > 1_000);
+}
+
+#[test]
 fn frame_decoders_survive_the_corpus_generated_inputs_and_damaged_real_frames() {
     let mut inputs = generated("frame_decode", 2_000, 512);
     for event in sample_events() {

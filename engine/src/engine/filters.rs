@@ -13,20 +13,11 @@ use crate::event::{
     VectorsDeleted,
 };
 use crate::limits::{BATCH_ITEMS_MAX, FILTER_KEY_BYTES_MAX, METADATA_BYTES_MAX, PAYLOAD_INDEXES_MAX};
-use crate::projection::vectors::{Hit, Item, Page, PayloadIndexInfo, Plan, Select};
+use crate::projection::vectors::{Item, Page, PayloadIndexInfo, Plan, Searched, Select};
 use crate::sync::write;
 use crate::validate::{self, InvalidInput};
 
 use super::*;
-
-/// A search's hits and the plan it ran.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Searched {
-    /// One list per query, nearest first.
-    pub hits: Vec<Vec<Hit>>,
-    /// How the filters were answered and the graph searched.
-    pub plan: Plan,
-}
 
 /// One record's metadata change for [`Engine::set_metadata`].
 #[derive(Debug, Clone, PartialEq)]

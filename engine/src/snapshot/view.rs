@@ -12,7 +12,7 @@ use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::promotions::PromotionState;
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{
-    Catalog, Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, Record, Select,
+    Catalog, Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, Record, Searched, Select,
 };
 use crate::projection::{catch_up, Hooks, Projections};
 use crate::source::EventSource;
@@ -95,9 +95,9 @@ impl View {
         vectors: Vec<Vec<f32>>,
         k: usize,
         select: &Select,
-    ) -> Result<crate::Searched, Error> {
+    ) -> Result<Searched, Error> {
         let (hits, plan) = self.catalog.query(index, vectors, k, select)?;
-        Ok(crate::Searched { hits, plan })
+        Ok(Searched { hits, plan })
     }
 
     /// A count of an index as it was (see [`crate::Engine::count`]).

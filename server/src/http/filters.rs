@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use annal_engine::event::PayloadKind;
 use annal_engine::limits::{BATCH_ITEMS_MAX, ITEMS_LIMIT_MAX};
-use annal_engine::{Filter, Item, MetadataChange, Plan, Select};
+use annal_engine::{Item, MetadataChange};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -17,49 +17,13 @@ use serde_json::{json, Value};
 
 use super::actor::actor;
 use super::error::ApiError;
+use super::filter_body::{plan_json, select, FilterSchema};
 use super::json::ApiJson;
 use super::routes::{as_of, blocking, raw_metadata, wait_of, AsOf, Metadata};
 use super::state::AppState;
 
 /// Default page size of `POST .../items` with a filter.
 pub const ITEMS_LIMIT_DEFAULT: usize = 100;
-
-/// A metadata filter, as OpenAPI documents it.
-pub(crate) struct FilterSchema;
-
-impl schemars::JsonSchema for FilterSchema {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Filter".into()
-    }
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({
-            "description": "A metadata filter (docs/OPERATIONS.md, \"Metadata filters\"): an object of field conditions, all of which must hold. A field (a dotted path for nested keys, `a.b`) maps to a value ($eq) or to an object of operators: $eq, $ne, $in, $nin, $gt, $gte, $lt, $lte (numbers or RFC 3339 timestamps), $exists, $contains (array membership), $not. $and and $or take arrays of filters, $not a filter.",
-            "type": "object",
-            "examples": [{"tenant": "t1", "year": {"$gte": 2020}, "$or": [{"tags": {"$contains": "news"}}, {"draft": false}]}]
-        })
-    }
-}
-
-/// The selection of a read or delete from its `filter` and `partition` fields.
-pub(crate) fn select(filter: Option<&Value>, partition: Option<String>) -> Result<Select, ApiError> {
-    let filter = filter.map(|f| Filter::parse("filter", f)).transpose().map_err(annal_engine::Error::from)?;
-    Ok(Select { partition, filter })
-}
-
-/// A plan as `explain` shows it.
-pub(crate) fn plan_json(plan: &Plan) -> Value {
-    json!({
-        "strategy": plan.strategy.name(),
-        "estimate": plan.estimate,
-        "estimate_exact": true,
-        "live": plan.live,
-        "selectivity": plan.selectivity,
-        "indexed": plan.indexed,
-        "evaluated": plan.evaluated,
-        "graph_k": plan.graph_k,
-        "exact_max": plan.exact_max,
-    })
-}
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,7 @@ pub mod auth;
 mod budget;
 mod documents;
 mod error;
+mod filter_body;
 mod filters;
 mod jobs;
 mod json;

@@ -426,7 +426,7 @@ pub(crate) struct Delete {
     ids: Option<Vec<String>>,
     /// Delete every record matching this metadata filter (docs/OPERATIONS.md, "Metadata
     /// filters"); the event records the ids it resolved to.
-    #[schemars(with = "Option<super::filters::FilterSchema>")]
+    #[schemars(with = "Option<super::filter_body::FilterSchema>")]
     filter: Option<Value>,
     /// Delete every record in these partitions (with `filter`: both must hold).
     partition: Option<String>,
@@ -447,7 +447,7 @@ pub async fn delete(
     let out = match (ids, filter, partition) {
         (Some(ids), None, None) => blocking(move || engine.delete_with(&actor, &name, ids, wait)).await?,
         (None, filter, partition) if filter.is_some() || partition.is_some() => {
-            let select = super::filters::select(filter.as_ref(), partition)?;
+            let select = super::filter_body::select(filter.as_ref(), partition)?;
             blocking(move || engine.delete_where(&actor, &name, &select, wait)).await?
         }
         _ => return Err(ApiError::bad_request("ids: give ids, or a filter and/or a partition (not both)")),
@@ -475,7 +475,7 @@ pub(crate) struct Search {
     /// Only records in these partitions: an exact path, or a prefix ending in `/`.
     partition: Option<String>,
     /// Only records whose metadata matches (docs/OPERATIONS.md, "Metadata filters").
-    #[schemars(with = "Option<super::filters::FilterSchema>")]
+    #[schemars(with = "Option<super::filter_body::FilterSchema>")]
     filter: Option<Value>,
     /// Answer the plan the filters ran with beside the results.
     explain: Option<bool>,
@@ -522,7 +522,7 @@ pub async fn search(
     // the read waits for its min_seq.
     let Search { vector, vectors, text, texts, k, partition, filter, explain } = body.parse()?;
     drop(body);
-    let select = super::filters::select(filter.as_ref(), partition)?;
+    let select = super::filter_body::select(filter.as_ref(), partition)?;
     let as_of = as_of(&state, q).await?;
     enum Query {
         Vectors(Vec<Vec<f32>>),
@@ -574,7 +574,7 @@ pub async fn search(
         Ok((lists, texts, plan))
     })
     .await?;
-    let explain = explain.unwrap_or(false).then(|| super::filters::plan_json(&plan));
+    let explain = explain.unwrap_or(false).then(|| super::filter_body::plan_json(&plan));
     let row_texts = |row: usize| texts.get(row).map(Vec::as_slice).unwrap_or_default();
     if batched {
         let results: Vec<Vec<SearchHit<'_>>> =

@@ -70,6 +70,15 @@ pub struct Item {
     pub partition: Option<Arc<str>>,
 }
 
+/// A search's hits and the plan it ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Searched {
+    /// One list per query, nearest first.
+    pub hits: Vec<Vec<Hit>>,
+    /// How the filters were answered and the graph searched.
+    pub plan: Plan,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {

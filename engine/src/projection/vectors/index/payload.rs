@@ -10,9 +10,33 @@ use std::ops::Bound as Edge;
 use roaring::{MultiOps, RoaringTreemap as Bits};
 use serde_json::Value;
 
+use crate::codec::{Dec, DecodeError, Enc};
 use crate::event::PayloadKind;
 use crate::filter::{instant, values_at, Bound, Cond, FieldCond, Filter, Instant, Node, RangeOp, Scalar};
 use crate::validate::InvalidInput;
+
+/// The stored tag of a payload kind.
+pub(crate) fn kind_tag(kind: PayloadKind) -> u8 {
+    match kind {
+        PayloadKind::Keyword => 0,
+        PayloadKind::Integer => 1,
+        PayloadKind::Float => 2,
+        PayloadKind::Bool => 3,
+        PayloadKind::Datetime => 4,
+    }
+}
+
+/// The payload kind of a stored tag.
+pub(crate) fn kind_of(tag: u8) -> Option<PayloadKind> {
+    Some(match tag {
+        0 => PayloadKind::Keyword,
+        1 => PayloadKind::Integer,
+        2 => PayloadKind::Float,
+        3 => PayloadKind::Bool,
+        4 => PayloadKind::Datetime,
+        _ => return None,
+    })
+}
 
 /// A number as an ordered key: total order, `-0.0` stored as `0.0` (JSON numbers are
 /// finite, so the order is the numeric one).
@@ -68,6 +92,37 @@ fn mismatch(at: &str, kind: PayloadKind, reason: &str) -> InvalidInput {
 
 fn label_bit(label: i64) -> u64 {
     u64::try_from(label).unwrap_or(0)
+}
+
+/// Bitmaps united by [`MultiOps`] at most; more (a range over many distinct values,
+/// each a small bitmap) go through a dense bitset, one pass over their labels.
+const UNION_DIRECT_MAX: usize = 64;
+
+/// The union of `sets`.
+fn union_all<'a>(sets: impl Iterator<Item = &'a Bits>) -> Bits {
+    let sets: Vec<&Bits> = sets.collect();
+    if sets.len() <= UNION_DIRECT_MAX {
+        return sets.into_iter().union();
+    }
+    let Some(max) = sets.iter().filter_map(|s| s.max()).max() else { return Bits::new() };
+    let Ok(words) = usize::try_from(max / 64 + 1) else { return sets.into_iter().union() };
+    let mut dense = vec![0u64; words];
+    for set in &sets {
+        for bit in set.iter() {
+            if let Some(word) = dense.get_mut((bit / 64) as usize) {
+                *word |= 1u64 << (bit % 64);
+            }
+        }
+    }
+    let mut labels = Vec::new();
+    for (i, &word) in dense.iter().enumerate() {
+        let mut w = word;
+        while w != 0 {
+            labels.push((i as u64) * 64 + u64::from(w.trailing_zeros()));
+            w &= w - 1;
+        }
+    }
+    Bits::from_sorted_iter(labels).unwrap_or_default()
 }
 
 fn edges<K: Copy>(op: RangeOp, bound: K) -> (Edge<K>, Edge<K>) {
@@ -200,10 +255,10 @@ impl PayloadIndex {
             }
             Cond::Range(op, bound) => match (&self.values, bound) {
                 (Values::Number(map), Bound::Number(b)) => {
-                    Ok(Some(map.range(edges(*op, Num::new(*b))).map(|(_, bits)| bits).union()))
+                    Ok(Some(union_all(map.range(edges(*op, Num::new(*b))).map(|(_, bits)| bits))))
                 }
                 (Values::Time(map), Bound::Time(t)) => {
-                    Ok(Some(map.range(edges(*op, *t)).map(|(_, b)| b).union()))
+                    Ok(Some(union_all(map.range(edges(*op, *t)).map(|(_, b)| b))))
                 }
                 (Values::Number(_), Bound::Time(_)) => {
                     Err(mismatch(at, kind, &format!("{} takes a number, not a timestamp", op.name())))
@@ -239,6 +294,106 @@ impl PayloadIndex {
             Values::Bool(sets) => sets.iter().filter(|s| !s.is_empty()).count() as u64,
             Values::Time(map) => map.len() as u64,
         }
+    }
+}
+
+fn write_bits(e: &mut Enc, bits: &Bits) {
+    let mut out = Vec::with_capacity(bits.serialized_size());
+    // Writing to a Vec cannot fail.
+    let _ = bits.serialize_into(&mut out);
+    e.bytes(&out);
+}
+
+/// A bitmap of a snapshot: it must decode and hold only live labels.
+fn read_bits(d: &mut Dec<'_>, live: &Bits) -> Result<Bits, DecodeError> {
+    let bytes = d.bytes()?;
+    let bits =
+        Bits::deserialize_from(bytes).map_err(|e| d.error(format!("a bitmap does not decode: {e}")))?;
+    if !bits.is_subset(live) {
+        return Err(d.error("a bitmap holds labels that are not live"));
+    }
+    Ok(bits)
+}
+
+impl PayloadIndex {
+    /// The postings as a snapshot keeps them (layout in docs/FORMAT.md, "`payload`
+    /// section"): the present bitmap, then each value (in order) and its bitmap.
+    fn write(&self, e: &mut Enc) {
+        write_bits(e, &self.present);
+        match &self.values {
+            Values::Keyword(map) => {
+                let mut keys: Vec<&Box<str>> = map.keys().collect();
+                keys.sort_unstable();
+                e.u64(keys.len() as u64);
+                for key in keys {
+                    e.str(key);
+                    write_bits(e, &map[key]);
+                }
+            }
+            Values::Number(map) => {
+                e.u64(map.len() as u64);
+                for (key, bits) in map {
+                    e.u64(key.0.to_bits());
+                    write_bits(e, bits);
+                }
+            }
+            Values::Bool(sets) => {
+                e.u64(2);
+                for bits in sets {
+                    write_bits(e, bits);
+                }
+            }
+            Values::Time(map) => {
+                e.u64(map.len() as u64);
+                for ((secs, nanos), bits) in map {
+                    e.i64(*secs);
+                    e.u32(*nanos);
+                    write_bits(e, bits);
+                }
+            }
+        }
+    }
+
+    /// Postings written by [`PayloadIndex::write`].
+    fn read(d: &mut Dec<'_>, field: &str, kind: PayloadKind, live: &Bits) -> Result<Self, DecodeError> {
+        let mut index = Self::new(field, kind);
+        index.present = read_bits(d, live)?;
+        let n = d.count(8 + 8)?;
+        match &mut index.values {
+            Values::Keyword(map) => {
+                for _ in 0..n {
+                    let key: Box<str> = d.str()?.into();
+                    map.insert(key, read_bits(d, live)?);
+                }
+            }
+            Values::Number(map) => {
+                for _ in 0..n {
+                    let key = f64::from_bits(d.u64()?);
+                    if !key.is_finite() {
+                        return Err(d.error(format!("number key {key} is not finite")));
+                    }
+                    map.insert(Num::new(key), read_bits(d, live)?);
+                }
+            }
+            Values::Bool(sets) => {
+                if n != 2 {
+                    return Err(d.error(format!("a bool index has 2 bitmaps, not {n}")));
+                }
+                for set in sets.iter_mut() {
+                    *set = read_bits(d, live)?;
+                }
+            }
+            Values::Time(map) => {
+                for _ in 0..n {
+                    let key = (d.i64()?, d.u32()?);
+                    map.insert(key, read_bits(d, live)?);
+                }
+            }
+        }
+        if index.distinct() != n as u64 && !matches!(index.values, Values::Bool(_)) {
+            return Err(d.error(format!("payload index {field:?} repeats a value")));
+        }
+        Ok(index)
     }
 }
 
@@ -345,9 +500,38 @@ impl Payload {
             .collect()
     }
 
-    /// The definitions (field, kind), by field: what a snapshot keeps.
+    /// The definitions (field, kind), by field.
     pub(crate) fn definitions(&self) -> Vec<(String, PayloadKind)> {
         self.indexes.iter().map(|(field, index)| (field.clone(), index.kind)).collect()
+    }
+
+    /// Every payload index with its postings, by field: `u64` count, then each
+    /// field's `str` name, `u8` kind tag and postings.
+    pub(crate) fn write(&self, e: &mut Enc) {
+        e.u64(self.indexes.len() as u64);
+        for (field, index) in &self.indexes {
+            e.str(field);
+            e.u8(kind_tag(index.kind));
+            index.write(e);
+        }
+    }
+
+    /// Replace the payload indexes with those [`Payload::write`] wrote (the live set
+    /// stays: it comes from the records).
+    pub(crate) fn read(&mut self, d: &mut Dec<'_>) -> Result<(), DecodeError> {
+        let n = d.count(8 + 1 + 8)?;
+        let mut indexes = BTreeMap::new();
+        for _ in 0..n {
+            let field = d.str()?.to_owned();
+            let tag = d.u8()?;
+            let kind = kind_of(tag).ok_or_else(|| d.error(format!("payload kind tag {tag}")))?;
+            let index = PayloadIndex::read(d, &field, kind, &self.live)?;
+            if indexes.insert(field.clone(), index).is_some() {
+                return Err(d.error(format!("payload index {field:?} appears twice")));
+            }
+        }
+        self.indexes = indexes;
+        Ok(())
     }
 
     /// Resolve `filter` against the indexes (see [`Resolved`]).
@@ -484,6 +668,30 @@ mod tests {
                 assert!(expected.iter().all(|l| candidates.contains(l)), "superset for {value}");
             }
         }
+    }
+
+    #[test]
+    fn postings_written_and_read_back_serialize_identically_and_answer_the_same() {
+        let docs = docs(300);
+        let mut built = payload(&docs);
+        built.remove(5, Some(&docs[5].1));
+        let mut e = Enc::default();
+        built.write(&mut e);
+        let mut restored = Payload::default();
+        restored.live = built.live.clone();
+        restored.read(&mut Dec::new(&e.buf)).unwrap();
+        let mut again = Enc::default();
+        restored.write(&mut again);
+        assert_eq!(again.buf, e.buf, "canonical bytes");
+        let wide = Filter::parse("filter", &json!({"n": {"$gte": 3, "$lt": 250}})).unwrap();
+        let a: Vec<u64> = built.resolve(&wide).unwrap().set.unwrap().iter().collect();
+        let b: Vec<u64> = restored.resolve(&wide).unwrap().set.unwrap().iter().collect();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 247 - 2, "3..250, less 5 (removed) and 7 (a string)");
+        // A bitmap naming a label that is not live is refused.
+        let mut fewer = Payload::default();
+        fewer.live = (0..100).collect();
+        assert!(fewer.read(&mut Dec::new(&e.buf)).is_err());
     }
 
     #[test]

@@ -64,59 +64,19 @@ impl VectorIndex {
         queries: &[f32],
         k: usize,
         filter: &crate::partition::Filter,
-    ) -> Result<Vec<Vec<Hit>>, HnswError> {
-        Ok(self.search_among(queries, k, self.members_of(filter))?.0)
-    }
-
-    /// The `k` nearest of the live `members` (any order) for each query. A small
-    /// selection is scanned exactly (its members' vectors only); a large one is
-    /// searched in the graph through a bitmap selector, asking for more neighbours the
-    /// smaller the selection (FAISS's HNSW widens its beam to the number asked), and
-    /// scanned exactly if the graph still comes up short. Returns the hits and the
-    /// number of neighbours asked of the graph, if it was searched.
-    pub(crate) fn search_among(
-        &self,
-        queries: &[f32],
-        k: usize,
-        mut members: Vec<i64>,
-    ) -> Result<(Vec<Vec<Hit>>, Option<usize>), HnswError> {
-        if self.faulted {
-            return Err(HnswError::Faulted { index: self.params.name.clone() });
-        }
-        let dim = self.params.dimension as usize;
-        let mut queries = queries.to_vec();
-        if self.params.metric == Metric::Cosine {
-            queries.chunks_exact_mut(dim).for_each(normalize);
-        }
-        let nq = queries.len() / dim;
-        let want = k.min(members.len());
-        if want == 0 {
-            return Ok((vec![Vec::new(); nq], None));
-        }
-        if members.len() <= FILTER_EXACT_MAX {
-            members.sort_unstable();
-            let query_refs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
-            return Ok((self.exact_among(&query_refs, want, &members)?, None));
-        }
-        let mut bits = vec![0u8; self.live_bits.len()];
-        for &label in &members {
-            if let Some(b) = bits.get_mut((label / 8) as usize) {
-                *b |= 1u8 << (label % 8);
-            }
-        }
-        let share = members.len() as f64 / self.entries.len().max(1) as f64;
-        let wide = graph_k(want, share);
-        let (distances, labels) = self.hnsw.search(&queries, wide, Some(&bits))?;
-        let hits = self.graph_hits(&queries, &distances, &labels, wide, want, |short| {
-            members.sort_unstable();
-            self.exact_among(short, want, &members)
-        })?;
-        Ok((hits, Some(wide)))
+    ) -> Result<Vec<Vec<Hit>>, crate::Error> {
+        let selection = self.select(Some(filter), None)?;
+        Ok(self.search_selected(queries, k, selection)?.0)
     }
 
     /// The `k` nearest of the live `labels` (ascending) for each query, by an exact scan
     /// of just their vectors: consecutive positions are copied in one FFI call.
-    fn exact_among(&self, queries: &[&[f32]], k: usize, labels: &[i64]) -> Result<Vec<Vec<Hit>>, HnswError> {
+    pub(super) fn exact_among(
+        &self,
+        queries: &[&[f32]],
+        k: usize,
+        labels: &[i64],
+    ) -> Result<Vec<Vec<Hit>>, HnswError> {
         let dim = self.params.dimension as usize;
         let all = self.hnsw.labels();
         let mut best: Vec<BinaryHeap<Scored>> =
@@ -178,7 +138,7 @@ impl VectorIndex {
     /// The graph's answer rows (`width` labels per query) as hits, at most `want` per
     /// query; the queries left short of `want` are answered by `exact` instead, in one
     /// call for all of them.
-    fn graph_hits(
+    pub(super) fn graph_hits(
         &self,
         queries: &[f32],
         distances: &[f32],

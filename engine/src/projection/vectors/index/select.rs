@@ -9,6 +9,7 @@ use std::sync::Arc;
 use roaring::RoaringTreemap as Bits;
 
 use super::super::error::HnswError;
+use super::search::graph_k;
 use super::*;
 use crate::filter::Filter;
 use crate::partition::Filter as PartitionFilter;
@@ -62,6 +63,9 @@ pub struct Plan {
     pub graph_k: Option<usize>,
     /// Largest selection searched by an exact scan rather than the graph.
     pub exact_max: usize,
+    /// Queries the graph left short of `k` matching records, answered by an exact scan
+    /// of the selection instead.
+    pub fallback: usize,
 }
 
 /// The records a read selects: `None` for every live record.
@@ -114,6 +118,7 @@ impl VectorIndex {
             _ if estimate == 0 => Strategy::Empty,
             _ if estimate == live => Strategy::Unfiltered,
             _ if estimate as usize <= FILTER_EXACT_MAX => Strategy::Exact,
+            _ if (estimate as f64) < FILTER_GRAPH_SHARE_MIN * live as f64 => Strategy::Exact,
             _ => Strategy::Graph,
         };
         if strategy == Strategy::Unfiltered {
@@ -128,12 +133,14 @@ impl VectorIndex {
             evaluated,
             graph_k: None,
             exact_max: FILTER_EXACT_MAX,
+            fallback: 0,
         };
         Ok(Selection { labels, plan })
     }
 
     /// The `k` nearest selected records to each query (validated, nq*d floats), by the
-    /// selection's plan; the plan comes back with the graph's `k` filled in.
+    /// selection's plan; the plan comes back with the graph's `k` and the fallback
+    /// count filled in.
     pub(crate) fn search_selected(
         &self,
         queries: &[f32],
@@ -145,10 +152,65 @@ impl VectorIndex {
             plan.graph_k = Some(k.min(self.entries.len()));
             return Ok((self.search(queries, k)?, plan));
         };
+        if self.faulted {
+            return Err(HnswError::Faulted { index: self.params.name.clone() });
+        }
+        let queries = self.prepared(queries);
+        if plan.strategy == Strategy::Graph {
+            let (hits, graph_k, fallback) = self.search_graph(&queries, k, &labels)?;
+            plan.graph_k = Some(graph_k);
+            plan.fallback = fallback;
+            return Ok((hits, plan));
+        }
+        let dim = self.params.dimension as usize;
+        let refs: Vec<&[f32]> = queries.chunks_exact(dim).collect();
         let members: Vec<i64> = labels.iter().map(label).collect();
-        let (hits, graph_k) = self.search_among(queries, k, members)?;
-        plan.graph_k = graph_k;
-        Ok((hits, plan))
+        let want = k.min(members.len());
+        if want == 0 {
+            return Ok((vec![Vec::new(); refs.len()], plan));
+        }
+        Ok((self.exact_among(&refs, want, &members)?, plan))
+    }
+
+    /// The queries (nq*d floats) as the graph stores vectors: normalised for cosine.
+    fn prepared(&self, queries: &[f32]) -> Vec<f32> {
+        let dim = self.params.dimension as usize;
+        let mut queries = queries.to_vec();
+        if self.params.metric == crate::event::Metric::Cosine {
+            queries.chunks_exact_mut(dim).for_each(crate::vecmath::normalize);
+        }
+        queries
+    }
+
+    /// The `k` nearest of a large selection for each (prepared) query: the graph
+    /// through a bitmap selector built straight from the selection, asking [`graph_k`]
+    /// neighbours; a query still short of `k` is answered by an exact scan of the
+    /// selection. Returns the hits, the neighbours asked, and how many queries the
+    /// exact scan answered.
+    fn search_graph(
+        &self,
+        queries: &[f32],
+        k: usize,
+        labels: &Bits,
+    ) -> Result<(Vec<Vec<Hit>>, usize, usize), HnswError> {
+        let selected = labels.len() as usize;
+        let want = k.min(selected);
+        let mut bits = vec![0u8; self.live_bits.len()];
+        for bit in labels.iter() {
+            if let Some(b) = bits.get_mut((bit / 8) as usize) {
+                *b |= 1u8 << (bit % 8);
+            }
+        }
+        let share = selected as f64 / self.entries.len().max(1) as f64;
+        let wide = graph_k(want, share);
+        let (distances, found) = self.hnsw.search(queries, wide, Some(&bits))?;
+        let mut fallback = 0;
+        let hits = self.graph_hits(queries, &distances, &found, wide, want, |short| {
+            fallback = short.len();
+            let members: Vec<i64> = labels.iter().map(label).collect();
+            self.exact_among(short, want, &members)
+        })?;
+        Ok((hits, wide, fallback))
     }
 
     /// The live ids of a selection, unsorted.

@@ -171,6 +171,19 @@ impl VectorIndex {
         self.payload.infos()
     }
 
+    /// Write the payload indexes and their postings to a snapshot section.
+    pub(crate) fn write_payload(&self, e: &mut crate::codec::Enc) {
+        self.payload.write(e);
+    }
+
+    /// Replace the payload indexes with a snapshot's.
+    pub(crate) fn read_payload(
+        &mut self,
+        d: &mut crate::codec::Dec<'_>,
+    ) -> Result<(), crate::codec::DecodeError> {
+        self.payload.read(d)
+    }
+
     /// The payload index definitions, by field.
     pub(crate) fn payload_definitions(&self) -> Vec<(String, crate::event::PayloadKind)> {
         self.payload.definitions()
