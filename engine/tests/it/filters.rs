@@ -18,7 +18,7 @@ const K: usize = 10;
 /// 0..1000, `tags` an array, `at` a timestamp, `meta.owner` nested.
 fn metadata(i: usize) -> Value {
     json!({
-        "kind": if i % 2 == 0 { "even" } else { "odd" },
+        "kind": if i.is_multiple_of(2) { "even" } else { "odd" },
         "group": format!("g{}", i % 20),
         "n": i % 1000,
         "tags": [format!("t{}", i % 7), "all"],

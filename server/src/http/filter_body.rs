@@ -38,7 +38,7 @@ pub(crate) fn plan_json(plan: &Plan) -> Value {
         "selectivity": plan.selectivity,
         "indexed": plan.indexed,
         "evaluated": plan.evaluated,
-        "graph_k": plan.graph_k,
+        "ef_search": plan.ef_search,
         "exact_max": plan.exact_max,
         "fallback": plan.fallback,
     })

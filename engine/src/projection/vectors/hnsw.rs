@@ -268,6 +268,18 @@ impl Hnsw {
         k: usize,
         live: Option<&[u8]>,
     ) -> Result<(Vec<f32>, Vec<idx_t>), HnswError> {
+        self.search_with(queries, k, live, None)
+    }
+
+    /// [`Hnsw::search`] with this search's own `efSearch` (`None`: the index's), for a
+    /// filtered search whose beam must widen as the filter narrows.
+    pub(crate) fn search_with(
+        &self,
+        queries: &[f32],
+        k: usize,
+        live: Option<&[u8]>,
+        ef_search: Option<u32>,
+    ) -> Result<(Vec<f32>, Vec<idx_t>), HnswError> {
         let nq = queries.len() / self.dim;
         if nq * self.dim != queries.len() {
             return Err(HnswError::Shape { expected: nq * self.dim, actual: queries.len() });
@@ -279,7 +291,7 @@ impl Hnsw {
         // selector, so both are created here and freed by guards before returning; the
         // `faiss` crate's wrapper would leak the selector on every search.
         let params = match live {
-            Some(bitmap) => Some(BitmapParams::new(bitmap)?),
+            Some(bitmap) => Some(BitmapParams::new(bitmap, ef_search)?),
             None => None,
         };
         let params_ptr: *const FaissSearchParameters = params.as_ref().map_or(std::ptr::null(), |p| p.params);
@@ -340,8 +352,19 @@ struct BitmapParams<'a> {
     _bitmap: std::marker::PhantomData<&'a [u8]>,
 }
 
+extern "C" {
+    // engine/src/projection/vectors/hnsw_params.cpp, built by engine/build.rs.
+    fn annal_SearchParametersHNSW_new(
+        out: *mut *mut FaissSearchParameters,
+        sel: *mut FaissIDSelector,
+        ef_search: std::os::raw::c_int,
+    ) -> std::os::raw::c_int;
+}
+
 impl<'a> BitmapParams<'a> {
-    fn new(bitmap: &'a [u8]) -> Result<Self, HnswError> {
+    /// Parameters selecting the labels set in `bitmap`, with `ef_search` as this
+    /// search's `efSearch` when given (HNSW parameters; else generic ones).
+    fn new(bitmap: &'a [u8], ef_search: Option<u32>) -> Result<Self, HnswError> {
         let mut selector: *mut FaissIDSelectorBitmap = std::ptr::null_mut();
         // SAFETY: FAISS stores the pointer and length; `bitmap` outlives `Self` ('a).
         let rc =
@@ -352,9 +375,26 @@ impl<'a> BitmapParams<'a> {
             params: std::ptr::null_mut(),
             _bitmap: std::marker::PhantomData,
         };
-        // SAFETY: `this.selector` is a valid selector; on failure `Drop` frees it.
-        let rc = unsafe { faiss_sys::faiss_SearchParameters_new(&mut this.params, this.selector) };
-        check(rc, "SearchParameters")?;
+        match ef_search {
+            Some(ef) => {
+                let ef = std::os::raw::c_int::try_from(ef).unwrap_or(std::os::raw::c_int::MAX);
+                // SAFETY: as below; the shim makes a `faiss::SearchParametersHNSW`, a
+                // subclass of `SearchParameters` freed by the same virtual destructor.
+                let rc = unsafe { annal_SearchParametersHNSW_new(&mut this.params, this.selector, ef) };
+                if rc != 0 || this.params.is_null() {
+                    return Err(HnswError::Native {
+                        op: "SearchParametersHNSW",
+                        code: rc,
+                        message: "could not allocate search parameters".into(),
+                    });
+                }
+            }
+            None => {
+                // SAFETY: `this.selector` is a valid selector; on failure `Drop` frees it.
+                let rc = unsafe { faiss_sys::faiss_SearchParameters_new(&mut this.params, this.selector) };
+                check(rc, "SearchParameters")?;
+            }
+        }
         Ok(this)
     }
 }

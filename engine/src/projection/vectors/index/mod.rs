@@ -34,12 +34,26 @@ pub const COPY_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// A partition filter selecting at most this many records is searched by an exact scan
 /// of their vectors instead of the graph (see docs/PERFORMANCE.md for the measurement).
 pub const FILTER_EXACT_MAX: usize = 4096;
-/// A metadata filter selecting less than this share of the live records is searched by
-/// an exact scan however many it selects: FAISS's HNSW with an `IDSelector` keeps its
-/// beam over all nodes, and on the shared data at 200,000 vectors it reached recall@10
-/// of only 0.84 at 10% and 0.61 at 5% with a beam of `k / share` (0.95 at 5% took a
-/// beam 8 times wider, slower than the scan). docs/PERFORMANCE.md has the figures.
-pub const FILTER_GRAPH_SHARE_MIN: f64 = 0.3;
+/// Measured cost of an exact scan per selected record, and of a graph search per unit
+/// of `efSearch`, in microseconds (384-d, 200,000 vectors, one thread; both grow with
+/// the dimension alike, so their ratio is what the planner uses). docs/PERFORMANCE.md,
+/// "Metadata filters", has the measurement.
+pub const EXACT_US_PER_RECORD: f64 = 1.0;
+/// See [`EXACT_US_PER_RECORD`].
+pub const GRAPH_US_PER_EF: f64 = 3.4;
+
+/// The graph's beam for a filtered search among a selection holding `share` of the live
+/// records: the index's `ef_search` divided by the share, so that about as many
+/// selected records stay in the beam as an unfiltered search keeps; at least `want`,
+/// at most [`crate::limits::HNSW_EF_MAX`]. FAISS's HNSW with a selector walks every
+/// node but stops on how many candidates, selected or not, are closer than the next
+/// one: without this its recall falls with the share (0.61 at 5% with the index's
+/// beam, on the shared data at 200,000 vectors).
+pub(crate) fn filtered_ef(ef_search: u32, share: f64, want: usize) -> u32 {
+    let ef = (f64::from(ef_search) / share.max(f64::MIN_POSITIVE)).ceil();
+    let max = crate::limits::HNSW_EF_MAX;
+    (ef.min(f64::from(max)) as u32).max(u32::try_from(want).unwrap_or(max)).min(max)
+}
 
 /// Parameters of an index: fixed at creation, but for `config`, which is the one in
 /// effect (the creation config, or the last promotion not rolled back).

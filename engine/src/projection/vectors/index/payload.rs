@@ -677,8 +677,7 @@ mod tests {
         built.remove(5, Some(&docs[5].1));
         let mut e = Enc::default();
         built.write(&mut e);
-        let mut restored = Payload::default();
-        restored.live = built.live.clone();
+        let mut restored = Payload { live: built.live.clone(), ..Payload::default() };
         restored.read(&mut Dec::new(&e.buf)).unwrap();
         let mut again = Enc::default();
         restored.write(&mut again);
@@ -689,8 +688,7 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a.len(), 247 - 2, "3..250, less 5 (removed) and 7 (a string)");
         // A bitmap naming a label that is not live is refused.
-        let mut fewer = Payload::default();
-        fewer.live = (0..100).collect();
+        let mut fewer = Payload { live: (0..100).collect(), ..Payload::default() };
         assert!(fewer.read(&mut Dec::new(&e.buf)).is_err());
     }
 

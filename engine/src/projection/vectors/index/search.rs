@@ -32,14 +32,6 @@ impl Ord for Scored {
     }
 }
 
-/// Neighbours to ask of the graph for `want` hits among a selection holding `share`
-/// of the live records: `want / share`, so that the beam holds about as many selected
-/// records as an unfiltered search's would (bounded by [`crate::limits::HNSW_EF_MAX`]).
-pub(crate) fn graph_k(want: usize, share: f64) -> usize {
-    ((want as f64 / share.max(f64::MIN_POSITIVE)).ceil() as usize)
-        .clamp(want, crate::limits::HNSW_EF_MAX as usize)
-}
-
 impl VectorIndex {
     /// The live labels in the partitions `filter` selects.
     pub(super) fn members_of(&self, filter: &crate::partition::Filter) -> Vec<i64> {

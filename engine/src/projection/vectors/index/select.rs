@@ -9,7 +9,6 @@ use std::sync::Arc;
 use roaring::RoaringTreemap as Bits;
 
 use super::super::error::HnswError;
-use super::search::graph_k;
 use super::*;
 use crate::filter::Filter;
 use crate::partition::Filter as PartitionFilter;
@@ -58,9 +57,9 @@ pub struct Plan {
     pub indexed: Vec<String>,
     /// Records whose metadata was evaluated (0 when the indexes answered everything).
     pub evaluated: u64,
-    /// Neighbours asked of the graph (its beam is at least this wide), for the graph
-    /// strategies.
-    pub graph_k: Option<usize>,
+    /// The graph's `efSearch` (its beam) for this search: the index's for an
+    /// unfiltered one, widened as the selection narrows for a filtered one.
+    pub ef_search: Option<usize>,
     /// Largest selection searched by an exact scan rather than the graph.
     pub exact_max: usize,
     /// Queries the graph left short of `k` matching records, answered by an exact scan
@@ -118,8 +117,8 @@ impl VectorIndex {
             _ if estimate == 0 => Strategy::Empty,
             _ if estimate == live => Strategy::Unfiltered,
             _ if estimate as usize <= FILTER_EXACT_MAX => Strategy::Exact,
-            _ if (estimate as f64) < FILTER_GRAPH_SHARE_MIN * live as f64 => Strategy::Exact,
-            _ => Strategy::Graph,
+            _ if self.graph_cheaper(estimate, live) => Strategy::Graph,
+            _ => Strategy::Exact,
         };
         if strategy == Strategy::Unfiltered {
             labels = None;
@@ -131,7 +130,7 @@ impl VectorIndex {
             selectivity: if live == 0 { 0.0 } else { estimate as f64 / live as f64 },
             indexed,
             evaluated,
-            graph_k: None,
+            ef_search: None,
             exact_max: FILTER_EXACT_MAX,
             fallback: 0,
         };
@@ -149,7 +148,7 @@ impl VectorIndex {
     ) -> Result<(Vec<Vec<Hit>>, Plan), HnswError> {
         let Selection { labels, mut plan } = selection;
         let Some(labels) = labels else {
-            plan.graph_k = Some(k.min(self.entries.len()));
+            plan.ef_search = Some(self.params.config.ef_search as usize);
             return Ok((self.search(queries, k)?, plan));
         };
         if self.faulted {
@@ -157,8 +156,8 @@ impl VectorIndex {
         }
         let queries = self.prepared(queries);
         if plan.strategy == Strategy::Graph {
-            let (hits, graph_k, fallback) = self.search_graph(&queries, k, &labels)?;
-            plan.graph_k = Some(graph_k);
+            let (hits, ef, fallback) = self.search_graph(&queries, k, &labels)?;
+            plan.ef_search = Some(ef);
             plan.fallback = fallback;
             return Ok((hits, plan));
         }
@@ -172,6 +171,13 @@ impl VectorIndex {
         Ok((self.exact_among(&refs, want, &members)?, plan))
     }
 
+    /// Whether the graph with a widened beam is expected to cost less than an exact
+    /// scan of a selection of `selected` of `live` records (for k = 10).
+    fn graph_cheaper(&self, selected: u64, live: u64) -> bool {
+        let ef = filtered_ef(self.params.config.ef_search, selected as f64 / live.max(1) as f64, 10);
+        f64::from(ef) * GRAPH_US_PER_EF < selected as f64 * EXACT_US_PER_RECORD
+    }
+
     /// The queries (nq*d floats) as the graph stores vectors: normalised for cosine.
     fn prepared(&self, queries: &[f32]) -> Vec<f32> {
         let dim = self.params.dimension as usize;
@@ -183,9 +189,9 @@ impl VectorIndex {
     }
 
     /// The `k` nearest of a large selection for each (prepared) query: the graph
-    /// through a bitmap selector built straight from the selection, asking [`graph_k`]
-    /// neighbours; a query still short of `k` is answered by an exact scan of the
-    /// selection. Returns the hits, the neighbours asked, and how many queries the
+    /// through a bitmap selector built straight from the selection, its beam widened by
+    /// [`filtered_ef`]; a query still short of `k` is answered by an exact scan of the
+    /// selection. Returns the hits, the `efSearch` used, and how many queries the
     /// exact scan answered.
     fn search_graph(
         &self,
@@ -202,15 +208,15 @@ impl VectorIndex {
             }
         }
         let share = selected as f64 / self.entries.len().max(1) as f64;
-        let wide = graph_k(want, share);
-        let (distances, found) = self.hnsw.search(queries, wide, Some(&bits))?;
+        let ef = filtered_ef(self.params.config.ef_search, share, want);
+        let (distances, found) = self.hnsw.search_with(queries, want, Some(&bits), Some(ef))?;
         let mut fallback = 0;
-        let hits = self.graph_hits(queries, &distances, &found, wide, want, |short| {
+        let hits = self.graph_hits(queries, &distances, &found, want, want, |short| {
             fallback = short.len();
             let members: Vec<i64> = labels.iter().map(label).collect();
             self.exact_among(short, want, &members)
         })?;
-        Ok((hits, wide, fallback))
+        Ok((hits, ef as usize, fallback))
     }
 
     /// The live ids of a selection, unsorted.
