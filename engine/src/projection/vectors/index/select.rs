@@ -201,12 +201,7 @@ impl VectorIndex {
     ) -> Result<(Vec<Vec<Hit>>, usize, usize), HnswError> {
         let selected = labels.len() as usize;
         let want = k.min(selected);
-        let mut bits = vec![0u8; self.live_bits.len()];
-        for bit in labels.iter() {
-            if let Some(b) = bits.get_mut((bit / 8) as usize) {
-                *b |= 1u8 << (bit % 8);
-            }
-        }
+        let bits = selector_bytes(labels, self.live_bits.len());
         let share = selected as f64 / self.entries.len().max(1) as f64;
         let ef = filtered_ef(self.params.config.ef_search, share, want);
         let (distances, found) = self.hnsw.search_with(queries, want, Some(&bits), Some(ef))?;
@@ -263,10 +258,124 @@ impl VectorIndex {
     }
 }
 
+/// Roaring's portable format (RoaringFormatSpec) without run containers.
+const COOKIE_NO_RUNS: u32 = 12346;
+/// A container of more than this many values is a bitmap of 8 KiB, else an array.
+const ARRAY_MAX: usize = 4096;
+
+/// FAISS's selector bitmap of `labels` (bit `l % 8` of byte `l / 8`), `len` bytes:
+/// written container by container from roaring's portable format, a bitmap container
+/// OR-ed in as its 8 KiB (its words are little-endian, so their bytes are FAISS's), an
+/// array container value by value. A format this does not read (run containers)
+/// falls back to iterating.
+pub(super) fn selector_bytes(labels: &Bits, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut buf = Vec::new();
+    for (hi, bitmap) in labels.bitmaps() {
+        let base = u64::from(hi) << 32;
+        buf.clear();
+        if bitmap.serialize_into(&mut buf).is_err() || !copy_containers(&buf, base, &mut out) {
+            for lo in bitmap.iter() {
+                set(&mut out, base | u64::from(lo));
+            }
+        }
+    }
+    out
+}
+
+fn set(out: &mut [u8], bit: u64) {
+    if let Some(b) = usize::try_from(bit / 8).ok().and_then(|i| out.get_mut(i)) {
+        *b |= 1u8 << (bit % 8);
+    }
+}
+
+/// Copy the containers of one serialized `RoaringBitmap` (values `base + v`) into
+/// `out`; false, leaving `out` as it was, when the bytes are not the no-run format.
+fn copy_containers(buf: &[u8], base: u64, out: &mut [u8]) -> bool {
+    let u16_at = |at: usize| buf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |at: usize| buf.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    if u32_at(0) != Some(COOKIE_NO_RUNS) {
+        return false;
+    }
+    let Some(n) = u32_at(4).map(|n| n as usize) else { return false };
+    // Check every container's place first, so a short buffer changes nothing.
+    let mut containers = Vec::with_capacity(n);
+    for i in 0..n {
+        let (Some(key), Some(card), Some(offset)) =
+            (u16_at(8 + 4 * i), u16_at(10 + 4 * i), u32_at(8 + 4 * n + 4 * i))
+        else {
+            return false;
+        };
+        let card = usize::from(card) + 1;
+        let bytes = if card > ARRAY_MAX { 8192 } else { 2 * card };
+        let offset = offset as usize;
+        if buf.len() < offset + bytes {
+            return false;
+        }
+        containers.push((key, card, offset));
+    }
+    for (key, card, offset) in containers {
+        let start = base + (u64::from(key) << 16);
+        if card > ARRAY_MAX {
+            let Ok(first) = usize::try_from(start / 8) else { continue };
+            let src = &buf[offset..offset + 8192];
+            if let Some(dst) = out.get_mut(first..) {
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d |= s;
+                }
+            }
+        } else {
+            for v in buf[offset..offset + 2 * card].chunks_exact(2) {
+                set(out, start + u64::from(u16::from_le_bytes([v[0], v[1]])));
+            }
+        }
+    }
+    true
+}
+
 fn bit(label: i64) -> u64 {
     u64::try_from(label).unwrap_or(0)
 }
 
 fn label(bit: u64) -> i64 {
     i64::try_from(bit).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(labels: &Bits, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        for l in labels.iter() {
+            set(&mut out, l);
+        }
+        out
+    }
+
+    #[test]
+    fn the_selector_bitmap_from_containers_equals_setting_each_bit() {
+        // Dense and sparse containers, sets made by unions, intersections and
+        // differences, and one straddling a 2^16 boundary.
+        let dense: Bits = (0..150_000).filter(|i| i % 3 != 0).collect();
+        let sparse: Bits = (0..300_000).step_by(97).collect();
+        let run: Bits = (65_000..70_000).collect();
+        let len = 300_000 / 8 + 1;
+        for set in [
+            dense.clone(),
+            sparse.clone(),
+            run.clone(),
+            &dense | &sparse,
+            &dense & &sparse,
+            &dense - &run,
+            Bits::new(),
+            [5u64, (1 << 32) + 3].into_iter().collect(),
+        ] {
+            assert_eq!(selector_bytes(&set, len), naive(&set, len), "{} labels", set.len());
+        }
+        // A buffer that is not the no-run format changes nothing.
+        let mut out = vec![0u8; 8];
+        assert!(!copy_containers(&[1, 2, 3], 0, &mut out));
+        assert!(out.iter().all(|b| *b == 0));
+    }
 }
