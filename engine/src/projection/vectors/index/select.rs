@@ -258,16 +258,20 @@ impl VectorIndex {
     }
 }
 
-/// Roaring's portable format (RoaringFormatSpec) without run containers.
+/// Roaring's portable format (RoaringFormatSpec): without run containers, and with
+/// them (the container count in the cookie's high half).
 const COOKIE_NO_RUNS: u32 = 12346;
+const COOKIE_RUNS: u32 = 12347;
+/// A run-format bitmap of at least this many containers has an offset header.
+const OFFSETS_MIN_CONTAINERS: usize = 4;
 /// A container of more than this many values is a bitmap of 8 KiB, else an array.
 const ARRAY_MAX: usize = 4096;
 
 /// FAISS's selector bitmap of `labels` (bit `l % 8` of byte `l / 8`), `len` bytes:
 /// written container by container from roaring's portable format, a bitmap container
 /// OR-ed in as its 8 KiB (its words are little-endian, so their bytes are FAISS's), an
-/// array container value by value. A format this does not read (run containers)
-/// falls back to iterating.
+/// array container value by value, a run container run by run. Bytes this does not
+/// read fall back to iterating.
 pub(super) fn selector_bytes(labels: &Bits, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     let mut buf = Vec::new();
@@ -289,44 +293,84 @@ fn set(out: &mut [u8], bit: u64) {
     }
 }
 
+/// One container of a serialized bitmap: its first value and where its bytes are.
+enum Span {
+    Bitmap(u64, usize),
+    Array(u64, usize, usize),
+    Runs(u64, usize, usize),
+}
+
 /// Copy the containers of one serialized `RoaringBitmap` (values `base + v`) into
-/// `out`; false, leaving `out` as it was, when the bytes are not the no-run format.
+/// `out`; false, leaving `out` as it was, when the bytes do not parse.
 fn copy_containers(buf: &[u8], base: u64, out: &mut [u8]) -> bool {
-    let u16_at = |at: usize| buf.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |at: usize| buf.get(at..at + 2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])));
     let u32_at = |at: usize| buf.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    if u32_at(0) != Some(COOKIE_NO_RUNS) {
+    let Some(cookie) = u32_at(0) else { return false };
+    let (n, runs_at, mut at) = if cookie == COOKIE_NO_RUNS {
+        let Some(n) = u32_at(4) else { return false };
+        (n as usize, None, 8)
+    } else if cookie & 0xFFFF == COOKIE_RUNS {
+        let n = (cookie >> 16) as usize + 1;
+        (n, Some(4), 4 + n.div_ceil(8))
+    } else {
         return false;
+    };
+    let is_run =
+        |i: usize| runs_at.is_some_and(|r| buf.get(r + i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0));
+    let headers = at;
+    at += 4 * n;
+    if runs_at.is_none() || n >= OFFSETS_MIN_CONTAINERS {
+        at += 4 * n;
     }
-    let Some(n) = u32_at(4).map(|n| n as usize) else { return false };
-    // Check every container's place first, so a short buffer changes nothing.
-    let mut containers = Vec::with_capacity(n);
+    // Every container's place first, so that bytes that do not parse change nothing.
+    let mut spans = Vec::with_capacity(n);
     for i in 0..n {
-        let (Some(key), Some(card), Some(offset)) =
-            (u16_at(8 + 4 * i), u16_at(10 + 4 * i), u32_at(8 + 4 * n + 4 * i))
-        else {
+        let (Some(key), Some(card)) = (u16_at(headers + 4 * i), u16_at(headers + 4 * i + 2)) else {
             return false;
         };
-        let card = usize::from(card) + 1;
-        let bytes = if card > ARRAY_MAX { 8192 } else { 2 * card };
-        let offset = offset as usize;
-        if buf.len() < offset + bytes {
+        let start = base + ((key as u64) << 16);
+        let span = if is_run(i) {
+            let Some(count) = u16_at(at) else { return false };
+            let span = Span::Runs(start, at + 2, count);
+            at += 2 + 4 * count;
+            span
+        } else if card + 1 > ARRAY_MAX {
+            let span = Span::Bitmap(start, at);
+            at += 8192;
+            span
+        } else {
+            let span = Span::Array(start, at, card + 1);
+            at += 2 * (card + 1);
+            span
+        };
+        if at > buf.len() {
             return false;
         }
-        containers.push((key, card, offset));
+        spans.push(span);
     }
-    for (key, card, offset) in containers {
-        let start = base + (u64::from(key) << 16);
-        if card > ARRAY_MAX {
-            let Ok(first) = usize::try_from(start / 8) else { continue };
-            let src = &buf[offset..offset + 8192];
-            if let Some(dst) = out.get_mut(first..) {
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d |= s;
+    for span in spans {
+        match span {
+            Span::Bitmap(start, from) => {
+                let Ok(first) = usize::try_from(start / 8) else { continue };
+                if let Some(dst) = out.get_mut(first..) {
+                    for (d, s) in dst.iter_mut().zip(&buf[from..from + 8192]) {
+                        *d |= s;
+                    }
                 }
             }
-        } else {
-            for v in buf[offset..offset + 2 * card].chunks_exact(2) {
-                set(out, start + u64::from(u16::from_le_bytes([v[0], v[1]])));
+            Span::Array(start, from, count) => {
+                for v in buf[from..from + 2 * count].chunks_exact(2) {
+                    set(out, start + u64::from(u16::from_le_bytes([v[0], v[1]])));
+                }
+            }
+            Span::Runs(start, from, count) => {
+                for run in buf[from..from + 4 * count].chunks_exact(4) {
+                    let first = u64::from(u16::from_le_bytes([run[0], run[1]]));
+                    let len = u64::from(u16::from_le_bytes([run[2], run[3]]));
+                    for v in first..=first + len {
+                        set(out, start + v);
+                    }
+                }
             }
         }
     }
@@ -360,6 +404,12 @@ mod tests {
         let dense: Bits = (0..150_000).filter(|i| i % 3 != 0).collect();
         let sparse: Bits = (0..300_000).step_by(97).collect();
         let run: Bits = (65_000..70_000).collect();
+        let mut optimized = &dense | &run;
+        optimized.insert_range(200_000..260_000);
+        optimized.optimize();
+        let mut bytes = Vec::new();
+        optimized.bitmaps().next().unwrap().1.serialize_into(&mut bytes).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()) & 0xFFFF, COOKIE_RUNS);
         let len = 300_000 / 8 + 1;
         for set in [
             dense.clone(),
@@ -368,6 +418,8 @@ mod tests {
             &dense | &sparse,
             &dense & &sparse,
             &dense - &run,
+            optimized,
+            (0..20).map(|i| i * 65_536 + 7).collect(),
             Bits::new(),
             [5u64, (1 << 32) + 3].into_iter().collect(),
         ] {
