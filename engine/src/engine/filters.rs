@@ -200,7 +200,9 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::query`]; [`Error::Invalid`] naming `filter` for a selection over
-    /// the limit.
+    /// the limit or an empty filter (`{}`) without a partition;
+    /// [`Error::DocumentIndex`] (a document index's vectors carry the metadata of the
+    /// version embedded, which may be older than its document's).
     pub fn delete_where(
         &self,
         actor: &str,
@@ -209,17 +211,28 @@ impl Engine {
         wait: Wait,
     ) -> Result<Deleted, Error> {
         validate::actor(actor)?;
+        if select.filter.as_ref().is_some_and(|f| f.source().as_object().is_some_and(|m| m.is_empty()))
+            && select.partition.is_none()
+        {
+            return Err(
+                invalid("filter", "an empty filter selects every record: give ids or a condition").into()
+            );
+        }
         let (deleted, seq) = {
             let schema = write(self.writable_schema()?);
-            if schema.get(index).is_none() {
-                return Err(Error::IndexNotFound { name: index.to_owned() });
+            let entry = schema.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+            // A document index's vectors carry the metadata of the version embedded,
+            // not of a newer one still queued: a filter over them would miss or hit
+            // the wrong documents. Delete documents by id.
+            if entry.embedder.is_some() {
+                return Err(Error::DocumentIndex { name: index.to_owned() });
             }
             self.wait_applied(self.log.last_seq())?;
             let mut ids: Vec<String> =
                 self.catalog.selected_ids(index, select)?.iter().map(|id| id.to_string()).collect();
             if ids.len() > BATCH_ITEMS_MAX {
                 return Err(invalid(
-                    "filter",
+                    if select.filter.is_some() { "filter" } else { "partition" },
                     format!("selects {} records; one delete takes at most {BATCH_ITEMS_MAX}", ids.len()),
                 )
                 .into());
@@ -254,7 +267,8 @@ impl Engine {
     /// [`Error::Invalid`] naming the item (bad id, metadata not JSON or too large, a
     /// template field missing); [`Error::RecordNotFound`] naming the first id that is
     /// not live; [`Error::DocumentIndex`] (a document's metadata is set with the
-    /// document); [`Error::IndexNotFound`].
+    /// document); [`Error::IndexNotFound`]. A change without a document (or with JSON
+    /// `null`) clears the record's metadata, in either mode.
     pub fn set_metadata(
         &self,
         actor: &str,
@@ -326,9 +340,9 @@ fn resolve_metadata(
     merge: bool,
 ) -> Result<Option<String>, InvalidInput> {
     let field = || format!("items[{i}].metadata");
-    let Some(new) = new else {
-        return Ok(if merge { old.map(str::to_owned) } else { None });
-    };
+    // No document, or JSON null: cleared (a null merge patch replaces the target, RFC
+    // 7386).
+    let Some(new) = new else { return Ok(None) };
     let patch: Value =
         serde_json::from_str(&new).map_err(|e| invalid(field(), format!("is not JSON: {e}")))?;
     if patch.is_null() && !merge {

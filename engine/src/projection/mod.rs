@@ -62,6 +62,16 @@ pub trait Projection: Send + Sync {
         Err(SnapshotError::Unsupported { projection: self.name() })
     }
 
+    /// This projection's part of the logical state digest (docs/FORMAT.md, "State
+    /// digest"): what a user can observe of it, nothing that depends on how it got
+    /// there. Its snapshot section, unless that holds internal detail.
+    ///
+    /// # Errors
+    /// As [`Projection::write_snapshot`].
+    fn write_state(&self, seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        self.write_snapshot(seq, out)
+    }
+
     /// Replace this projection's state with one written by [`Projection::write_snapshot`]
     /// at `seq` (its section, borrowed from the snapshot object, checksum already
     /// verified); the projector then applies the events after `seq`.

@@ -32,7 +32,11 @@ impl Projection for PayloadProjection {
         match &event.body {
             EventBody::PayloadIndexCreated(created) => match self.catalog.get(&created.index) {
                 Some(handle) => {
-                    handle.write().create_payload_indexes(&[(created.field.clone(), created.kind)])
+                    // Built under the read lock (searches go on), installed under a
+                    // short write lock: only this thread changes the records meanwhile.
+                    let defs = [(created.field.clone(), created.kind)];
+                    let built = handle.read().build_payload_indexes(&defs);
+                    handle.write().install_payload_indexes(built);
                 }
                 None => outcome.rejected = 1,
             },
@@ -62,6 +66,31 @@ impl Projection for PayloadProjection {
         for (name, handle) in &handles {
             e.str(name);
             handle.read().write_payload(&mut e);
+        }
+        out.write_all(&e.buf)?;
+        Ok(())
+    }
+
+    /// The definitions only, by index and field: the postings follow from them and the
+    /// records (which the digest has), but their bitmaps hold internal labels, which
+    /// two histories with the same records need not share.
+    fn write_state(&self, _seq: u64, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        let defined: Vec<(String, Vec<(String, crate::event::PayloadKind)>)> = self
+            .catalog
+            .handles()
+            .into_iter()
+            .map(|(name, handle)| (name, handle.read().payload_definitions()))
+            .filter(|(_, defs)| !defs.is_empty())
+            .collect();
+        let mut e = Enc::default();
+        e.u64(defined.len() as u64);
+        for (name, defs) in &defined {
+            e.str(name);
+            e.u64(defs.len() as u64);
+            for (field, kind) in defs {
+                e.str(field);
+                e.str(kind.name());
+            }
         }
         out.write_all(&e.buf)?;
         Ok(())

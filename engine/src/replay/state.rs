@@ -112,7 +112,7 @@ impl Replay {
                 continue;
             }
             let mut bytes = Vec::new();
-            p.write_snapshot(self.applied, &mut bytes)?;
+            p.write_state(self.applied, &mut bytes)?;
             sections.push((p.name(), bytes));
         }
         Ok(LogicalState { seq: self.applied, indexes, sections })
@@ -145,8 +145,8 @@ pub struct LogicalState {
     pub seq: u64,
     /// The indexes, sorted by name.
     pub indexes: Vec<IndexState>,
-    /// Every other projection's state, as its snapshot section encodes it (sorted and
-    /// deterministic), in apply order.
+    /// Every other projection's state as [`Projection::write_state`] encodes it (its
+    /// snapshot section but for `payload`; sorted and deterministic), in apply order.
     pub sections: Vec<(&'static str, Vec<u8>)>,
 }
 

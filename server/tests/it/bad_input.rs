@@ -480,6 +480,14 @@ fn cases() -> Vec<Case> {
             "filter",
         ),
         case(
+            "a delete by an empty filter (every record)",
+            "POST",
+            "/vectors/index/docs/delete",
+            r#"{"filter": {}}"#,
+            400,
+            "filter: an empty filter selects every record",
+        ),
+        case(
             "ids and a filter at once",
             "POST",
             "/vectors/index/docs/delete",

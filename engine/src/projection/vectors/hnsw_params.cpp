@@ -9,7 +9,7 @@ extern "C" int annal_SearchParametersHNSW_new(void** out, void* sel, int ef_sear
         auto* params = new faiss::SearchParametersHNSW();
         params->sel = static_cast<faiss::IDSelector*>(sel);
         params->efSearch = ef_search;
-        *out = params;
+        *out = static_cast<faiss::SearchParameters*>(params);
         return 0;
     } catch (...) {
         *out = nullptr;

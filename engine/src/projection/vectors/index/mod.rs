@@ -315,6 +315,14 @@ mod tests {
     }
 
     #[test]
+    fn the_filtered_beam_grows_as_the_share_falls_within_its_bounds() {
+        assert_eq!(filtered_ef(64, 0.5, 10), 128);
+        assert_eq!(filtered_ef(64, 0.05, 10), 1280);
+        assert_eq!(filtered_ef(64, 0.0001, 10), crate::limits::HNSW_EF_MAX, "capped");
+        assert_eq!(filtered_ef(64, 1.0, 100), 100, "at least the k asked");
+    }
+
+    #[test]
     fn a_move_applies_only_from_the_partition_it_was_planned_from() {
         let mut index = index(10, 2);
         assert!(!index.move_record("v1", "p0/x", "q", 0), "v1 is in p1/x");

@@ -397,6 +397,9 @@ impl PayloadIndex {
     }
 }
 
+/// Payload indexes built off to the side ([`Payload::build`]).
+pub(crate) struct BuiltIndexes(Vec<(String, PayloadIndex)>);
+
 /// A payload index as the API lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayloadIndexInfo {
@@ -462,11 +465,24 @@ impl Payload {
 
     /// Index each field of `defs` as its kind, built from `records` (every live label
     /// and its metadata, each parsed once). Replaces an index on the same field.
+    #[cfg(test)]
     pub(crate) fn create<'a>(
         &mut self,
         defs: &[(String, PayloadKind)],
         records: impl Iterator<Item = (i64, Option<&'a str>)>,
     ) {
+        let built = Self::build(defs, records);
+        self.install(built);
+    }
+
+    /// The payload indexes of `defs`, built from `records` (every live label and its
+    /// metadata, each parsed once), to [`Payload::install`] later: the projector builds
+    /// them under the index's read lock (searches go on) and installs them under a
+    /// short write lock; it is the only thread that changes records in between.
+    pub(crate) fn build<'a>(
+        defs: &[(String, PayloadKind)],
+        records: impl Iterator<Item = (i64, Option<&'a str>)>,
+    ) -> BuiltIndexes {
         let mut built: Vec<PayloadIndex> =
             defs.iter().map(|(field, kind)| PayloadIndex::new(field, *kind)).collect();
         for (label, metadata) in records {
@@ -476,9 +492,12 @@ impl Payload {
                 }
             }
         }
-        for ((field, _), index) in defs.iter().zip(built) {
-            self.indexes.insert(field.clone(), index);
-        }
+        BuiltIndexes(defs.iter().map(|(field, _)| field.clone()).zip(built).collect())
+    }
+
+    /// Put built indexes in place, replacing any on the same fields.
+    pub(crate) fn install(&mut self, built: BuiltIndexes) {
+        self.indexes.extend(built.0);
     }
 
     /// Drop the index on `field`; false if there was none.

@@ -173,8 +173,16 @@ impl VectorIndex {
 
     /// Whether the graph with a widened beam is expected to cost less than an exact
     /// scan of a selection of `selected` of `live` records (for k = 10).
-    fn graph_cheaper(&self, selected: u64, live: u64) -> bool {
-        let ef = filtered_ef(self.params.config.ef_search, selected as f64 / live.max(1) as f64, 10);
+    /// The share is of the graph's nodes, tombstones included: FAISS walks them all.
+    /// A selection whose beam would pass [`crate::limits::HNSW_EF_MAX`] is never given
+    /// to the graph (a capped beam is the low recall the widening exists to avoid).
+    fn graph_cheaper(&self, selected: u64, _live: u64) -> bool {
+        let share = selected as f64 / self.graph_len().max(1) as f64;
+        let needed = f64::from(self.params.config.ef_search) / share.max(f64::MIN_POSITIVE);
+        if needed > f64::from(crate::limits::HNSW_EF_MAX) {
+            return false;
+        }
+        let ef = filtered_ef(self.params.config.ef_search, share, 10);
         f64::from(ef) * GRAPH_US_PER_EF < selected as f64 * EXACT_US_PER_RECORD
     }
 
@@ -202,7 +210,7 @@ impl VectorIndex {
         let selected = labels.len() as usize;
         let want = k.min(selected);
         let bits = selector_bytes(labels, self.live_bits.len());
-        let share = selected as f64 / self.entries.len().max(1) as f64;
+        let share = selected as f64 / self.graph_len().max(1) as f64;
         let ef = filtered_ef(self.params.config.ef_search, share, want);
         let (distances, found) = self.hnsw.search_with(queries, want, Some(&bits), Some(ef))?;
         let mut fallback = 0;

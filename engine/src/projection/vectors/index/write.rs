@@ -155,10 +155,20 @@ impl VectorIndex {
         true
     }
 
-    /// Index each metadata field of `defs` as its kind, from the records live now.
-    pub(crate) fn create_payload_indexes(&mut self, defs: &[(String, crate::event::PayloadKind)]) {
+    /// Payload indexes of each metadata field of `defs` as its kind, built from the
+    /// records live now (under a read lock), to install with
+    /// [`VectorIndex::install_payload_indexes`].
+    pub(crate) fn build_payload_indexes(
+        &self,
+        defs: &[(String, crate::event::PayloadKind)],
+    ) -> super::payload::BuiltIndexes {
         let records = self.entries.iter().map(|(label, entry)| (*label, entry.metadata.as_deref()));
-        self.payload.create(defs, records);
+        super::payload::Payload::build(defs, records)
+    }
+
+    /// Put payload indexes built by [`VectorIndex::build_payload_indexes`] in place.
+    pub(crate) fn install_payload_indexes(&mut self, built: super::payload::BuiltIndexes) {
+        self.payload.install(built);
     }
 
     /// Drop the payload index on `field`; false if there was none.
