@@ -9,8 +9,13 @@ use std::process::Command;
 fn faiss_sources() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
+    // Only the packages this target builds are downloaded: without the filter, cargo
+    // metadata wants every platform's (winapi, ...) and `--offline` fails on a fresh machine.
+    let target = std::env::var("TARGET").expect("TARGET");
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .arg(target)
+        .arg("--manifest-path")
         .arg(PathBuf::from(manifest).join("Cargo.toml"))
         .output()
         .expect("cargo metadata runs");

@@ -8,6 +8,9 @@ mod migrate;
 mod promotions;
 mod recorder;
 mod snapshots;
+mod text;
+
+pub use text::TextSpec;
 mod tuning;
 mod vectors;
 
@@ -201,6 +204,7 @@ pub struct Engine {
     trials: Arc<TrialState>,
     partitions: Arc<PartitionState>,
     documents: Arc<DocumentState>,
+    text: Arc<crate::projection::text::TextState>,
     /// Embeds documents (see `engine/documents.rs`).
     embedding: documents::EmbeddingWorker,
     /// Indexes whose scheme is being changed (set, migrated, cleared) by a call now:
@@ -276,8 +280,9 @@ impl Engine {
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         // Errors recorded from now on wait (briefly) for the journal to show them.
         let _ = recorder.projector.set(Arc::downgrade(&projector));
-        let Projections { catalog, vectors, journal, promotions, trials, partitions, documents, .. } =
-            projections;
+        let Projections {
+            catalog, vectors, journal, promotions, trials, partitions, documents, text, ..
+        } = projections;
         let newest = snapshot::registered(log.as_ref(), 1)?.pop();
         let snapshots = Taker::start(
             Arc::clone(&projector),
@@ -317,6 +322,7 @@ impl Engine {
             trials,
             partitions,
             documents,
+            text,
             embedding,
             migrating: std::sync::Mutex::default(),
             generations: std::sync::atomic::AtomicU64::new(1),
@@ -553,12 +559,18 @@ impl Engine {
     }
 
     fn append(&self, actor: &str, body: EventBody) -> Result<u64, Error> {
+        self.append_all(actor, vec![body])
+    }
+
+    /// Append events in one commit (all or none); the last one's sequence number.
+    fn append_all(&self, actor: &str, bodies: Vec<EventBody>) -> Result<u64, Error> {
         if let Some(fault) = self.projector.fault() {
             return Err(crate::projection::ProjectionError::Stopped(fault).into());
         }
+        let events: Vec<Event> = bodies.into_iter().map(|body| Event::new(actor, body)).collect();
         // The encoder refuses an oversized event before serializing it; that is the
         // caller's batch being too big, so it is bad input, not a fault.
-        let range = self.log.append(&[Event::new(actor, body)]).map_err(|e| match e {
+        let range = self.log.append(&events).map_err(|e| match e {
             LogError::Frame(FrameError::TooLarge { len, .. }) => {
                 validate::too_large_for_one_event(len).into()
             }

@@ -104,6 +104,9 @@ pub enum Error {
     /// An embedder was unavailable or failed (a text search).
     #[error("embedding failed")]
     Embed(#[from] EmbedError),
+    /// The full-text index (tantivy) failed.
+    #[error(transparent)]
+    Text(#[from] crate::projection::text::TextError),
     /// The embedding queue of an index did not drain in time.
     #[error("index {index:?}: {pending} documents still wait to be embedded")]
     EmbeddingPending {
@@ -332,6 +335,7 @@ impl Error {
             Error::Storage(e) => e.kind(),
             Error::EvalSet { .. }
             | Error::Io(_)
+            | Error::Text(_)
             | Error::Snapshot(_)
             | Error::Background(_)
             | Error::Archive(_)

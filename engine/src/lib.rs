@@ -52,10 +52,12 @@ mod vecmath;
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
     GraphInfo, IndexStats, MetadataChange, MetadataUpdated, MigrateOptions, MigrationReport, PlannedMove,
-    PromoteRequest, Startup, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
+    PromoteRequest, Startup, TextSpec, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
     BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
 };
-pub use event::{Event, EventBody, EventKind, FrameError, HnswConfig, Metric, VectorItem};
+pub use event::{
+    Event, EventBody, EventKind, FrameError, HnswConfig, Metric, TextIndexCreated, TextTokenizer, VectorItem,
+};
 pub use partition::Template;
 pub use progress::Progress;
 pub use secret::Secret;
@@ -83,6 +85,10 @@ pub use filter::Filter;
 pub use projection::bucket_errors::{Health, JournalEntry, JournalFilter};
 pub use projection::partitions::{IndexPartitions, Migration, Scheme};
 pub use projection::promotions::{IndexPromotions, Promotion, HISTORY_MAX as PROMOTION_HISTORY_MAX};
+pub use projection::text::{
+    FusedHit, Fusion, Hybrid, KeywordHit, KeywordQuery, TextError, ALPHA_DEFAULT,
+    LANGUAGES as TEXT_LANGUAGES, RRF_K_DEFAULT,
+};
 pub use projection::trials::{IndexTrials, Objective, Trial};
 pub use projection::vectors::{
     Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, RebuildStats, Record, Searched, Select,

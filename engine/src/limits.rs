@@ -54,6 +54,17 @@ pub const BUCKET_ERROR_TEXT_MAX: usize = 4 * 1024;
 pub const PROBE_OBJECT_BYTES: usize = 64;
 /// Longest partition template, in bytes.
 pub const TEMPLATE_BYTES_MAX: usize = 1024;
+/// Longest keyword query text, in bytes.
+pub const KEYWORD_QUERY_BYTES_MAX: usize = 4 * 1024;
+/// Most whitespace-separated words of a keyword query (each becomes clauses).
+pub const KEYWORD_QUERY_TERMS_MAX: usize = 256;
+/// Deepest nesting of parentheses in a keyword query in the query syntax (the parser
+/// recurses per level).
+pub const KEYWORD_QUERY_DEPTH_MAX: usize = 16;
+/// Metadata fields a text index indexes beside the text.
+pub const TEXT_FIELDS_MAX: usize = 16;
+/// Candidates each side of a hybrid search contributes to the fusion, at most.
+pub const HYBRID_CANDIDATES_MAX: usize = 1_000;
 /// Longest document text, in bytes.
 pub const DOCUMENT_TEXT_BYTES_MAX: usize = 64 * 1024;
 /// Longest bucket name; names use only `[A-Za-z0-9_-]`.

@@ -153,9 +153,8 @@ impl Filter {
         Ok(if text.ends_with('/') { Self::Prefix(text.to_owned()) } else { Self::Exact(text.to_owned()) })
     }
 
-    /// Whether `path` is in the filter (the index answers filters with range reads of
-    /// its sorted partition map; this is their specification, for tests).
-    #[cfg(test)]
+    /// Whether `path` is in the filter (the vector index answers filters with range
+    /// reads of its sorted partition map; the text index tests its rows with this).
     pub fn matches(&self, path: &str) -> bool {
         match self {
             Self::Exact(p) => path == p,

@@ -213,11 +213,17 @@ pub fn ids(ids: &[String]) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// A search: `k` and each query vector.
-pub fn search(queries: &[Vec<f32>], k: usize, dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+/// A search's `k`.
+pub fn k(k: usize) -> Result<(), InvalidInput> {
     if k == 0 || k > SEARCH_K_MAX {
         return Err(invalid("k", format!("must be 1 to {SEARCH_K_MAX}, got {k}")));
     }
+    Ok(())
+}
+
+/// A search: `k` and each query vector.
+pub fn search(queries: &[Vec<f32>], k: usize, dim: u32, metric: Metric) -> Result<(), InvalidInput> {
+    self::k(k)?;
     if queries.is_empty() || queries.len() > SEARCH_BATCH_MAX {
         return Err(invalid(
             "vectors",

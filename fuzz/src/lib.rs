@@ -44,8 +44,8 @@ pub fn payload_decode(data: &[u8]) {
 }
 
 /// The projections' snapshot section names, as a snapshot holds them.
-pub const SECTIONS: [&str; 7] =
-    ["documents", "vectors", "payload", "journal", "promotions", "trials", "partitions"];
+pub const SECTIONS: [&str; 8] =
+    ["documents", "vectors", "payload", "text", "journal", "promotions", "trials", "partitions"];
 
 /// Arbitrary bytes as a snapshot object: the container check, then (if it passes)
 /// every projection's restore. Never a panic.
@@ -193,13 +193,15 @@ fn filter_documents() -> &'static [serde_json::Value] {
 }
 
 /// Arbitrary bytes as a filter's JSON: parsing never panics, and whatever parses is
-/// evaluated on a few documents, where `{"$not": f}` always answers the opposite of `f`.
+/// evaluated on a few documents, where `{"$not": f}` always answers the opposite of `f`
+/// and evaluating a document's text answers as evaluating the document.
 pub fn filter_parse(data: &[u8]) {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
     let Ok(filter) = annal_engine::Filter::parse("filter", &value) else { return };
     let negated = annal_engine::Filter::parse("filter", &serde_json::json!({ "$not": value }));
     for doc in filter_documents() {
         let matched = filter.matches(doc);
+        assert_eq!(filter.matches_text(Some(&doc.to_string())), matched, "{value} on the text of {doc}");
         if let Ok(negated) = &negated {
             assert_eq!(negated.matches(doc), !matched, "{value} on {doc}");
         }

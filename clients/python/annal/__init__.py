@@ -158,15 +158,21 @@ class Client:
         ef_construction: Optional[int] = None,
         ef_search: Optional[int] = None,
         embedder: Optional[str] = None,
+        text: Optional[dict] = None,
     ) -> dict:
         """A vector index of `dimension`, or with `embedder` (a model id the server
         offers, e.g. "all-MiniLM-L6-v2") a document index: it takes text
-        (`upsert_documents`) and embeds it; its dimension is the model's."""
+        (`upsert_documents`) and embeds it; its dimension is the model's. A document
+        index has a full-text index for keyword and hybrid search: `text` configures it
+        (`{"tokenizer": "simple"|"whitespace", "stemmer": "english"|None, "fields":
+        [...]}`) or turns it off (`{"enabled": False}`)."""
         body: dict = {"name": name, "distance": distance}
         if dimension is not None:
             body["dimension"] = dimension
         if embedder is not None:
             body["embedder"] = embedder
+        if text is not None:
+            body["text"] = text
         for key, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
             if value is not None:
                 body[key] = value
@@ -341,16 +347,44 @@ class Client:
             time.sleep(poll)
 
     def search_text(self, name: str, text: str, k: int = 10, partition: Optional[str] = None,
-                    min_seq: Optional[int] = None, filter: Optional[dict] = None) -> list:
-        """Search a document index by text (embedded by the index's embedder)."""
+                    min_seq: Optional[int] = None, filter: Optional[dict] = None,
+                    mode: str = "semantic", fusion: Optional[str] = None,
+                    rrf_k: Optional[float] = None, alpha: Optional[float] = None,
+                    candidates: Optional[int] = None, scores: bool = False,
+                    syntax: bool = False, as_of: Optional[int] = None) -> list:
+        """Search a document index by text. `mode` "semantic" (the text's embedding),
+        "keyword" (BM25 over the documents' text; no embedder needed) or "hybrid"
+        (both, fused by `fusion` "rrf" with `rrf_k`, or "weighted" with `alpha`, the
+        dense side's weight). Keyword and hybrid hits have a `score` (larger is
+        better); with `scores`, hybrid hits add `dense` and `keyword`, each
+        `{rank, distance|score}` or None. `syntax`: the text is in tantivy's query
+        language (`+must -not "a phrase" title:word`)."""
         body: dict = {"text": text, "k": k}
+        if mode != "semantic":
+            body["mode"] = mode
         if partition is not None:
             body["partition"] = partition
         if filter is not None:
             body["filter"] = filter
+        for key, value in (("fusion", fusion), ("rrf_k", rrf_k), ("alpha", alpha),
+                           ("candidates", candidates)):
+            if value is not None:
+                body[key] = value
+        if scores:
+            body["scores"] = True
+        if syntax:
+            body["syntax"] = True
         retries = 60 if min_seq else 0
-        return self._call("POST", f"/vectors/index/{name}/search", body, {"min_seq": min_seq},
-                          retries=retries)["results"]
+        return self._call("POST", f"/vectors/index/{name}/search", body,
+                          {"min_seq": min_seq, "as_of": as_of}, retries=retries)["results"]
+
+    def search_keyword(self, name: str, text: str, k: int = 10, **options: Any) -> list:
+        """BM25 keyword search (`search_text` with mode "keyword")."""
+        return self.search_text(name, text, k, mode="keyword", **options)
+
+    def search_hybrid(self, name: str, text: str, k: int = 10, **options: Any) -> list:
+        """Hybrid search (`search_text` with mode "hybrid")."""
+        return self.search_text(name, text, k, mode="hybrid", **options)
 
     def search_texts(self, name: str, texts: Sequence[str], k: int = 10,
                      partition: Optional[str] = None) -> list:

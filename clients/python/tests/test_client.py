@@ -206,6 +206,40 @@ def test_documents_are_embedded_and_searched_by_text(server):
     assert e.value.status == 400 and e.value.detail.startswith("items[0].text")
 
 
+def test_keyword_and_hybrid_search_find_exact_identifiers(server):
+    db, _, _ = server
+    db.create_index("man", embedder="all-MiniLM-L6-v2", text={"fields": ["title"]})
+    db.create_index("dense_only", embedder="all-MiniLM-L6-v2", text={"enabled": False})
+    texts = [
+        "A thread with CAP_SYS_NICE may raise its scheduling priority.",
+        "FAN_REPORT_DIR_FID reports the directory of an event.",
+        "mount attaches the filesystem found on some device to the tree.",
+    ]
+    metadata = [{"title": "capabilities"}, {"title": "fanotify_init"}, {"title": "mount"}]
+    written = db.upsert_documents("man", ["nice", "fan", "mount"], texts, metadata=metadata)
+    hits = db.search_keyword("man", "FAN_REPORT_DIR_FID", k=2)
+    assert hits[0]["id"] == "fan" and hits[0]["score"] > 0 and hits[0]["text"] == texts[1]
+    assert db.search_keyword("man", "fanotify_init")[0]["id"] == "fan"
+    assert db.search_keyword("man", "title:mount", syntax=True)[0]["id"] == "mount"
+    db.wait_embedded("man", timeout=300, min_seq=written["seq"])
+    fused = db.search_hybrid("man", "CAP_SYS_NICE priority", k=3, scores=True)
+    assert fused[0]["id"] == "nice" and fused[0]["keyword"]["rank"] == 1
+    assert "distance" in fused[0]["dense"]
+    weighted = db.search_hybrid("man", "filesystem", k=1, fusion="weighted", alpha=0.0)
+    assert weighted[0]["id"] == "mount"
+    assert db.get_index("man")["text"]["fields"] == ["title"]
+    for call, field in (
+        (lambda: db.search_keyword("man", ""), "text"),
+        (lambda: db.search_keyword("man", "a:(", syntax=True), "text"),
+        (lambda: db.search_text("man", "x", mode="fuzzy"), "mode"),
+        (lambda: db.search_hybrid("man", "x", fusion="weighted", alpha=2.0), "alpha"),
+        (lambda: db.search_keyword("dense_only", "x"), "mode"),
+    ):
+        with pytest.raises(AnnalError) as e:
+            call()
+        assert e.value.status == 400 and e.value.detail.startswith(field), e.value.detail
+
+
 def test_events_are_read_back_with_their_fields(server):
     db, _, _ = server
     db.create_index("ev", dimension=2, distance="l2")

@@ -60,7 +60,32 @@ impl Engine {
         metric: Metric,
         config: HnswConfig,
     ) -> Result<Created, Error> {
+        let text = Some(super::TextSpec::default());
+        self.create_document_index_with(actor, name, model, dimension, metric, config, text)
+    }
+
+    /// [`Engine::create_document_index`] with the text index of `text` (`None`: no
+    /// keyword or hybrid search on this index). Both are recorded in one commit: an
+    /// `IndexCreatedWithEmbedder` and a `TextIndexCreated` event.
+    ///
+    /// # Errors
+    /// As [`Engine::create_document_index`]; [`Error::Invalid`] naming `text.*` for a
+    /// bad text configuration.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_document_index_with(
+        &self,
+        actor: &str,
+        name: &str,
+        model: &str,
+        dimension: Option<u32>,
+        metric: Metric,
+        config: HnswConfig,
+        text: Option<super::TextSpec>,
+    ) -> Result<Created, Error> {
         validate::actor(actor)?;
+        if let Some(spec) = &text {
+            spec.check()?;
+        }
         validate::name(name)?;
         validate::config(&config)?;
         let model_dimension = self.model_dimension("embedder", model)?;
@@ -79,7 +104,11 @@ impl Engine {
             let embedder = EmbedderRef { model: model.to_owned(), dimension: model_dimension };
             let index = IndexCreated { name: name.to_owned(), dimension: model_dimension, metric, config };
             let body = EventBody::IndexCreatedWithEmbedder(IndexCreatedWithEmbedder { index, embedder });
-            let seq = self.append(actor, body)?;
+            let mut bodies = vec![body];
+            if let Some(spec) = text {
+                bodies.push(EventBody::TextIndexCreated(spec.event(name)));
+            }
+            let seq = self.append_all(actor, bodies)?;
             let generation = self.generations.fetch_add(1, Ordering::Relaxed);
             let entry = SchemaEntry {
                 dimension: model_dimension,

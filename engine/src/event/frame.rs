@@ -89,6 +89,8 @@ pub enum EventKind {
     PayloadIndexDropped = 27,
     /// [`EventBody::MetadataSet`]
     MetadataSet = 28,
+    /// [`EventBody::TextIndexCreated`]
+    TextIndexCreated = 29,
 }
 
 impl EventKind {
@@ -124,6 +126,7 @@ impl EventKind {
             26 => PayloadIndexCreated,
             27 => PayloadIndexDropped,
             28 => MetadataSet,
+            29 => TextIndexCreated,
             _ => return None,
         })
     }
@@ -159,6 +162,7 @@ impl EventKind {
             EventBody::PayloadIndexCreated(_) => EventKind::PayloadIndexCreated,
             EventBody::PayloadIndexDropped(_) => EventKind::PayloadIndexDropped,
             EventBody::MetadataSet(_) => EventKind::MetadataSet,
+            EventBody::TextIndexCreated(_) => EventKind::TextIndexCreated,
         }
     }
 }
@@ -287,6 +291,7 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::PayloadIndexCreated(b) => archive(stamp, b),
         EventBody::PayloadIndexDropped(b) => archive(stamp, b),
         EventBody::MetadataSet(b) => archive(stamp, b),
+        EventBody::TextIndexCreated(b) => archive(stamp, b),
     }?;
     let len = u32::try_from(payload.len())
         .ok()
@@ -354,6 +359,7 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
             unarchive(bytes).map(|(s, b)| (s, EventBody::PayloadIndexDropped(b)))
         }
         EventKind::MetadataSet => unarchive(bytes).map(|(s, b)| (s, EventBody::MetadataSet(b))),
+        EventKind::TextIndexCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::TextIndexCreated(b))),
     }
     .map_err(err)?;
     Ok(Event { stamp, body })
@@ -494,6 +500,12 @@ pub fn estimated_payload_bytes(event: &Event) -> usize {
                 .saturating_add(item.metadata.as_deref().map_or(0, s))
                 .saturating_add(item.partition.as_deref().map_or(0, s))
         }),
+        EventBody::TextIndexCreated(b) => b
+            .fields
+            .iter()
+            .fold(s(&b.index).saturating_add(b.stemmer.as_deref().map_or(0, s)), |acc, field| {
+                acc.saturating_add(s(field))
+            }),
     };
     body.saturating_add(s(&event.stamp.actor))
 }

@@ -102,6 +102,8 @@ pub enum EventBody {
     PayloadIndexDropped(PayloadIndexDropped),
     /// Records' metadata was replaced, their vectors kept.
     MetadataSet(MetadataSet),
+    /// A document index gains a full-text (BM25) index of its documents' text.
+    TextIndexCreated(TextIndexCreated),
 }
 
 /// Distance metric of an index. A smaller reported distance is always closer.
@@ -771,4 +773,53 @@ pub struct MetadataSet {
     pub index: String,
     /// The records and their new metadata.
     pub items: Vec<MetadataItem>,
+}
+
+/// How a text index splits text into terms (docs/OPERATIONS.md, "Keyword and hybrid
+/// search").
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq,
+)]
+pub enum TextTokenizer {
+    /// Runs of letters and digits (`CAP_SYS_NICE` is `cap`, `sys`, `nice`).
+    Simple,
+    /// Runs of non-whitespace (`os.path.join` is one term, punctuation kept).
+    Whitespace,
+}
+
+impl TextTokenizer {
+    /// The lowercase name used in the API and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextTokenizer::Simple => "simple",
+            TextTokenizer::Whitespace => "whitespace",
+        }
+    }
+
+    /// Parse an API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "simple" => Some(TextTokenizer::Simple),
+            "whitespace" => Some(TextTokenizer::Whitespace),
+            _ => None,
+        }
+    }
+}
+
+/// Body of [`EventBody::TextIndexCreated`]: the analyzer and the fields of an index's
+/// full-text projection, fixed at creation (a change of analyzer is a new index).
+#[derive(
+    serde::Serialize, serde::Deserialize, Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq,
+)]
+pub struct TextIndexCreated {
+    /// Index name.
+    pub index: String,
+    /// How text is split into terms.
+    pub tokenizer: TextTokenizer,
+    /// The stemmer's language (`english`; `None`: no stemming). Terms are lowercased
+    /// either way.
+    pub stemmer: Option<String>,
+    /// Top-level metadata fields whose string values are indexed beside the text, each
+    /// as a field of its own name in the query syntax.
+    pub fields: Vec<String>,
 }

@@ -152,6 +152,9 @@ pub struct DocumentState {
     work_cv: Condvar,
 }
 
+/// A document as `(id, text, metadata, partition)`.
+pub(crate) type DocumentRow = (String, Arc<str>, Option<String>, Option<String>);
+
 impl DocumentState {
     /// The embedder of `index`, if it is a document index.
     pub fn embedder(&self, index: &str) -> Option<EmbedderRef> {
@@ -161,6 +164,20 @@ impl DocumentState {
     /// The current text and metadata of a document.
     pub fn text(&self, index: &str, id: &str) -> Option<Arc<str>> {
         self.indexes.read().get(index)?.docs.get(id).map(|d| Arc::clone(&d.text))
+    }
+
+    /// Every document of `index` as a [`DocumentRow`], in id order (a
+    /// text index created over an index that already has documents starts from them).
+    pub(crate) fn documents_of(&self, index: &str) -> Vec<DocumentRow> {
+        let indexes = self.indexes.read();
+        let Some(i) = indexes.get(index) else { return Vec::new() };
+        let mut docs: Vec<_> = i
+            .docs
+            .iter()
+            .map(|(id, d)| (id.clone(), Arc::clone(&d.text), d.metadata.clone(), d.partition.clone()))
+            .collect();
+        docs.sort_by(|a, b| a.0.cmp(&b.0));
+        docs
     }
 
     /// Embedder, queue and drain report of `index`.

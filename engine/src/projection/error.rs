@@ -13,6 +13,9 @@ pub enum ApplyError {
     /// FAISS failed.
     #[error(transparent)]
     Vectors(#[from] HnswError),
+    /// The full-text index (tantivy) failed.
+    #[error(transparent)]
+    Text(crate::projection::text::TextError),
     /// The engine is closing; the event was not (wholly) applied, and will be again on
     /// the next open. Not a fault.
     #[error("apply stopped: the engine is closing")]
@@ -47,6 +50,15 @@ pub enum SnapshotError {
     /// FAISS could not serialize or read an index.
     #[error(transparent)]
     Vectors(#[from] HnswError),
+    /// A full-text index could not be captured or opened again.
+    #[error("text index {index:?}")]
+    Text {
+        /// The index.
+        index: String,
+        /// What failed.
+        #[source]
+        source: crate::projection::text::TextError,
+    },
     /// An index is unusable after a failed add and cannot be captured.
     #[error("index {index:?} is faulted and cannot be snapshotted; reopen the engine first")]
     Faulted {

@@ -15,6 +15,7 @@ mod payload;
 mod projector;
 pub(crate) mod promotions;
 mod set;
+pub(crate) mod text;
 pub(crate) mod trials;
 pub(crate) mod vectors;
 

@@ -14,6 +14,7 @@ use super::documents::DocumentState;
 use super::partitions::PartitionState;
 use super::payload::PayloadProjection;
 use super::promotions::PromotionState;
+use super::text::TextState;
 use super::trials::TrialState;
 use super::vectors::{Catalog, VectorProjection};
 use super::{Hooks, Outcome, Projection, ProjectionError};
@@ -34,6 +35,7 @@ pub(crate) struct Projections {
     pub(crate) partitions: Arc<PartitionState>,
     pub(crate) documents: Arc<DocumentState>,
     pub(crate) payload: Arc<PayloadProjection>,
+    pub(crate) text: Arc<TextState>,
 }
 
 impl Projections {
@@ -44,6 +46,7 @@ impl Projections {
         let vectors =
             Arc::new(VectorProjection::new(Arc::clone(&catalog), Arc::clone(&documents), hooks.clone())?);
         let payload = Arc::new(PayloadProjection::new(Arc::clone(&catalog)));
+        let text = Arc::new(TextState::new(Arc::clone(&documents)));
         Ok(Self {
             catalog,
             vectors,
@@ -53,6 +56,7 @@ impl Projections {
             partitions: Arc::new(PartitionState::default()),
             documents,
             payload,
+            text,
         })
     }
 
@@ -65,6 +69,8 @@ impl Projections {
             // After `vectors`: its snapshot restores payload indexes over the indexes
             // `vectors` restored.
             Arc::clone(&self.payload) as Arc<dyn Projection>,
+            // After `documents`: it reads their texts on a metadata change.
+            Arc::clone(&self.text) as Arc<dyn Projection>,
             Arc::clone(&self.journal) as Arc<dyn Projection>,
             Arc::clone(&self.promotions) as Arc<dyn Projection>,
             Arc::clone(&self.trials) as Arc<dyn Projection>,

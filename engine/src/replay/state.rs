@@ -160,7 +160,7 @@ pub struct StateDigest {
 }
 
 /// The digest format's version, the first thing hashed.
-pub const DIGEST_VERSION: &str = "annal-state-digest-v2";
+pub const DIGEST_VERSION: &str = "annal-state-digest-v3";
 
 impl LogicalState {
     /// Its digest (docs/FORMAT.md, "State digest").

@@ -54,7 +54,8 @@ pub(crate) fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projectio
 /// Sections a snapshot written before their projection existed lacks; restoring such
 /// a snapshot leaves those projections empty, which is their state at any point of a
 /// log written before them.
-const SECTIONS_ADDED_LATER: [&str; 5] = ["promotions", "trials", "partitions", "documents", "payload"];
+const SECTIONS_ADDED_LATER: [&str; 6] =
+    ["promotions", "trials", "partitions", "documents", "payload", "text"];
 
 /// The snapshots registered in `log` (the live one or a tool's read-only one), newest
 /// first, at most `max`, each with the sequence number of its `SnapshotTaken` event: the

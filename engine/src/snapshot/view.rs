@@ -10,6 +10,7 @@ use crate::error::Error;
 use crate::log::Log;
 use crate::projection::bucket_errors::ErrorJournal;
 use crate::projection::promotions::PromotionState;
+use crate::projection::text::{self, Fusion, Hybrid, KeywordHit, KeywordQuery, TextState};
 use crate::projection::trials::TrialState;
 use crate::projection::vectors::{
     Catalog, Hit, IndexInfo, IndexParams, Item, Page, PayloadIndexInfo, Plan, Record, Searched, Select,
@@ -34,6 +35,7 @@ pub struct View {
     journal: Arc<ErrorJournal>,
     promotions: Arc<PromotionState>,
     trials: Arc<TrialState>,
+    text: Arc<TextState>,
     bytes: u64,
 }
 
@@ -98,6 +100,41 @@ impl View {
     ) -> Result<Searched, Error> {
         let (hits, plan) = self.catalog.query(index, vectors, k, select)?;
         Ok(Searched { hits, plan })
+    }
+
+    /// A keyword (BM25) search of an index as it was (see [`crate::Engine::keyword`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::keyword`].
+    pub fn keyword(
+        &self,
+        index: &str,
+        query: &KeywordQuery,
+        k: usize,
+        select: &Select,
+    ) -> Result<Vec<KeywordHit>, Error> {
+        self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+        self.text.keyword(index, "text", query, k, select)
+    }
+
+    /// A hybrid search of an index as it was, for a query text and its embedding (see
+    /// [`crate::Engine::hybrid`]).
+    ///
+    /// # Errors
+    /// As [`crate::Engine::hybrid`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn hybrid(
+        &self,
+        index: &str,
+        query: &KeywordQuery,
+        vector: Vec<f32>,
+        k: usize,
+        select: &Select,
+        fusion: Fusion,
+        candidates: Option<usize>,
+    ) -> Result<Hybrid, Error> {
+        self.catalog.get(index).ok_or_else(|| Error::IndexNotFound { name: index.to_owned() })?;
+        text::fusion::hybrid(&self.catalog, &self.text, index, query, vector, k, select, fusion, candidates)
     }
 
     /// A count of an index as it was (see [`crate::Engine::count`]).
@@ -236,7 +273,7 @@ fn build(source: &EventSource<Log>, hooks: &Hooks, seq: u64) -> Result<View, Err
     // tombstones).
     projections.shutdown();
     built?;
-    let Projections { catalog, journal, promotions, trials, .. } = projections;
+    let Projections { catalog, journal, promotions, trials, text, .. } = projections;
     // (partition paths are the records'; the scheme state is not served as of S)
     let bytes = catalog
         .handles()
@@ -247,5 +284,5 @@ fn build(source: &EventSource<Log>, hooks: &Hooks, seq: u64) -> Result<View, Err
             (index.len() + index.dead()) * u64::from(dimension) * 4
         })
         .sum();
-    Ok(View { seq, catalog, journal, promotions, trials, bytes })
+    Ok(View { seq, catalog, journal, promotions, trials, text, bytes })
 }

@@ -18,5 +18,6 @@ mod promotions;
 mod replay;
 mod snapshot;
 mod storage;
+mod text;
 mod trials;
 mod vectors;

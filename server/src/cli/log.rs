@@ -224,6 +224,7 @@ pub fn index_of(body: &EventBody) -> Option<&str> {
         EventBody::PayloadIndexCreated(b) => &b.index,
         EventBody::PayloadIndexDropped(b) => &b.index,
         EventBody::MetadataSet(b) => &b.index,
+        EventBody::TextIndexCreated(b) => &b.index,
         EventBody::BucketErrorRecorded(_)
         | EventBody::RecordsMoved(_)
         | EventBody::MigrationFinished(_)

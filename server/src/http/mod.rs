@@ -6,6 +6,7 @@ pub mod auth;
 mod budget;
 mod documents;
 mod error;
+mod exec;
 mod filter_body;
 mod filters;
 mod jobs;
@@ -19,6 +20,7 @@ mod router;
 mod routes;
 mod state;
 mod storage;
+mod text_search;
 mod tuning;
 
 pub use actor::{ACTOR_HEADER, DEFAULT_ACTOR};

@@ -22,13 +22,9 @@ use super::error::ApiError;
 use super::json::ApiJson;
 use super::limits::SEARCH_K_DEFAULT;
 use super::state::AppState;
+use super::text_search::{Mode, TextFields};
 
-/// Run an engine call on the blocking pool.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, annal_engine::Error> + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f).await??)
-}
+pub(super) use super::exec::{blocking, raw_metadata};
 
 /// Body of `POST /vectors/index`.
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -45,6 +41,58 @@ pub struct CreateIndex {
     m: Option<u32>,
     ef_construction: Option<u32>,
     ef_search: Option<u32>,
+    /// A document index's full-text (BM25) index for keyword and hybrid search; on by
+    /// default (simple tokenizer, English stemmer), `{"enabled": false}` for none.
+    text: Option<TextConfig>,
+}
+
+/// The full-text index of a document index, as `POST /vectors/index` takes it.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextConfig {
+    /// `false`: no full-text index (keyword and hybrid search answer 400).
+    enabled: Option<bool>,
+    /// `simple` (default: runs of letters and digits, so `CAP_SYS_NICE` is three
+    /// terms) or `whitespace` (split at whitespace only: identifiers stay whole).
+    tokenizer: Option<String>,
+    /// The stemmer's language (default `english`), or `null` for no stemming.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<String>")]
+    stemmer: Option<Option<String>>,
+    /// Top-level metadata fields whose strings (or arrays of strings) are indexed and
+    /// searched too (at most 16).
+    fields: Option<Vec<String>>,
+}
+
+/// A field that is present, even as `null` (`Some(None)`), against one that is absent.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl TextConfig {
+    /// The engine's configuration (`None`: no full-text index).
+    fn spec(self) -> Result<Option<annal_engine::TextSpec>, ApiError> {
+        if self.enabled == Some(false) {
+            if self.tokenizer.is_some() || self.stemmer.is_some() || self.fields.is_some() {
+                return Err(ApiError::bad_request("text.enabled: false takes no other text settings"));
+            }
+            return Ok(None);
+        }
+        let defaults = annal_engine::TextSpec::default();
+        let tokenizer = match self.tokenizer.as_deref() {
+            None => defaults.tokenizer,
+            Some(name) => annal_engine::TextTokenizer::parse(name).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "text.tokenizer: unknown tokenizer {name:?} (use simple or whitespace)"
+                ))
+            })?,
+        };
+        Ok(Some(annal_engine::TextSpec {
+            tokenizer,
+            stemmer: self.stemmer.unwrap_or(defaults.stemmer),
+            fields: self.fields.unwrap_or_default(),
+        }))
+    }
 }
 
 /// An index's creation parameters as the API shows them.
@@ -111,10 +159,19 @@ pub async fn create_index(
         ef_search: body.ef_search.unwrap_or(defaults.ef_search),
     };
     let engine = state.engine;
+    let text = match (&body.embedder, body.text) {
+        (_, None) => Some(annal_engine::TextSpec::default()),
+        (Some(_), Some(text)) => text.spec()?,
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "text: only a document index (one with an embedder) has a full-text index",
+            ))
+        }
+    };
     let created = match (body.embedder, body.dimension) {
         (Some(model), dimension) => {
             blocking(move || {
-                engine.create_document_index(&actor, &body.name, &model, dimension, metric, config)
+                engine.create_document_index_with(&actor, &body.name, &model, dimension, metric, config, text)
             })
             .await?
         }
@@ -202,13 +259,21 @@ pub async fn get_index(
     let engine = Arc::clone(&state.engine);
     // Reading an index waits on its lock, which a large add holds: keep it off the
     // async workers.
-    let info = blocking(move || match as_of {
-        Some(seq) => engine.view_at(seq)?.get_index(&name),
-        None => engine.get_index(&name),
+    let (info, text) = blocking(move || match as_of {
+        Some(seq) => Ok((engine.view_at(seq)?.get_index(&name)?, None)),
+        None => Ok((engine.get_index(&name)?, engine.text_index(&name)?)),
     })
     .await?;
     // Whether everything written is searchable yet: applied against appended.
     let mut view = serde_json::to_value(IndexView::from(info)).map_err(|e| ApiError::internal(&e))?;
+    if let Some((spec, documents)) = text {
+        view["text"] = json!({
+            "tokenizer": spec.tokenizer.name(),
+            "stemmer": spec.stemmer,
+            "fields": spec.fields,
+            "documents": documents,
+        });
+    }
     view["applied_seq"] = applied_seq.into();
     view["last_seq"] = state.engine.log().last_seq().into();
     Ok(Json(view))
@@ -479,6 +544,25 @@ pub(crate) struct Search {
     filter: Option<Value>,
     /// Answer the plan the filters ran with beside the results.
     explain: Option<bool>,
+    /// `semantic` (default: by the embedding of `text`, or the vector given),
+    /// `keyword` (BM25 over the documents' text; needs no embedder) or `hybrid` (both,
+    /// fused). Keyword and hybrid take one `text` (docs/OPERATIONS.md, "Keyword and
+    /// hybrid search").
+    mode: Option<String>,
+    /// Hybrid: `rrf` (reciprocal rank fusion, the default) or `weighted` (normalized
+    /// scores, weighted by `alpha`).
+    fusion: Option<String>,
+    /// RRF's constant k (> 0, default 60): larger flattens the difference between ranks.
+    rrf_k: Option<f32>,
+    /// Weighted fusion: the dense side's weight, 0 to 1 (default 0.5).
+    alpha: Option<f32>,
+    /// Hybrid: candidates taken from each side (k to 1,000; default 4k, at least 40).
+    candidates: Option<usize>,
+    /// Hybrid: each hit's dense rank and distance and keyword rank and BM25 score.
+    scores: Option<bool>,
+    /// Keyword and hybrid: `text` in tantivy's query syntax (`+must -not "a phrase"
+    /// field:word`) rather than plain terms, any of which may match.
+    syntax: Option<bool>,
 }
 
 /// One hit; metadata goes out as the stored JSON text, not re-parsed.
@@ -520,9 +604,43 @@ pub async fn search(
 ) -> Result<Response, ApiError> {
     // The body first: a bad one is refused at once, and its memory is not held while
     // the read waits for its min_seq.
-    let Search { vector, vectors, text, texts, k, partition, filter, explain } = body.parse()?;
+    let Search {
+        vector,
+        vectors,
+        text,
+        texts,
+        k,
+        partition,
+        filter,
+        explain,
+        mode,
+        fusion,
+        rrf_k,
+        alpha,
+        candidates,
+        scores,
+        syntax,
+    } = body.parse()?;
     drop(body);
+    let mode = Mode::parse(mode.as_deref())?;
+    let fields = TextFields { fusion, rrf_k, alpha, candidates, scores, syntax };
+    fields.check_for(mode)?;
     let select = super::filter_body::select(filter.as_ref(), partition)?;
+    if mode != Mode::Semantic {
+        let text = match (vector, vectors, text, texts) {
+            (None, None, Some(text), None) => text,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "mode: keyword and hybrid search take one `text` (not vector, vectors or texts)",
+                ))
+            }
+        };
+        let as_of = as_of(&state, q).await?;
+        let k = k.unwrap_or(SEARCH_K_DEFAULT);
+        let explain = explain.unwrap_or(false);
+        return super::text_search::run(state.engine, name, mode, text, k, select, fields, as_of, explain)
+            .await;
+    }
     let as_of = as_of(&state, q).await?;
     enum Query {
         Vectors(Vec<Vec<f32>>),
@@ -597,19 +715,6 @@ fn shape<'a>(hits: &'a [annal_engine::Hit], texts: &'a [Option<Arc<str>>]) -> Ve
             partition: hit.partition.as_deref(),
         })
         .collect()
-}
-
-/// Stored metadata as raw JSON. The engine validated it on the way in; a log written
-/// under other rules could still hold text that is not JSON, which is left out (and
-/// logged) rather than sent as a broken document.
-pub(crate) fn raw_metadata<'a>(id: &str, text: &'a str) -> Option<&'a RawValue> {
-    match serde_json::from_str::<&RawValue>(text) {
-        Ok(raw) => Some(raw),
-        Err(error) => {
-            tracing::warn!(id, %error, "stored metadata is not JSON; left out of the hit");
-            None
-        }
-    }
 }
 
 /// `GET /healthz`: `{status, last_seq, applied_seq}`; 503 once a fault stops writes.

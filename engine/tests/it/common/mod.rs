@@ -191,6 +191,12 @@ pub fn one_of_each_kind() -> Vec<Event> {
                 MetadataItem { id: "b".into(), metadata: None, partition: Some("tenant=t2".into()) },
             ],
         }),
+        EventBody::TextIndexCreated(TextIndexCreated {
+            index: "texts".into(),
+            tokenizer: TextTokenizer::Simple,
+            stemmer: Some("english".into()),
+            fields: vec!["title".into(), "tags".into()],
+        }),
     ];
     bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
 }
