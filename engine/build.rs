@@ -6,19 +6,33 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn faiss_sources() -> PathBuf {
+/// `cargo metadata` for this package's platform: offline first (every package is
+/// downloaded once any workspace build or `cargo fetch` ran), else online: a build of
+/// one binary (`cargo run -p annal-server`) downloads only what that binary needs, and
+/// metadata resolves the whole workspace (the fuzz crate's `arbitrary` too).
+fn metadata(offline: bool) -> std::process::Output {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR");
-    // Only the packages this target builds are downloaded: without the filter, cargo
-    // metadata wants every platform's (winapi, ...) and `--offline` fails on a fresh machine.
+    // Only the packages this target builds are resolved: without the filter, cargo
+    // metadata wants every platform's (winapi, ...), which no Linux build downloads.
     let target = std::env::var("TARGET").expect("TARGET");
-    let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
-        .arg(target)
+    let mut command = Command::new(cargo);
+    command.args(["metadata", "--format-version", "1", "--filter-platform"]).arg(target);
+    if offline {
+        command.arg("--offline");
+    }
+    command
         .arg("--manifest-path")
         .arg(PathBuf::from(manifest).join("Cargo.toml"))
         .output()
-        .expect("cargo metadata runs");
+        .expect("cargo metadata runs")
+}
+
+fn faiss_sources() -> PathBuf {
+    let mut output = metadata(true);
+    if !output.status.success() {
+        output = metadata(false);
+    }
     assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata is JSON");
     let packages = metadata["packages"].as_array().expect("packages");
