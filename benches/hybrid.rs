@@ -170,15 +170,17 @@ fn score(answer: &[usize], relevant: &HashSet<usize>) -> (f64, f64) {
 
 /// Every query of `set` with `body`'s parameters, `workers` at a time: the answers
 /// (passage indexes, best first) and the queries/s.
-fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usize>>, f64) {
+fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usize>>, Vec<f64>, f64) {
     let next = Arc::new(AtomicUsize::new(0));
     let answers: Arc<Vec<std::sync::Mutex<Vec<usize>>>> = Arc::new((0..set.len()).map(|_| Default::default()).collect());
+    let weights: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
     let texts: Arc<Vec<String>> = Arc::new(set.iter().map(|q| q.text.clone()).collect());
     let url = format!("{base}/vectors/index/{INDEX}/search");
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let (next, answers, texts, url, body) = (Arc::clone(&next), Arc::clone(&answers), Arc::clone(&texts), url.clone(), body.clone());
+            let weights = Arc::clone(&weights);
             std::thread::spawn(move || {
                 let agent = agent();
                 loop {
@@ -197,6 +199,9 @@ fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usiz
                         .map(|h| h["id"].as_str().expect("id")[1..].parse().expect("p<index>"))
                         .collect();
                     *answers[i].lock().expect("answer") = ids;
+                    if let Some(w) = answer["explain"]["weights"]["keyword"].as_f64() {
+                        weights.lock().expect("weights").push(w);
+                    }
                 }
             })
         })
@@ -206,7 +211,9 @@ fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usiz
     }
     let qps = set.len() as f64 / start.elapsed().as_secs_f64();
     let answers = answers.iter().map(|a| std::mem::take(&mut *a.lock().expect("answer"))).collect();
-    (answers, qps)
+    let mut weights = std::mem::take(&mut *weights.lock().expect("weights"));
+    weights.sort_by(f64::total_cmp);
+    (answers, weights, qps)
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> f64 {
@@ -284,7 +291,8 @@ fn main() {
     let mut modes: Vec<(String, Value)> = vec![
         ("semantic".into(), json!({"mode": "semantic", "k": K})),
         ("keyword".into(), json!({"mode": "keyword", "k": K})),
-        ("hybrid rrf (k=60)".into(), json!({"mode": "hybrid", "k": K})),
+        ("hybrid (default: adaptive, k=60)".into(), json!({"mode": "hybrid", "k": K, "explain": true})),
+        ("hybrid rrf (k=60)".into(), json!({"mode": "hybrid", "fusion": "rrf", "k": K})),
     ];
     for alpha in &alphas {
         modes.push((format!("hybrid weighted (alpha={alpha})"), json!({"mode": "hybrid", "fusion": "weighted", "alpha": alpha, "k": K})));
@@ -292,9 +300,23 @@ fn main() {
     println!();
     println!("| mode | exact recall@10 | exact nDCG@10 | paraphrase recall@10 | paraphrase nDCG@10 | union recall@10 | union nDCG@10 | q/s exact | q/s paraphrase |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut weight_lines = Vec::new();
     for (name, body) in &modes {
-        let (exact_answers, exact_qps) = run(&url, &exact, body, workers);
-        let (para_answers, para_qps) = run(&url, &paraphrase, body, workers);
+        let (exact_answers, exact_weights, exact_qps) = run(&url, &exact, body, workers);
+        let (para_answers, para_weights, para_qps) = run(&url, &paraphrase, body, workers);
+        for (set, w) in [("exact", &exact_weights), ("paraphrase", &para_weights)] {
+            if !w.is_empty() {
+                let q = |p: f64| w[((w.len() - 1) as f64 * p) as usize];
+                let led = w.iter().filter(|x| **x >= 0.5).count() as f64 / w.len() as f64;
+                weight_lines.push(format!(
+                    "{name}, {set}: keyword side's weight p10 {:.2}, p50 {:.2}, p90 {:.2}; >= 0.5 (keyword-led) for {:.1}% of queries",
+                    q(0.1),
+                    q(0.5),
+                    q(0.9),
+                    led * 100.0
+                ));
+            }
+        }
         let exact_scores: Vec<(f64, f64)> = exact.iter().zip(&exact_answers).map(|(q, a)| score(a, &q.relevant)).collect();
         let para_scores: Vec<(f64, f64)> = paraphrase.iter().zip(&para_answers).map(|(q, a)| score(a, &q.relevant)).collect();
         let all: Vec<(f64, f64)> = exact_scores.iter().chain(&para_scores).copied().collect();
@@ -309,6 +331,10 @@ fn main() {
             exact_qps,
             para_qps,
         );
+    }
+    println!();
+    for line in weight_lines {
+        println!("{line}");
     }
     stop(server);
 }

@@ -354,10 +354,12 @@ class Client:
                     syntax: bool = False, as_of: Optional[int] = None) -> list:
         """Search a document index by text. `mode` "semantic" (the text's embedding),
         "keyword" (BM25 over the documents' text; no embedder needed) or "hybrid"
-        (both, fused by `fusion` "rrf" with `rrf_k`, or "weighted" with `alpha`, the
-        dense side's weight). Keyword and hybrid hits have a `score` (larger is
-        better); with `scores`, hybrid hits add `dense` and `keyword`, each
-        `{rank, distance|score}` or None. `syntax`: the text is in tantivy's query
+        (both, fused by `fusion` "adaptive", the default: RRF with each side weighted
+        by how much of the query the keyword hits hold; "rrf" with `rrf_k`; or
+        "weighted" with `alpha`, the dense side's weight). Keyword and hybrid hits
+        have a `score` (larger is better); with `scores`, hybrid hits add `dense`
+        (`{rank, distance}`) and `keyword` (`{rank, score, coverage}`), each None for
+        a side the hit is not in. `syntax`: the text is in tantivy's query
         language (`+must -not "a phrase" title:word`)."""
         body: dict = {"text": text, "k": k}
         if mode != "semantic":

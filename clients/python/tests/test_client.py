@@ -224,7 +224,11 @@ def test_keyword_and_hybrid_search_find_exact_identifiers(server):
     db.wait_embedded("man", timeout=300, min_seq=written["seq"])
     fused = db.search_hybrid("man", "CAP_SYS_NICE priority", k=3, scores=True)
     assert fused[0]["id"] == "nice" and fused[0]["keyword"]["rank"] == 1
+    # The passage holds every word of the query: full coverage, so it leads.
+    assert fused[0]["keyword"]["coverage"] == pytest.approx(1.0)
     assert "distance" in fused[0]["dense"]
+    rrf = db.search_hybrid("man", "CAP_SYS_NICE priority", k=3, fusion="rrf", rrf_k=10)
+    assert rrf[0]["id"] == "nice"
     weighted = db.search_hybrid("man", "filesystem", k=1, fusion="weighted", alpha=0.0)
     assert weighted[0]["id"] == "mount"
     assert db.get_index("man")["text"]["fields"] == ["title"]
@@ -233,6 +237,8 @@ def test_keyword_and_hybrid_search_find_exact_identifiers(server):
         (lambda: db.search_keyword("man", "a:(", syntax=True), "text"),
         (lambda: db.search_text("man", "x", mode="fuzzy"), "mode"),
         (lambda: db.search_hybrid("man", "x", fusion="weighted", alpha=2.0), "alpha"),
+        (lambda: db.search_hybrid("man", "x", fusion="adaptive", alpha=0.5), "alpha"),
+        (lambda: db.search_hybrid("man", "x", fusion="borda"), "fusion"),
         (lambda: db.search_keyword("dense_only", "x"), "mode"),
     ):
         with pytest.raises(AnnalError) as e:

@@ -383,8 +383,10 @@ fn hybrid_search_fuses_both_lists_within_the_filter_and_says_each_sides_rank() {
     engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
     let all = Select::default();
     let text = "scheduling priority";
-    let hybrid = engine.hybrid("docs", &q(text), 3, &all, Fusion::default(), None).unwrap();
+    let rrf = Fusion::Rrf { k: 60.0 };
+    let hybrid = engine.hybrid("docs", &q(text), 3, &all, rrf, None).unwrap();
     assert_eq!(hybrid.candidates, 40);
+    assert_eq!(hybrid.weights, (1.0, 1.0));
     assert_eq!(hybrid.hits.len(), 3);
     assert!(hybrid.hits.windows(2).all(|w| w[0].score >= w[1].score));
     let keyword = engine.keyword("docs", &q(text), 40, &all).unwrap();
@@ -394,7 +396,7 @@ fn hybrid_search_fuses_both_lists_within_the_filter_and_says_each_sides_rank() {
         let d = dense.iter().position(|h| h.id == hit.id).map(|r| r + 1);
         let k = keyword.iter().position(|h| h.id == hit.id).map(|r| r + 1);
         assert_eq!(hit.dense.map(|(r, _)| r), d, "{}", hit.id);
-        assert_eq!(hit.keyword.map(|(r, _)| r), k, "{}", hit.id);
+        assert_eq!(hit.keyword.map(|(r, _, _)| r), k, "{}", hit.id);
         let expected: f32 =
             d.map_or(0.0, |r| 1.0 / (60.0 + r as f32)) + k.map_or(0.0, |r| 1.0 / (60.0 + r as f32));
         assert!((hit.score - expected).abs() < 1e-6, "{hit:?}");
@@ -406,4 +408,39 @@ fn hybrid_search_fuses_both_lists_within_the_filter_and_says_each_sides_rank() {
     let nice2 = &only.hits[0];
     assert!(nice2.dense.is_some() && nice2.keyword.is_some());
     assert!((nice2.score - 1.0).abs() < 1e-6, "alone on both sides, both normalized to 1: {nice2:?}");
+}
+
+#[test]
+fn a_keyword_hits_coverage_is_the_idf_weighted_share_of_the_query_it_holds() {
+    let standin = StandIn::start();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), config(&standin, true)).unwrap();
+    create(&engine, Some(TextSpec::default()));
+    engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
+    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
+    let all = Select::default();
+    // "nice" holds cap, sys, nice, scheduling and priority; "sched" only priority and
+    // scheduling; "fanotify" none of them.
+    let hits = engine.keyword("docs", &q("CAP_SYS_NICE scheduling priority"), 10, &all).unwrap();
+    let coverage = |id: &str| hits.iter().find(|h| &*h.id == id).map(|h| h.coverage);
+    assert!((coverage("nice").unwrap() - 1.0).abs() < 1e-6, "{hits:?}");
+    let partial = coverage("sched").unwrap();
+    assert!(partial > 0.0 && partial < 0.6, "two common words of five: {hits:?}");
+    assert_eq!(coverage("fanotify"), None);
+    // Coverage does not depend on how often a word occurs or how long the document is.
+    let single = engine.keyword("docs", &q("priority"), 10, &all).unwrap();
+    assert!(single.len() > 1 && single.iter().all(|h| (h.coverage - 1.0).abs() < 1e-6), "{single:?}");
+    // The adaptive fusion (the default) leads with the document holding the whole
+    // query, and says the weights it gave.
+    let hybrid = engine.hybrid("docs", &q("CAP_SYS_NICE scheduling priority"), 3, &all, Fusion::default(), None).unwrap();
+    assert_eq!(&*hybrid.hits[0].id, "nice");
+    assert_eq!(hybrid.weights, (0.0, 1.0));
+    // Replay gives the same coverage.
+    engine.close().unwrap();
+    let engine = Engine::open(dir.path(), config(&standin, false)).unwrap();
+    let again = engine.keyword("docs", &q("CAP_SYS_NICE scheduling priority"), 10, &all).unwrap();
+    assert_eq!(
+        again.iter().map(|h| (h.id.to_string(), h.coverage)).collect::<Vec<_>>(),
+        hits.iter().map(|h| (h.id.to_string(), h.coverage)).collect::<Vec<_>>()
+    );
 }

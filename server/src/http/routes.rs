@@ -549,10 +549,12 @@ pub(crate) struct Search {
     /// fused). Keyword and hybrid take one `text` (docs/OPERATIONS.md, "Keyword and
     /// hybrid search").
     mode: Option<String>,
-    /// Hybrid: `rrf` (reciprocal rank fusion, the default) or `weighted` (normalized
-    /// scores, weighted by `alpha`).
+    /// Hybrid: `adaptive` (the default: reciprocal rank fusion with each side weighted
+    /// by how much of the query the keyword hits hold), `rrf` (plain reciprocal rank
+    /// fusion) or `weighted` (normalized scores, weighted by `alpha`).
     fusion: Option<String>,
-    /// RRF's constant k (> 0, default 60): larger flattens the difference between ranks.
+    /// The rank constant k of `adaptive` and `rrf` (> 0, default 60): larger flattens
+    /// the difference between ranks.
     rrf_k: Option<f32>,
     /// Weighted fusion: the dense side's weight, 0 to 1 (default 0.5).
     alpha: Option<f32>,

@@ -87,21 +87,22 @@ impl TextFields {
     /// The fusion of a hybrid search.
     fn fusion(&self) -> Result<Fusion, ApiError> {
         match self.fusion.as_deref() {
-            None | Some("rrf") => {
+            None | Some("adaptive") | Some("rrf") => {
                 if self.alpha.is_some() {
                     return Err(ApiError::bad_request("alpha: only with fusion weighted"));
                 }
-                Ok(Fusion::Rrf { k: self.rrf_k.unwrap_or(RRF_K_DEFAULT) })
+                let k = self.rrf_k.unwrap_or(RRF_K_DEFAULT);
+                Ok(if self.fusion.as_deref() == Some("rrf") { Fusion::Rrf { k } } else { Fusion::Adaptive { k } })
             }
             Some("weighted") => {
                 if self.rrf_k.is_some() {
-                    return Err(ApiError::bad_request("rrf_k: only with fusion rrf"));
+                    return Err(ApiError::bad_request("rrf_k: only with fusion rrf or adaptive"));
                 }
                 Ok(Fusion::Weighted { alpha: self.alpha.unwrap_or(ALPHA_DEFAULT) })
             }
-            Some(other) => {
-                Err(ApiError::bad_request(format!("fusion: unknown fusion {other:?} (use rrf or weighted)")))
-            }
+            Some(other) => Err(ApiError::bad_request(format!(
+                "fusion: unknown fusion {other:?} (use adaptive, rrf or weighted)"
+            ))),
         }
     }
 }
@@ -141,7 +142,7 @@ struct Found {
     partition: Option<Arc<str>>,
     text: Option<Arc<str>>,
     /// Hybrid: the dense and keyword sides' (rank, value).
-    sides: Option<(Side, Side)>,
+    sides: Option<(Side, Option<(usize, f32, f32)>)>,
 }
 
 /// A hit's rank (from 1) and distance or score on one side of a hybrid search.
@@ -197,9 +198,10 @@ pub(crate) async fn run(
                 };
                 explained["fusion"] = fusion.name().into();
                 match fusion {
-                    Fusion::Rrf { k } => explained["rrf_k"] = k.into(),
+                    Fusion::Rrf { k } | Fusion::Adaptive { k } => explained["rrf_k"] = k.into(),
                     Fusion::Weighted { alpha } => explained["alpha"] = alpha.into(),
                 }
+                explained["weights"] = json!({"dense": hybrid.weights.0, "keyword": hybrid.weights.1});
                 explained["candidates"] = hybrid.candidates.into();
                 explained["dense"] = super::filter_body::plan_json(&hybrid.plan);
                 hybrid
@@ -240,7 +242,10 @@ pub(crate) async fn run(
                 partition: f.partition.as_deref(),
                 text: f.text.as_deref(),
                 dense: sides.map(|(d, _)| side(d, "distance")),
-                keyword: sides.map(|(_, kw)| side(kw, "score")),
+                keyword: sides.map(|(_, kw)| match kw {
+                    Some((rank, score, coverage)) => json!({"rank": rank, "score": score, "coverage": coverage}),
+                    None => Value::Null,
+                }),
             }
         })
         .collect();

@@ -192,10 +192,22 @@ fn keyword_and_hybrid_search_over_http_rank_exact_terms_and_say_each_sides_rank(
     assert_eq!(hits[0]["keyword"]["rank"], 1, "{body}");
     assert!(hits[0]["dense"]["distance"].is_number(), "{body}");
     assert!(hits.windows(2).all(|w| w[0]["score"].as_f64() >= w[1]["score"].as_f64()), "{body}");
-    assert_eq!(body["explain"]["fusion"], "rrf");
+    // "nice" holds every word of the query: full coverage, so the adaptive fusion (the
+    // default) gives the keyword side all the weight.
+    assert!((hits[0]["keyword"]["coverage"].as_f64().unwrap() - 1.0).abs() < 1e-6, "{body}");
+    assert_eq!(body["explain"]["fusion"], "adaptive");
     assert_eq!(body["explain"]["rrf_k"], 60.0);
+    assert_eq!(body["explain"]["weights"], json!({"dense": 0.0, "keyword": 1.0}), "{body}");
     assert_eq!(body["explain"]["candidates"], 40);
     assert!(body["explain"]["dense"]["strategy"].is_string(), "{body}");
+    let (status, body) = search(json!({
+        "text": "CAP_SYS_NICE scheduling priority", "mode": "hybrid", "fusion": "rrf", "rrf_k": 10, "explain": true,
+    }));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["id"], "nice", "{body}");
+    assert_eq!(body["explain"]["fusion"], "rrf");
+    assert_eq!(body["explain"]["rrf_k"], 10.0);
+    assert_eq!(body["explain"]["weights"], json!({"dense": 1.0, "keyword": 1.0}), "{body}");
     let (status, body) =
         search(json!({"text": "priority", "mode": "hybrid", "fusion": "weighted", "alpha": 0.0}));
     assert_eq!(status, 200, "{body}");
@@ -258,6 +270,8 @@ fn bad_keyword_and_hybrid_searches_are_400s_naming_the_field() {
         (json!({"text": "priority", "mode": "hybrid", "fusion": "weighted", "alpha": 1.5}), "alpha"),
         (json!({"text": "priority", "mode": "hybrid", "alpha": 0.5}), "alpha"),
         (json!({"text": "priority", "mode": "hybrid", "fusion": "weighted", "rrf_k": 10}), "rrf_k"),
+        (json!({"text": "priority", "mode": "hybrid", "fusion": "adaptive", "alpha": 0.5}), "alpha"),
+        (json!({"text": "priority", "mode": "hybrid", "fusion": "adaptive", "rrf_k": -1}), "rrf_k"),
         (json!({"text": "priority", "mode": "hybrid", "candidates": 2, "k": 10}), "candidates"),
         (json!({"text": "priority", "mode": "hybrid", "candidates": 5000}), "candidates"),
         (json!({"text": "priority", "mode": "keyword", "k": 0}), "k"),

@@ -24,7 +24,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, WhitespaceTokenizer,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
+use tantivy::{DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED};
 
 use super::error::TextError;
 use crate::event::{TextIndexCreated, TextTokenizer};
@@ -96,6 +96,9 @@ pub struct KeywordHit {
     pub id: Arc<str>,
     /// Its BM25 score (larger is better).
     pub score: f32,
+    /// The share of the query's words it holds, each word weighted by its inverse
+    /// document frequency: 1 when it holds all of them, 0 to 1.
+    pub coverage: f32,
     /// Its metadata (JSON text), if any.
     pub metadata: Option<Arc<str>>,
     /// Its partition, if any.
@@ -135,6 +138,87 @@ impl tantivy::query::Bm25StatisticsProvider for LiveStats<'_> {
             });
         }
         Ok(total)
+    }
+}
+
+/// BM25's inverse document frequency, as tantivy computes it
+/// (`tantivy::query::bm25::idf`, which is not public).
+fn idf(doc_freq: u64, doc_count: u64) -> f32 {
+    let x = (doc_count.saturating_sub(doc_freq) as f32 + 0.5) / (doc_freq as f32 + 0.5);
+    (1.0 + x).ln()
+}
+
+/// A query's words with their weights. A word's weight is its largest inverse
+/// document frequency among the fields it is searched in (a word no document holds
+/// counts too); the query's weight is their sum. A hit's *coverage* is the share of
+/// that weight in the words it holds: 1 when it holds every word, whatever their
+/// frequencies and its length ([`super::fusion`] weighs the two sides by it).
+struct Words<'q> {
+    /// Each searched term, with the index of its word.
+    terms: Vec<(&'q Term, usize)>,
+    /// Each distinct word's weight.
+    weights: Vec<f32>,
+}
+
+impl<'q> Words<'q> {
+    fn of(query: &'q dyn Query, stats: &LiveStats<'_>) -> Result<Self, TextError> {
+        use tantivy::query::Bm25StatisticsProvider;
+        let mut all: Vec<&Term> = Vec::new();
+        query.query_terms(&mut |term, _| all.push(term));
+        let docs = stats.total_num_docs()?;
+        let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(all.len());
+        let mut words = Words { terms: Vec::with_capacity(all.len()), weights: Vec::new() };
+        for term in all {
+            let next = index.len();
+            let word = *index.entry(term.serialized_value_bytes()).or_insert(next);
+            if word == words.weights.len() {
+                words.weights.push(0.0);
+            }
+            words.weights[word] = words.weights[word].max(idf(stats.doc_freq(term)?, docs));
+            words.terms.push((term, word));
+        }
+        Ok(words)
+    }
+
+    /// The coverage of each of `found` (in its order).
+    fn coverage(&self, searcher: &tantivy::Searcher, found: &[(f32, DocAddress)]) -> Result<Vec<f32>, TextError> {
+        let total: f32 = self.weights.iter().sum();
+        if total <= 0.0 || found.is_empty() {
+            return Ok(vec![0.0; found.len()]);
+        }
+        // held[hit][word]
+        let mut held = vec![vec![false; self.weights.len()]; found.len()];
+        // The hits of each segment, by document (postings are read forward only).
+        let mut by_segment: HashMap<u32, Vec<(u32, usize)>> = HashMap::new();
+        for (i, (_, address)) in found.iter().enumerate() {
+            by_segment.entry(address.segment_ord).or_default().push((address.doc_id, i));
+        }
+        for (segment, hits) in &mut by_segment {
+            hits.sort_unstable();
+            let reader = searcher.segment_reader(*segment);
+            for &(term, word) in &self.terms {
+                let inverted = reader.inverted_index(term.field())?;
+                let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else { continue };
+                for &(doc, i) in hits.iter() {
+                    if postings.doc() > doc {
+                        continue;
+                    }
+                    if postings.seek(doc) == doc {
+                        held[i][word] = true;
+                    }
+                    if postings.doc() == TERMINATED {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(held
+            .iter()
+            .map(|words| {
+                let have: f32 = words.iter().zip(&self.weights).filter(|(h, _)| **h).map(|(_, w)| w).sum();
+                (have / total).clamp(0.0, 1.0)
+            })
+            .collect())
     }
 }
 
@@ -420,7 +504,8 @@ impl TextIndex {
         parser.parse_query(text).map_err(|e| TextError::Syntax(Box::new(e)))
     }
 
-    /// The best `k` documents for `query` that `admit` lets through, best first.
+    /// The best `k` documents for `query` that `admit` lets through, best first, each
+    /// with its coverage of the query's words ([`Words`]).
     pub(crate) fn search(
         &self,
         query: &dyn Query,
@@ -431,6 +516,7 @@ impl TextIndex {
         let searcher = self.reader.searcher();
         let tokens = self.live_tokens(&searcher)?;
         let stats = LiveStats { searcher: &searcher, tokens: &tokens };
+        let words = Words::of(query, &stats)?;
         let top = TopDocs::with_limit(k.max(1)).order_by_score();
         let rows = Arc::clone(&self.rows);
         let found = match admit {
@@ -441,9 +527,10 @@ impl TextIndex {
             }
             None => searcher.search_with_statistics_provider(query, &top, &stats)?,
         };
+        let coverage = words.coverage(&searcher, &found)?;
         let rows = self.rows.read();
         let mut hits = Vec::with_capacity(found.len());
-        for (score, address) in found {
+        for ((score, address), coverage) in found.into_iter().zip(coverage) {
             let column = searcher.segment_reader(address.segment_ord).fast_fields().u64("key")?;
             let Some(key) = column.first(address.doc_id) else { continue };
             // A row gone since the commit was deleted or replaced meanwhile.
@@ -451,6 +538,7 @@ impl TextIndex {
             hits.push(KeywordHit {
                 id: Arc::clone(&row.id),
                 score,
+                coverage,
                 metadata: row.metadata.clone(),
                 partition: row.partition.clone(),
             });
