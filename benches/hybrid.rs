@@ -72,19 +72,27 @@ fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> (
 /// A remote embedder (OpenAI `/v1/embeddings` shape) answering the precomputed
 /// vector of each text it knows, and 400 for one it does not.
 fn lookup_embedder(vectors: HashMap<String, Vec<f32>>) -> (tokio::runtime::Runtime, String) {
-    async fn embed(State(vectors): State<Arc<HashMap<String, Vec<f32>>>>, Json(body): Json<Value>) -> axum::response::Response {
+    async fn embed(
+        State(vectors): State<Arc<HashMap<String, Vec<f32>>>>,
+        Json(body): Json<Value>,
+    ) -> axum::response::Response {
         use axum::response::IntoResponse;
-        let texts: Vec<&str> = body["input"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let texts: Vec<&str> = body["input"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let mut data = Vec::with_capacity(texts.len());
         for (index, text) in texts.iter().enumerate() {
             let Some(v) = vectors.get(*text) else {
-                return (axum::http::StatusCode::BAD_REQUEST, format!("no precomputed vector for {text:?}")).into_response();
+                return (axum::http::StatusCode::BAD_REQUEST, format!("no precomputed vector for {text:?}"))
+                    .into_response();
             };
             data.push(json!({"object": "embedding", "index": index, "embedding": v}));
         }
         Json(json!({"object": "list", "data": data, "model": body["model"]})).into_response()
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
     let url = format!("http://{}/v1/embeddings", listener.local_addr().expect("addr"));
     let app = Router::new().route("/v1/embeddings", post(embed)).with_state(Arc::new(vectors));
@@ -148,7 +156,12 @@ fn read_set(sets: &Value, name: &str) -> Vec<Query> {
         .iter()
         .map(|q| Query {
             text: q["text"].as_str().expect("text").to_owned(),
-            relevant: q["relevant"].as_array().expect("relevant").iter().map(|r| r.as_u64().expect("index") as usize).collect(),
+            relevant: q["relevant"]
+                .as_array()
+                .expect("relevant")
+                .iter()
+                .map(|r| r.as_u64().expect("index") as usize)
+                .collect(),
         })
         .collect()
 }
@@ -172,14 +185,16 @@ fn score(answer: &[usize], relevant: &HashSet<usize>) -> (f64, f64) {
 /// (passage indexes, best first) and the queries/s.
 fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usize>>, Vec<f64>, f64) {
     let next = Arc::new(AtomicUsize::new(0));
-    let answers: Arc<Vec<std::sync::Mutex<Vec<usize>>>> = Arc::new((0..set.len()).map(|_| Default::default()).collect());
+    let answers: Arc<Vec<std::sync::Mutex<Vec<usize>>>> =
+        Arc::new((0..set.len()).map(|_| Default::default()).collect());
     let weights: Arc<std::sync::Mutex<Vec<f64>>> = Arc::default();
     let texts: Arc<Vec<String>> = Arc::new(set.iter().map(|q| q.text.clone()).collect());
     let url = format!("{base}/vectors/index/{INDEX}/search");
     let start = Instant::now();
     let handles: Vec<_> = (0..workers)
         .map(|_| {
-            let (next, answers, texts, url, body) = (Arc::clone(&next), Arc::clone(&answers), Arc::clone(&texts), url.clone(), body.clone());
+            let (next, answers, texts, url, body) =
+                (Arc::clone(&next), Arc::clone(&answers), Arc::clone(&texts), url.clone(), body.clone());
             let weights = Arc::clone(&weights);
             std::thread::spawn(move || {
                 let agent = agent();
@@ -199,7 +214,12 @@ fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usiz
                         .map(|h| h["id"].as_str().expect("id")[1..].parse().expect("p<index>"))
                         .collect();
                     *answers[i].lock().expect("answer") = ids;
-                    if let Some(w) = answer["explain"]["weights"]["keyword"].as_f64() {
+                    // Every hybrid mode asks for explain (the same work each); only the
+                    // adaptive fusion's weights vary by query.
+                    if let (Some("adaptive"), Some(w)) = (
+                        answer["explain"]["fusion"].as_str(),
+                        answer["explain"]["weights"]["keyword"].as_f64(),
+                    ) {
                         weights.lock().expect("weights").push(w);
                     }
                 }
@@ -228,9 +248,14 @@ fn main() {
         .split(',')
         .filter_map(|a| a.trim().parse().ok())
         .collect();
-    let queries_path = std::env::var("ANNAL_HYBRID_QUERIES").map(PathBuf::from).unwrap_or_else(|_| root().join("target/hybrid-queries.json"));
+    let queries_path = std::env::var("ANNAL_HYBRID_QUERIES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/hybrid-queries.json"));
     let sets: Value = serde_json::from_str(&std::fs::read_to_string(&queries_path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build it with benches/hybrid_queries.py (see this file's header)", queries_path.display())
+        panic!(
+            "{}: {e}; build it with benches/hybrid_queries.py (see this file's header)",
+            queries_path.display()
+        )
     }))
     .expect("query file");
     let exact = read_set(&sets, "exact");
@@ -247,14 +272,29 @@ fn main() {
     let agent = agent();
 
     // Load: documents embedded by the lookup, then a snapshot.
-    let (server, url) = start(dir.path(), &["--remote-embedder".into(), format!("{MODEL}:384={embedder_url}")]);
+    let (server, url) =
+        start(dir.path(), &["--remote-embedder".into(), format!("{MODEL}:384={embedder_url}")]);
     wait_ready(&agent, &url);
-    let (status, created) = call(&agent, "POST", &format!("{url}/vectors/index"), Some(&json!({"name": INDEX, "embedder": MODEL})));
+    let (status, created) = call(
+        &agent,
+        "POST",
+        &format!("{url}/vectors/index"),
+        Some(&json!({"name": INDEX, "embedder": MODEL})),
+    );
     assert_eq!(status, 201, "{created}");
     let load = Instant::now();
     for (b, chunk) in passages.chunks(BATCH).enumerate() {
-        let items: Vec<Value> = chunk.iter().enumerate().map(|(j, text)| json!({"id": format!("p{}", b * BATCH + j), "text": text})).collect();
-        let (status, answer) = call(&agent, "POST", &format!("{url}/vectors/index/{INDEX}/documents"), Some(&json!({"items": items})));
+        let items: Vec<Value> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, text)| json!({"id": format!("p{}", b * BATCH + j), "text": text}))
+            .collect();
+        let (status, answer) = call(
+            &agent,
+            "POST",
+            &format!("{url}/vectors/index/{INDEX}/documents"),
+            Some(&json!({"items": items})),
+        );
         assert_eq!(status, 200, "{answer}");
     }
     let stored = load.elapsed();
@@ -284,18 +324,29 @@ fn main() {
     wait_ready(&agent, &url);
     let ready = opened.elapsed();
     // The model loads on first use: not part of any mode's time.
-    let (status, warm) = call(&agent, "POST", &format!("{url}/vectors/index/{INDEX}/search"), Some(&json!({"text": "warm up", "mode": "hybrid"})));
+    let (status, warm) = call(
+        &agent,
+        "POST",
+        &format!("{url}/vectors/index/{INDEX}/search"),
+        Some(&json!({"text": "warm up", "mode": "hybrid"})),
+    );
     assert_eq!(status, 200, "{warm}");
-    println!("restart from the snapshot: ready in {:.2} s; {workers} client threads, k = {K}", ready.as_secs_f64());
+    println!(
+        "restart from the snapshot: ready in {:.2} s; {workers} client threads, k = {K}",
+        ready.as_secs_f64()
+    );
 
     let mut modes: Vec<(String, Value)> = vec![
         ("semantic".into(), json!({"mode": "semantic", "k": K})),
         ("keyword".into(), json!({"mode": "keyword", "k": K})),
         ("hybrid (default: adaptive, k=60)".into(), json!({"mode": "hybrid", "k": K, "explain": true})),
-        ("hybrid rrf (k=60)".into(), json!({"mode": "hybrid", "fusion": "rrf", "k": K})),
+        ("hybrid rrf (k=60)".into(), json!({"mode": "hybrid", "fusion": "rrf", "k": K, "explain": true})),
     ];
     for alpha in &alphas {
-        modes.push((format!("hybrid weighted (alpha={alpha})"), json!({"mode": "hybrid", "fusion": "weighted", "alpha": alpha, "k": K})));
+        modes.push((
+            format!("hybrid weighted (alpha={alpha})"),
+            json!({"mode": "hybrid", "fusion": "weighted", "alpha": alpha, "k": K, "explain": true}),
+        ));
     }
     println!();
     println!("| mode | exact recall@10 | exact nDCG@10 | paraphrase recall@10 | paraphrase nDCG@10 | union recall@10 | union nDCG@10 | q/s exact | q/s paraphrase |");
@@ -317,8 +368,10 @@ fn main() {
                 ));
             }
         }
-        let exact_scores: Vec<(f64, f64)> = exact.iter().zip(&exact_answers).map(|(q, a)| score(a, &q.relevant)).collect();
-        let para_scores: Vec<(f64, f64)> = paraphrase.iter().zip(&para_answers).map(|(q, a)| score(a, &q.relevant)).collect();
+        let exact_scores: Vec<(f64, f64)> =
+            exact.iter().zip(&exact_answers).map(|(q, a)| score(a, &q.relevant)).collect();
+        let para_scores: Vec<(f64, f64)> =
+            paraphrase.iter().zip(&para_answers).map(|(q, a)| score(a, &q.relevant)).collect();
         let all: Vec<(f64, f64)> = exact_scores.iter().chain(&para_scores).copied().collect();
         println!(
             "| {name} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.0} | {:.0} |",

@@ -35,6 +35,8 @@ import snowballstemmer
 
 MAX_DF = 5
 MIN_LEN = 5
+# The index drops longer tokens (tantivy's RemoveLongFilter at annal's TERM_BYTES_MAX).
+MAX_TERM_BYTES = 40
 # Runs of letters and digits: tantivy's SimpleTokenizer splits at every char that is
 # not char::is_alphanumeric.
 TOKEN = re.compile(r"[^\W_]+")
@@ -71,6 +73,7 @@ def exact_queries(passages, count, seed):
         for low, holders in postings.items()
         if 1 <= len(holders) <= MAX_DF
         and len(low) >= MIN_LEN
+        and len(low.encode()) < MAX_TERM_BYTES
         and low.isascii()
         and not low.isdigit()
         and len(words_of_stem[stem(low)]) == 1
@@ -93,10 +96,13 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     data = Path(args.data)
-    passages = (data / "passages.txt").read_text(encoding="utf-8").split("\n")
+    # Split at "\n" only, as the benchmark does: line i+1 is base vector i.
+    with open(data / "passages.txt", encoding="utf-8", newline="") as f:
+        passages = f.read().split("\n")
     if passages and passages[-1] == "":
         passages.pop()
-    queries = (data / "queries.txt").read_text(encoding="utf-8").split("\n")
+    with open(data / "queries.txt", encoding="utf-8", newline="") as f:
+        queries = f.read().split("\n")
     if queries and queries[-1] == "":
         queries.pop()
     truth = read_ivecs(data / "groundtruth.ivecs")

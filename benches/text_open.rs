@@ -129,7 +129,9 @@ fn main() {
     println!("median of {rounds} opens, each to its first keyword search:");
     println!("| open | with text index | without | text index's share |");
     println!("|---|---|---|---|");
-    for (name, a, b) in [("from the snapshot", snap_text, snap_plain), ("full replay", replay_text, replay_plain)] {
+    for (name, a, b) in
+        [("from the snapshot", snap_text, snap_plain), ("full replay", replay_text, replay_plain)]
+    {
         println!(
             "| {name} | {:.2} s | {:.2} s | {:.2} s |",
             a.as_secs_f64(),

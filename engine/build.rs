@@ -29,11 +29,19 @@ fn metadata(offline: bool) -> std::process::Output {
 }
 
 fn faiss_sources() -> PathBuf {
-    let mut output = metadata(true);
-    if !output.status.success() {
-        output = metadata(false);
-    }
-    assert!(output.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&output.stderr));
+    let offline = metadata(true);
+    let output = if offline.status.success() {
+        offline
+    } else {
+        let online = metadata(false);
+        assert!(
+            online.status.success(),
+            "cargo metadata --offline: {}\ncargo metadata: {}",
+            String::from_utf8_lossy(&offline.stderr),
+            String::from_utf8_lossy(&online.stderr)
+        );
+        online
+    };
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata is JSON");
     let packages = metadata["packages"].as_array().expect("packages");
     let faiss_sys = packages

@@ -208,6 +208,65 @@ pub fn filter_parse(data: &[u8]) {
     }
 }
 
+/// An engine holding a document index with a full-text index over a few passages (the
+/// embedder is configured but unavailable: keyword search needs none), for
+/// `keyword_query`. Its temp directory lives as long as the process.
+fn text_engine() -> &'static Engine {
+    static ENGINE: OnceLock<(tempfile::TempDir, Engine)> = OnceLock::new();
+    let (_, engine) = ENGINE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut embedders = annal_engine::Embedders::default();
+        embedders.add_unavailable("none", 4, "keyword_query fuzz target: no embedding");
+        let config = EngineConfig { sync: SyncMode::Deferred, embedders, ..EngineConfig::default() };
+        let engine = Engine::open(dir.path(), config).expect("open");
+        engine
+            .create_document_index("fuzz", "docs", "none", None, Metric::Cosine, HnswConfig::default())
+            .expect("create");
+        let texts = [
+            "A thread with CAP_SYS_NICE may raise its scheduling priority.",
+            "FAN_REPORT_DIR_FID reports the directory of an event.",
+            "Die Ärzte untersuchten 42 Patienten; naïve café (résumé) — 東京 ok?",
+            "title:word AND \"a phrase\" +must -not (nested (parens)) ~2 ^3 * [a TO b]",
+        ];
+        let items = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| annal_engine::event::DocumentItem {
+                id: format!("d{i}"),
+                text: (*t).to_owned(),
+                metadata: Some(format!(r#"{{"n": {i}}}"#)),
+                partition: None,
+            })
+            .collect();
+        engine.upsert_documents("fuzz", "docs", items, annal_engine::Wait::Applied).expect("documents");
+        (dir, engine)
+    });
+    engine
+}
+
+/// Arbitrary text as a keyword query, as plain terms and in tantivy's query syntax:
+/// hits or a refusal that names `text` (limits, no term, the parser's message), never
+/// a panic or an internal error; every hit's score is finite and its coverage in
+/// [0, 1]; hits come best first.
+pub fn keyword_query(data: &[u8]) {
+    let engine = text_engine();
+    let text = String::from_utf8_lossy(data).into_owned();
+    for syntax in [false, true] {
+        let query = annal_engine::KeywordQuery { text: text.clone(), syntax };
+        match engine.keyword("docs", &query, 10, &annal_engine::Select::default()) {
+            Ok(hits) => {
+                for hit in &hits {
+                    assert!(hit.score.is_finite(), "{text:?} (syntax {syntax}): {hit:?}");
+                    assert!((0.0..=1.0).contains(&hit.coverage), "{text:?} (syntax {syntax}): {hit:?}");
+                }
+                assert!(hits.windows(2).all(|w| w[0].score >= w[1].score), "{text:?}: {hits:?}");
+            }
+            Err(Error::Invalid(e)) => assert_eq!(e.field, "text", "{text:?} (syntax {syntax}): {e}"),
+            Err(other) => panic!("{text:?} (syntax {syntax}): {other}"),
+        }
+    }
+}
+
 /// One step of the `engine_ops` target.
 #[derive(Arbitrary, Debug)]
 pub enum Op {

@@ -73,6 +73,30 @@ fn filters_parse_without_panics_and_negation_always_answers_the_opposite() {
 }
 
 #[test]
+fn keyword_queries_answer_or_name_the_text_never_panic() {
+    let seeds = [
+        "CAP_SYS_NICE scheduling priority",
+        "title:word AND \"a phrase\" +must -not",
+        "((((a OR b) AND c) -d) +e)",
+        "field:[a TO b] x~2 y^3 \"unclosed",
+        "n:42 OR text:priority",
+        "東京 naïve café — résumé",
+        "*",
+        ":",
+        "-",
+    ];
+    let mut inputs: Vec<Vec<u8>> = generated("keyword_query", 300, 96);
+    for seed in seeds {
+        inputs.extend(damaged(seed.as_bytes()));
+    }
+    // Over the limits: 4 KiB, 256 words, 16 levels of parentheses.
+    inputs.push("a ".repeat(300).into_bytes());
+    inputs.push(format!("{}x{}", "(".repeat(17), ")".repeat(17)).into_bytes());
+    inputs.push(vec![b'z'; 5000]);
+    assert!(run("keyword_query", annal_fuzz::keyword_query, inputs) > 600);
+}
+
+#[test]
 fn frame_decoders_survive_the_corpus_generated_inputs_and_damaged_real_frames() {
     let mut inputs = generated("frame_decode", 2_000, 512);
     for event in sample_events() {

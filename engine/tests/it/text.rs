@@ -430,9 +430,38 @@ fn a_keyword_hits_coverage_is_the_idf_weighted_share_of_the_query_it_holds() {
     // Coverage does not depend on how often a word occurs or how long the document is.
     let single = engine.keyword("docs", &q("priority"), 10, &all).unwrap();
     assert!(single.len() > 1 && single.iter().all(|h| (h.coverage - 1.0).abs() < 1e-6), "{single:?}");
+    // Words the query excludes are not part of it; a query of exclusions only asks
+    // for no word, so every hit holds all it asks.
+    let syntax = |text: &str| KeywordQuery { text: text.into(), syntax: true };
+    let excluding = engine.keyword("docs", &syntax("priority -cap"), 10, &all).unwrap();
+    assert!(
+        !excluding.is_empty() && excluding.iter().all(|h| (h.coverage - 1.0).abs() < 1e-6),
+        "{excluding:?}"
+    );
+    assert!(excluding.iter().all(|h| &*h.id != "nice"), "{excluding:?}");
+    // Metadata fields searched beside the text do not make every word look rare: a
+    // word's weight is taken where it is most frequent, so the same corpus with its
+    // titles indexed weighs the words as the text alone does.
+    engine
+        .create_document_index_with(
+            "t",
+            "titled",
+            "standin",
+            None,
+            Metric::Cosine,
+            HnswConfig::default(),
+            Some(TextSpec { fields: vec!["title".into()], ..TextSpec::default() }),
+        )
+        .unwrap();
+    engine.upsert_documents("t", "titled", corpus(), Wait::Applied).unwrap();
+    let titled = engine.keyword("titled", &q("CAP_SYS_NICE scheduling priority"), 10, &all).unwrap();
+    let titled_sched = titled.iter().find(|h| &*h.id == "sched").map(|h| h.coverage).unwrap();
+    assert!((titled_sched - partial).abs() < 1e-6, "{titled_sched} against {partial}: {titled:?}");
     // The adaptive fusion (the default) leads with the document holding the whole
     // query, and says the weights it gave.
-    let hybrid = engine.hybrid("docs", &q("CAP_SYS_NICE scheduling priority"), 3, &all, Fusion::default(), None).unwrap();
+    let hybrid = engine
+        .hybrid("docs", &q("CAP_SYS_NICE scheduling priority"), 3, &all, Fusion::default(), None)
+        .unwrap();
     assert_eq!(&*hybrid.hits[0].id, "nice");
     assert_eq!(hybrid.weights, (0.0, 1.0));
     // Replay gives the same coverage.

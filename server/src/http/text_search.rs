@@ -92,7 +92,11 @@ impl TextFields {
                     return Err(ApiError::bad_request("alpha: only with fusion weighted"));
                 }
                 let k = self.rrf_k.unwrap_or(RRF_K_DEFAULT);
-                Ok(if self.fusion.as_deref() == Some("rrf") { Fusion::Rrf { k } } else { Fusion::Adaptive { k } })
+                Ok(if self.fusion.as_deref() == Some("rrf") {
+                    Fusion::Rrf { k }
+                } else {
+                    Fusion::Adaptive { k }
+                })
             }
             Some("weighted") => {
                 if self.rrf_k.is_some() {
@@ -113,6 +117,10 @@ struct TextHit<'a> {
     id: &'a str,
     /// BM25 (keyword) or the fused score (hybrid): larger is better.
     score: f32,
+    /// Keyword: the share of the query's words (weighted by inverse document frequency)
+    /// the document holds, 0 to 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coverage: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,7 +130,8 @@ struct TextHit<'a> {
     /// With `scores`: the dense side's rank (from 1) and distance, null if absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     dense: Option<Value>,
-    /// With `scores`: the keyword side's rank (from 1) and BM25 score, null if absent.
+    /// With `scores`: the keyword side's rank (from 1), BM25 score and coverage, null
+    /// if absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     keyword: Option<Value>,
 }
@@ -141,9 +150,16 @@ struct Found {
     metadata: Option<Arc<str>>,
     partition: Option<Arc<str>>,
     text: Option<Arc<str>>,
-    /// Hybrid: the dense and keyword sides' (rank, value).
-    sides: Option<(Side, Option<(usize, f32, f32)>)>,
+    /// Keyword: the hit's coverage of the query.
+    coverage: Option<f32>,
+    /// Hybrid: the dense side's (rank, distance) and the keyword side's (rank, score,
+    /// coverage).
+    sides: Option<(Side, KeywordSide)>,
 }
+
+/// A hit's rank (from 1), BM25 score and coverage on the keyword side of a hybrid
+/// search.
+type KeywordSide = Option<(usize, f32, f32)>;
 
 /// A hit's rank (from 1) and distance or score on one side of a hybrid search.
 type Side = Option<(usize, f32)>;
@@ -181,6 +197,7 @@ pub(crate) async fn run(
                         metadata: h.metadata,
                         partition: h.partition,
                         text: None,
+                        coverage: Some(h.coverage),
                         sides: None,
                     })
                     .collect()
@@ -213,6 +230,7 @@ pub(crate) async fn run(
                         metadata: h.metadata,
                         partition: h.partition,
                         text: None,
+                        coverage: None,
                         sides: Some((h.dense, h.keyword)),
                     })
                     .collect()
@@ -238,12 +256,15 @@ pub(crate) async fn run(
             TextHit {
                 id: &f.id,
                 score: f.score,
+                coverage: f.coverage,
                 metadata: f.metadata.as_deref().and_then(|m| raw_metadata(&f.id, m)),
                 partition: f.partition.as_deref(),
                 text: f.text.as_deref(),
                 dense: sides.map(|(d, _)| side(d, "distance")),
                 keyword: sides.map(|(_, kw)| match kw {
-                    Some((rank, score, coverage)) => json!({"rank": rank, "score": score, "coverage": coverage}),
+                    Some((rank, score, coverage)) => {
+                        json!({"rank": rank, "score": score, "coverage": coverage})
+                    }
                     None => Value::Null,
                 }),
             }

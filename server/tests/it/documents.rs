@@ -172,6 +172,7 @@ fn keyword_and_hybrid_search_over_http_rank_exact_terms_and_say_each_sides_rank(
     assert_eq!(top["metadata"]["section"], 2);
     assert_eq!(top["text"], MAN[1].1);
     assert!(top.get("distance").is_none(), "{top}");
+    assert!((top["coverage"].as_f64().unwrap() - 1.0).abs() < 1e-6, "holds the whole query: {top}");
     // The filter applies; configured fields are searched.
     let (_, body) =
         search(json!({"text": "scheduling priority", "mode": "keyword", "filter": {"section": 1}}));

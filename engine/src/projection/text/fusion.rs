@@ -115,7 +115,8 @@ pub struct Hybrid {
     /// Candidates taken from each side.
     pub candidates: usize,
     /// The weights the sides were given: `(dense, keyword)`; with the adaptive fusion
-    /// the keyword side's is its best hit's coverage, the dense side's one minus that.
+    /// the keyword side's is its best hit's trust (coverage to the power
+    /// [`COVERAGE_EXPONENT`]), the dense side's one minus that.
     pub weights: (f32, f32),
 }
 
@@ -144,7 +145,13 @@ pub fn fuse(dense: &[Hit], keyword: &[KeywordHit], fusion: Fusion, k: usize) -> 
             )
         }
         Fusion::Adaptive { k } => {
-            let trust = |coverage: f32| coverage.clamp(0.0, 1.0).powi(COVERAGE_EXPONENT);
+            let trust = |coverage: f32| {
+                if coverage.is_finite() {
+                    coverage.clamp(0.0, 1.0).powi(COVERAGE_EXPONENT)
+                } else {
+                    0.0
+                }
+            };
             let best = keyword.iter().map(|h| trust(h.coverage)).fold(0.0f32, f32::max);
             (
                 rrf(k, dense.len()).map(|p| (1.0 - best) * p).collect(),

@@ -24,7 +24,9 @@ use tantivy::schema::{
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, WhitespaceTokenizer,
 };
-use tantivy::{DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED};
+use tantivy::{
+    DocAddress, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, TERMINATED,
+};
 
 use super::error::TextError;
 use crate::event::{TextIndexCreated, TextTokenizer};
@@ -148,11 +150,14 @@ fn idf(doc_freq: u64, doc_count: u64) -> f32 {
     (1.0 + x).ln()
 }
 
-/// A query's words with their weights. A word's weight is its largest inverse
-/// document frequency among the fields it is searched in (a word no document holds
-/// counts too); the query's weight is their sum. A hit's *coverage* is the share of
-/// that weight in the words it holds: 1 when it holds every word, whatever their
-/// frequencies and its length ([`super::fusion`] weighs the two sides by it).
+/// A query's words with their weights. A word's weight is its inverse document
+/// frequency, counted in the field where it is most frequent (the text, usually: a
+/// word absent from a short metadata field is not rare for that); a word no document
+/// holds counts too, at the largest weight. The query's weight is their sum. A hit's
+/// *coverage* is the share of that weight in the words it holds: 1 when it holds every
+/// word, whatever their frequencies and its length ([`super::fusion`] weighs the two
+/// sides by it). Words the query excludes (`-word`) are not among them; a query with
+/// no other word (`*`, a range, only exclusions) is covered entirely by every hit.
 struct Words<'q> {
     /// Each searched term, with the index of its word.
     terms: Vec<(&'q Term, usize)>,
@@ -160,30 +165,55 @@ struct Words<'q> {
     weights: Vec<f32>,
 }
 
+/// The terms of `query` a hit may hold: all but those under a `MustNot` clause.
+fn wanted_terms<'q>(query: &'q dyn Query, out: &mut Vec<&'q Term>) {
+    match query.downcast_ref::<BooleanQuery>() {
+        Some(boolean) => {
+            for (occur, clause) in boolean.clauses() {
+                if *occur != Occur::MustNot {
+                    wanted_terms(clause.as_ref(), out);
+                }
+            }
+        }
+        None => query.query_terms(&mut |term, _| out.push(term)),
+    }
+}
+
 impl<'q> Words<'q> {
     fn of(query: &'q dyn Query, stats: &LiveStats<'_>) -> Result<Self, TextError> {
         use tantivy::query::Bm25StatisticsProvider;
         let mut all: Vec<&Term> = Vec::new();
-        query.query_terms(&mut |term, _| all.push(term));
+        wanted_terms(query, &mut all);
         let docs = stats.total_num_docs()?;
         let mut index: HashMap<&[u8], usize> = HashMap::with_capacity(all.len());
         let mut words = Words { terms: Vec::with_capacity(all.len()), weights: Vec::new() };
+        // The largest document frequency of each word over its fields.
+        let mut frequency: Vec<u64> = Vec::new();
         for term in all {
             let next = index.len();
             let word = *index.entry(term.serialized_value_bytes()).or_insert(next);
-            if word == words.weights.len() {
-                words.weights.push(0.0);
+            if word == frequency.len() {
+                frequency.push(0);
             }
-            words.weights[word] = words.weights[word].max(idf(stats.doc_freq(term)?, docs));
+            frequency[word] = frequency[word].max(stats.doc_freq(term)?);
             words.terms.push((term, word));
         }
+        words.weights = frequency.into_iter().map(|df| idf(df, docs)).collect();
         Ok(words)
     }
 
     /// The coverage of each of `found` (in its order).
-    fn coverage(&self, searcher: &tantivy::Searcher, found: &[(f32, DocAddress)]) -> Result<Vec<f32>, TextError> {
+    fn coverage(
+        &self,
+        searcher: &tantivy::Searcher,
+        found: &[(f32, DocAddress)],
+    ) -> Result<Vec<f32>, TextError> {
         let total: f32 = self.weights.iter().sum();
-        if total <= 0.0 || found.is_empty() {
+        if self.weights.is_empty() || found.is_empty() {
+            // Nothing the query asks is missing from any hit.
+            return Ok(vec![1.0; found.len()]);
+        }
+        if !(total > 0.0) {
             return Ok(vec![0.0; found.len()]);
         }
         // held[hit][word]
@@ -198,7 +228,9 @@ impl<'q> Words<'q> {
             let reader = searcher.segment_reader(*segment);
             for &(term, word) in &self.terms {
                 let inverted = reader.inverted_index(term.field())?;
-                let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else { continue };
+                let Some(mut postings) = inverted.read_postings(term, IndexRecordOption::Basic)? else {
+                    continue;
+                };
                 for &(doc, i) in hits.iter() {
                     if postings.doc() > doc {
                         continue;
