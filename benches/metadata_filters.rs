@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use annal_benches::{bench_dir, fvecs};
+use annal_benches::{bench_dir, fvecs, mix, normalised};
 use annal_engine::event::{PayloadKind, VectorItem};
 use annal_engine::{Engine, EngineConfig, Filter, HnswConfig, Metric, Select};
 use serde_json::{json, Value};
@@ -23,34 +23,8 @@ use serde_json::{json, Value};
 const K: usize = 10;
 const QUERIES: usize = 200;
 
-/// splitmix64: a seeded, portable stream of pseudo-random words.
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-fn normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
 fn vectors(n: usize) -> Vec<Vec<f32>> {
-    let base = fvecs("base.fvecs");
-    (0..n)
-        .map(|i| {
-            let mut v = base[i % base.len()].clone();
-            if i >= base.len() {
-                for (j, x) in v.iter_mut().enumerate() {
-                    let r = mix((i as u64) << 16 | j as u64);
-                    *x += ((r >> 11) as f64 / (1u64 << 53) as f64 * 0.04 - 0.02) as f32;
-                }
-            }
-            normalised(v)
-        })
-        .collect()
+    annal_benches::perturbed(n)
 }
 
 /// The metadata of record `i`, from a seeded shuffle of its number.

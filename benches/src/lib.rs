@@ -65,3 +65,37 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
+
+/// splitmix64: a seeded, portable stream of pseudo-random words.
+pub fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// `v` scaled to unit length.
+pub fn normalised(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+/// `n` unit vectors: the shared base vectors, then seeded perturbed copies of them
+/// (uniform noise of ±0.02 per dimension, renormalised: a copy sits at cosine ~0.97
+/// from its original).
+pub fn perturbed(n: usize) -> Vec<Vec<f32>> {
+    let base = fvecs("base.fvecs");
+    (0..n)
+        .map(|i| {
+            let mut v = base[i % base.len()].clone();
+            if i >= base.len() {
+                for (j, x) in v.iter_mut().enumerate() {
+                    let r = mix((i as u64) << 16 | j as u64);
+                    *x += ((r >> 11) as f64 / (1u64 << 53) as f64 * 0.04 - 0.02) as f32;
+                }
+            }
+            normalised(v)
+        })
+        .collect()
+}

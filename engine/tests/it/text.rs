@@ -207,6 +207,8 @@ fn bad_keyword_queries_and_text_configs_are_refused_naming_the_field() {
     let engine = Engine::open(dir.path(), config(&standin, true)).unwrap();
     create(&engine, Some(TextSpec::default()));
     engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
+    // The embedder's vectors are events too: let them land before counting the log.
+    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
     let all = Select::default();
     assert_eq!(bad(engine.keyword("docs", &q("  "), 10, &all)).0, "text");
     assert_eq!(bad(engine.keyword("docs", &q(&"a".repeat(5000)), 10, &all)).0, "text");
@@ -466,6 +468,7 @@ fn a_keyword_hits_coverage_is_the_idf_weighted_share_of_the_query_it_holds() {
     assert_eq!(hybrid.weights, (0.0, 1.0));
     // Replay gives the same coverage.
     engine.close().unwrap();
+    drop(engine);
     let engine = Engine::open(dir.path(), config(&standin, false)).unwrap();
     let again = engine.keyword("docs", &q("CAP_SYS_NICE scheduling priority"), 10, &all).unwrap();
     assert_eq!(

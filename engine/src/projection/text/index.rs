@@ -213,7 +213,7 @@ impl<'q> Words<'q> {
             // Nothing the query asks is missing from any hit.
             return Ok(vec![1.0; found.len()]);
         }
-        if !(total > 0.0) {
+        if total <= 0.0 || !total.is_finite() {
             return Ok(vec![0.0; found.len()]);
         }
         // held[hit][word]
