@@ -71,7 +71,15 @@ impl Server {
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}{}", self.base, path);
         let mut response = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
+            // A GET is idempotent: sent again once if the pooled keep-alive connection
+            // it went out on was closed by the server meanwhile (after an answer given
+            // before reading a body, the server closes the connection; under load the
+            // client can reuse it before it sees the close), as browsers and most
+            // HTTP clients do.
+            ("GET", _) => self.agent.get(&url).call().or_else(|e| match e {
+                ureq::Error::Io(_) => self.agent.get(&url).call(),
+                other => Err(other),
+            }),
             ("DELETE", _) => self.agent.delete(&url).call(),
             ("PUT", Some(body)) => self.agent.put(&url).send_json(body),
             ("POST", Some(body)) => self.agent.post(&url).send_json(body),
