@@ -27,14 +27,13 @@
 //! comma-separated weights to also try with the weighted fusion (default `0.3,0.5,0.7`).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annal_benches::{bench_dir, data_dir, fvecs};
+use annal_benches::{bench_dir, data_dir, fvecs, start_server};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -98,32 +97,6 @@ fn lookup_embedder(vectors: HashMap<String, Vec<f32>>) -> (tokio::runtime::Runti
     let app = Router::new().route("/v1/embeddings", post(embed)).with_state(Arc::new(vectors));
     runtime.spawn(async move { axum::serve(listener, app).await });
     (runtime, url)
-}
-
-fn start(data: &Path, extra: &[String]) -> (Child, String) {
-    let bin = root().join("target/release/annal");
-    assert!(bin.exists(), "build it first: cargo build --release -p annal-server");
-    let mut child = Command::new(bin)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("ANNAL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).expect("read") > 0, "server exited");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().expect("addr").to_owned();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, format!("http://{addr}"))
 }
 
 fn wait_ready(agent: &ureq::Agent, base: &str) {
@@ -273,7 +246,7 @@ fn main() {
 
     // Load: documents embedded by the lookup, then a snapshot.
     let (server, url) =
-        start(dir.path(), &["--remote-embedder".into(), format!("{MODEL}:384={embedder_url}")]);
+        start_server(dir.path(), &["--remote-embedder".into(), format!("{MODEL}:384={embedder_url}")]);
     wait_ready(&agent, &url);
     let (status, created) = call(
         &agent,
@@ -320,7 +293,7 @@ fn main() {
 
     // Query: the server on its local embedder.
     let opened = Instant::now();
-    let (server, url) = start(dir.path(), &[]);
+    let (server, url) = start_server(dir.path(), &[]);
     wait_ready(&agent, &url);
     let ready = opened.elapsed();
     // The model loads on first use: not part of any mode's time.

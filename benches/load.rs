@@ -8,45 +8,17 @@
 //! 600), `ANNAL_LOAD_RATE` requests/s (default 400), `ANNAL_LOAD_BASE` vectors loaded
 //! first (default 20,000).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annal_benches::{bench_dir, fvecs};
+use annal_benches::{bench_dir, fvecs, start_server};
 use serde_json::{json, Value};
 
 const WORKERS: usize = 32;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn start(data: &Path) -> (Child, String) {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/annal");
-    assert!(bin.exists(), "build it first: cargo build --release -p annal-server");
-    let mut child = Command::new(bin)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .env("ANNAL_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let addr = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).expect("read") > 0, "server exited");
-        if let Some(rest) = line.split("addr=").nth(1) {
-            break rest.split_whitespace().next().expect("addr").to_owned();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, format!("http://{addr}"))
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -158,7 +130,7 @@ fn main() {
     let queries = Arc::new(fvecs("query.fvecs"));
     let vectors = Arc::new(base.clone());
     let dir = bench_dir();
-    let (mut child, url) = start(dir.path());
+    let (mut child, url) = start_server(dir.path(), &[]);
     let agent = agent();
     let created = agent
         .post(&format!("{url}/vectors/index"))

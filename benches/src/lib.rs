@@ -1,5 +1,8 @@
 //! Shared helpers for the benchmark binaries.
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Directory for bench files: `ANNAL_BENCH_DIR`, else the system temp dir. It must be on
@@ -98,4 +101,33 @@ pub fn perturbed(n: usize) -> Vec<Vec<f32>> {
             normalised(v)
         })
         .collect()
+}
+
+/// Start the release `annal serve` on `data`, listening on a free loopback port, with
+/// `extra` arguments: the child and its base URL (`http://host:port`). Its log is
+/// drained in the background so it never blocks on a full pipe.
+pub fn start_server(data: &Path, extra: &[String]) -> (Child, String) {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/annal");
+    assert!(bin.exists(), "build it first: cargo build --release -p annal-server");
+    let mut child = Command::new(bin)
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("ANNAL_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("read") > 0, "server exited");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().expect("addr").to_owned();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, format!("http://{addr}"))
 }

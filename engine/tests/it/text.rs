@@ -50,6 +50,16 @@ fn doc(id: &str, text: &str, metadata: serde_json::Value, partition: Option<&str
     }
 }
 
+/// An engine on `dir` with the corpus in a document index `docs` (the default text
+/// index), every document embedded.
+fn embedded_corpus(standin: &StandIn, dir: &std::path::Path) -> Engine {
+    let engine = Engine::open(dir, config(standin, true)).unwrap();
+    create(&engine, Some(TextSpec::default()));
+    engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
+    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
+    engine
+}
+
 /// Man-page-like passages, with exact identifiers only some of them hold.
 fn corpus() -> Vec<DocumentItem> {
     vec![
@@ -204,11 +214,8 @@ fn bad(result: Result<Vec<annal_engine::KeywordHit>, Error>) -> (String, String)
 fn bad_keyword_queries_and_text_configs_are_refused_naming_the_field() {
     let standin = StandIn::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), config(&standin, true)).unwrap();
-    create(&engine, Some(TextSpec::default()));
-    engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
-    // The embedder's vectors are events too: let them land before counting the log.
-    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
+    // The embedder's vectors are events too: they land before the log is counted.
+    let engine = embedded_corpus(&standin, dir.path());
     let all = Select::default();
     assert_eq!(bad(engine.keyword("docs", &q("  "), 10, &all)).0, "text");
     assert_eq!(bad(engine.keyword("docs", &q(&"a".repeat(5000)), 10, &all)).0, "text");
@@ -379,10 +386,7 @@ fn replay_a_snapshot_restore_and_a_past_view_score_exactly_as_the_live_index_did
 fn hybrid_search_fuses_both_lists_within_the_filter_and_says_each_sides_rank() {
     let standin = StandIn::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), config(&standin, true)).unwrap();
-    create(&engine, Some(TextSpec::default()));
-    engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
-    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
+    let engine = embedded_corpus(&standin, dir.path());
     let all = Select::default();
     let text = "scheduling priority";
     let rrf = Fusion::Rrf { k: 60.0 };
@@ -416,10 +420,7 @@ fn hybrid_search_fuses_both_lists_within_the_filter_and_says_each_sides_rank() {
 fn a_keyword_hits_coverage_is_the_idf_weighted_share_of_the_query_it_holds() {
     let standin = StandIn::start();
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), config(&standin, true)).unwrap();
-    create(&engine, Some(TextSpec::default()));
-    engine.upsert_documents("t", "docs", corpus(), Wait::Applied).unwrap();
-    engine.wait_embedded("docs", Duration::from_secs(60)).unwrap();
+    let engine = embedded_corpus(&standin, dir.path());
     let all = Select::default();
     // "nice" holds cap, sys, nice, scheduling and priority; "sched" only priority and
     // scheduling; "fanotify" none of them.
