@@ -116,6 +116,15 @@ struct LiveStats<'a> {
     /// Tokens per field over the live documents (by their field norms), computed once
     /// per searcher generation.
     tokens: &'a Tokens,
+    /// Document frequencies asked so far in this search: the query's coverage
+    /// ([`Words`]) asks before tantivy's BM25 weight asks again for the same terms.
+    doc_freqs: Mutex<HashMap<Term, u64>>,
+}
+
+impl<'a> LiveStats<'a> {
+    fn new(searcher: &'a tantivy::Searcher, tokens: &'a Tokens) -> Self {
+        Self { searcher, tokens, doc_freqs: Mutex::new(HashMap::new()) }
+    }
 }
 
 impl tantivy::query::Bm25StatisticsProvider for LiveStats<'_> {
@@ -128,6 +137,9 @@ impl tantivy::query::Bm25StatisticsProvider for LiveStats<'_> {
     }
 
     fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        if let Some(known) = self.doc_freqs.lock().get(term) {
+            return Ok(*known);
+        }
         let mut total = 0u64;
         for segment in self.searcher.segment_readers() {
             let inverted = segment.inverted_index(term.field())?;
@@ -139,6 +151,7 @@ impl tantivy::query::Bm25StatisticsProvider for LiveStats<'_> {
                 },
             });
         }
+        self.doc_freqs.lock().insert(term.clone(), total);
         Ok(total)
     }
 }
@@ -547,7 +560,7 @@ impl TextIndex {
         self.refresh()?;
         let searcher = self.reader.searcher();
         let tokens = self.live_tokens(&searcher)?;
-        let stats = LiveStats { searcher: &searcher, tokens: &tokens };
+        let stats = LiveStats::new(&searcher, &tokens);
         let words = Words::of(query, &stats)?;
         let top = TopDocs::with_limit(k.max(1)).order_by_score();
         let rows = Arc::clone(&self.rows);
