@@ -17,7 +17,10 @@ mod vectors;
 pub use documents::{EmbeddingInfo, EMBEDDER_ACTOR};
 pub use filters::{MetadataChange, MetadataUpdated};
 pub use migrate::{MigrateOptions, MigrationReport, PlannedMove, BATCH_SIZE_DEFAULT};
-pub use tuning::{Autotuned, EvalQueries, EvalRequest, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH};
+pub use tuning::{
+    Autotuned, EvalQueries, EvalRequest, MemoryBudget, TrialRequest, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
+    AUTOTUNE_STORAGES,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -260,6 +263,9 @@ impl Engine {
     pub fn start(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, Error> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir)?;
+        // Quantized graphs keep their full vectors in unnamed scratch files: on the data
+        // directory's disk, not in a /tmp that may be memory.
+        crate::projection::vectors::set_scratch_dir(dir.clone());
         let started = Instant::now();
         let log_config = LogConfig { sync: config.sync, ..LogConfig::default() };
         let log = Arc::new(match &config.hooks.log_in_memory {

@@ -371,9 +371,10 @@ impl HnswError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             HnswError::Faulted { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
-            HnswError::Faiss { .. } | HnswError::Native { .. } | HnswError::Shape { .. } => {
-                ErrorKind::Internal
-            }
+            HnswError::Faiss { .. }
+            | HnswError::Native { .. }
+            | HnswError::Shape { .. }
+            | HnswError::Scratch { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -51,12 +51,13 @@ mod vecmath;
 // The engine facade and what its calls take and return.
 pub use engine::{
     Autotuned, Created, Deleted, EmbeddingInfo, Engine, EngineConfig, EngineStats, EvalQueries, EvalRequest,
-    GraphInfo, IndexStats, MetadataChange, MetadataUpdated, MigrateOptions, MigrationReport, PlannedMove,
-    PromoteRequest, Startup, TextSpec, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS, AUTOTUNE_EF_SEARCH,
-    BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
+    GraphInfo, IndexStats, MemoryBudget, MetadataChange, MetadataUpdated, MigrateOptions, MigrationReport,
+    PlannedMove, PromoteRequest, Startup, TextSpec, TrialRequest, Upserted, Wait, AUTOTUNE_BUILDS,
+    AUTOTUNE_EF_SEARCH, AUTOTUNE_STORAGES, BATCH_SIZE_DEFAULT, EMBEDDER_ACTOR,
 };
 pub use event::{
-    Event, EventBody, EventKind, FrameError, HnswConfig, Metric, TextIndexCreated, TextTokenizer, VectorItem,
+    Event, EventBody, EventKind, FrameError, HnswConfig, Metric, Storage as GraphStorage, StorageKind,
+    TextIndexCreated, TextTokenizer, VectorItem,
 };
 pub use partition::Template;
 pub use progress::Progress;

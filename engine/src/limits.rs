@@ -85,3 +85,7 @@ pub const FILTER_KEY_BYTES_MAX: usize = 256;
 pub const PAYLOAD_INDEXES_MAX: usize = 64;
 /// Most records one `items` page returns.
 pub const ITEMS_LIMIT_MAX: usize = 1000;
+
+/// The largest refine factor: a search re-scores at most `refine x k` candidates
+/// (with `k` up to `SEARCH_K_MAX`), one full-vector read each.
+pub const REFINE_MAX: u32 = 16;

@@ -58,6 +58,47 @@ pub fn config(value: &HnswConfig) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// A storage for a `dimension`-dimensional index of `metric`: a refine factor only
+/// with quantized codes and at most [`crate::limits::REFINE_MAX`]; `pq_m` only with `pq`,
+/// at least 1 and dividing the dimension; and a graph FAISS can make (its factory must
+/// accept it for this metric).
+pub fn storage(value: &HnswConfig, dimension: u32, metric: crate::event::Metric) -> Result<(), InvalidInput> {
+    use crate::event::StorageKind;
+    let s = value.storage;
+    let refine_max = crate::limits::REFINE_MAX;
+    if s.refine > refine_max {
+        return Err(invalid("refine", format!("must be 1 to {refine_max}, got {}", s.refine)));
+    }
+    if s.refine > 0 && !s.quantized() {
+        return Err(invalid("refine", "re-scores quantized codes; flat storage is exact already"));
+    }
+    match s.kind {
+        StorageKind::Pq if s.pq_m == 0 || dimension % s.pq_m != 0 => {
+            return Err(invalid(
+                "pq_m",
+                format!("sub-quantizers must divide the dimension {dimension}, got {}", s.pq_m),
+            ));
+        }
+        StorageKind::Pq => {}
+        _ if s.pq_m != 0 => {
+            return Err(invalid("pq_m", format!("applies to pq storage only, not {}", s.kind.name())));
+        }
+        _ => {}
+    }
+    let faiss_metric = match metric {
+        crate::event::Metric::L2 => faiss::MetricType::L2,
+        crate::event::Metric::Cosine | crate::event::Metric::Ip => faiss::MetricType::InnerProduct,
+    };
+    let factory = crate::projection::vectors::factory(value.m, s);
+    if let Err(refused) = faiss::index_factory(dimension, &factory, faiss_metric) {
+        return Err(invalid(
+            "storage",
+            format!("FAISS cannot make {factory:?} for {}: {refused}", metric.name()),
+        ));
+    }
+    Ok(())
+}
+
 /// An autotune recall floor: 0 to 1 (NaN is neither).
 pub fn recall_floor(value: f64) -> Result<(), InvalidInput> {
     if !(0.0..=1.0).contains(&value) {

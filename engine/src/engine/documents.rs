@@ -96,6 +96,7 @@ impl Engine {
             }
             .into());
         }
+        validate::storage(&config, model_dimension, metric)?;
         let seq = {
             let mut schema = write(self.writable_schema()?);
             if schema.get(name).is_some() {

@@ -27,9 +27,10 @@ impl Engine {
         let _one = crate::sync::lock(&self.promoting);
         let seq = {
             let schema = read(self.writable_schema()?);
-            if schema.get(index).is_none() {
+            let Some(entry) = schema.get(index) else {
                 return Err(Error::IndexNotFound { name: index.to_owned() });
-            }
+            };
+            validate::storage(&request.config, entry.dimension, entry.metric)?;
             // The evidence must exist: a trial of this index (or none at all).
             if !request.trial_id.is_empty() && !self.trials.has_trial(index, &request.trial_id) {
                 return Err(validate::InvalidInput {

@@ -10,6 +10,7 @@ use crate::limits::SEARCH_K_MAX;
 use crate::progress::{OnProgress, Progress};
 use crate::projection::promotions::Promotion;
 use crate::projection::trials::{IndexTrials, Objective, Trial};
+use crate::projection::vectors::{needs_training, training_bounds};
 use crate::storage::PRIMARY;
 use crate::sync::block_on;
 use crate::trials::evalset::EvalSet;
@@ -69,6 +70,36 @@ pub struct Autotuned {
 pub const AUTOTUNE_BUILDS: [(u32, u32); 4] = [(8, 40), (16, 64), (32, 80), (48, 120)];
 /// The `ef_search` values autotune measures on each graph.
 pub const AUTOTUNE_EF_SEARCH: [u32; 4] = [16, 32, 64, 128];
+/// The storage kinds autotune tries when given a memory budget, each with the refine
+/// factors it measures (a search setting: one graph per storage and build).
+pub const AUTOTUNE_STORAGES: [(crate::event::StorageKind, &[u32]); 4] = [
+    (crate::event::StorageKind::Flat, &[0]),
+    (crate::event::StorageKind::Fp16, &[0]),
+    (crate::event::StorageKind::Sq8, &[0, 2]),
+    (crate::event::StorageKind::Sq4, &[0, 4]),
+];
+
+/// A memory budget for [`Engine::autotune_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBudget {
+    /// Resident graph bytes per live vector, at most.
+    BytesPerVector(u64),
+    /// Resident graph bytes of the whole index, at most, in MiB.
+    ResidentMb(u64),
+}
+
+/// Bytes per vector of `storage`'s codes (4 per dimension for flat floats).
+fn code_bytes(dimension: u32, storage: crate::event::Storage) -> u64 {
+    use crate::event::StorageKind;
+    let d = u64::from(dimension);
+    match storage.kind {
+        StorageKind::Flat => 4 * d,
+        StorageKind::Fp16 => 2 * d,
+        StorageKind::Sq8 => d,
+        StorageKind::Sq4 => d.div_ceil(2),
+        StorageKind::Pq => u64::from(storage.pq_m),
+    }
+}
 
 fn ident(field: &str, value: &str) -> Result<(), Error> {
     validate::name(value)
@@ -232,21 +263,26 @@ impl Engine {
         if let Some(id) = &request.trial_id {
             ident("trial_id", id)?;
         }
-        let base = HnswConfig { ef_search: request.config.ef_search, ..request.config };
+        {
+            let handle = self.index(index)?;
+            let guard = handle.read();
+            validate::storage(&request.config, guard.params.dimension, guard.params.metric)?;
+        }
+        let base = request.config;
         let mut trials = self.trials_of(
             actor,
             index,
             &request.eval_id,
             base,
-            &[request.config.ef_search],
+            &[(request.config.ef_search, request.config.storage.refine)],
             request.trial_id,
             progress,
         )?;
         trials.pop().ok_or_else(|| Error::EvalNotFound { index: index.to_owned(), eval_id: request.eval_id })
     }
 
-    /// Build one graph with `base` (its `m` and `ef_construction`) and record a trial
-    /// per `ef_search` of `efs`.
+    /// Build one graph with `base` (its `m`, `ef_construction` and storage) and record a
+    /// trial per (`ef_search`, refine) of `settings`.
     #[allow(clippy::too_many_arguments)]
     fn trials_of(
         &self,
@@ -254,7 +290,7 @@ impl Engine {
         index: &str,
         eval_id: &str,
         base: HnswConfig,
-        efs: &[u32],
+        efs: &[(u32, u32)],
         trial_id: Option<String>,
         progress: OnProgress<'_>,
     ) -> Result<Vec<Trial>, Error> {
@@ -277,12 +313,26 @@ impl Engine {
             progress(Progress { stage: "truth", done: 0, total: set.queries.len() as u64 });
             live.exact(&set.queries, &set.held_out, set.k as usize)?
         };
+        if needs_training(base.storage) && live.ids.len() < training_bounds(base.storage).0 {
+            return Err(invalid(
+                "storage",
+                format!(
+                    "{} needs {} live vectors to train its quantizer; index {index:?} has {}",
+                    base.storage.label(),
+                    training_bounds(base.storage).0,
+                    live.ids.len()
+                ),
+            ));
+        }
         let (mut graph, build_ms) = live.build(base, progress, &|| self.projector.stopped())?;
+        // Resident bytes: the graph as FAISS serializes it (codes and links); a quantized
+        // graph's full vectors are in its scratch file, not resident.
         let memory_bytes = graph.to_bytes()?.len() as u64;
         let mut out = Vec::with_capacity(efs.len());
-        for (i, &ef_search) in efs.iter().enumerate() {
+        for (i, &(ef_search, refine)) in efs.iter().enumerate() {
             progress(Progress { stage: "measuring", done: i as u64, total: efs.len() as u64 });
             graph.set_ef_search(ef_search)?;
+            graph.set_refine(refine);
             let measured = measure(&graph, &live, &set.queries, &set.held_out, &truth, set.k as usize)?;
             let _one = crate::sync::lock(&self.trialing);
             let existing = self.trials.get(index);
@@ -301,7 +351,11 @@ impl Engine {
                 index: index.to_owned(),
                 trial_id: id,
                 eval_id: eval_id.to_owned(),
-                config: HnswConfig { ef_search, ..base },
+                config: HnswConfig {
+                    ef_search,
+                    storage: crate::event::Storage { refine, ..base.storage },
+                    ..base
+                },
                 k: set.k,
                 queries: set.queries.len() as u32,
                 vectors: live.ids.len() as u64,
@@ -363,27 +417,93 @@ impl Engine {
         recall_floor: f64,
         progress: OnProgress<'_>,
     ) -> Result<Autotuned, Error> {
+        self.autotune_within(actor, index, eval_id, recall_floor, None, progress)
+    }
+
+    /// [`Engine::autotune`] within a memory budget: the grid then adds the storage
+    /// kinds of [`AUTOTUNE_STORAGES`] (each with its refine factors, measured on the
+    /// same graph), skips the builds whose codes and links alone would exceed the
+    /// budget, and promotes the fastest trial meeting both the recall floor and the
+    /// budget (resident bytes: the graph as FAISS serializes it).
+    ///
+    /// # Errors
+    /// As [`Engine::autotune`]; [`Error::Invalid`] for a zero budget.
+    pub fn autotune_within(
+        &self,
+        actor: &str,
+        index: &str,
+        eval_id: &str,
+        recall_floor: f64,
+        budget: Option<MemoryBudget>,
+        progress: OnProgress<'_>,
+    ) -> Result<Autotuned, Error> {
         validate::actor(actor)?;
         validate::recall_floor(recall_floor)?;
+        let (dimension, live) = {
+            let handle = self.index(index)?;
+            let guard = handle.read();
+            (guard.params.dimension, guard.len())
+        };
+        let per_vector = match budget {
+            None => None,
+            Some(MemoryBudget::BytesPerVector(0)) => {
+                return Err(invalid("max_bytes_per_vector", "must be at least 1".into()));
+            }
+            Some(MemoryBudget::ResidentMb(0)) => {
+                return Err(invalid("max_resident_mb", "must be at least 1".into()));
+            }
+            Some(MemoryBudget::BytesPerVector(bytes)) => Some(bytes as f64),
+            Some(MemoryBudget::ResidentMb(mb)) => Some(mb as f64 * 1024.0 * 1024.0 / live.max(1) as f64),
+        };
+        let storages: Vec<(crate::event::Storage, &[u32])> = match per_vector {
+            None => vec![(crate::event::Storage::FLAT, &[0][..])],
+            Some(_) => AUTOTUNE_STORAGES
+                .iter()
+                .map(|(kind, refines)| (crate::event::Storage { kind: *kind, pq_m: 0, refine: 0 }, *refines))
+                .filter(|(storage, _)| {
+                    !needs_training(*storage) || live >= training_bounds(*storage).0 as u64
+                })
+                .collect(),
+        };
+        let mut builds = Vec::new();
+        for (storage, refines) in &storages {
+            for (m, ef_construction) in AUTOTUNE_BUILDS {
+                // Codes plus level-0 links (2m neighbour ids of 4 bytes): a floor no
+                // graph of this build goes under.
+                let floor = code_bytes(dimension, *storage) + 8 * u64::from(m);
+                if per_vector.is_some_and(|budget| floor as f64 > budget) {
+                    continue;
+                }
+                let base =
+                    HnswConfig { m, ef_construction, ef_search: AUTOTUNE_EF_SEARCH[0], storage: *storage };
+                let settings: Vec<(u32, u32)> =
+                    AUTOTUNE_EF_SEARCH.iter().flat_map(|&ef| refines.iter().map(move |&r| (ef, r))).collect();
+                builds.push((base, settings));
+            }
+        }
         let mut trials = Vec::new();
-        for (i, (m, ef_construction)) in AUTOTUNE_BUILDS.into_iter().enumerate() {
-            let base = HnswConfig { m, ef_construction, ef_search: AUTOTUNE_EF_SEARCH[0] };
+        let total = builds.len() as u64;
+        for (i, (base, settings)) in builds.into_iter().enumerate() {
             let step = |p: Progress| {
                 let done = i as u64 * 100 + (p.done * 100).checked_div(p.total).unwrap_or(0);
-                progress(Progress { stage: p.stage, done, total: AUTOTUNE_BUILDS.len() as u64 * 100 });
+                progress(Progress { stage: p.stage, done, total: total * 100 });
             };
-            trials.extend(self.trials_of(actor, index, eval_id, base, &AUTOTUNE_EF_SEARCH, None, &step)?);
+            trials.extend(self.trials_of(actor, index, eval_id, base, &settings, None, &step)?);
         }
+        let fits = |t: &Trial| {
+            per_vector
+                .is_none_or(|budget| t.record.memory_bytes as f64 / t.record.vectors.max(1) as f64 <= budget)
+        };
         let chosen = trials
             .iter()
-            .filter(|t| t.record.recall >= recall_floor)
+            .filter(|t| t.record.recall >= recall_floor && fits(t))
             .min_by(|a, b| crate::projection::trials::faster(a, b))
             .cloned();
         let promoted = match &chosen {
             None => None,
             Some(best) => {
                 let ids: Vec<&str> = trials.iter().map(|t| t.record.trial_id.as_str()).collect();
-                let meeting = trials.iter().filter(|t| t.record.recall >= recall_floor).count();
+                let meeting = trials.iter().filter(|t| t.record.recall >= recall_floor && fits(t)).count();
                 let r = &best.record;
                 let note = format!(
                     "autotune against evaluation set {eval_id}: trial {} is the fastest (p99 {} us, recall {:.4}) of {meeting} trials meeting recall {recall_floor}, of {} compared: {}",

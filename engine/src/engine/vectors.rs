@@ -29,6 +29,7 @@ impl Engine {
         validate::name(name)?;
         validate::dimension(dimension)?;
         validate::config(&config)?;
+        validate::storage(&config, dimension, metric)?;
         let seq = {
             let mut schema = write(self.writable_schema()?);
             if schema.get(name).is_some() {

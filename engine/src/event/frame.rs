@@ -22,6 +22,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::types::*;
+use super::wire;
 use crate::limits::EVENT_BYTES_MAX;
 
 /// Version of the frame and of every payload layout it can carry.
@@ -91,6 +92,15 @@ pub enum EventKind {
     MetadataSet = 28,
     /// [`EventBody::TextIndexCreated`]
     TextIndexCreated = 29,
+    /// [`EventBody::IndexCreated`] with a quantized storage (kind 1 is the flat form).
+    IndexCreatedStored = 30,
+    /// [`EventBody::ConfigPromoted`] of a quantized config (kind 5 is the flat form).
+    ConfigPromotedStored = 31,
+    /// [`EventBody::TrialRecorded`] of a quantized config (kind 15 is the flat form).
+    TrialRecordedStored = 32,
+    /// [`EventBody::IndexCreatedWithEmbedder`] with a quantized storage (kind 21 is
+    /// the flat form).
+    IndexCreatedWithEmbedderStored = 33,
 }
 
 impl EventKind {
@@ -127,13 +137,25 @@ impl EventKind {
             27 => PayloadIndexDropped,
             28 => MetadataSet,
             29 => TextIndexCreated,
+            30 => IndexCreatedStored,
+            31 => ConfigPromotedStored,
+            32 => TrialRecordedStored,
+            33 => IndexCreatedWithEmbedderStored,
             _ => return None,
         })
     }
 
-    /// The kind of an event body.
+    /// The kind of an event body: a body holding a config has a flat kind and a stored
+    /// (quantized) kind, by the storage of its config.
     pub fn of(body: &EventBody) -> Self {
+        let flat = |config: &HnswConfig| config.storage == Storage::FLAT;
         match body {
+            EventBody::IndexCreated(b) if !flat(&b.config) => EventKind::IndexCreatedStored,
+            EventBody::ConfigPromoted(b) if !flat(&b.config) => EventKind::ConfigPromotedStored,
+            EventBody::TrialRecorded(b) if !flat(&b.config) => EventKind::TrialRecordedStored,
+            EventBody::IndexCreatedWithEmbedder(b) if !flat(&b.index.config) => {
+                EventKind::IndexCreatedWithEmbedderStored
+            }
             EventBody::IndexCreated(_) => EventKind::IndexCreated,
             EventBody::IndexDropped(_) => EventKind::IndexDropped,
             EventBody::VectorsUpserted(_) => EventKind::VectorsUpserted,
@@ -263,11 +285,19 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
     }
     let stamp = &event.stamp;
     let payload = match &event.body {
-        EventBody::IndexCreated(b) => archive(stamp, b),
+        // A flat config is written in the version-1 layout of its kind (as before
+        // storage kinds); a quantized one in the current layout, as its stored kind.
+        EventBody::IndexCreated(b) => match wire::IndexCreatedV1::of(b) {
+            Some(v1) => archive(stamp, &v1),
+            None => archive(stamp, b),
+        },
         EventBody::IndexDropped(b) => archive(stamp, b),
         EventBody::VectorsUpserted(b) => archive(stamp, b),
         EventBody::VectorsDeleted(b) => archive(stamp, b),
-        EventBody::ConfigPromoted(b) => archive(stamp, b),
+        EventBody::ConfigPromoted(b) => match wire::ConfigPromotedV1::of(b) {
+            Some(v1) => archive(stamp, &v1),
+            None => archive(stamp, b),
+        },
         EventBody::PromotionRolledBack(b) => archive(stamp, b),
         EventBody::HnswTrialRecorded(b) => archive(stamp, b),
         EventBody::BucketErrorRecorded(b) => archive(stamp, b),
@@ -277,13 +307,19 @@ pub fn encode(event: &Event) -> Result<Vec<u8>, FrameError> {
         EventBody::SnapshotTaken(b) => archive(stamp, b),
         EventBody::LogArchived(b) => archive(stamp, b),
         EventBody::EvalSetCreated(b) => archive(stamp, b),
-        EventBody::TrialRecorded(b) => archive(stamp, b),
+        EventBody::TrialRecorded(b) => match wire::TrialRecordedV1::of(b) {
+            Some(v1) => archive(stamp, &v1),
+            None => archive(stamp, b),
+        },
         EventBody::SchemeSet(b) => archive(stamp, b),
         EventBody::MigrationBegun(b) => archive(stamp, b),
         EventBody::MigrationBatch(b) => archive(stamp, b),
         EventBody::MigrationEnded(b) => archive(stamp, b),
         EventBody::MigrationCleared(b) => archive(stamp, b),
-        EventBody::IndexCreatedWithEmbedder(b) => archive(stamp, b),
+        EventBody::IndexCreatedWithEmbedder(b) => match wire::IndexCreatedWithEmbedderV1::of(b) {
+            Some(v1) => archive(stamp, &v1),
+            None => archive(stamp, b),
+        },
         EventBody::DocumentsUpserted(b) => archive(stamp, b),
         EventBody::DocumentsEmbedded(b) => archive(stamp, b),
         EventBody::EmbedderChanged(b) => archive(stamp, b),
@@ -321,11 +357,17 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
     let bytes = aligned.as_slice();
     let err = |source| FrameError::Payload { seq, kind, source };
     let (stamp, body) = match kind {
-        EventKind::IndexCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::IndexCreated(b))),
+        EventKind::IndexCreated => {
+            unarchive::<wire::IndexCreatedV1>(bytes).map(|(s, b)| (s, EventBody::IndexCreated(b.into())))
+        }
+        EventKind::IndexCreatedStored => unarchive(bytes).map(|(s, b)| (s, EventBody::IndexCreated(b))),
         EventKind::IndexDropped => unarchive(bytes).map(|(s, b)| (s, EventBody::IndexDropped(b))),
         EventKind::VectorsUpserted => unarchive(bytes).map(|(s, b)| (s, EventBody::VectorsUpserted(b))),
         EventKind::VectorsDeleted => unarchive(bytes).map(|(s, b)| (s, EventBody::VectorsDeleted(b))),
-        EventKind::ConfigPromoted => unarchive(bytes).map(|(s, b)| (s, EventBody::ConfigPromoted(b))),
+        EventKind::ConfigPromoted => {
+            unarchive::<wire::ConfigPromotedV1>(bytes).map(|(s, b)| (s, EventBody::ConfigPromoted(b.into())))
+        }
+        EventKind::ConfigPromotedStored => unarchive(bytes).map(|(s, b)| (s, EventBody::ConfigPromoted(b))),
         EventKind::PromotionRolledBack => {
             unarchive(bytes).map(|(s, b)| (s, EventBody::PromotionRolledBack(b)))
         }
@@ -339,13 +381,18 @@ pub fn decode(seq: u64, frame: &[u8]) -> Result<Event, FrameError> {
         EventKind::SnapshotTaken => unarchive(bytes).map(|(s, b)| (s, EventBody::SnapshotTaken(b))),
         EventKind::LogArchived => unarchive(bytes).map(|(s, b)| (s, EventBody::LogArchived(b))),
         EventKind::EvalSetCreated => unarchive(bytes).map(|(s, b)| (s, EventBody::EvalSetCreated(b))),
-        EventKind::TrialRecorded => unarchive(bytes).map(|(s, b)| (s, EventBody::TrialRecorded(b))),
+        EventKind::TrialRecorded => {
+            unarchive::<wire::TrialRecordedV1>(bytes).map(|(s, b)| (s, EventBody::TrialRecorded(b.into())))
+        }
+        EventKind::TrialRecordedStored => unarchive(bytes).map(|(s, b)| (s, EventBody::TrialRecorded(b))),
         EventKind::SchemeSet => unarchive(bytes).map(|(s, b)| (s, EventBody::SchemeSet(b))),
         EventKind::MigrationBegun => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationBegun(b))),
         EventKind::MigrationBatch => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationBatch(b))),
         EventKind::MigrationEnded => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationEnded(b))),
         EventKind::MigrationCleared => unarchive(bytes).map(|(s, b)| (s, EventBody::MigrationCleared(b))),
-        EventKind::IndexCreatedWithEmbedder => {
+        EventKind::IndexCreatedWithEmbedder => unarchive::<wire::IndexCreatedWithEmbedderV1>(bytes)
+            .map(|(s, b)| (s, EventBody::IndexCreatedWithEmbedder(b.into()))),
+        EventKind::IndexCreatedWithEmbedderStored => {
             unarchive(bytes).map(|(s, b)| (s, EventBody::IndexCreatedWithEmbedder(b)))
         }
         EventKind::DocumentsUpserted => unarchive(bytes).map(|(s, b)| (s, EventBody::DocumentsUpserted(b))),

@@ -2,6 +2,7 @@
 
 mod frame;
 mod types;
+mod wire;
 
 pub use frame::{
     check, decode, encode, estimated_document_bytes, estimated_item_bytes, estimated_payload_bytes,

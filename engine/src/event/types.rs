@@ -171,12 +171,172 @@ pub struct HnswConfig {
     pub ef_construction: u32,
     /// Candidate list size while searching.
     pub ef_search: u32,
+    /// How the graph stores its vectors (flat floats or quantized codes) and whether
+    /// its answers are re-scored exactly. Events written before storage kinds existed
+    /// (frame kinds 1, 5, 15 and 21) carry none: they are [`Storage::FLAT`].
+    #[serde(default)]
+    pub storage: Storage,
 }
 
 impl Default for HnswConfig {
     /// Defaults that reach recall@10 of at least 0.95 on the shared 384-d sentence data.
     fn default() -> Self {
-        Self { m: 32, ef_construction: 80, ef_search: 64 }
+        Self { m: 32, ef_construction: 80, ef_search: 64, storage: Storage::FLAT }
+    }
+}
+
+/// The layout of [`HnswConfig`] before storage kinds: what events of frame kinds 1, 5,
+/// 7, 15 and 21 hold (docs/FORMAT.md).
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+)]
+pub struct HnswConfigV1 {
+    /// Neighbours per node (FAISS `M`).
+    pub m: u32,
+    /// Candidate list size while building.
+    pub ef_construction: u32,
+    /// Candidate list size while searching.
+    pub ef_search: u32,
+}
+
+impl From<HnswConfigV1> for HnswConfig {
+    fn from(v1: HnswConfigV1) -> Self {
+        Self { m: v1.m, ef_construction: v1.ef_construction, ef_search: v1.ef_search, storage: Storage::FLAT }
+    }
+}
+
+impl HnswConfig {
+    /// The version-1 layout of this config: `None` unless its storage is flat (the only
+    /// storage version 1 could say).
+    pub fn v1(self) -> Option<HnswConfigV1> {
+        (self.storage == Storage::FLAT).then_some(HnswConfigV1 {
+            m: self.m,
+            ef_construction: self.ef_construction,
+            ef_search: self.ef_search,
+        })
+    }
+}
+
+/// How an HNSW graph stores its vectors (docs/OPERATIONS.md, "Quantized storage").
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageKind {
+    /// 32-bit floats in the graph (FAISS `HNSW<M>`): exact distances.
+    Flat,
+    /// 16-bit floats (`HNSW<M>_SQfp16`): half the bytes, no training.
+    Fp16,
+    /// 8 bits per dimension (`HNSW<M>_SQ8`), ranges trained from the index's vectors.
+    Sq8,
+    /// 4 bits per dimension (`HNSW<M>_SQ4`), ranges trained from the index's vectors.
+    Sq4,
+    /// Product quantization (`HNSW<M>_PQ<pq_m>`): `pq_m` sub-quantizers of 8 bits,
+    /// codebooks trained from the index's vectors.
+    Pq,
+}
+
+impl StorageKind {
+    /// The lowercase name used in the API and the docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageKind::Flat => "flat",
+            StorageKind::Fp16 => "fp16",
+            StorageKind::Sq8 => "sq8",
+            StorageKind::Sq4 => "sq4",
+            StorageKind::Pq => "pq",
+        }
+    }
+
+    /// Parse an API name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "flat" => StorageKind::Flat,
+            "fp16" => StorageKind::Fp16,
+            "sq8" => StorageKind::Sq8,
+            "sq4" => StorageKind::Sq4,
+            "pq" => StorageKind::Pq,
+            _ => return None,
+        })
+    }
+}
+
+/// A graph's storage: its kind, with the product quantizer's sub-quantizer count, and
+/// the refine factor (0: none; else each search takes `refine x k` candidates from the
+/// graph and re-scores them with the full vectors, kept outside the graph).
+#[derive(
+    serde::Serialize,
+    serde::Deserialize,
+    Archive,
+    Serialize,
+    Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+)]
+pub struct Storage {
+    /// The kind.
+    pub kind: StorageKind,
+    /// Sub-quantizers of a `pq` storage (0 for the other kinds).
+    #[serde(default)]
+    pub pq_m: u32,
+    /// Refine factor (0: none).
+    #[serde(default)]
+    pub refine: u32,
+}
+
+impl Storage {
+    /// Full floats in the graph, no refinement: every index before storage kinds.
+    pub const FLAT: Storage = Storage { kind: StorageKind::Flat, pq_m: 0, refine: 0 };
+
+    /// Whether the graph holds codes rather than the vectors themselves: the full
+    /// vectors are then kept outside it.
+    pub fn quantized(self) -> bool {
+        self.kind != StorageKind::Flat
+    }
+
+    /// The storage of the graph, without the refine step (which is a search setting).
+    pub fn codes(self) -> Storage {
+        Storage { refine: 0, ..self }
+    }
+
+    /// The name of the kind with its sub-quantizers (`flat`, `sq8`, `pq48`).
+    pub fn label(self) -> String {
+        match self.kind {
+            StorageKind::Pq => format!("pq{}", self.pq_m),
+            kind => kind.name().to_owned(),
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self::FLAT
     }
 }
 
@@ -261,7 +421,7 @@ pub struct HnswTrialRecorded {
     /// Trial id, referenced by a later promotion.
     pub trial_id: String,
     /// The configuration tried.
-    pub config: HnswConfig,
+    pub config: HnswConfigV1,
     /// Measured recall@10.
     pub recall: f64,
     /// Median search latency, microseconds.

@@ -198,13 +198,11 @@ impl Projection for PromotionState {
     }
 }
 
-/// Three `u32`s, three empty strings, two `u64`s.
-const PROMOTION_BYTES_MIN: usize = 12 + 3 * 8 + 16;
+/// A config, three empty strings, two `u64`s.
+const PROMOTION_BYTES_MIN: usize = crate::codec::CONFIG_BYTES + 3 * 8 + 16;
 
 fn write_promotion(e: &mut Enc, p: &Promotion) {
-    e.u32(p.config.m);
-    e.u32(p.config.ef_construction);
-    e.u32(p.config.ef_search);
+    crate::codec::write_config(e, &p.config);
     e.str(&p.trial_id);
     e.str(&p.promoted_by);
     e.str(&p.note);
@@ -213,7 +211,7 @@ fn write_promotion(e: &mut Enc, p: &Promotion) {
 }
 
 fn read_promotion(d: &mut Dec<'_>) -> Result<Promotion, crate::codec::DecodeError> {
-    let config = HnswConfig { m: d.u32()?, ef_construction: d.u32()?, ef_search: d.u32()? };
+    let config = crate::codec::read_config(d)?;
     Ok(Promotion {
         config,
         trial_id: d.str()?.to_owned(),
@@ -242,7 +240,7 @@ mod tests {
     fn promote(state: &PromotionState, seq: u64, m: u32) {
         let body = EventBody::ConfigPromoted(ConfigPromoted {
             index: "docs".into(),
-            config: HnswConfig { m, ef_construction: 40, ef_search: 16 },
+            config: HnswConfig { m, ef_construction: 40, ef_search: 16, ..Default::default() },
             trial_id: format!("t{seq}"),
             promoted_by: "ops".into(),
             note: "why".into(),

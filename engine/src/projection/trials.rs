@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use parking_lot::RwLock;
 
 use crate::codec::{Dec, Enc};
-use crate::event::{EvalSetCreated, Event, EventBody, HnswConfig, TrialRecorded};
+use crate::event::{EvalSetCreated, Event, EventBody, TrialRecorded};
 use crate::projection::{ApplyError, Outcome, Projection, SnapshotError};
 
 /// One recorded trial.
@@ -186,9 +186,7 @@ impl Projection for TrialState {
                 e.u64(trial.time_ms);
                 e.str(&r.trial_id);
                 e.str(&r.eval_id);
-                e.u32(r.config.m);
-                e.u32(r.config.ef_construction);
-                e.u32(r.config.ef_search);
+                crate::codec::write_config(&mut e, &r.config);
                 e.u32(r.k);
                 e.u32(r.queries);
                 e.u64(r.vectors);
@@ -218,7 +216,8 @@ impl Projection for TrialState {
                 let eval = read_eval(&mut d, &name).map_err(corrupt)?;
                 t.evals.insert(eval.eval_id.clone(), (seq, eval));
             }
-            let trials = d.count(8 + 8 + 8 + 8 + 5 * 4 + 6 * 8).map_err(corrupt)?;
+            let trials =
+                d.count(8 + 8 + 8 + 8 + crate::codec::CONFIG_BYTES + 2 * 4 + 6 * 8).map_err(corrupt)?;
             for _ in 0..trials {
                 t.trials.push(read_trial(&mut d, &name).map_err(corrupt)?);
             }
@@ -252,7 +251,7 @@ fn read_trial(d: &mut Dec<'_>, index: &str) -> Result<Trial, crate::codec::Decod
     let time_ms = d.u64()?;
     let trial_id = d.str()?.to_owned();
     let eval_id = d.str()?.to_owned();
-    let config = HnswConfig { m: d.u32()?, ef_construction: d.u32()?, ef_search: d.u32()? };
+    let config = crate::codec::read_config(d)?;
     let record = TrialRecorded {
         index: index.to_owned(),
         trial_id,

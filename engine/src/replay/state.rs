@@ -104,7 +104,11 @@ impl Replay {
         for name in self.list_indexes() {
             let info = self.get_index(&name)?;
             let records = self.records(&name)?;
-            indexes.push(IndexState { name, params: info.params, records });
+            let quantizer = match self.projections.catalog.get(&name) {
+                Some(handle) => handle.read().quantizer_bytes(),
+                None => Vec::new(),
+            };
+            indexes.push(IndexState { name, params: info.params, records, quantizer });
         }
         let mut sections = Vec::new();
         for p in &self.list {
@@ -136,6 +140,9 @@ pub struct IndexState {
     pub params: IndexParams,
     /// Its live records, sorted by id.
     pub records: Vec<Record>,
+    /// Its trained quantizer (an empty trained FAISS graph, as FAISS serializes it;
+    /// empty when its storage needs none or has too few vectors yet).
+    pub quantizer: Vec<u8>,
 }
 
 /// Everything a user can observe of the state as of one sequence number.
@@ -160,7 +167,7 @@ pub struct StateDigest {
 }
 
 /// The digest format's version, the first thing hashed.
-pub const DIGEST_VERSION: &str = "annal-state-digest-v3";
+pub const DIGEST_VERSION: &str = "annal-state-digest-v4";
 
 impl LogicalState {
     /// Its digest (docs/FORMAT.md, "State digest").
@@ -284,9 +291,8 @@ fn encode_index(index: &IndexState) -> Vec<u8> {
     e.str(&index.name);
     e.u32(p.dimension);
     e.str(p.metric.name());
-    e.u32(p.config.m);
-    e.u32(p.config.ef_construction);
-    e.u32(p.config.ef_search);
+    crate::codec::write_config(&mut e, &p.config);
+    e.bytes(&index.quantizer);
     e.u64(index.records.len() as u64);
     for r in &index.records {
         e.str(&r.id);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! 0   8  magic "ANNALSNP"
-//! 8   4  format version (1)
+//! 8   4  format version (2; version 1 held configs without storage and is refused)
 //! 12  8  seq: the last event the snapshot covers
 //! 20  4  section count N
 //! 24  4  CRC-32 of bytes 0..24 and of the section table
@@ -19,7 +19,7 @@ use bytes::Bytes;
 /// The first bytes of every snapshot object.
 pub const MAGIC: &[u8; 8] = b"ANNALSNP";
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes before the section table.
 pub const HEADER_BYTES: usize = 28;
 /// Most sections a snapshot may have (one per projection).

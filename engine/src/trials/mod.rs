@@ -22,7 +22,7 @@ use faiss::{index_factory, Index, MetricType};
 
 use crate::event::{HnswConfig, Metric};
 use crate::progress::{OnProgress, Progress};
-use crate::projection::vectors::{Hnsw, HnswError, IndexHandle};
+use crate::projection::vectors::{needs_training, training_bounds, Hnsw, HnswError, IndexHandle};
 use crate::vecmath::norm;
 
 /// Vectors added to a trial graph per call (progress is reported between them).
@@ -165,9 +165,18 @@ impl Live {
         stop: &(dyn Fn() -> bool + Sync),
     ) -> Result<(Hnsw, u64), HnswError> {
         let started = Instant::now();
-        let mut graph = Hnsw::new(self.dimension, self.metric, config)?;
         let d = self.dimension as usize;
         let n = self.ids.len();
+        let mut graph = match needs_training(config.storage) {
+            // Trained as the index would train it: its vectors in order, thinned evenly.
+            true => {
+                let step = n.div_ceil(training_bounds(config.storage).1).max(1);
+                let sample: Vec<f32> = self.flat.chunks_exact(d).step_by(step).flatten().copied().collect();
+                let quantizer = Hnsw::train(self.dimension, self.metric, config, &sample)?;
+                Hnsw::from_quantizer(&quantizer, self.dimension, self.metric, config)?
+            }
+            false => Hnsw::new(self.dimension, self.metric, config)?,
+        };
         let labels: Vec<i64> = (0..n as i64).collect();
         for start in (0..n).step_by(BUILD_CHUNK) {
             if stop() {

@@ -252,8 +252,8 @@ fn a_started_engine_serves_reads_refuses_writes_until_replay_is_done_then_accept
 #[test]
 fn promotions_change_the_serving_config_and_roll_back_to_the_creation_config() {
     let dir = tempfile::tempdir().unwrap();
-    let created = HnswConfig { m: 16, ef_construction: 40, ef_search: 16 };
-    let promoted = HnswConfig { m: 8, ef_construction: 64, ef_search: 100 };
+    let created = HnswConfig { m: 16, ef_construction: 40, ef_search: 16, ..Default::default() };
+    let promoted = HnswConfig { m: 8, ef_construction: 64, ef_search: 100, ..Default::default() };
     {
         let log = Log::open(dir.path().join(LOG_FILE), LogConfig::default()).unwrap();
         let upsert =
@@ -309,7 +309,7 @@ fn closing_during_a_rebuild_of_a_large_index_cancels_it_and_keeps_every_write() 
     let dim = 128;
     {
         let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
-        let config = HnswConfig { m: 32, ef_construction: 200, ef_search: 64 };
+        let config = HnswConfig { m: 32, ef_construction: 200, ef_search: 64, ..Default::default() };
         engine.create_index("t", "big", dim as u32, Metric::L2, config).unwrap();
         for start in (0..30_000).step_by(10_000) {
             engine.upsert("t", "big", batch("v", start..start + 10_000, dim)).unwrap();

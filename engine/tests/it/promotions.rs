@@ -16,7 +16,7 @@ use annal_engine::{IndexPromotions, PROMOTION_HISTORY_MAX as HISTORY_MAX};
 fn request(i: u32) -> PromoteRequest {
     PromoteRequest {
         // ef_search only: no rebuild, so a long history is cheap.
-        config: HnswConfig { m: 32, ef_construction: 80, ef_search: 10 + i },
+        config: HnswConfig { m: 32, ef_construction: 80, ef_search: 10 + i, ..Default::default() },
         trial_id: String::new(), // no trial: tests/trials.rs promotes with one
         promoted_by: "alice".into(),
         note: format!("promotion {i}"),
@@ -170,7 +170,7 @@ fn a_promotion_that_changes_the_graph_rebuilds_it_while_searches_and_writes_go_o
     engine.upsert("ops", "docs", items(0..n)).unwrap();
     let before = recall_at_10(&engine, &base, n, &queries);
 
-    let new = HnswConfig { m: 12, ef_construction: 40, ef_search: 48 };
+    let new = HnswConfig { m: 12, ef_construction: 40, ef_search: 48, ..Default::default() };
     // The evidence: a trial of the new config on the same queries.
     let quiet = |_: annal_engine::Progress| {};
     let eval = annal_engine::EvalRequest {
@@ -247,7 +247,7 @@ fn a_rollback_during_a_rebuild_leaves_the_graph_built_with_the_config_in_effect(
     let created = HnswConfig::default();
     engine.create_index("ops", "docs", 384, Metric::Cosine, created).unwrap();
     engine.upsert("ops", "docs", items).unwrap();
-    let changed = HnswConfig { m: 8, ef_construction: 20, ef_search: 32 };
+    let changed = HnswConfig { m: 8, ef_construction: 20, ef_search: 32, ..Default::default() };
     engine.promote("ops", "docs", PromoteRequest { config: changed, ..request(0) }).unwrap();
     assert_eq!(engine.rollback("ops", "docs").unwrap(), None);
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -302,7 +302,7 @@ fn a_backfill_that_read_a_record_then_replaced_does_not_resurrect_the_old_vector
     engine.create_index("ops", "docs", 8, Metric::L2, HnswConfig::default()).unwrap();
     let old = small_items(0..2_000, 0.0);
     engine.upsert("ops", "docs", old.clone()).unwrap();
-    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 64 };
+    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 64, ..Default::default() };
     engine.promote("ops", "docs", PromoteRequest { config: new, ..request(0) }).unwrap();
     reached_rx.recv_timeout(Duration::from_secs(60)).expect("the rebuild copied its first chunk");
     // The backfill has read v0..v99; they are replaced far away before the swap.
@@ -347,7 +347,7 @@ fn a_failed_rebuild_leaves_the_old_graph_serving_and_says_why() {
     let created = HnswConfig::default();
     engine.create_index("ops", "docs", 8, Metric::L2, created).unwrap();
     engine.upsert("ops", "docs", small_items(0..500, 0.0)).unwrap();
-    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 50 };
+    let new = HnswConfig { m: 8, ef_construction: 40, ef_search: 50, ..Default::default() };
     engine.promote("ops", "docs", PromoteRequest { config: new, ..request(0) }).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let graph = loop {

@@ -83,7 +83,13 @@ async fn history(engine: &Engine, base: &[Vec<f32>], faults: &Faults, part: u32)
     if part == 0 {
         engine.create_index(t, "cos", 384, Metric::Cosine, HnswConfig::default()).unwrap();
         engine
-            .create_index(t, "l2", 384, Metric::L2, HnswConfig { m: 16, ef_construction: 40, ef_search: 32 })
+            .create_index(
+                t,
+                "l2",
+                384,
+                Metric::L2,
+                HnswConfig { m: 16, ef_construction: 40, ef_search: 32, ..Default::default() },
+            )
             .unwrap();
         engine.create_index(t, "gone", 384, Metric::Ip, HnswConfig::default()).unwrap();
         for (from, to) in [(0, 600), (600, 1200)] {
@@ -96,7 +102,7 @@ async fn history(engine: &Engine, base: &[Vec<f32>], faults: &Faults, part: u32)
         fault(faults, "primary").fail(BucketOp::List);
         engine.storage().list(t, "primary", Some("x")).await.unwrap_err();
         fault(faults, "primary").heal();
-        let promoted = HnswConfig { m: 16, ef_construction: 40, ef_search: 48 }; // as built: no rebuild
+        let promoted = HnswConfig { m: 16, ef_construction: 40, ef_search: 48, ..Default::default() }; // as built: no rebuild
         let request = annal_engine::PromoteRequest {
             config: promoted,
             trial_id: String::new(),
@@ -117,11 +123,11 @@ async fn history(engine: &Engine, base: &[Vec<f32>], faults: &Faults, part: u32)
         let sample = annal_engine::EvalQueries::Sample { count: 10, seed: 5 };
         let eval = annal_engine::EvalRequest { eval_id: None, queries: sample, k: 5 };
         let created = engine.create_eval_set(t, "cos", eval, &quiet).unwrap();
-        let config = HnswConfig { m: 8, ef_construction: 20, ef_search: 16 };
+        let config = HnswConfig { m: 8, ef_construction: 20, ef_search: 16, ..Default::default() };
         let trial = annal_engine::TrialRequest { eval_id: created.eval_id, trial_id: None, config };
         engine.run_trial(t, "cos", trial, &quiet).unwrap();
         for ef_search in [40, 44] {
-            let config = HnswConfig { m: 16, ef_construction: 40, ef_search };
+            let config = HnswConfig { m: 16, ef_construction: 40, ef_search, ..Default::default() };
             let request = annal_engine::PromoteRequest {
                 config,
                 trial_id: String::new(),

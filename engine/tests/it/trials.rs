@@ -52,7 +52,7 @@ fn a_trial_on_the_shared_data_records_the_recall_an_independent_brute_force_give
     // were seen 0.05 apart.
     let queries: Vec<Vec<f32>> = common::fvecs("query.fvecs").into_iter().take(QUERIES).collect();
     let n = 5_000.min(base.len());
-    let config = HnswConfig { m: 8, ef_construction: 20, ef_search: 16 };
+    let config = HnswConfig { m: 8, ef_construction: 20, ef_search: 16, ..Default::default() };
     let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
     engine.create_index("t", "docs", 384, Metric::Cosine, HnswConfig::default()).unwrap();
     engine.upsert("t", "docs", items(&base, n)).unwrap();
@@ -192,7 +192,7 @@ fn a_trial_after_writes_measures_against_the_truth_of_the_vectors_it_built_from(
     // Delete every record of the stored truth: a trial scored against it could find none.
     let gone: HashSet<String> = set.truth.iter().flatten().cloned().collect();
     engine.delete("t", "docs", gone.into_iter().collect()).unwrap();
-    let thorough = HnswConfig { m: 32, ef_construction: 200, ef_search: 400 };
+    let thorough = HnswConfig { m: 32, ef_construction: 200, ef_search: 400, ..Default::default() };
     let trial = engine
         .run_trial(
             "t",

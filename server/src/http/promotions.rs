@@ -21,6 +21,12 @@ pub struct Promote {
     m: u32,
     ef_construction: u32,
     ef_search: u32,
+    /// `flat` (default), `fp16`, `sq8`, `sq4` or `pq`: a new storage rebuilds the graph.
+    storage: Option<String>,
+    /// Sub-quantizers of `pq` storage.
+    pq_m: Option<u32>,
+    /// Refine factor, 1 to 16 (quantized storage only).
+    refine: Option<u32>,
     #[serde(default)]
     trial_id: String,
     /// Defaults to the request's actor.
@@ -30,16 +36,17 @@ pub struct Promote {
 }
 
 fn promotion_json(p: &Promotion) -> Value {
-    json!({
-        "m": p.config.m,
-        "ef_construction": p.config.ef_construction,
-        "ef_search": p.config.ef_search,
-        "trial_id": p.trial_id,
-        "promoted_by": p.promoted_by,
-        "note": p.note,
-        "seq": p.seq,
-        "time_ms": p.time_ms,
-    })
+    let mut out = super::routes::config_json(&p.config);
+    if let Some(map) = out.as_object_mut() {
+        map.extend([
+            ("trial_id".to_owned(), json!(p.trial_id)),
+            ("promoted_by".to_owned(), json!(p.promoted_by)),
+            ("note".to_owned(), json!(p.note)),
+            ("seq".to_owned(), json!(p.seq)),
+            ("time_ms".to_owned(), json!(p.time_ms)),
+        ]);
+    }
+    out
 }
 
 /// `POST /vectors/index/{name}/promote`: the promotion now in effect.
@@ -52,7 +59,12 @@ pub async fn promote(
     let actor = actor(&headers)?;
     let body: Promote = body.parse()?;
     let request = PromoteRequest {
-        config: HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search },
+        config: HnswConfig {
+            m: body.m,
+            ef_construction: body.ef_construction,
+            ef_search: body.ef_search,
+            storage: super::routes::storage_of(body.storage.as_deref(), body.pq_m, body.refine)?,
+        },
         trial_id: body.trial_id,
         promoted_by: body.promoted_by.unwrap_or_else(|| actor.clone()),
         note: body.note,
@@ -84,16 +96,8 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Res
         "current": promotions.current.as_ref().map(promotion_json),
         "history": promotions.history.iter().rev().map(promotion_json).collect::<Vec<_>>(),
         "graph": {
-            "built_with": {
-                "m": graph.built.m,
-                "ef_construction": graph.built.ef_construction,
-                "ef_search": graph.built.ef_search,
-            },
-            "in_effect": {
-                "m": graph.in_effect.m,
-                "ef_construction": graph.in_effect.ef_construction,
-                "ef_search": graph.in_effect.ef_search,
-            },
+            "built_with": super::routes::config_json(&graph.built),
+            "in_effect": super::routes::config_json(&graph.in_effect),
             "rebuild_pending": graph.rebuild_pending,
             "rebuild_progress": graph.work.progress.map(|(done, total)| json!({"done": done, "total": total})),
             "incremental_applied": graph.work.incremental,

@@ -26,6 +26,59 @@ use super::text_search::{Mode, TextFields};
 
 pub(super) use super::exec::{blocking, raw_metadata};
 
+/// The storage of a config from a request body's `storage` (`flat`, `fp16`, `sq8`,
+/// `sq4`, `pq`; default flat), `pq_m` (sub-quantizers of `pq`) and `refine` (1 to 16:
+/// re-score `refine x k` candidates exactly; absent: none). The engine checks the
+/// combination against the index (docs/OPERATIONS.md, "Quantized storage").
+pub(super) fn storage_of(
+    storage: Option<&str>,
+    pq_m: Option<u32>,
+    refine: Option<u32>,
+) -> Result<annal_engine::GraphStorage, ApiError> {
+    let kind = match storage {
+        None => annal_engine::StorageKind::Flat,
+        Some(name) => annal_engine::StorageKind::parse(name).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "storage: unknown storage {name:?} (use flat, fp16, sq8, sq4 or pq)"
+            ))
+        })?,
+    };
+    if refine == Some(0) {
+        return Err(ApiError::bad_request(format!(
+            "refine: must be 1 to {} (leave it out for none), got 0",
+            annal_engine::limits::REFINE_MAX
+        )));
+    }
+    if kind == annal_engine::StorageKind::Pq && pq_m.is_none() {
+        return Err(ApiError::bad_request(
+            "pq_m: required with storage pq (sub-quantizers dividing the dimension)",
+        ));
+    }
+    Ok(annal_engine::GraphStorage { kind, pq_m: pq_m.unwrap_or(0), refine: refine.unwrap_or(0) })
+}
+
+/// A config's storage as the API shows it: `storage`, `pq_m`, `refine`.
+pub(super) fn storage_json(config: &HnswConfig) -> serde_json::Value {
+    json!({
+        "storage": config.storage.kind.name(),
+        "pq_m": config.storage.pq_m,
+        "refine": config.storage.refine,
+    })
+}
+
+/// `{m, ef_construction, ef_search, storage, pq_m, refine}` of a config.
+pub(super) fn config_json(config: &HnswConfig) -> serde_json::Value {
+    let mut out = json!({
+        "m": config.m,
+        "ef_construction": config.ef_construction,
+        "ef_search": config.ef_search,
+    });
+    if let (Some(out), serde_json::Value::Object(storage)) = (out.as_object_mut(), storage_json(config)) {
+        out.extend(storage);
+    }
+    out
+}
+
 /// Body of `POST /vectors/index`.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +94,13 @@ pub struct CreateIndex {
     m: Option<u32>,
     ef_construction: Option<u32>,
     ef_search: Option<u32>,
+    /// How the graph stores vectors: `flat` (default), `fp16`, `sq8`, `sq4` or `pq`.
+    storage: Option<String>,
+    /// Sub-quantizers of `pq` storage (must divide the dimension).
+    pq_m: Option<u32>,
+    /// Re-score `refine x k` graph candidates with the full vectors (1 to 16; quantized
+    /// storage only).
+    refine: Option<u32>,
     /// A document index's full-text (BM25) index for keyword and hybrid search; on by
     /// default (simple tokenizer, English stemmer), `{"enabled": false}` for none.
     text: Option<TextConfig>,
@@ -104,6 +164,9 @@ pub struct Params {
     m: u32,
     ef_construction: u32,
     ef_search: u32,
+    storage: &'static str,
+    pq_m: u32,
+    refine: u32,
 }
 
 /// `{params, length}`.
@@ -124,6 +187,9 @@ impl From<IndexInfo> for IndexView {
                 m: p.config.m,
                 ef_construction: p.config.ef_construction,
                 ef_search: p.config.ef_search,
+                storage: p.config.storage.kind.name(),
+                pq_m: p.config.storage.pq_m,
+                refine: p.config.storage.refine,
             },
             length: info.length,
         }
@@ -157,6 +223,7 @@ pub async fn create_index(
         m: body.m.unwrap_or(defaults.m),
         ef_construction: body.ef_construction.unwrap_or(defaults.ef_construction),
         ef_search: body.ef_search.unwrap_or(defaults.ef_search),
+        storage: storage_of(body.storage.as_deref(), body.pq_m, body.refine)?,
     };
     let engine = state.engine;
     let text = match (&body.embedder, body.text) {

@@ -32,6 +32,10 @@ fn trial_json(t: &Trial) -> Value {
         "m": r.config.m,
         "ef_construction": r.config.ef_construction,
         "ef_search": r.config.ef_search,
+        "storage": r.config.storage.kind.name(),
+        "pq_m": r.config.storage.pq_m,
+        "refine": r.config.storage.refine,
+        "bytes_per_vector": r.memory_bytes.checked_div(r.vectors).unwrap_or(0),
         "k": r.k,
         "queries": r.queries,
         "vectors": r.vectors,
@@ -151,6 +155,12 @@ pub struct RunTrial {
     m: u32,
     ef_construction: u32,
     ef_search: u32,
+    /// `flat` (default), `fp16`, `sq8`, `sq4` or `pq`.
+    storage: Option<String>,
+    /// Sub-quantizers of `pq` storage.
+    pq_m: Option<u32>,
+    /// Refine factor, 1 to 16 (quantized storage only).
+    refine: Option<u32>,
 }
 
 /// An unknown index (404) or evaluation set (404) is the caller's mistake: answered
@@ -175,7 +185,12 @@ pub async fn run_trial(
 ) -> Result<impl IntoResponse, ApiError> {
     let actor = actor(&headers)?;
     let body: RunTrial = body.parse()?;
-    let config = HnswConfig { m: body.m, ef_construction: body.ef_construction, ef_search: body.ef_search };
+    let config = HnswConfig {
+        m: body.m,
+        ef_construction: body.ef_construction,
+        ef_search: body.ef_search,
+        storage: super::routes::storage_of(body.storage.as_deref(), body.pq_m, body.refine)?,
+    };
     annal_engine::validate_hnsw_config(&config).map_err(annal_engine::Error::from)?;
     known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
@@ -251,6 +266,11 @@ pub async fn best_trial(
 pub struct Autotune {
     eval_id: String,
     recall_floor: f64,
+    /// A memory budget: resident graph bytes per vector at most. With a budget the grid
+    /// adds the storage kinds (fp16, sq8, sq4, with refine factors).
+    max_bytes_per_vector: Option<u64>,
+    /// A memory budget: resident graph size of the whole index at most, in MiB.
+    max_resident_mb: Option<u64>,
 }
 
 /// `POST /vectors/index/{name}/autotune`: 202, a job running the grid as trials and
@@ -264,6 +284,18 @@ pub async fn autotune(
     let actor = actor(&headers)?;
     let body: Autotune = body.parse()?;
     annal_engine::validate_recall_floor(body.recall_floor).map_err(annal_engine::Error::from)?;
+    let budget = match (body.max_bytes_per_vector, body.max_resident_mb) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "max_resident_mb: give one budget, max_bytes_per_vector or max_resident_mb",
+            ))
+        }
+        (Some(0), None) => return Err(ApiError::bad_request("max_bytes_per_vector: must be at least 1")),
+        (None, Some(0)) => return Err(ApiError::bad_request("max_resident_mb: must be at least 1")),
+        (Some(bytes), None) => Some(annal_engine::MemoryBudget::BytesPerVector(bytes)),
+        (None, Some(mb)) => Some(annal_engine::MemoryBudget::ResidentMb(mb)),
+    };
     known_eval(&state, &name, &body.eval_id)?;
     jobs::start_on_index(
         Arc::clone(&state.engine),
@@ -271,14 +303,22 @@ pub async fn autotune(
         "autotune",
         name,
         move |engine, index, progress| {
-            let done = engine.autotune(&actor, index, &body.eval_id, body.recall_floor, progress)?;
+            let done =
+                engine.autotune_within(&actor, index, &body.eval_id, body.recall_floor, budget, progress)?;
             Ok(json!({
                 "trials": done.trials.iter().map(trial_json).collect::<Vec<_>>(),
                 "chosen": done.chosen.as_ref().map(|t| t.record.trial_id.clone()),
-                "promoted": done.promoted.as_ref().map(|p| json!({
-                    "m": p.config.m, "ef_construction": p.config.ef_construction, "ef_search": p.config.ef_search,
-                    "trial_id": p.trial_id, "note": p.note, "seq": p.seq,
-                })),
+                "promoted": done.promoted.as_ref().map(|p| {
+                    let mut out = super::routes::config_json(&p.config);
+                    if let Some(map) = out.as_object_mut() {
+                        map.extend([
+                            ("trial_id".to_owned(), json!(p.trial_id)),
+                            ("note".to_owned(), json!(p.note)),
+                            ("seq".to_owned(), json!(p.seq)),
+                        ]);
+                    }
+                    out
+                }),
             }))
         },
     )

@@ -163,7 +163,7 @@ fn source(dir: &Path) -> Vec<Vec<f32>> {
 }
 
 fn exhaustive() -> HnswConfig {
-    HnswConfig { m: 32, ef_construction: 200, ef_search: 600 }
+    HnswConfig { m: 32, ef_construction: 200, ef_search: 600, ..Default::default() }
 }
 
 #[test]

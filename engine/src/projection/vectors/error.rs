@@ -35,4 +35,13 @@ pub enum HnswError {
         /// Floats given.
         actual: usize,
     },
+    /// The scratch file holding a quantized graph's full vectors failed.
+    #[error("full-vector scratch file: {op} failed")]
+    Scratch {
+        /// The operation.
+        op: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
 }

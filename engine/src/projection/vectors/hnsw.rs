@@ -1,4 +1,6 @@
-//! A FAISS `IDMap2,HNSW<M>` index behind a safe, minimal surface.
+//! A FAISS `IDMap2,HNSW<M>` index (flat storage) or `IDMap,HNSW<M>_<codes>` index
+//! (quantized storage, its full vectors in a [`FullVectors`] scratch file beside it)
+//! behind a safe, minimal surface.
 //!
 //! Searches go through the C API on a `const` index pointer so that any number of them
 //! can run at once under a read lock (the `faiss` crate's `search` takes `&mut self`);
@@ -14,7 +16,53 @@ use faiss::{index_factory, MetricType};
 use faiss_sys::{idx_t, FaissIDSelector, FaissIDSelectorBitmap, FaissSearchParameters};
 
 use super::error::HnswError;
-use crate::event::{HnswConfig, Metric};
+use super::full::FullVectors;
+use crate::event::{HnswConfig, Metric, Storage, StorageKind};
+
+/// Live vectors an index needs before a storage kind that is trained (sq8, sq4) is
+/// trained and its graph built: below it the index serves from a flat graph.
+pub const TRAIN_MIN_SQ: usize = 1_000;
+/// The same for `pq`: 39 points per centroid of its 256, as FAISS asks.
+pub const TRAIN_MIN_PQ: usize = 9_984;
+/// Vectors a scalar quantizer is trained on at most (its ranges are a min/max pass).
+pub const TRAIN_MAX_SQ: usize = 100_000;
+/// Vectors a product quantizer is trained on at most (100 per centroid: k-means is the
+/// cost).
+pub const TRAIN_MAX_PQ: usize = 25_600;
+
+/// Whether `storage` must be trained on vectors before its graph can hold any.
+pub(crate) fn needs_training(storage: Storage) -> bool {
+    matches!(storage.kind, StorageKind::Sq8 | StorageKind::Sq4 | StorageKind::Pq)
+}
+
+/// The fewest vectors `storage` is trained on, and the most.
+pub(crate) fn training_bounds(storage: Storage) -> (usize, usize) {
+    match storage.kind {
+        StorageKind::Pq => (TRAIN_MIN_PQ, TRAIN_MAX_PQ),
+        _ => (TRAIN_MIN_SQ, TRAIN_MAX_SQ),
+    }
+}
+
+/// The FAISS factory string of a graph: flat graphs keep `IDMap2` (what every graph was
+/// before storage kinds); quantized ones use `IDMap`, which has no reverse map (about
+/// 40 bytes per vector fewer), as nothing looks vectors up by label in FAISS.
+pub(crate) fn factory(m: u32, storage: Storage) -> String {
+    match storage.kind {
+        StorageKind::Flat => format!("IDMap2,HNSW{m}"),
+        StorageKind::Fp16 => format!("IDMap,HNSW{m}_SQfp16"),
+        StorageKind::Sq8 => format!("IDMap,HNSW{m}_SQ8"),
+        StorageKind::Sq4 => format!("IDMap,HNSW{m}_SQ4"),
+        StorageKind::Pq => format!("IDMap,HNSW{m}_PQ{}", storage.pq_m),
+    }
+}
+
+fn metric_type(metric: Metric) -> MetricType {
+    match metric {
+        Metric::L2 => MetricType::L2,
+        // Cosine vectors are normalised before they reach FAISS.
+        Metric::Cosine | Metric::Ip => MetricType::InnerProduct,
+    }
+}
 
 /// One FAISS HNSW graph with caller-chosen 63-bit labels.
 ///
@@ -24,28 +72,34 @@ use crate::event::{HnswConfig, Metric};
 pub(crate) struct Hnsw {
     index: IndexImpl,
     dim: usize,
-    /// The configuration this graph was built with (`ef_search` may change later).
+    /// Squared L2 (smaller is closer), else inner product (larger is closer).
+    l2: bool,
+    /// The configuration this graph was built with (`ef_search` and the refine factor
+    /// may change later).
     config: HnswConfig,
+    /// The full vectors, at the graph's positions, when the graph holds codes.
+    full: Option<FullVectors>,
 }
 
 /// Empty graphs by (dimension, metric, M), of which each new graph is a clone: FAISS's
 /// `index_factory` compiles a dozen C++ regexes per call, most of the cost of creating
 /// a small index (and of each rebuild), where a clone of an empty graph copies a few
 /// fields. At most [`EMPTY_GRAPHS_KEPT`] kept.
-static EMPTY_GRAPHS: Mutex<BTreeMap<(u32, bool, u32), IndexImpl>> = Mutex::new(BTreeMap::new());
+#[allow(clippy::type_complexity)]
+static EMPTY_GRAPHS: Mutex<BTreeMap<(u32, bool, u32, String), IndexImpl>> = Mutex::new(BTreeMap::new());
 const EMPTY_GRAPHS_KEPT: usize = 64;
 
-/// A new empty `IDMap2,HNSW<m>` graph, as `index_factory` makes it.
-fn empty_graph(dim: u32, metric: MetricType, m: u32) -> Result<IndexImpl, HnswError> {
+/// A new empty graph of `factory`, as `index_factory` makes it.
+fn empty_graph(dim: u32, metric: MetricType, m: u32, factory: String) -> Result<IndexImpl, HnswError> {
     let clone = |index: &IndexImpl| {
         index.try_clone().map_err(|source| HnswError::Faiss { op: "clone_index", source })
     };
-    let key = (dim, metric == MetricType::InnerProduct, m);
+    let key = (dim, metric == MetricType::InnerProduct, m, factory);
     let mut kept = EMPTY_GRAPHS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(empty) = kept.get(&key) {
         return clone(empty);
     }
-    let empty = index_factory(dim, format!("IDMap2,HNSW{m}"), metric)
+    let empty = index_factory(dim, key.3.as_str(), metric)
         .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
     let graph = clone(&empty)?;
     if kept.len() >= EMPTY_GRAPHS_KEPT {
@@ -56,18 +110,66 @@ fn empty_graph(dim: u32, metric: MetricType, m: u32) -> Result<IndexImpl, HnswEr
 }
 
 impl Hnsw {
-    /// An empty graph for `dim`-dimensional vectors.
+    /// An empty graph for `dim`-dimensional vectors. A storage that needs training is
+    /// made with [`Hnsw::from_quantizer`] instead.
     pub(crate) fn new(dim: u32, metric: Metric, config: HnswConfig) -> Result<Self, HnswError> {
-        let metric_type = match metric {
-            Metric::L2 => MetricType::L2,
-            // Cosine vectors are normalised before they reach FAISS.
-            Metric::Cosine | Metric::Ip => MetricType::InnerProduct,
-        };
-        let index = empty_graph(dim, metric_type, config.m)?;
-        let mut hnsw = Self { index, dim: dim as usize, config };
+        if needs_training(config.storage) {
+            return Err(HnswError::Native {
+                op: "index_factory",
+                code: -1,
+                message: format!("storage {} needs training first", config.storage.label()),
+            });
+        }
+        let index = empty_graph(dim, metric_type(metric), config.m, factory(config.m, config.storage))?;
+        Self::wrap(index, dim, metric, config)
+    }
+
+    fn wrap(index: IndexImpl, dim: u32, metric: Metric, config: HnswConfig) -> Result<Self, HnswError> {
+        let full = config.storage.quantized().then(|| FullVectors::new(dim as usize)).transpose()?;
+        let mut hnsw = Self { index, dim: dim as usize, l2: metric == Metric::L2, config, full };
         hnsw.set_parameter("efConstruction", config.ef_construction)?;
         hnsw.set_parameter("efSearch", config.ef_search)?;
         Ok(hnsw)
+    }
+
+    /// Train the quantizer of `config`'s storage on `sample` (n*d floats, in a
+    /// deterministic order: the same sample gives the same quantizer) and return it as
+    /// the bytes of the trained, empty graph: what [`Hnsw::from_quantizer`] builds
+    /// graphs from, and what a snapshot keeps.
+    pub(crate) fn train(
+        dim: u32,
+        metric: Metric,
+        config: HnswConfig,
+        sample: &[f32],
+    ) -> Result<Vec<u8>, HnswError> {
+        let faiss = |op| move |source| HnswError::Faiss { op, source };
+        let mut index = index_factory(dim, factory(config.m, config.storage), metric_type(metric))
+            .map_err(faiss("index_factory"))?;
+        index.train(sample).map_err(faiss("train"))?;
+        let graph = Self { index, dim: dim as usize, l2: metric == Metric::L2, config, full: None };
+        graph.to_bytes()
+    }
+
+    /// An empty graph from a trained quantizer ([`Hnsw::train`]), with `config`'s
+    /// search settings.
+    pub(crate) fn from_quantizer(
+        quantizer: &[u8],
+        dim: u32,
+        metric: Metric,
+        config: HnswConfig,
+    ) -> Result<Self, HnswError> {
+        let index = read_faiss(quantizer)?;
+        if index.d() != dim || faiss_len(&index) != 0 {
+            return Err(HnswError::Native {
+                op: "read_index",
+                code: -1,
+                message: format!(
+                    "a quantizer of dimension {} holding vectors, for dimension {dim}",
+                    index.d()
+                ),
+            });
+        }
+        Self::wrap(index, dim, metric, config)
     }
 
     /// The index as FAISS serializes it (`faiss::write_index`), written to memory
@@ -107,32 +209,16 @@ impl Hnsw {
     }
 
     /// A graph read back from [`Hnsw::to_bytes`] (through `fmemopen`), with `config`
-    /// in effect.
-    pub(crate) fn from_bytes(bytes: &[u8], dim: u32, config: HnswConfig) -> Result<Self, HnswError> {
-        if bytes.is_empty() {
-            return Err(HnswError::Native {
-                op: "read_index",
-                code: -1,
-                message: "empty index bytes".into(),
-            });
-        }
-        // SAFETY: fmemopen reads `bytes` (alive for the call) without writing to it
-        // (mode "r"); FAISS hands back an owned index or an error code.
-        let index = unsafe {
-            let stream = libc::fmemopen(bytes.as_ptr().cast_mut().cast(), bytes.len(), c"r".as_ptr());
-            if stream.is_null() {
-                return Err(HnswError::Native {
-                    op: "fmemopen",
-                    code: -1,
-                    message: std::io::Error::last_os_error().to_string(),
-                });
-            }
-            let mut out: *mut faiss_sys::FaissIndex = std::ptr::null_mut();
-            let rc = faiss_sys::faiss_read_index(stream.cast(), 0, &raw mut out);
-            libc::fclose(stream);
-            check(rc, "read_index")?;
-            IndexImpl::from_inner_ptr(out)
-        };
+    /// in effect; `full` holds the full vectors of a quantized graph (little-endian
+    /// floats, one per graph position), and must be empty for a flat one.
+    pub(crate) fn from_bytes(
+        bytes: &[u8],
+        dim: u32,
+        metric: Metric,
+        config: HnswConfig,
+        full: &[u8],
+    ) -> Result<Self, HnswError> {
+        let index = read_faiss(bytes)?;
         let stored = index.d();
         if stored != dim {
             return Err(HnswError::Native {
@@ -144,28 +230,55 @@ impl Hnsw {
         // The bytes passed their CRCs, but CRCs are not authentication: check the shape
         // every later unsafe call relies on before trusting it.
         let invalid = |message: String| HnswError::Native { op: "read_index", code: -1, message };
-        // SAFETY: the pointer is a valid index owned by `index`; the cast returns null
-        // unless it is an IDMap2.
+        // SAFETY: the pointer is a valid index owned by `index`; each cast returns null
+        // unless it is an IDMap2 (for flat storage) or an IDMap (IDMap2 is one too).
         let (map, sub) = unsafe {
-            let map = faiss_sys::faiss_IndexIDMap2_cast(index.inner_ptr());
-            let sub = if map.is_null() {
-                std::ptr::null_mut()
+            let map = if config.storage.quantized() {
+                faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr())
             } else {
-                faiss_sys::faiss_IndexIDMap2_sub_index(map)
+                faiss_sys::faiss_IndexIDMap2_cast(index.inner_ptr()).cast()
             };
+            let sub =
+                if map.is_null() { std::ptr::null_mut() } else { faiss_sys::faiss_IndexIDMap_sub_index(map) };
             (map, sub)
         };
         if map.is_null() || sub.is_null() {
-            return Err(invalid("stored index is not an IDMap2 over a sub-index".into()));
+            return Err(invalid("stored index is not an ID map over a sub-index".into()));
         }
-        let mut hnsw = Self { index, dim: dim as usize, config };
+        // The codes must be the ones the config names: a quantized graph read as flat
+        // would hand out decoded codes as vectors.
+        let mut code_size = 0usize;
+        // SAFETY: `sub` is the sub-index owned by the ID map just checked; the shim
+        // only reads it.
+        let rc = unsafe { annal_hnsw_code_size(sub.cast_const().cast(), &mut code_size) };
+        if rc != 0 {
+            return Err(invalid("stored sub-index is not an HNSW graph over codes".into()));
+        }
+        let expected = expected_code_size(dim as usize, config.storage);
+        if code_size != expected {
+            return Err(invalid(format!(
+                "stored graph has codes of {code_size} bytes per vector, storage {} has {expected}",
+                config.storage.label()
+            )));
+        }
+        let full = match config.storage.quantized() {
+            false if full.is_empty() => None,
+            false => return Err(invalid("full vectors given for a flat graph".into())),
+            true => {
+                let mut store = FullVectors::new(dim as usize)?;
+                store.push_le_bytes(full)?;
+                Some(store)
+            }
+        };
+        let mut hnsw = Self { index, dim: dim as usize, l2: metric == Metric::L2, config, full };
         // SAFETY: `sub` is the sub-index owned by the IDMap2 just checked.
         let sub_len = unsafe { faiss_sys::faiss_Index_ntotal(sub) };
         let len = hnsw.len();
         let labels = hnsw.labels();
-        if u64::try_from(sub_len).ok() != Some(len) || labels.len() as u64 != len {
+        let full_len = hnsw.full.as_ref().map_or(len, |f| f.len() as u64);
+        if u64::try_from(sub_len).ok() != Some(len) || labels.len() as u64 != len || full_len != len {
             return Err(invalid(format!(
-                "stored index holds {len} vectors, its graph {sub_len}, its id map {}",
+                "stored index holds {len} vectors, its graph {sub_len}, its id map {}, its full vectors {full_len}",
                 labels.len()
             )));
         }
@@ -198,16 +311,38 @@ impl Hnsw {
         Ok(())
     }
 
+    /// Change the refine factor (a search setting: the graph stays as it is). A flat
+    /// graph's distances are exact already, so it never refines.
+    pub(crate) fn set_refine(&mut self, refine: u32) {
+        if self.full.is_some() {
+            self.config.storage.refine = refine;
+        }
+    }
+
+    /// The full vectors of a quantized graph, as little-endian floats in position order
+    /// (nothing for a flat graph: its vectors are in [`Hnsw::to_bytes`]).
+    pub(crate) fn write_full(&self, out: &mut dyn std::io::Write) -> Result<(), HnswError> {
+        match &self.full {
+            Some(full) => full.write_le(out),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of full vectors [`Hnsw::write_full`] writes.
+    pub(crate) fn full_bytes(&self) -> u64 {
+        self.full.as_ref().map_or(0, |f| (f.len() * self.dim * 4) as u64)
+    }
+
     /// The label of every position, in position order (ascending labels).
     pub(crate) fn labels(&self) -> &[i64] {
         let mut ptr: *mut idx_t = std::ptr::null_mut();
         let mut len = 0usize;
-        // SAFETY: the index is an IDMap2 (built by `new` from an "IDMap2," factory string);
-        // the returned pointer and length describe its id map, which lives as long as the
-        // index and changes only on add, which takes `&mut self`, so not while the slice is
-        // borrowed.
+        // SAFETY: the index is an IDMap or IDMap2 (built from an "IDMap," or "IDMap2,"
+        // factory string, or checked by `from_bytes`); the returned pointer and length
+        // describe its id map, which lives as long as the index and changes only on add,
+        // which takes `&mut self`, so not while the slice is borrowed.
         unsafe {
-            faiss_sys::faiss_IndexIDMap2_id_map(self.index.inner_ptr(), &mut ptr, &mut len);
+            faiss_sys::faiss_IndexIDMap_id_map(self.index.inner_ptr(), &mut ptr, &mut len);
             if ptr.is_null() || len == 0 {
                 return &[];
             }
@@ -225,11 +360,14 @@ impl Hnsw {
         if n == 0 {
             return Ok(());
         }
+        if let Some(full) = &self.full {
+            return full.read(start, out);
+        }
         // SAFETY: the IDMap2's sub-index is the HNSW index it owns; reconstruct_n on it
         // addresses positions (not labels), which are in range (checked above); `out` holds
         // n*d floats; reconstruction only reads the index.
         let rc = unsafe {
-            let sub = faiss_sys::faiss_IndexIDMap2_sub_index(self.index.inner_ptr());
+            let sub = faiss_sys::faiss_IndexIDMap_sub_index(self.index.inner_ptr());
             faiss_sys::faiss_Index_reconstruct_n(sub, start as idx_t, n as idx_t, out.as_mut_ptr())
         };
         check(rc, "reconstruct_n")
@@ -249,6 +387,10 @@ impl Hnsw {
         }
         if labels.is_empty() {
             return Ok(());
+        }
+        // The full vectors first: if FAISS then fails, the index is faulted anyway.
+        if let Some(full) = &mut self.full {
+            full.push(vectors)?;
         }
         let n = labels.len() as idx_t;
         // SAFETY: `vectors` holds n*d floats and `labels` n ids, both alive for the call;
@@ -284,15 +426,35 @@ impl Hnsw {
         if nq * self.dim != queries.len() {
             return Err(HnswError::Shape { expected: nq * self.dim, actual: queries.len() });
         }
+        let refine = self.config.storage.refine as usize;
+        if refine > 0 && self.full.is_some() {
+            let wide = k.saturating_mul(refine);
+            let ef = ef_search.unwrap_or(self.config.ef_search).max(u32::try_from(wide).unwrap_or(u32::MAX));
+            let (_, candidates) = self.graph_search(queries, nq, wide, live, Some(ef))?;
+            return self.rescore(queries, &candidates, wide, k);
+        }
+        self.graph_search(queries, nq, k, live, ef_search)
+    }
+
+    /// The graph's own answer: codes' distances for a quantized graph.
+    fn graph_search(
+        &self,
+        queries: &[f32],
+        nq: usize,
+        k: usize,
+        live: Option<&[u8]>,
+        ef_search: Option<u32>,
+    ) -> Result<(Vec<f32>, Vec<idx_t>), HnswError> {
         omp_threads_for_queries(nq);
         let mut distances = vec![0f32; nq * k];
         let mut labels = vec![-1 as idx_t; nq * k];
         // FAISS keeps a pointer to `live` (no copy) and SearchParameters does not own its
         // selector, so both are created here and freed by guards before returning; the
         // `faiss` crate's wrapper would leak the selector on every search.
-        let params = match live {
-            Some(bitmap) => Some(BitmapParams::new(bitmap, ef_search)?),
-            None => None,
+        let params = match (live, ef_search) {
+            (Some(bitmap), _) => Some(BitmapParams::new(Some(bitmap), ef_search)?),
+            (None, Some(_)) => Some(BitmapParams::new(None, ef_search)?),
+            (None, None) => None,
         };
         let params_ptr: *const FaissSearchParameters = params.as_ref().map_or(std::ptr::null(), |p| p.params);
         // SAFETY: the index is only read (FAISS search is const and thread-safe);
@@ -311,6 +473,90 @@ impl Hnsw {
         };
         check(rc, "search")?;
         Ok((distances, labels))
+    }
+
+    /// Re-score each query's `wide` candidates (rows of `candidates`, -1 for none) with
+    /// their full vectors and keep the best `k`: exact distances, read from the scratch
+    /// file one vector per candidate.
+    fn rescore(
+        &self,
+        queries: &[f32],
+        candidates: &[idx_t],
+        wide: usize,
+        k: usize,
+    ) -> Result<(Vec<f32>, Vec<idx_t>), HnswError> {
+        let nq = queries.len() / self.dim;
+        let mut distances = vec![0f32; nq * k];
+        let mut labels = vec![-1 as idx_t; nq * k];
+        let all = self.labels();
+        let mut vectors = vec![0f32; wide * self.dim];
+        let mut scores = vec![0f32; wide];
+        let mut found: Vec<(f32, idx_t)> = Vec::with_capacity(wide);
+        for (q, query) in queries.chunks_exact(self.dim).enumerate() {
+            found.clear();
+            let mut n = 0;
+            let mut kept = Vec::with_capacity(wide);
+            for &label in &candidates[q * wide..(q + 1) * wide] {
+                let Ok(position) = all.binary_search(&label) else { continue };
+                self.copy_vectors(position, &mut vectors[n * self.dim..(n + 1) * self.dim])?;
+                kept.push(label);
+                n += 1;
+            }
+            raw_scores(self.l2, query, &vectors[..n * self.dim], &mut scores[..n]);
+            found.extend(scores[..n].iter().copied().zip(kept));
+            // Best first: smallest squared distance, or largest inner product.
+            if self.l2 {
+                found.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            } else {
+                found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            }
+            for (slot, (score, label)) in found.iter().take(k).enumerate() {
+                distances[q * k + slot] = *score;
+                labels[q * k + slot] = *label;
+            }
+        }
+        Ok((distances, labels))
+    }
+}
+
+/// A FAISS index read from `bytes` (through `fmemopen`).
+fn read_faiss(bytes: &[u8]) -> Result<IndexImpl, HnswError> {
+    if bytes.is_empty() {
+        return Err(HnswError::Native { op: "read_index", code: -1, message: "empty index bytes".into() });
+    }
+    // SAFETY: fmemopen reads `bytes` (alive for the call) without writing to it
+    // (mode "r"); FAISS hands back an owned index or an error code.
+    unsafe {
+        let stream = libc::fmemopen(bytes.as_ptr().cast_mut().cast(), bytes.len(), c"r".as_ptr());
+        if stream.is_null() {
+            return Err(HnswError::Native {
+                op: "fmemopen",
+                code: -1,
+                message: std::io::Error::last_os_error().to_string(),
+            });
+        }
+        let mut out: *mut faiss_sys::FaissIndex = std::ptr::null_mut();
+        let rc = faiss_sys::faiss_read_index(stream.cast(), 0, &raw mut out);
+        libc::fclose(stream);
+        check(rc, "read_index")?;
+        Ok(IndexImpl::from_inner_ptr(out))
+    }
+}
+
+fn faiss_len(index: &IndexImpl) -> u64 {
+    // SAFETY: the pointer is a valid index owned by `index`.
+    let n = unsafe { faiss_sys::faiss_Index_ntotal(index.inner_ptr()) };
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// Bytes per vector of `storage`'s codes in FAISS (`sa_code_size`).
+fn expected_code_size(dim: usize, storage: Storage) -> usize {
+    match storage.kind {
+        StorageKind::Flat => dim * 4,
+        StorageKind::Fp16 => dim * 2,
+        StorageKind::Sq8 => dim,
+        StorageKind::Sq4 => dim.div_ceil(2),
+        StorageKind::Pq => storage.pq_m as usize,
     }
 }
 
@@ -354,6 +600,7 @@ struct BitmapParams<'a> {
 
 extern "C" {
     // engine/src/projection/vectors/hnsw_params.cpp, built by engine/build.rs.
+    fn annal_hnsw_code_size(index: *const std::ffi::c_void, out: *mut usize) -> std::os::raw::c_int;
     fn annal_SearchParametersHNSW_new(
         out: *mut *mut FaissSearchParameters,
         sel: *mut FaissIDSelector,
@@ -364,12 +611,15 @@ extern "C" {
 impl<'a> BitmapParams<'a> {
     /// Parameters selecting the labels set in `bitmap`, with `ef_search` as this
     /// search's `efSearch` when given (HNSW parameters; else generic ones).
-    fn new(bitmap: &'a [u8], ef_search: Option<u32>) -> Result<Self, HnswError> {
+    fn new(bitmap: Option<&'a [u8]>, ef_search: Option<u32>) -> Result<Self, HnswError> {
         let mut selector: *mut FaissIDSelectorBitmap = std::ptr::null_mut();
-        // SAFETY: FAISS stores the pointer and length; `bitmap` outlives `Self` ('a).
-        let rc =
-            unsafe { faiss_sys::faiss_IDSelectorBitmap_new(&mut selector, bitmap.len(), bitmap.as_ptr()) };
-        check(rc, "IDSelectorBitmap")?;
+        if let Some(bitmap) = bitmap {
+            // SAFETY: FAISS stores the pointer and length; `bitmap` outlives `Self` ('a).
+            let rc = unsafe {
+                faiss_sys::faiss_IDSelectorBitmap_new(&mut selector, bitmap.len(), bitmap.as_ptr())
+            };
+            check(rc, "IDSelectorBitmap")?;
+        }
         let mut this = Self {
             selector: selector.cast::<FaissIDSelector>(),
             params: std::ptr::null_mut(),
@@ -459,7 +709,7 @@ mod tests {
     use super::*;
 
     fn config() -> HnswConfig {
-        HnswConfig { m: 8, ef_construction: 40, ef_search: 16 }
+        HnswConfig { m: 8, ef_construction: 40, ef_search: 16, ..Default::default() }
     }
 
     #[test]

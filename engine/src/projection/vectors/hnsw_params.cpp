@@ -16,3 +16,26 @@ extern "C" int annal_SearchParametersHNSW_new(void** out, void* sel, int ef_sear
         return -1;
     }
 }
+
+// The bytes per vector of an HNSW index's storage (its codes: 4 x d for flat floats),
+// or -1 when the index is not an HNSW index over flat codes. What a graph read from a
+// snapshot is checked against before its codes are trusted as the config's storage.
+#include <faiss/IndexFlatCodes.h>
+#include <faiss/IndexHNSW.h>
+
+extern "C" int annal_hnsw_code_size(const void* index, size_t* out) {
+    try {
+        auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(static_cast<const faiss::Index*>(index));
+        if (hnsw == nullptr || hnsw->storage == nullptr) {
+            return -1;
+        }
+        auto* codes = dynamic_cast<const faiss::IndexFlatCodes*>(hnsw->storage);
+        if (codes == nullptr) {
+            return -1;
+        }
+        *out = codes->code_size;
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}

@@ -2,6 +2,7 @@
 //! background rebuilder.
 
 mod error;
+mod full;
 mod hnsw;
 mod index;
 mod rebuild;
@@ -11,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
-pub(crate) use hnsw::Hnsw;
+pub(crate) use full::set_scratch_dir;
+pub(crate) use hnsw::{factory, needs_training, training_bounds, Hnsw};
 pub(crate) use index::{metadata_crc, VectorIndex};
 pub use index::{
     GraphWorkReport, Hit, IndexParams, PayloadIndexInfo, Plan, Record, Strategy, FILTER_EXACT_MAX,
@@ -250,6 +252,26 @@ impl VectorProjection {
         self.rebuilder.stats()
     }
 
+    /// Train the quantizer of the storage in effect if it is due (enough live vectors,
+    /// none trained yet): at this event in every replay. The sample is read under the
+    /// read lock and trained outside any lock; only this thread changes what it reads.
+    fn train_if_due(&self, handle: &IndexHandle) -> Result<(), ApplyError> {
+        let sample = handle.read().training_due()?;
+        if let Some(sample) = sample {
+            let started = std::time::Instant::now();
+            let bytes = index::train(&sample)?;
+            tracing::info!(
+                index = %handle.read().params.name,
+                storage = %sample.config.storage.label(),
+                vectors = sample.vectors.len() / (sample.dimension.max(1) as usize),
+                ms = started.elapsed().as_millis() as u64,
+                "quantizer trained"
+            );
+            handle.write().set_quantizer(sample.config, bytes);
+        }
+        Ok(())
+    }
+
     /// Queue a rebuild of `name` if its graph wants one.
     fn check_rebuild(&self, name: &str, handle: &IndexHandle) {
         let mut index = handle.write();
@@ -344,6 +366,7 @@ impl Projection for VectorProjection {
                     drop(index);
                     self.add_in_chunks(&upsert.index, &handle, &ok)?;
                 }
+                self.train_if_due(&handle)?;
                 self.check_rebuild(&upsert.index, &handle);
             }
             // The vectors of embedded documents that are still current (the documents
@@ -359,6 +382,7 @@ impl Projection for VectorProjection {
                     items.into_iter().filter(|item| index.accepts(item)).collect()
                 };
                 self.add_in_chunks(&embedded.index, &handle, &ok)?;
+                self.train_if_due(&handle)?;
                 self.check_rebuild(&embedded.index, &handle);
             }
             EventBody::VectorsDeleted(delete) => {
@@ -375,6 +399,7 @@ impl Projection for VectorProjection {
                     return Ok(outcome);
                 };
                 handle.write().promote(promoted.config)?;
+                self.train_if_due(&handle)?;
                 self.check_rebuild(&promoted.index, &handle);
             }
             EventBody::PromotionRolledBack(rolled_back) => {
@@ -384,6 +409,7 @@ impl Projection for VectorProjection {
                 };
                 let rolled = handle.write().roll_back()?;
                 outcome.rejected = u64::from(!rolled);
+                self.train_if_due(&handle)?;
                 self.check_rebuild(&rolled_back.index, &handle);
             }
             EventBody::MetadataSet(set) => {
@@ -430,6 +456,7 @@ impl Projection for VectorProjection {
             index.write_snapshot(&mut e)?;
             out.write_all(&e.buf)?;
             index.write_faiss(out)?;
+            index.write_full(out)?;
         }
         Ok(())
     }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::hnsw::Hnsw;
 use super::{Catalog, HnswError, IndexHandle};
 use crate::projection::Hooks;
 use crate::sync::lock;
@@ -217,7 +216,7 @@ enum Done {
 fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, HnswError> {
     let (params, live_until, watermark) = handle.read().rebuild_plan();
     let work = Arc::clone(&handle.read().work);
-    let mut graph = Hnsw::new(params.dimension, params.metric, params.config)?;
+    let mut graph = handle.read().empty_graph(params.config)?;
     let mut labels = Vec::new();
     let mut vectors = Vec::new();
     let mut done = 0usize;
@@ -229,8 +228,7 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
         }
         {
             let index = handle.read();
-            let wanted = index.params.config;
-            if (wanted.m, wanted.ef_construction) != (params.config.m, params.config.ef_construction) {
+            if !index.still_wants(&params.config) {
                 return Ok(Done::Redirected);
             }
             let len = index.graph_len();
@@ -260,8 +258,7 @@ fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, Hn
     if !shared.catalog.is_current(name, handle) {
         return Ok(Done::Gone);
     }
-    let wanted = index.params.config;
-    if (wanted.m, wanted.ef_construction) != (params.config.m, params.config.ef_construction) {
+    if !index.still_wants(&params.config) {
         return Ok(Done::Redirected);
     }
     index.install(graph, done, watermark)?;

@@ -8,7 +8,7 @@ use annal_engine::event::*;
 
 /// One event of every kind, with non-trivial contents.
 pub fn one_of_each_kind() -> Vec<Event> {
-    let config = HnswConfig { m: 16, ef_construction: 100, ef_search: 50 };
+    let config = HnswConfig { m: 16, ef_construction: 100, ef_search: 50, ..Default::default() };
     let bodies = vec![
         EventBody::IndexCreated(IndexCreated {
             name: "docs".into(),
@@ -108,7 +108,7 @@ pub fn one_of_each_kind() -> Vec<Event> {
             index: "docs".into(),
             trial_id: "t1".into(),
             eval_id: "e1".into(),
-            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 32 },
+            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 32, ..Default::default() },
             k: 10,
             queries: 100,
             vectors: 31_674,

@@ -171,6 +171,27 @@ pub(crate) struct VectorIndex {
     /// Set when a FAISS add failed part-way: the graph may then disagree with FAISS's own
     /// id map, so the index refuses searches until the engine is reopened and replays.
     faulted: bool,
+    /// The trained quantizer of the storage in effect, when it needs one and enough
+    /// vectors were live to train it (see [`VectorIndex::training_due`]).
+    quantizer: Option<Quantizer>,
+}
+
+/// A trained quantizer: the bytes of an empty, trained graph of `m` and `storage` (its
+/// codes, no refine), trained deterministically at event `seq` from the live vectors.
+#[derive(Clone)]
+pub(crate) struct Quantizer {
+    pub(crate) m: u32,
+    pub(crate) storage: crate::event::Storage,
+    pub(crate) bytes: Arc<[u8]>,
+}
+
+/// What a quantizer is trained from: the live vectors in label order (evenly thinned to
+/// the storage's maximum), so the same log trains the same quantizer.
+pub(crate) struct TrainingSample {
+    pub(crate) dimension: u32,
+    pub(crate) metric: Metric,
+    pub(crate) config: HnswConfig,
+    pub(crate) vectors: Vec<f32>,
 }
 
 /// An upsert whose labels are reserved and whose vectors are laid out for FAISS.
@@ -189,7 +210,13 @@ impl Staged {
 
 impl VectorIndex {
     pub(crate) fn new(params: IndexParams) -> Result<Self, HnswError> {
-        let hnsw = Hnsw::new(params.dimension, params.metric, params.config)?;
+        // A storage that needs training starts flat, until enough vectors are live.
+        let initial = match super::hnsw::needs_training(params.config.storage) {
+            true => HnswConfig { storage: crate::event::Storage::FLAT, ..params.config },
+            false => params.config,
+        };
+        let mut hnsw = Hnsw::new(params.dimension, params.metric, initial)?;
+        hnsw.set_refine(params.config.storage.refine);
         Ok(Self {
             work: Arc::default(),
             created: params.config,
@@ -205,6 +232,7 @@ impl VectorIndex {
             rebuild_pending: false,
             staging: None,
             faulted: false,
+            quantizer: None,
         })
     }
 
@@ -219,16 +247,98 @@ impl VectorIndex {
     }
 
     /// Whether the graph should be rebuilt: enough of it is dead, or it was built with
-    /// an `m` or `ef_construction` other than the configuration now in effect.
+    /// an `m`, `ef_construction` or storage other than the one a rebuild would build now
+    /// ([`VectorIndex::build_config`]).
     pub(crate) fn wants_rebuild(&self) -> bool {
         if self.rebuild_pending || self.faulted {
             return false;
         }
         let dead = self.dead();
-        let built = self.hnsw.config();
-        let stale =
-            (built.m, built.ef_construction) != (self.params.config.m, self.params.config.ef_construction);
+        let stale = build_key(&self.hnsw.config()) != build_key(&self.build_config());
         stale || (dead >= REBUILD_DEAD_MIN && dead as f64 > REBUILD_DEAD_SHARE * self.hnsw.len() as f64)
+    }
+
+    /// What a rebuild builds now: the config in effect, but flat while its storage
+    /// waits for a quantizer (too few live vectors to train one yet).
+    pub(crate) fn build_config(&self) -> HnswConfig {
+        let config = self.params.config;
+        let waiting = super::hnsw::needs_training(config.storage) && self.quantizer_for(&config).is_none();
+        match waiting {
+            true => HnswConfig { storage: crate::event::Storage::FLAT, ..config },
+            false => config,
+        }
+    }
+
+    /// The trained quantizer for `config`'s `m` and storage, if there is one.
+    fn quantizer_for(&self, config: &HnswConfig) -> Option<&Quantizer> {
+        self.quantizer.as_ref().filter(|q| q.m == config.m && q.storage == config.storage.codes())
+    }
+
+    /// An empty graph for `config` (from [`VectorIndex::build_config`]): from the
+    /// trained quantizer when its storage needs one.
+    pub(crate) fn empty_graph(&self, config: HnswConfig) -> Result<Hnsw, HnswError> {
+        let (dim, metric) = (self.params.dimension, self.params.metric);
+        let mut graph = match self.quantizer_for(&config) {
+            Some(q) if super::hnsw::needs_training(config.storage) => {
+                Hnsw::from_quantizer(&q.bytes, dim, metric, config)?
+            }
+            _ => Hnsw::new(dim, metric, config)?,
+        };
+        graph.set_refine(self.params.config.storage.refine);
+        Ok(graph)
+    }
+
+    /// The training sample, when the storage in effect needs a quantizer it does not
+    /// have yet and enough vectors are live: every live vector in label order, thinned
+    /// evenly to the storage's maximum. The projector calls this after each event that
+    /// can change it, trains outside the lock, and installs the result with
+    /// [`VectorIndex::set_quantizer`]: so training happens at the same event in every
+    /// replay, on the same vectors.
+    pub(crate) fn training_due(&self) -> Result<Option<TrainingSample>, HnswError> {
+        let config = self.params.config;
+        if self.faulted
+            || !super::hnsw::needs_training(config.storage)
+            || self.quantizer_for(&config).is_some()
+        {
+            return Ok(None);
+        }
+        let (min, max) = super::hnsw::training_bounds(config.storage);
+        let live = self.entries.len();
+        if live < min {
+            return Ok(None);
+        }
+        let dim = self.params.dimension as usize;
+        let mut labels: Vec<i64> = self.entries.keys().copied().collect();
+        labels.sort_unstable();
+        let step = live.div_ceil(max);
+        let all = self.hnsw.labels();
+        let mut vectors = vec![0f32; labels.len().div_ceil(step) * dim];
+        let mut n = 0;
+        for label in labels.iter().step_by(step) {
+            if let Ok(position) = all.binary_search(label) {
+                self.hnsw.copy_vectors(position, &mut vectors[n * dim..(n + 1) * dim])?;
+                n += 1;
+            }
+        }
+        vectors.truncate(n * dim);
+        Ok(Some(TrainingSample {
+            dimension: self.params.dimension,
+            metric: self.params.metric,
+            config,
+            vectors,
+        }))
+    }
+
+    /// Install a quantizer trained from [`VectorIndex::training_due`]'s sample: the
+    /// graph is then rebuilt with it ([`VectorIndex::wants_rebuild`]).
+    pub(crate) fn set_quantizer(&mut self, config: HnswConfig, bytes: Vec<u8>) {
+        self.quantizer =
+            Some(Quantizer { m: config.m, storage: config.storage.codes(), bytes: bytes.into() });
+    }
+
+    /// The trained quantizer's bytes (empty when none): part of the logical state.
+    pub(crate) fn quantizer_bytes(&self) -> Vec<u8> {
+        self.quantizer.as_ref().map(|q| q.bytes.to_vec()).unwrap_or_default()
     }
 
     /// The configuration the serving graph was built with (its `ef_search` is the one
@@ -265,7 +375,27 @@ impl VectorIndex {
         if self.hnsw.config().ef_search != config.ef_search {
             self.hnsw.set_ef_search(config.ef_search)?;
         }
+        self.hnsw.set_refine(config.storage.refine);
         Ok(())
+    }
+}
+
+/// What makes two graphs the same build: `m`, `ef_construction` and the codes.
+fn build_key(config: &HnswConfig) -> (u32, u32, crate::event::Storage) {
+    (config.m, config.ef_construction, config.storage.codes())
+}
+
+/// Train the quantizer of `sample` (outside any lock): the bytes for
+/// [`VectorIndex::set_quantizer`].
+pub(crate) fn train(sample: &TrainingSample) -> Result<Vec<u8>, HnswError> {
+    Hnsw::train(sample.dimension, sample.metric, sample.config, &sample.vectors)
+}
+
+impl VectorIndex {
+    /// Whether a rebuild for `config` would still build what [`VectorIndex::build_config`]
+    /// asks now (else a promotion, rollback or training changed it meanwhile).
+    pub(crate) fn still_wants(&self, config: &HnswConfig) -> bool {
+        build_key(config) == build_key(&self.build_config())
     }
 }
 
@@ -281,7 +411,7 @@ mod tests {
             name: "t".into(),
             dimension: 8,
             metric: Metric::L2,
-            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 16 },
+            config: HnswConfig { m: 16, ef_construction: 40, ef_search: 16, ..Default::default() },
         };
         let mut index = VectorIndex::new(params).unwrap();
         let items: Vec<VectorItem> = (0..n)

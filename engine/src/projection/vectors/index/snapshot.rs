@@ -17,13 +17,11 @@ fn metric_tag(metric: Metric) -> u8 {
 }
 
 fn write_config(e: &mut Enc, c: HnswConfig) {
-    e.u32(c.m);
-    e.u32(c.ef_construction);
-    e.u32(c.ef_search);
+    crate::codec::write_config(e, &c);
 }
 
 fn read_config(d: &mut Dec<'_>) -> Result<HnswConfig, DecodeError> {
-    Ok(HnswConfig { m: d.u32()?, ef_construction: d.u32()?, ef_search: d.u32()? })
+    crate::codec::read_config(d)
 }
 
 impl VectorIndex {
@@ -45,6 +43,14 @@ impl VectorIndex {
         }
         write_config(e, self.hnsw.config());
         e.i64(self.next_label);
+        match &self.quantizer {
+            None => e.u8(0),
+            Some(q) => {
+                e.u8(1);
+                write_config(e, HnswConfig { m: q.m, ef_construction: 0, ef_search: 0, storage: q.storage });
+                e.bytes(&q.bytes);
+            }
+        }
         let mut labels: Vec<i64> = self.entries.keys().copied().collect();
         labels.sort_unstable();
         e.u64(labels.len() as u64);
@@ -65,6 +71,14 @@ impl VectorIndex {
         let faiss = self.hnsw.to_bytes()?;
         out.write_all(&(faiss.len() as u64).to_le_bytes())?;
         out.write_all(&faiss)?;
+        Ok(())
+    }
+
+    /// The full vectors of a quantized graph (`bytes`, empty for a flat graph), written
+    /// straight to `out` after [`VectorIndex::write_faiss`].
+    pub(crate) fn write_full(&self, out: &mut dyn std::io::Write) -> Result<(), SnapshotError> {
+        out.write_all(&self.hnsw.full_bytes().to_le_bytes())?;
+        self.hnsw.write_full(out)?;
         Ok(())
     }
 
@@ -110,6 +124,15 @@ impl VectorIndex {
         let promotions = (0..n).map(|_| read_config(d)).collect::<Result<Vec<_>, _>>().map_err(corrupt)?;
         let built = read_config(d).map_err(corrupt)?;
         let next_label = d.i64().map_err(corrupt)?;
+        let quantizer = match d.u8().map_err(corrupt)? {
+            0 => None,
+            1 => {
+                let c = read_config(d).map_err(corrupt)?;
+                let bytes: Arc<[u8]> = d.bytes().map_err(corrupt)?.into();
+                Some(Quantizer { m: c.m, storage: c.storage, bytes })
+            }
+            tag => return Err(corrupt(d.error(format!("quantizer tag {tag}")))),
+        };
         // A section that passed its CRC may still come from another writer: what the
         // engine would refuse from a caller it refuses here too.
         let checked = crate::validate::dimension(dimension)
@@ -135,10 +158,11 @@ impl VectorIndex {
                 skip.opt_str().map_err(corrupt)?;
             }
             skip.bytes().map_err(corrupt)?; // live bitmap
-            skip.bytes().map_err(corrupt)?
+            (skip.bytes().map_err(corrupt)?, skip.bytes().map_err(corrupt)?)
         };
+        let (faiss, full) = faiss;
         let (hnsw, entries, by_id, live_bits) = std::thread::scope(|scope| {
-            let reading = scope.spawn(|| Hnsw::from_bytes(faiss, dimension, built));
+            let reading = scope.spawn(|| Hnsw::from_bytes(faiss, dimension, metric, built, full));
             let maps = Self::read_entries(d, next_label);
             let hnsw = match reading.join() {
                 Ok(read) => read,
@@ -148,6 +172,7 @@ impl VectorIndex {
         })?;
         let hnsw = hnsw?;
         d.bytes().map_err(corrupt)?; // the graph, read above
+        d.bytes().map_err(corrupt)?; // its full vectors, read with it
         let labels = hnsw.labels();
         if labels.last().is_some_and(|l| *l >= next_label) {
             return Err(corrupt(
@@ -189,10 +214,12 @@ impl VectorIndex {
             created,
             promotions,
             faulted: false,
+            quantizer,
         };
         if index.hnsw.config().ef_search != config.ef_search {
             index.hnsw.set_ef_search(config.ef_search)?;
         }
+        index.hnsw.set_refine(config.storage.refine);
         Ok(index)
     }
 }

@@ -20,7 +20,8 @@ impl VectorIndex {
     pub(crate) fn rebuild_plan(&self) -> (IndexParams, usize, i64) {
         let watermark = self.staging.unwrap_or(self.next_label);
         let live_until = self.hnsw.labels().partition_point(|&label| label < watermark);
-        (self.params.clone(), live_until, watermark)
+        let params = IndexParams { config: self.build_config(), ..self.params.clone() };
+        (params, live_until, watermark)
     }
 
     /// Copy the vectors at positions `from..until` into `labels` and `vectors` (cleared
@@ -81,6 +82,7 @@ impl VectorIndex {
         if rebuilt.config().ef_search != self.params.config.ef_search {
             rebuilt.set_ef_search(self.params.config.ef_search)?;
         }
+        rebuilt.set_refine(self.params.config.storage.refine);
         // Below `copied_live_below` the rebuild copied only vectors live at the time:
         // those dead now were replaced or deleted after it read them. They stay in the
         // new graph as tombstones (HNSW cannot remove them), never served.
