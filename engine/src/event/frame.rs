@@ -626,6 +626,49 @@ mod tests {
     }
 
     #[test]
+    fn a_flat_config_keeps_its_version_1_kind_and_a_quantized_one_takes_its_stored_kind() {
+        let created = |storage| IndexCreated {
+            name: "docs".into(),
+            dimension: 8,
+            metric: Metric::L2,
+            config: HnswConfig { storage, ..HnswConfig::default() },
+        };
+        let sq8 = Storage { kind: StorageKind::Sq8, pq_m: 0, refine: 4 };
+        let stamp = Stamp { time_ms: 7, actor: "a".into() };
+        for (storage, kind) in
+            [(Storage::FLAT, EventKind::IndexCreated), (sq8, EventKind::IndexCreatedStored)]
+        {
+            let bodies = [
+                EventBody::IndexCreated(created(storage)),
+                EventBody::IndexCreatedWithEmbedder(IndexCreatedWithEmbedder {
+                    index: created(storage),
+                    embedder: EmbedderRef { model: "m".into(), dimension: 8 },
+                }),
+                EventBody::ConfigPromoted(ConfigPromoted {
+                    index: "docs".into(),
+                    config: created(storage).config,
+                    trial_id: String::new(),
+                    promoted_by: "a".into(),
+                    note: String::new(),
+                }),
+            ];
+            assert_eq!(EventKind::of(&bodies[0]), kind);
+            for body in bodies {
+                let event = Event { stamp: stamp.clone(), body };
+                let frame = encode(&event).unwrap();
+                assert_eq!(frame[1], EventKind::of(&event.body) as u8);
+                assert_eq!(decode(1, &frame).unwrap(), event, "round trip, storage {storage:?}");
+            }
+        }
+        // The flat form is the version-1 layout: the config's three u32s, no storage.
+        let v1 = wire::IndexCreatedV1::of(&created(Storage::FLAT)).unwrap();
+        let flat =
+            encode(&Event { stamp: stamp.clone(), body: EventBody::IndexCreated(created(Storage::FLAT)) });
+        assert_eq!(&flat.unwrap()[FRAME_HEADER_LEN..], archive(&stamp, &v1).unwrap().as_slice());
+        assert!(wire::IndexCreatedV1::of(&created(sq8)).is_none(), "no version-1 form of a quantized config");
+    }
+
+    #[test]
     fn kind_bytes_round_trip() {
         for byte in 0..=u8::MAX {
             if let Some(kind) = EventKind::from_u8(byte) {

@@ -279,7 +279,7 @@ mod tests {
             index: "docs".into(),
             trial_id: id.into(),
             eval_id: "e".into(),
-            config: HnswConfig::default(),
+            config: crate::event::HnswConfig::default(),
             k: 10,
             queries: 5,
             vectors: 100,
@@ -297,7 +297,7 @@ mod tests {
             name: "docs".into(),
             dimension: 4,
             metric: Metric::L2,
-            config: HnswConfig::default(),
+            config: crate::event::HnswConfig::default(),
         });
         for (seq, body) in [created, trial("a", 0.90, 100), trial("b", 0.97, 300), trial("c", 0.95, 150)]
             .into_iter()

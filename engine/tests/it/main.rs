@@ -15,6 +15,7 @@ mod memory;
 mod partitions;
 mod projection;
 mod promotions;
+mod quantized;
 mod replay;
 mod snapshot;
 mod storage;

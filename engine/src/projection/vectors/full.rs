@@ -12,7 +12,8 @@ use std::sync::OnceLock;
 use super::error::HnswError;
 
 /// Where scratch files are created: set once per process by the first engine opened
-/// (its data directory), else the system's temporary directory.
+/// (its data directory), else (or when that directory is gone) the system's temporary
+/// directory.
 static SCRATCH_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// Create scratch files in `dir` from now on, unless a directory was set already.
@@ -38,7 +39,17 @@ pub(crate) struct FullVectors {
 impl FullVectors {
     /// An empty store for `dim`-dimensional vectors.
     pub(crate) fn new(dim: usize) -> Result<Self, HnswError> {
-        let file = tempfile::tempfile_in(scratch_dir()).map_err(io("create"))?;
+        let dir = scratch_dir();
+        let file = match tempfile::tempfile_in(&dir) {
+            Ok(file) => file,
+            // The directory of an engine since closed and removed (tests open many):
+            // the system's temporary directory still takes the file.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(dir = %dir.display(), "scratch directory gone; using the temporary directory");
+                tempfile::tempfile().map_err(io("create"))?
+            }
+            Err(error) => return Err(io("create")(error)),
+        };
         Ok(Self { file, dim, len: 0 })
     }
 

@@ -717,7 +717,7 @@ mod tests {
         let mut hnsw = Hnsw::new(4, Metric::L2, config()).unwrap();
         let vectors: Vec<f32> = (0..40).map(|i| i as f32).collect();
         hnsw.add(&[3, 5, 8, 13, 21, 34, 55, 89, 144, 233], &vectors).unwrap();
-        let back = Hnsw::from_bytes(&hnsw.to_bytes().unwrap(), 4, config()).unwrap();
+        let back = Hnsw::from_bytes(&hnsw.to_bytes().unwrap(), 4, Metric::L2, config(), &[]).unwrap();
         assert_eq!(back.labels(), hnsw.labels());
         let mut out = vec![0f32; 40];
         back.copy_vectors(0, &mut out).unwrap();
@@ -731,7 +731,9 @@ mod tests {
             let mut made = Hnsw {
                 index: index_factory(4, "IDMap2,HNSW8", metric_type).unwrap(),
                 dim: 4,
+                l2: metric == Metric::L2,
                 config: config(),
+                full: None,
             };
             made.set_parameter("efConstruction", 40).unwrap();
             made.set_parameter("efSearch", 16).unwrap();
@@ -756,7 +758,9 @@ mod tests {
             Hnsw {
                 index: index_factory(8, "IDMap2,HNSW16", MetricType::L2).unwrap(),
                 dim: 8,
-                config: config()
+                l2: true,
+                config: config(),
+                full: None,
             }
             .to_bytes()
             .unwrap()
@@ -768,14 +772,14 @@ mod tests {
         // A FAISS index of another shape (no IDMap2 on top) that passed every CRC:
         // reading its id map would read unrelated memory.
         let index = index_factory(4, "HNSW8", MetricType::L2).unwrap();
-        let other = Hnsw { index, dim: 4, config: config() };
+        let other = Hnsw { index, dim: 4, l2: true, config: config(), full: None };
         let bytes = other.to_bytes().unwrap();
-        let refused = Hnsw::from_bytes(&bytes, 4, config());
+        let refused = Hnsw::from_bytes(&bytes, 4, Metric::L2, config(), &[]);
         assert!(matches!(refused, Err(HnswError::Native { op: "read_index", .. })), "{:?}", refused.err());
         // And a truncated graph is an error, not a crash.
         let mut hnsw = Hnsw::new(4, Metric::L2, config()).unwrap();
         hnsw.add(&[1, 2], &[0.0; 8]).unwrap();
         let bytes = hnsw.to_bytes().unwrap();
-        assert!(Hnsw::from_bytes(&bytes[..bytes.len() / 2], 4, config()).is_err());
+        assert!(Hnsw::from_bytes(&bytes[..bytes.len() / 2], 4, Metric::L2, config(), &[]).is_err());
     }
 }

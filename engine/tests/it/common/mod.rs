@@ -49,7 +49,7 @@ pub fn one_of_each_kind() -> Vec<Event> {
         EventBody::HnswTrialRecorded(HnswTrialRecorded {
             index: "docs".into(),
             trial_id: "trial-7".into(),
-            config,
+            config: config.v1().unwrap(),
             recall: 0.987,
             latency_p50_us: 210,
             latency_p99_us: 930,
@@ -198,7 +198,31 @@ pub fn one_of_each_kind() -> Vec<Event> {
             fields: vec!["title".into(), "tags".into()],
         }),
     ];
-    bodies.into_iter().map(|body| Event::new("test-actor", body)).collect()
+    // The stored (quantized) kind of each body that holds a config.
+    let sq8 = HnswConfig {
+        storage: annal_engine::GraphStorage { kind: annal_engine::StorageKind::Sq8, pq_m: 0, refine: 4 },
+        ..config
+    };
+    let pq = HnswConfig {
+        storage: annal_engine::GraphStorage { kind: annal_engine::StorageKind::Pq, pq_m: 3, refine: 0 },
+        ..config
+    };
+    let stored: Vec<EventBody> = bodies
+        .iter()
+        .filter_map(|body| match body.clone() {
+            EventBody::IndexCreated(b) => Some(EventBody::IndexCreated(IndexCreated { config: sq8, ..b })),
+            EventBody::ConfigPromoted(b) => {
+                Some(EventBody::ConfigPromoted(ConfigPromoted { config: pq, ..b }))
+            }
+            EventBody::TrialRecorded(b) => Some(EventBody::TrialRecorded(TrialRecorded { config: sq8, ..b })),
+            EventBody::IndexCreatedWithEmbedder(mut b) => {
+                b.index.config = sq8;
+                Some(EventBody::IndexCreatedWithEmbedder(b))
+            }
+            _ => None,
+        })
+        .collect();
+    bodies.into_iter().chain(stored).map(|body| Event::new("test-actor", body)).collect()
 }
 
 /// An upsert of `n` vectors of dimension `dim`, ids prefixed by `tag`.
