@@ -207,6 +207,46 @@ pub fn unseal(object: &[u8], min_body: usize) -> Result<&[u8], DecodeError> {
     Ok(body)
 }
 
+/// Bytes of an encoded [`crate::event::HnswConfig`] (snapshot sections, version 2).
+pub const CONFIG_BYTES: usize = 21;
+
+/// Write an HNSW configuration: `u32` m, ef_construction, ef_search, then its storage:
+/// `u8` kind (0 flat, 1 fp16, 2 sq8, 3 sq4, 4 pq), `u32` pq_m, `u32` refine.
+pub fn write_config(e: &mut Enc, c: &crate::event::HnswConfig) {
+    use crate::event::StorageKind;
+    e.u32(c.m);
+    e.u32(c.ef_construction);
+    e.u32(c.ef_search);
+    e.u8(match c.storage.kind {
+        StorageKind::Flat => 0,
+        StorageKind::Fp16 => 1,
+        StorageKind::Sq8 => 2,
+        StorageKind::Sq4 => 3,
+        StorageKind::Pq => 4,
+    });
+    e.u32(c.storage.pq_m);
+    e.u32(c.storage.refine);
+}
+
+/// Read a configuration written by [`write_config`].
+///
+/// # Errors
+/// Truncated, or an unknown storage kind.
+pub fn read_config(d: &mut Dec<'_>) -> Result<crate::event::HnswConfig, DecodeError> {
+    use crate::event::{HnswConfig, Storage, StorageKind};
+    let (m, ef_construction, ef_search) = (d.u32()?, d.u32()?, d.u32()?);
+    let kind = match d.u8()? {
+        0 => StorageKind::Flat,
+        1 => StorageKind::Fp16,
+        2 => StorageKind::Sq8,
+        3 => StorageKind::Sq4,
+        4 => StorageKind::Pq,
+        tag => return Err(d.error(format!("storage kind {tag}"))),
+    };
+    let storage = Storage { kind, pq_m: d.u32()?, refine: d.u32()? };
+    Ok(HnswConfig { m, ef_construction, ef_search, storage })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,44 +292,4 @@ mod tests {
             assert!(unseal(&object[..i], 5).is_err(), "truncated to {i}");
         }
     }
-}
-
-/// Bytes of an encoded [`crate::event::HnswConfig`] (snapshot sections, version 2).
-pub const CONFIG_BYTES: usize = 21;
-
-/// Write an HNSW configuration: `u32` m, ef_construction, ef_search, then its storage:
-/// `u8` kind (0 flat, 1 fp16, 2 sq8, 3 sq4, 4 pq), `u32` pq_m, `u32` refine.
-pub fn write_config(e: &mut Enc, c: &crate::event::HnswConfig) {
-    use crate::event::StorageKind;
-    e.u32(c.m);
-    e.u32(c.ef_construction);
-    e.u32(c.ef_search);
-    e.u8(match c.storage.kind {
-        StorageKind::Flat => 0,
-        StorageKind::Fp16 => 1,
-        StorageKind::Sq8 => 2,
-        StorageKind::Sq4 => 3,
-        StorageKind::Pq => 4,
-    });
-    e.u32(c.storage.pq_m);
-    e.u32(c.storage.refine);
-}
-
-/// Read a configuration written by [`write_config`].
-///
-/// # Errors
-/// Truncated, or an unknown storage kind.
-pub fn read_config(d: &mut Dec<'_>) -> Result<crate::event::HnswConfig, DecodeError> {
-    use crate::event::{HnswConfig, Storage, StorageKind};
-    let (m, ef_construction, ef_search) = (d.u32()?, d.u32()?, d.u32()?);
-    let kind = match d.u8()? {
-        0 => StorageKind::Flat,
-        1 => StorageKind::Fp16,
-        2 => StorageKind::Sq8,
-        3 => StorageKind::Sq4,
-        4 => StorageKind::Pq,
-        tag => return Err(d.error(format!("storage kind {tag}"))),
-    };
-    let storage = Storage { kind, pq_m: d.u32()?, refine: d.u32()? };
-    Ok(HnswConfig { m, ef_construction, ef_search, storage })
 }

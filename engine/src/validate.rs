@@ -73,7 +73,7 @@ pub fn storage(value: &HnswConfig, dimension: u32, metric: crate::event::Metric)
         return Err(invalid("refine", "re-scores quantized codes; flat storage is exact already"));
     }
     match s.kind {
-        StorageKind::Pq if s.pq_m == 0 || dimension % s.pq_m != 0 => {
+        StorageKind::Pq if s.pq_m == 0 || !dimension.is_multiple_of(s.pq_m) => {
             return Err(invalid(
                 "pq_m",
                 format!("sub-quantizers must divide the dimension {dimension}, got {}", s.pq_m),

@@ -159,13 +159,18 @@ class Client:
         ef_search: Optional[int] = None,
         embedder: Optional[str] = None,
         text: Optional[dict] = None,
+        storage: Optional[str] = None,
+        pq_m: Optional[int] = None,
+        refine: Optional[int] = None,
     ) -> dict:
         """A vector index of `dimension`, or with `embedder` (a model id the server
         offers, e.g. "all-MiniLM-L6-v2") a document index: it takes text
         (`upsert_documents`) and embeds it; its dimension is the model's. A document
         index has a full-text index for keyword and hybrid search: `text` configures it
         (`{"tokenizer": "simple"|"whitespace", "stemmer": "english"|None, "fields":
-        [...]}`) or turns it off (`{"enabled": False}`)."""
+        [...]}`) or turns it off (`{"enabled": False}`). `storage` ("flat", "fp16",
+        "sq8", "sq4", "pq" with `pq_m`) quantizes the graph; `refine` (1 to 16)
+        re-scores `refine x k` candidates with the full vectors."""
         body: dict = {"name": name, "distance": distance}
         if dimension is not None:
             body["dimension"] = dimension
@@ -173,7 +178,8 @@ class Client:
             body["embedder"] = embedder
         if text is not None:
             body["text"] = text
-        for key, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search)):
+        for key, value in (("m", m), ("ef_construction", ef_construction), ("ef_search", ef_search),
+                           ("storage", storage), ("pq_m", pq_m), ("refine", refine)):
             if value is not None:
                 body[key] = value
         return self._call("POST", "/vectors/index", body)
@@ -552,9 +558,13 @@ class Client:
     # -- promotions, trials ----------------------------------------------------------
 
     def promote(self, name: str, m: int, ef_construction: int, ef_search: int, trial_id: str = "",
-                promoted_by: Optional[str] = None, note: str = "") -> dict:
+                promoted_by: Optional[str] = None, note: str = "", storage: Optional[str] = None,
+                pq_m: Optional[int] = None, refine: Optional[int] = None) -> dict:
         body = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search, "trial_id": trial_id,
                 "note": note}
+        for key, value in (("storage", storage), ("pq_m", pq_m), ("refine", refine)):
+            if value is not None:
+                body[key] = value
         if promoted_by is not None:
             body["promoted_by"] = promoted_by
         return self._call("POST", f"/vectors/index/{name}/promote", body)
@@ -598,8 +608,12 @@ class Client:
         return self.wait_job(self._call("POST", f"/vectors/index/{name}/evals", body))
 
     def run_trial(self, name: str, eval_id: str, m: int, ef_construction: int, ef_search: int,
-                  trial_id: Optional[str] = None) -> dict:
+                  trial_id: Optional[str] = None, storage: Optional[str] = None, pq_m: Optional[int] = None,
+                  refine: Optional[int] = None) -> dict:
         body = {"eval_id": eval_id, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
+        for key, value in (("storage", storage), ("pq_m", pq_m), ("refine", refine)):
+            if value is not None:
+                body[key] = value
         if trial_id is not None:
             body["trial_id"] = trial_id
         return self.wait_job(self._call("POST", f"/vectors/index/{name}/trials", body))
@@ -615,8 +629,16 @@ class Client:
                   "p99_max_us": p99_max_us, "eval_id": eval_id}
         return self._call("GET", f"/vectors/index/{name}/trials/best", params=params)["best"]
 
-    def autotune(self, name: str, eval_id: str, recall_floor: float) -> dict:
-        body = {"eval_id": eval_id, "recall_floor": recall_floor}
+    def autotune(self, name: str, eval_id: str, recall_floor: float,
+                 max_bytes_per_vector: Optional[int] = None, max_resident_mb: Optional[int] = None) -> dict:
+        """The grid as trials, promoting the fastest meeting `recall_floor`; with a
+        memory budget (one of the two) it tries quantized storage kinds too and the
+        promoted trial also fits the budget."""
+        body: dict = {"eval_id": eval_id, "recall_floor": recall_floor}
+        if max_bytes_per_vector is not None:
+            body["max_bytes_per_vector"] = max_bytes_per_vector
+        if max_resident_mb is not None:
+            body["max_resident_mb"] = max_resident_mb
         return self.wait_job(self._call("POST", f"/vectors/index/{name}/autotune", body))
 
     # -- partitions ------------------------------------------------------------------

@@ -94,6 +94,29 @@ def test_partitions_migration_trials_and_promotion(server):
     assert db.snapshot()["seq"] > 0 and db.log()["last_seq"] > 0
 
 
+def test_quantized_storage_at_creation_in_trials_promotions_and_a_budgeted_autotune(server):
+    db, _, _ = server
+    created = db.create_index("small", dimension=16, distance="l2", storage="sq8", refine=4)
+    assert (created["params"]["storage"], created["params"]["refine"]) == ("sq8", 4)
+    data = vectors(1500, seed=5)
+    db.upsert("small", [f"v{i}" for i in range(1500)], data)
+    assert db.search("small", data[7], k=3)[0]["id"] == "v7"
+    with pytest.raises(AnnalError) as e:
+        db.create_index("bad", dimension=16, storage="pq", pq_m=5)
+    assert e.value.status == 400 and "pq_m" in str(e.value)
+    evals = db.create_eval("small", k=5, sample=20, seed=3)
+    trial = db.run_trial("small", evals["eval_id"], m=16, ef_construction=40, ef_search=32, storage="sq4",
+                         refine=4)
+    assert trial["storage"] == "sq4" and trial["refine"] == 4 and trial["bytes_per_vector"] > 0
+    promoted = db.promote("small", 16, 40, 32, storage="fp16", note="half the bytes")
+    assert promoted["current"]["storage"] == "fp16"
+    tuned = db.autotune("small", evals["eval_id"], 0.5, max_bytes_per_vector=150)
+    assert {"flat", "fp16", "sq8", "sq4"} & {t["storage"] for t in tuned["trials"]} >= {"sq8", "sq4"}, tuned
+    chosen = next(t for t in tuned["trials"] if t["trial_id"] == tuned["chosen"])
+    assert chosen["bytes_per_vector"] <= 150 and chosen["recall"] >= 0.5, chosen
+    assert tuned["promoted"]["storage"] == chosen["storage"]
+
+
 def test_every_documented_route_has_a_client_method():
     """docs/OPERATIONS.md's route table against the client's source, method and path: a
     new route must reach the client too."""

@@ -73,7 +73,7 @@ impl FullVectors {
     /// Append vectors given as little-endian bytes (a snapshot's), in pieces.
     pub(crate) fn push_le_bytes(&mut self, bytes: &[u8]) -> Result<(), HnswError> {
         let row = self.dim * 4;
-        if row == 0 || bytes.len() % row != 0 {
+        if row == 0 || !bytes.len().is_multiple_of(row) {
             return Err(HnswError::Shape { expected: row, actual: bytes.len() % row.max(1) });
         }
         let mut buf = Vec::new();
