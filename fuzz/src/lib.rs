@@ -420,7 +420,16 @@ fn apply(engine: &Engine, model: &mut BTreeMap<String, ModelIndex>, op: &Op) {
         Op::Create { index, l2 } => {
             let name = name(index);
             let metric = if *l2 { Metric::L2 } else { Metric::Ip };
-            let result = engine.create_index("fuzz", &name, 4, metric, HnswConfig::default());
+            // The index byte's upper part picks the storage: flat, fp16 re-scored, or
+            // sq8 re-scored (which serves flat until 1,000 vectors, more than an input
+            // writes). Re-scored answers are exact, so the model's checks hold for all.
+            let storage = match index / 3 % 3 {
+                0 => annal_engine::GraphStorage::FLAT,
+                1 => annal_engine::GraphStorage { kind: annal_engine::StorageKind::Fp16, pq_m: 0, refine: 2 },
+                _ => annal_engine::GraphStorage { kind: annal_engine::StorageKind::Sq8, pq_m: 0, refine: 2 },
+            };
+            let config = HnswConfig { storage, ..HnswConfig::default() };
+            let result = engine.create_index("fuzz", &name, 4, metric, config);
             match model.entry(name) {
                 std::collections::btree_map::Entry::Occupied(_) => {
                     assert!(matches!(result, Err(Error::IndexExists { .. })), "{op:?}: {result:?}");

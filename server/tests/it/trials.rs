@@ -125,3 +125,78 @@ fn an_evaluation_set_a_trial_and_autotune_run_as_jobs_and_their_results_are_reco
     let (_, again) = server.get("/vectors/index/docs/trials");
     assert_eq!(again["trials"].as_array().unwrap().len(), 17, "{again}");
 }
+
+/// Wait until the serving graph is built with `storage` and no rebuild is pending.
+fn built_as(server: &Server, index: &str, storage: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, promotion) = server.get(&format!("/vectors/index/{index}/promotion"));
+        let graph = &promotion["graph"];
+        if graph["rebuild_pending"] == json!(false) && graph["built_with"]["storage"] == storage {
+            return promotion;
+        }
+        assert!(Instant::now() < deadline, "never built as {storage}: {promotion}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn quantized_storage_is_created_measured_autotuned_within_a_budget_and_promoted_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let create = json!({"name": "q", "dimension": 16, "distance": "l2", "m": 16, "ef_construction": 40,
+        "ef_search": 32, "storage": "sq8", "refine": 4});
+    let (status, created) = server.post("/vectors/index", create);
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (&created["params"]["storage"], &created["params"]["refine"], &created["params"]["pq_m"]),
+        (&json!("sq8"), &json!(4), &json!(0))
+    );
+    let items: Vec<Value> = (0..1_500)
+        .map(|i: u32| {
+            let v: Vec<f32> =
+                (0..16).map(|j| ((i * 7 + j * 13) % 97) as f32 / 10.0 + (i % 11) as f32).collect();
+            json!({"id": format!("v{i}"), "vector": v})
+        })
+        .collect();
+    assert_eq!(server.post("/vectors/index/q/add", json!({"items": items.clone()})).0, 200);
+    let promotion = built_as(&server, "q", "sq8");
+    assert_eq!(promotion["graph"]["built_with"]["refine"], 4, "{promotion}");
+    // The answer is re-scored: the query's own record at distance 0, its vector whole.
+    let (_, hits) = server.post("/vectors/index/q/search", json!({"vector": items[77]["vector"], "k": 3}));
+    assert_eq!((&hits["results"][0]["id"], &hits["results"][0]["distance"]), (&json!("v77"), &json!(0.0)));
+    let (_, item) = server.get("/vectors/index/q/items/v77");
+    assert_eq!(item["vector"], items[77]["vector"], "{item}");
+
+    let eval =
+        finish(&server, &start(&server, "/vectors/index/q/evals", json!({"sample": {"count": 20}, "k": 5})));
+    assert_eq!(eval["status"], "succeeded", "{eval}");
+    let body = json!({"eval_id": "e1", "m": 16, "ef_construction": 40, "ef_search": 32, "storage": "sq4", "refine": 4});
+    let trial = finish(&server, &start(&server, "/vectors/index/q/trials", body));
+    let t = &trial["result"];
+    assert_eq!((&t["storage"], &t["refine"]), (&json!("sq4"), &json!(4)), "{trial}");
+    assert!(t["bytes_per_vector"].as_u64().unwrap() > 8, "{trial}");
+
+    // A budget no flat graph meets: autotune measures the quantized kinds too and
+    // promotes one that fits.
+    let budget = json!({"eval_id": "e1", "recall_floor": 0.5, "max_bytes_per_vector": 130});
+    let tuned = finish(&server, &start(&server, "/vectors/index/q/autotune", budget));
+    assert_eq!(tuned["status"], "succeeded", "{tuned}");
+    let trials = tuned["result"]["trials"].as_array().unwrap();
+    let kinds: std::collections::BTreeSet<&str> =
+        trials.iter().filter_map(|t| t["storage"].as_str()).collect();
+    assert!(kinds.contains("sq8") && kinds.contains("sq4"), "{kinds:?}");
+    let chosen = tuned["result"]["chosen"].as_str().expect("a trial fits").to_owned();
+    let chosen = trials.iter().find(|t| t["trial_id"] == chosen.as_str()).unwrap();
+    assert!(chosen["bytes_per_vector"].as_u64().unwrap() <= 130, "{chosen}");
+    assert_eq!(tuned["result"]["promoted"]["storage"], chosen["storage"], "{tuned}");
+    built_as(&server, "q", chosen["storage"].as_str().unwrap());
+
+    // Back to flat by promotion, and the rollback returns to the autotuned storage.
+    let flat = json!({"m": 16, "ef_construction": 40, "ef_search": 32, "note": "exact again"});
+    assert_eq!(server.post("/vectors/index/q/promote", flat).0, 200);
+    built_as(&server, "q", "flat");
+    let (_, rolled) = server.post("/vectors/index/q/rollback", json!({}));
+    assert_eq!(rolled["current"]["storage"], chosen["storage"], "{rolled}");
+    built_as(&server, "q", chosen["storage"].as_str().unwrap());
+}

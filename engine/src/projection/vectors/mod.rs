@@ -267,7 +267,12 @@ impl VectorProjection {
                 ms = started.elapsed().as_millis() as u64,
                 "quantizer trained"
             );
-            handle.write().set_quantizer(sample.config, bytes);
+            let mut index = handle.write();
+            index.set_quantizer(sample.config, bytes);
+            // The flat graph that served until now is small (about the training
+            // minimum): rebuilt as codes here, at once, rather than by the rebuilder,
+            // which would chase an ingest adding every new vector to both graphs.
+            index.requantize_small()?;
         }
         Ok(())
     }

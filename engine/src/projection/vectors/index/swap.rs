@@ -92,4 +92,24 @@ impl VectorIndex {
         self.hnsw = rebuilt;
         Ok(())
     }
+
+    /// Rebuild a small graph for [`VectorIndex::build_config`] in place, under the
+    /// write lock the caller holds: every position is copied as it is (tombstones stay
+    /// tombstones). Does nothing for a graph over [`REQUANTIZE_INLINE_MAX`] positions, or
+    /// one already built so (the rebuilder then does it, off to the side).
+    pub(crate) fn requantize_small(&mut self) -> Result<(), HnswError> {
+        let wanted = self.build_config();
+        let built = self.hnsw.config();
+        let same = (built.m, built.ef_construction, built.storage.codes())
+            == (wanted.m, wanted.ef_construction, wanted.storage.codes());
+        if same || self.faulted || self.staging.is_some() || self.graph_len() > REQUANTIZE_INLINE_MAX {
+            return Ok(());
+        }
+        let graph = self.empty_graph(wanted)?;
+        self.install(graph, 0, 0)
+    }
 }
+
+/// The most graph positions rebuilt inline when a quantizer is trained (the flat graph
+/// an index served from while it had too few vectors to train).
+pub const REQUANTIZE_INLINE_MAX: usize = 32_768;
