@@ -768,6 +768,36 @@ mod tests {
     }
 
     #[test]
+    fn a_quantized_graph_keeps_full_vectors_beside_its_codes_and_is_read_back_only_as_what_it_is() {
+        let sq8 = HnswConfig { storage: Storage { kind: StorageKind::Sq8, pq_m: 0, refine: 2 }, ..config() };
+        let vectors: Vec<f32> = (0..400).map(|i| ((i * 37) % 101) as f32 / 7.0).collect();
+        let quantizer = Hnsw::train(4, Metric::L2, sq8, &vectors).unwrap();
+        let mut graph = Hnsw::from_quantizer(&quantizer, 4, Metric::L2, sq8).unwrap();
+        let labels: Vec<i64> = (0..100).collect();
+        graph.add(&labels, &vectors).unwrap();
+        let mut out = vec![0f32; 8];
+        graph.copy_vectors(10, &mut out).unwrap();
+        assert_eq!(out, &vectors[40..48], "the full vectors, not decoded codes");
+        // Re-scored: the exact nearest at its exact distance.
+        let (distances, found) = graph.search(&vectors[20..24], 3, None).unwrap();
+        assert_eq!((found[0], distances[0]), (5, 0.0));
+        let codes = graph.to_bytes().unwrap();
+        let mut full = Vec::new();
+        graph.write_full(&mut full).unwrap();
+        assert_eq!(full.len(), 400 * 4);
+        let back = Hnsw::from_bytes(&codes, 4, Metric::L2, sq8, &full).unwrap();
+        back.copy_vectors(10, &mut out).unwrap();
+        assert_eq!(out, &vectors[40..48]);
+        // Codes read as flat floats, or without their full vectors, are refused.
+        assert!(Hnsw::from_bytes(&codes, 4, Metric::L2, config(), &[]).is_err(), "codes as floats");
+        assert!(Hnsw::from_bytes(&codes, 4, Metric::L2, sq8, &full[..800]).is_err(), "half the vectors");
+        let sq4 = HnswConfig { storage: Storage { kind: StorageKind::Sq4, ..sq8.storage }, ..sq8 };
+        assert!(Hnsw::from_bytes(&codes, 4, Metric::L2, sq4, &full).is_err(), "other codes");
+        // A trained storage is never made untrained.
+        assert!(Hnsw::new(4, Metric::L2, sq8).is_err());
+    }
+
+    #[test]
     fn bytes_of_an_index_without_an_id_map_are_refused_not_trusted() {
         // A FAISS index of another shape (no IDMap2 on top) that passed every CRC:
         // reading its id map would read unrelated memory.

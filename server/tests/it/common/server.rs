@@ -55,7 +55,15 @@ impl Server {
         };
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        // A fresh connection per request: a POST sent on a pooled keep-alive connection
+        // the server is closing (it closes after answering before reading a body, e.g.
+        // a 404 for an unknown index) fails in transport and cannot be sent again blindly.
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .build()
+            .into();
         Server { child, base: format!("http://{addr}"), agent }
     }
 
