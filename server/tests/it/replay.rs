@@ -109,6 +109,29 @@ fn replay_check_passes_on_a_healthy_directory_with_the_same_digest_every_time_ar
 }
 
 #[test]
+fn replay_check_of_a_trained_quantized_index_matches_its_snapshot_and_its_dump_shows_the_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
+    let storage = annal_engine::GraphStorage { kind: annal_engine::StorageKind::Sq8, pq_m: 0, refine: 3 };
+    let config = HnswConfig { m: 16, ef_construction: 40, ef_search: 32, storage };
+    engine.create_index("ops", "q", 8, Metric::L2, config).unwrap();
+    let items: Vec<VectorItem> = (0..1_200)
+        .map(|i| item(&format!("v{i}"), (0..8).map(|j| ((i * 31 + j * 7) % 53) as f32).collect(), None))
+        .collect();
+    engine.upsert("ops", "q", items).unwrap(); // trains the quantizer at this event
+    engine.close().unwrap(); // and snapshots it
+    drop(engine);
+    let checked = json_out(&annal(&["replay", "--check", "--data", data, "--json"]));
+    assert_eq!((&checked["ok"], &checked["snapshot"]["matches"]), (&json!(true), &json!(true)), "{checked}");
+    assert_eq!(checked["digest"].as_str().unwrap(), digest_of_replay_to(dir.path(), 3));
+    let dumped = annal(&["log", "dump", "--data", data, "--json", "--to", "1"]);
+    let created: Value = serde_json::from_str(stdout(&dumped).trim()).unwrap();
+    assert_eq!(created["kind"], "IndexCreated", "{created}");
+    assert_eq!(created["body"]["config"]["storage"], json!({"kind": "sq8", "pq_m": 0, "refine": 3}));
+}
+
+#[test]
 fn replay_check_reports_a_snapshot_that_disagrees_with_its_log_naming_the_record() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     for (dir, y) in [(&a, 0.0), (&b, 0.5)] {
