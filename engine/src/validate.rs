@@ -67,7 +67,7 @@ pub fn storage(value: &HnswConfig, dimension: u32, metric: crate::event::Metric)
     let s = value.storage;
     let refine_max = crate::limits::REFINE_MAX;
     if s.refine > refine_max {
-        return Err(invalid("refine", format!("must be 1 to {refine_max}, got {}", s.refine)));
+        return Err(invalid("refine", format!("must be at most {refine_max}, got {}", s.refine)));
     }
     if s.refine > 0 && !s.quantized() {
         return Err(invalid("refine", "re-scores quantized codes; flat storage is exact already"));
@@ -85,15 +85,15 @@ pub fn storage(value: &HnswConfig, dimension: u32, metric: crate::event::Metric)
         }
         _ => {}
     }
-    let faiss_metric = match metric {
-        crate::event::Metric::L2 => faiss::MetricType::L2,
-        crate::event::Metric::Cosine | crate::event::Metric::Ip => faiss::MetricType::InnerProduct,
-    };
-    let factory = crate::projection::vectors::factory(value.m, s);
-    if let Err(refused) = faiss::index_factory(dimension, &factory, faiss_metric) {
+    if let Err(refused) = crate::projection::vectors::make_empty(dimension, metric, value.m, s) {
         return Err(invalid(
             "storage",
-            format!("FAISS cannot make {factory:?} for {}: {refused}", metric.name()),
+            format!(
+                "FAISS cannot make a {} graph of M {} for {}: {refused}",
+                s.label(),
+                value.m,
+                metric.name()
+            ),
         ));
     }
     Ok(())

@@ -263,11 +263,7 @@ impl Engine {
         if let Some(id) = &request.trial_id {
             ident("trial_id", id)?;
         }
-        {
-            let handle = self.index(index)?;
-            let guard = handle.read();
-            validate::storage(&request.config, guard.params.dimension, guard.params.metric)?;
-        }
+        self.check_trial(index, &request.config)?;
         let base = request.config;
         let mut trials = self.trials_of(
             actor,
@@ -279,6 +275,31 @@ impl Engine {
             progress,
         )?;
         trials.pop().ok_or_else(|| Error::EvalNotFound { index: index.to_owned(), eval_id: request.eval_id })
+    }
+
+    /// Whether a trial of `config` can run on `index` now: a valid config, a storage the
+    /// index's dimension and metric allow, and enough live vectors to train a storage
+    /// that needs training. What `POST .../trials` checks before it starts a job.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the field; [`Error::IndexNotFound`].
+    pub fn check_trial(&self, index: &str, config: &HnswConfig) -> Result<(), Error> {
+        validate::config(config)?;
+        let handle = self.index(index)?;
+        let guard = handle.read();
+        validate::storage(config, guard.params.dimension, guard.params.metric)?;
+        let live = guard.len();
+        let (min, _) = training_bounds(config.storage, guard.params.dimension);
+        if needs_training(config.storage) && live < min as u64 {
+            return Err(invalid(
+                "storage",
+                format!(
+                    "{} needs {min} live vectors to train its quantizer; index {index:?} has {live}",
+                    config.storage.label()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Build one graph with `base` (its `m`, `ef_construction` and storage) and record a
@@ -313,13 +334,13 @@ impl Engine {
             progress(Progress { stage: "truth", done: 0, total: set.queries.len() as u64 });
             live.exact(&set.queries, &set.held_out, set.k as usize)?
         };
-        if needs_training(base.storage) && live.ids.len() < training_bounds(base.storage).0 {
+        if needs_training(base.storage) && live.ids.len() < training_bounds(base.storage, live.dimension).0 {
             return Err(invalid(
                 "storage",
                 format!(
                     "{} needs {} live vectors to train its quantizer; index {index:?} has {}",
                     base.storage.label(),
-                    training_bounds(base.storage).0,
+                    training_bounds(base.storage, live.dimension).0,
                     live.ids.len()
                 ),
             ));
@@ -461,7 +482,7 @@ impl Engine {
                 .iter()
                 .map(|(kind, refines)| (crate::event::Storage { kind: *kind, pq_m: 0, refine: 0 }, *refines))
                 .filter(|(storage, _)| {
-                    !needs_training(*storage) || live >= training_bounds(*storage).0 as u64
+                    !needs_training(*storage) || live >= training_bounds(*storage, dimension).0 as u64
                 })
                 .collect(),
         };

@@ -170,7 +170,7 @@ impl Live {
         let mut graph = match needs_training(config.storage) {
             // Trained as the index would train it: its vectors in order, thinned evenly.
             true => {
-                let step = n.div_ceil(training_bounds(config.storage).1).max(1);
+                let step = n.div_ceil(training_bounds(config.storage, self.dimension).1).max(1);
                 let sample: Vec<f32> = self.flat.chunks_exact(d).step_by(step).flatten().copied().collect();
                 let quantizer = Hnsw::train(self.dimension, self.metric, config, &sample)?;
                 Hnsw::from_quantizer(&quantizer, self.dimension, self.metric, config)?

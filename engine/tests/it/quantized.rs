@@ -110,9 +110,12 @@ fn an_sq8_index_serves_flat_until_trained_then_quantized_with_exact_refined_dist
 fn every_storage_kind_builds_and_answers_under_each_metric() {
     let data = items(12_000, 3);
     for metric in [Metric::L2, Metric::Ip, Metric::Cosine] {
-        for (kind, pq_m, refine) in
-            [(StorageKind::Fp16, 0, 0), (StorageKind::Sq4, 0, 4), (StorageKind::Pq, 8, 8)]
-        {
+        for (kind, pq_m, refine) in [
+            (StorageKind::Fp16, 0, 0),
+            (StorageKind::Sq4, 0, 4),
+            (StorageKind::Pq, 8, 8),
+            (StorageKind::Pq, 8, 0),
+        ] {
             let dir = tempfile::tempdir().unwrap();
             let engine = Engine::open(dir.path(), EngineConfig::default()).unwrap();
             engine.create_index("t", "q", DIM as u32, metric, storage(kind, pq_m, refine)).unwrap();

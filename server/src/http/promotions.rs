@@ -1,5 +1,7 @@
 //! Promotion routes: promote an HNSW configuration, roll it back, and read the state.
 
+use std::sync::Arc;
+
 use annal_engine::Promotion;
 use annal_engine::{HnswConfig, PromoteRequest};
 use axum::extract::{Path, State};
@@ -21,7 +23,8 @@ pub struct Promote {
     m: u32,
     ef_construction: u32,
     ef_search: u32,
-    /// `flat` (default), `fp16`, `sq8`, `sq4` or `pq`: a new storage rebuilds the graph.
+    /// `flat`, `fp16`, `sq8`, `sq4` or `pq`: a new storage rebuilds the graph. Absent:
+    /// the storage in effect is kept (with `refine`, if given, as its refine factor).
     storage: Option<String>,
     /// Sub-quantizers of `pq` storage.
     pq_m: Option<u32>,
@@ -58,12 +61,30 @@ pub async fn promote(
 ) -> Result<Json<Value>, ApiError> {
     let actor = actor(&headers)?;
     let body: Promote = body.parse()?;
+    // Without `storage` the index keeps the storage in effect (a new `refine` alone
+    // applies to it): a promotion of `ef_search` must not rebuild an sq8 graph as flat.
+    let storage = match (body.storage.as_deref(), body.pq_m) {
+        (None, None) => {
+            let engine = Arc::clone(&state.engine);
+            let index = name.clone();
+            let current = blocking(move || Ok(engine.get_index(&index)?.params.config.storage)).await?;
+            match body.refine {
+                None => current,
+                Some(_) if !current.quantized() => super::routes::storage_of(None, None, body.refine)?,
+                Some(_) => {
+                    let refine = super::routes::storage_of(None, None, body.refine)?.refine;
+                    annal_engine::GraphStorage { refine, ..current }
+                }
+            }
+        }
+        (storage, pq_m) => super::routes::storage_of(storage, pq_m, body.refine)?,
+    };
     let request = PromoteRequest {
         config: HnswConfig {
             m: body.m,
             ef_construction: body.ef_construction,
             ef_search: body.ef_search,
-            storage: super::routes::storage_of(body.storage.as_deref(), body.pq_m, body.refine)?,
+            storage,
         },
         trial_id: body.trial_id,
         promoted_by: body.promoted_by.unwrap_or_else(|| actor.clone()),

@@ -191,7 +191,7 @@ pub async fn run_trial(
         ef_search: body.ef_search,
         storage: super::routes::storage_of(body.storage.as_deref(), body.pq_m, body.refine)?,
     };
-    annal_engine::validate_hnsw_config(&config).map_err(annal_engine::Error::from)?;
+    state.engine.check_trial(&name, &config)?;
     known_eval(&state, &name, &body.eval_id)?;
     let request = TrialRequest { eval_id: body.eval_id, trial_id: body.trial_id, config };
     jobs::start_on_index(

@@ -421,6 +421,22 @@ fn cases() -> Vec<Case> {
             "pq_m",
         ),
         case(
+            "a trial of a storage the index has too few vectors to train",
+            "POST",
+            "/vectors/index/docs/trials",
+            r#"{"eval_id": "e-none", "m": 16, "ef_construction": 80, "ef_search": 64, "storage": "sq8"}"#,
+            400,
+            "storage",
+        ),
+        case(
+            "a trial with refine of flat storage",
+            "POST",
+            "/vectors/index/docs/trials",
+            r#"{"eval_id": "e-none", "m": 16, "ef_construction": 80, "ef_search": 64, "refine": 2}"#,
+            400,
+            "refine",
+        ),
+        case(
             "autotune with two budgets",
             "POST",
             "/vectors/index/docs/autotune",

@@ -192,11 +192,18 @@ fn quantized_storage_is_created_measured_autotuned_within_a_budget_and_promoted_
     assert_eq!(tuned["result"]["promoted"]["storage"], chosen["storage"], "{tuned}");
     built_as(&server, "q", chosen["storage"].as_str().unwrap());
 
+    // A promotion without a storage keeps the one in effect (no rebuild to flat).
+    let (status, wider) =
+        server.post("/vectors/index/q/promote", json!({"m": 16, "ef_construction": 40, "ef_search": 48}));
+    assert_eq!(status, 200, "{wider}");
+    assert_eq!(wider["current"]["storage"], chosen["storage"], "{wider}");
     // Back to flat by promotion, and the rollback returns to the autotuned storage.
-    let flat = json!({"m": 16, "ef_construction": 40, "ef_search": 32, "note": "exact again"});
+    let flat =
+        json!({"m": 16, "ef_construction": 40, "ef_search": 32, "storage": "flat", "note": "exact again"});
     assert_eq!(server.post("/vectors/index/q/promote", flat).0, 200);
     built_as(&server, "q", "flat");
     let (_, rolled) = server.post("/vectors/index/q/rollback", json!({}));
     assert_eq!(rolled["current"]["storage"], chosen["storage"], "{rolled}");
+    assert_eq!(rolled["current"]["ef_search"], 48, "{rolled}");
     built_as(&server, "q", chosen["storage"].as_str().unwrap());
 }

@@ -26,21 +26,28 @@ pub const TRAIN_MIN_SQ: usize = 1_000;
 pub const TRAIN_MIN_PQ: usize = 9_984;
 /// Vectors a scalar quantizer is trained on at most (its ranges are a min/max pass).
 pub const TRAIN_MAX_SQ: usize = 100_000;
-/// Vectors a product quantizer is trained on at most (100 per centroid: k-means is the
-/// cost).
-pub const TRAIN_MAX_PQ: usize = 25_600;
+/// Vectors a product quantizer is trained on at most (50 per centroid: k-means is the
+/// cost, a few seconds at 384 dimensions on the projector thread).
+pub const TRAIN_MAX_PQ: usize = 12_800;
+/// Bytes of training sample at most, whatever the dimension (the sample is a copy of
+/// live vectors held while training): the maximum count shrinks for wide vectors, never
+/// below the storage's minimum.
+pub const TRAIN_SAMPLE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Whether `storage` must be trained on vectors before its graph can hold any.
 pub(crate) fn needs_training(storage: Storage) -> bool {
     matches!(storage.kind, StorageKind::Sq8 | StorageKind::Sq4 | StorageKind::Pq)
 }
 
-/// The fewest vectors `storage` is trained on, and the most.
-pub(crate) fn training_bounds(storage: Storage) -> (usize, usize) {
-    match storage.kind {
+/// The fewest vectors `storage` is trained on, and the most for `dim`-dimensional
+/// vectors (see [`TRAIN_SAMPLE_BYTES_MAX`]).
+pub(crate) fn training_bounds(storage: Storage, dim: u32) -> (usize, usize) {
+    let (min, max) = match storage.kind {
         StorageKind::Pq => (TRAIN_MIN_PQ, TRAIN_MAX_PQ),
         _ => (TRAIN_MIN_SQ, TRAIN_MAX_SQ),
-    }
+    };
+    let by_bytes = TRAIN_SAMPLE_BYTES_MAX / (4 * (dim as usize).max(1));
+    (min, max.min(by_bytes).max(min))
 }
 
 /// The FAISS factory string of a graph: flat graphs keep `IDMap2` (what every graph was
@@ -101,6 +108,16 @@ fn empty_graph(dim: u32, metric: MetricType, m: u32, factory: String) -> Result<
     }
     let empty = index_factory(dim, key.3.as_str(), metric)
         .map_err(|source| HnswError::Faiss { op: "index_factory", source })?;
+    // SAFETY: the pointer is a valid index owned by `empty`.
+    if unsafe { faiss_sys::faiss_Index_metric_type(empty.inner_ptr()) }
+        != metric as faiss_sys::FaissMetricType
+    {
+        return Err(HnswError::Native {
+            op: "index_factory",
+            code: -1,
+            message: format!("{:?} was made with another metric than asked", key.3),
+        });
+    }
     let graph = clone(&empty)?;
     if kept.len() >= EMPTY_GRAPHS_KEPT {
         kept.clear();
@@ -143,8 +160,7 @@ impl Hnsw {
         sample: &[f32],
     ) -> Result<Vec<u8>, HnswError> {
         let faiss = |op| move |source| HnswError::Faiss { op, source };
-        let mut index = index_factory(dim, factory(config.m, config.storage), metric_type(metric))
-            .map_err(faiss("index_factory"))?;
+        let mut index = make_empty(dim, metric, config.m, config.storage)?;
         index.train(sample).map_err(faiss("train"))?;
         let graph = Self { index, dim: dim as usize, l2: metric == Metric::L2, config, full: None };
         graph.to_bytes()
@@ -159,14 +175,14 @@ impl Hnsw {
         config: HnswConfig,
     ) -> Result<Self, HnswError> {
         let index = read_faiss(quantizer)?;
-        if index.d() != dim || faiss_len(&index) != 0 {
+        check_shape(&index, dim, metric, config.storage)?;
+        // SAFETY: the pointer is a valid index owned by `index`.
+        let trained = unsafe { faiss_sys::faiss_Index_is_trained(index.inner_ptr()) } != 0;
+        if faiss_len(&index) != 0 || !trained {
             return Err(HnswError::Native {
                 op: "read_index",
                 code: -1,
-                message: format!(
-                    "a quantizer of dimension {} holding vectors, for dimension {dim}",
-                    index.d()
-                ),
+                message: "a quantizer must be trained and hold no vectors".into(),
             });
         }
         Self::wrap(index, dim, metric, config)
@@ -219,48 +235,10 @@ impl Hnsw {
         full: &[u8],
     ) -> Result<Self, HnswError> {
         let index = read_faiss(bytes)?;
-        let stored = index.d();
-        if stored != dim {
-            return Err(HnswError::Native {
-                op: "read_index",
-                code: -1,
-                message: format!("stored index has dimension {stored}, expected {dim}"),
-            });
-        }
         // The bytes passed their CRCs, but CRCs are not authentication: check the shape
         // every later unsafe call relies on before trusting it.
+        let sub = check_shape(&index, dim, metric, config.storage)?;
         let invalid = |message: String| HnswError::Native { op: "read_index", code: -1, message };
-        // SAFETY: the pointer is a valid index owned by `index`; each cast returns null
-        // unless it is an IDMap2 (for flat storage) or an IDMap (IDMap2 is one too).
-        let (map, sub) = unsafe {
-            let map = if config.storage.quantized() {
-                faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr())
-            } else {
-                faiss_sys::faiss_IndexIDMap2_cast(index.inner_ptr()).cast()
-            };
-            let sub =
-                if map.is_null() { std::ptr::null_mut() } else { faiss_sys::faiss_IndexIDMap_sub_index(map) };
-            (map, sub)
-        };
-        if map.is_null() || sub.is_null() {
-            return Err(invalid("stored index is not an ID map over a sub-index".into()));
-        }
-        // The codes must be the ones the config names: a quantized graph read as flat
-        // would hand out decoded codes as vectors.
-        let mut code_size = 0usize;
-        // SAFETY: `sub` is the sub-index owned by the ID map just checked; the shim
-        // only reads it.
-        let rc = unsafe { annal_hnsw_code_size(sub.cast_const().cast(), &mut code_size) };
-        if rc != 0 {
-            return Err(invalid("stored sub-index is not an HNSW graph over codes".into()));
-        }
-        let expected = expected_code_size(dim as usize, config.storage);
-        if code_size != expected {
-            return Err(invalid(format!(
-                "stored graph has codes of {code_size} bytes per vector, storage {} has {expected}",
-                config.storage.label()
-            )));
-        }
         let full = match config.storage.quantized() {
             false if full.is_empty() => None,
             false => return Err(invalid("full vectors given for a flat graph".into())),
@@ -519,6 +497,93 @@ impl Hnsw {
     }
 }
 
+/// A new, empty (untrained) graph of `storage` for `metric`, its shape and metric
+/// checked: the factory makes the flat and scalar kinds; `pq` is made by the shim,
+/// because FAISS's factory gives `HNSW..._PQ` the L2 metric whatever is asked, and
+/// trains PQ codes for polysemous search (half a million iterations per sub-quantizer)
+/// that HNSW never uses.
+pub(crate) fn make_empty(dim: u32, metric: Metric, m: u32, storage: Storage) -> Result<IndexImpl, HnswError> {
+    let metric_type = metric_type(metric);
+    let index = match storage.kind {
+        StorageKind::Pq => {
+            let mut out: *mut std::ffi::c_void = std::ptr::null_mut();
+            let int = |v: u32| std::os::raw::c_int::try_from(v).unwrap_or(-1);
+            // SAFETY: the shim writes an owned index to `out` or returns non-zero.
+            let rc = unsafe {
+                annal_IndexIDMap_HNSWPQ_new(&mut out, int(dim), int(storage.pq_m), int(m), metric_type as i32)
+            };
+            if rc != 0 || out.is_null() {
+                return Err(HnswError::Native {
+                    op: "IndexHNSWPQ",
+                    code: rc,
+                    message: format!("FAISS cannot make HNSW{m}_PQ{} of dimension {dim}", storage.pq_m),
+                });
+            }
+            // SAFETY: `out` is a new index the shim hands over.
+            unsafe { IndexImpl::from_inner_ptr(out.cast()) }
+        }
+        _ => index_factory(dim, factory(m, storage), metric_type)
+            .map_err(|source| HnswError::Faiss { op: "index_factory", source })?,
+    };
+    check_shape(&index, dim, metric, storage)?;
+    Ok(index)
+}
+
+/// Check that `index` is what a graph of `storage` for `metric` must be, before any
+/// unsafe call relies on it: an ID map (`IDMap2` for flat storage) over an HNSW graph
+/// of `dim` dimensions whose codes have the storage's size, with the FAISS metric of
+/// `metric`. Returns the sub-index.
+fn check_shape(
+    index: &IndexImpl,
+    dim: u32,
+    metric: Metric,
+    storage: Storage,
+) -> Result<*mut faiss_sys::FaissIndex, HnswError> {
+    let invalid = |message: String| HnswError::Native { op: "read_index", code: -1, message };
+    if index.d() != dim {
+        return Err(invalid(format!("stored index has dimension {}, expected {dim}", index.d())));
+    }
+    // SAFETY: the pointer is a valid index owned by `index`; each cast returns null
+    // unless it is an IDMap2 (for flat storage) or an IDMap (IDMap2 is one too).
+    let (map, sub) = unsafe {
+        let map = if storage.quantized() {
+            faiss_sys::faiss_IndexIDMap_cast(index.inner_ptr())
+        } else {
+            faiss_sys::faiss_IndexIDMap2_cast(index.inner_ptr()).cast()
+        };
+        let sub =
+            if map.is_null() { std::ptr::null_mut() } else { faiss_sys::faiss_IndexIDMap_sub_index(map) };
+        (map, sub)
+    };
+    if map.is_null() || sub.is_null() {
+        return Err(invalid("stored index is not an ID map over a sub-index".into()));
+    }
+    // The codes must be the ones the config names: a quantized graph read as flat
+    // would hand out decoded codes as vectors.
+    let mut code_size = 0usize;
+    // SAFETY: `sub` is the sub-index owned by the ID map just checked; the shim only
+    // reads it.
+    let rc = unsafe { annal_hnsw_code_size(sub.cast_const().cast(), &mut code_size) };
+    if rc != 0 {
+        return Err(invalid("stored sub-index is not an HNSW graph over codes".into()));
+    }
+    let expected = expected_code_size(dim as usize, storage);
+    if code_size != expected {
+        return Err(invalid(format!(
+            "stored graph has codes of {code_size} bytes per vector, storage {} has {expected}",
+            storage.label()
+        )));
+    }
+    // SAFETY: both pointers are valid indexes owned by `index`.
+    let metrics = unsafe {
+        [faiss_sys::faiss_Index_metric_type(index.inner_ptr()), faiss_sys::faiss_Index_metric_type(sub)]
+    };
+    let want = metric_type(metric) as faiss_sys::FaissMetricType;
+    if metrics != [want, want] {
+        return Err(invalid(format!("stored graph has FAISS metrics {metrics:?}, expected {want}")));
+    }
+    Ok(sub)
+}
 /// A FAISS index read from `bytes` (through `fmemopen`).
 fn read_faiss(bytes: &[u8]) -> Result<IndexImpl, HnswError> {
     if bytes.is_empty() {
@@ -601,6 +666,13 @@ struct BitmapParams<'a> {
 extern "C" {
     // engine/src/projection/vectors/hnsw_params.cpp, built by engine/build.rs.
     fn annal_hnsw_code_size(index: *const std::ffi::c_void, out: *mut usize) -> std::os::raw::c_int;
+    fn annal_IndexIDMap_HNSWPQ_new(
+        out: *mut *mut std::ffi::c_void,
+        d: std::os::raw::c_int,
+        pq_m: std::os::raw::c_int,
+        hnsw_m: std::os::raw::c_int,
+        metric: std::os::raw::c_int,
+    ) -> std::os::raw::c_int;
     fn annal_SearchParametersHNSW_new(
         out: *mut *mut FaissSearchParameters,
         sel: *mut FaissIDSelector,
@@ -795,6 +867,36 @@ mod tests {
         assert!(Hnsw::from_bytes(&codes, 4, Metric::L2, sq4, &full).is_err(), "other codes");
         // A trained storage is never made untrained.
         assert!(Hnsw::new(4, Metric::L2, sq8).is_err());
+        // A quantizer is read only as what it is: trained, empty, its codes and metric.
+        assert!(Hnsw::from_quantizer(&codes, 4, Metric::L2, sq8).is_err(), "holds vectors");
+        assert!(Hnsw::from_quantizer(&quantizer, 4, Metric::L2, sq4).is_err(), "other codes");
+        assert!(Hnsw::from_quantizer(&quantizer, 4, Metric::Ip, sq8).is_err(), "other metric");
+        let untrained = Hnsw {
+            index: make_empty(4, Metric::L2, 8, sq8.storage).unwrap(),
+            ..Hnsw::new(4, Metric::L2, config()).unwrap()
+        };
+        assert!(
+            Hnsw::from_quantizer(&untrained.to_bytes().unwrap(), 4, Metric::L2, sq8).is_err(),
+            "untrained"
+        );
+    }
+
+    #[test]
+    fn every_kind_is_made_with_the_metric_asked_pq_included() {
+        // FAISS's factory makes HNSW over PQ with L2 whatever the metric: the shim does not.
+        for metric in [Metric::L2, Metric::Ip, Metric::Cosine] {
+            for kind in
+                [StorageKind::Flat, StorageKind::Fp16, StorageKind::Sq8, StorageKind::Sq4, StorageKind::Pq]
+            {
+                let storage = Storage { kind, pq_m: if kind == StorageKind::Pq { 4 } else { 0 }, refine: 0 };
+                let index = make_empty(8, metric, 8, storage).unwrap();
+                // SAFETY: a valid index owned by `index`.
+                let got = unsafe { faiss_sys::faiss_Index_metric_type(index.inner_ptr()) };
+                assert_eq!(got, metric_type(metric) as faiss_sys::FaissMetricType, "{metric:?} {kind:?}");
+            }
+        }
+        let odd = Storage { kind: StorageKind::Pq, pq_m: 3, refine: 0 };
+        assert!(make_empty(8, Metric::L2, 8, odd).is_err(), "sub-quantizers must divide the dimension");
     }
 
     #[test]

@@ -39,3 +39,29 @@ extern "C" int annal_hnsw_code_size(const void* index, size_t* out) {
         return -1;
     }
 }
+
+// `IDMap,HNSW<M>_PQ<pq_m>` with the metric asked (FAISS's factory makes HNSW-over-PQ
+// with L2 whatever the metric) and without polysemous training (HNSW never uses it, and
+// it costs half a million iterations per sub-quantizer). The caller owns `*out`.
+#include <faiss/IndexIDMap.h>
+#include <faiss/IndexPQ.h>
+
+extern "C" int annal_IndexIDMap_HNSWPQ_new(void** out, int d, int pq_m, int hnsw_m, int metric) {
+    *out = nullptr;
+    try {
+        if (d <= 0 || pq_m <= 0 || hnsw_m <= 0 || d % pq_m != 0) {
+            return -1;
+        }
+        auto* hnsw = new faiss::IndexHNSWPQ(d, pq_m, hnsw_m, 8, static_cast<faiss::MetricType>(metric));
+        auto* pq = dynamic_cast<faiss::IndexPQ*>(hnsw->storage);
+        if (pq != nullptr) {
+            pq->do_polysemous_training = false;
+        }
+        auto* map = new faiss::IndexIDMap(hnsw);
+        map->own_fields = true;
+        *out = static_cast<faiss::Index*>(map);
+        return 0;
+    } catch (...) {
+        return -1;
+    }
+}

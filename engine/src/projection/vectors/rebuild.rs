@@ -214,9 +214,14 @@ enum Done {
 }
 
 fn rebuild(shared: &Shared, name: &str, handle: &IndexHandle) -> Result<Done, HnswError> {
-    let (params, live_until, watermark) = handle.read().rebuild_plan();
-    let work = Arc::clone(&handle.read().work);
-    let mut graph = handle.read().empty_graph(params.config)?;
+    // The plan and the empty graph under one guard: a promotion between them could
+    // change the quantizer the graph is made from.
+    let (params, live_until, watermark, work, mut graph) = {
+        let index = handle.read();
+        let (params, live_until, watermark) = index.rebuild_plan();
+        let graph = index.empty_graph(params.config)?;
+        (params, live_until, watermark, Arc::clone(&index.work), graph)
+    };
     let mut labels = Vec::new();
     let mut vectors = Vec::new();
     let mut done = 0usize;

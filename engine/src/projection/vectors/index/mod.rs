@@ -302,7 +302,7 @@ impl VectorIndex {
         {
             return Ok(None);
         }
-        let (min, max) = super::hnsw::training_bounds(config.storage);
+        let (min, max) = super::hnsw::training_bounds(config.storage, self.params.dimension);
         let live = self.entries.len();
         if live < min {
             return Ok(None);

@@ -135,12 +135,28 @@ impl VectorIndex {
         };
         // A section that passed its CRC may still come from another writer: what the
         // engine would refuse from a caller it refuses here too.
+        let valid = |c: &HnswConfig| {
+            crate::validate::config(c).and_then(|()| crate::validate::storage(c, dimension, metric))
+        };
         let checked = crate::validate::dimension(dimension)
-            .and_then(|()| crate::validate::config(&created))
-            .and_then(|()| crate::validate::config(&built))
-            .and_then(|()| promotions.iter().try_for_each(crate::validate::config));
+            .and_then(|()| valid(&created))
+            .and_then(|()| valid(&built))
+            .and_then(|()| promotions.iter().try_for_each(valid));
         if let Err(invalid) = checked {
             return Err(corrupt(d.error(format!("index {name:?}: {invalid}"))));
+        }
+        // The quantizer is read as what its config says before any graph is built from
+        // it (its shape, codes, metric, trained and empty).
+        if let Some(q) = &quantizer {
+            let config = HnswConfig { m: q.m, storage: q.storage, ..HnswConfig::default() };
+            let checked = valid(&config).map_err(|invalid| invalid.to_string()).and_then(|()| {
+                Hnsw::from_quantizer(&q.bytes, dimension, metric, config)
+                    .map(drop)
+                    .map_err(|error| crate::chain::chain(&error))
+            });
+            if let Err(problem) = checked {
+                return Err(corrupt(d.error(format!("index {name:?}: quantizer: {problem}"))));
+            }
         }
         if promotions.len() > PROMOTIONS_MAX {
             return Err(corrupt(d.error(format!("index {name:?}: {} promotions", promotions.len()))));
