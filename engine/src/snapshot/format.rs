@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! 0   8  magic "ANNALSNP"
-//! 8   4  format version (2; version 1 held configs without storage and is refused)
+//! 8   4  format version (2; version 1, configs without storage, is read too)
 //! 12  8  seq: the last event the snapshot covers
 //! 20  4  section count N
 //! 24  4  CRC-32 of bytes 0..24 and of the section table
@@ -18,8 +18,11 @@ use bytes::Bytes;
 
 /// The first bytes of every snapshot object.
 pub const MAGIC: &[u8; 8] = b"ANNALSNP";
-/// The format version this build writes and reads.
+/// The format version this build writes (it reads [`VERSION_V1`] too).
 pub const VERSION: u32 = 2;
+/// The version before storage kinds: its `vectors`, `promotions` and `trials` sections
+/// are re-encoded on reading (`snapshot/upgrade.rs`).
+pub const VERSION_V1: u32 = 1;
 /// Bytes before the section table.
 pub const HEADER_BYTES: usize = 28;
 /// Most sections a snapshot may have (one per projection).
@@ -51,6 +54,8 @@ pub enum FormatError {
 /// A decoded snapshot: its sequence number and where each section is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
+    /// The format version.
+    pub version: u32,
     /// The last event covered.
     pub seq: u64,
     /// Section name and byte range in the object, in table order.
@@ -118,7 +123,7 @@ pub fn decode(object: &[u8]) -> Result<Decoded, FormatError> {
         return Err(FormatError::Magic);
     }
     let version = le_u32(object, 8);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_V1 {
         return Err(FormatError::Version(version));
     }
     let seq = le_u64(object, 12);
@@ -186,7 +191,7 @@ pub fn decode(object: &[u8]) -> Result<Decoded, FormatError> {
             object.len() as u64 - expected
         )));
     }
-    Ok(Decoded { seq, sections: out, crc32: whole.finalize() })
+    Ok(Decoded { version, seq, sections: out, crc32: whole.finalize() })
 }
 
 #[cfg(test)]

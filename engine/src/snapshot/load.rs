@@ -42,11 +42,23 @@ pub(crate) fn load(object: &[u8], taken: &SnapshotTaken, projections: &Projectio
             return Err(Unusable::Missing { key: key(), projection: name });
         };
         let section = &object[range.clone()];
-        projection.restore_snapshot(decoded.seq, section).map_err(|source| Unusable::Restore {
-            key: key(),
-            projection: name,
-            source,
-        })?;
+        let restore = |section: &[u8]| {
+            projection.restore_snapshot(decoded.seq, section).map_err(|source| Unusable::Restore {
+                key: key(),
+                projection: name,
+                source,
+            })
+        };
+        if decoded.version == format::VERSION_V1 {
+            let upgraded = super::upgrade::section_v1(name, section).map_err(|source| Unusable::Restore {
+                key: key(),
+                projection: name,
+                source: crate::projection::SnapshotError::Corrupt { projection: name, source },
+            })?;
+            restore(&upgraded)?;
+        } else {
+            restore(section)?;
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod error;
 pub mod format;
 mod load;
 mod taker;
+mod upgrade;
 mod view;
 
 pub use error::Unusable;

@@ -21,4 +21,5 @@ mod snapshot;
 mod storage;
 mod text;
 mod trials;
+mod upgrade;
 mod vectors;
