@@ -28,12 +28,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use annal_benches::{bench_dir, data_dir, fvecs, start_server};
+use annal_benches::{agent, bench_dir, call, data_dir, fvecs, start_server, stop, wait_ready};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -46,26 +45,6 @@ const BATCH: usize = 1000;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
-}
-
-fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let response = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(body)) => agent.post(url).send_json(body),
-        (_, None) => agent.post(url).send_empty(),
-    };
-    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 /// A remote embedder (OpenAI `/v1/embeddings` shape) answering the precomputed
@@ -97,20 +76,6 @@ fn lookup_embedder(vectors: HashMap<String, Vec<f32>>) -> (tokio::runtime::Runti
     let app = Router::new().route("/v1/embeddings", post(embed)).with_state(Arc::new(vectors));
     runtime.spawn(async move { axum::serve(listener, app).await });
     (runtime, url)
-}
-
-fn wait_ready(agent: &ureq::Agent, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while call(agent, "GET", &format!("{base}/readyz"), None).0 != 200 {
-        assert!(Instant::now() < deadline, "not ready after 600 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Stop cleanly (SIGTERM: the log is made durable, the projector stopped).
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -170,7 +135,7 @@ fn run(base: &str, set: &[Query], body: &Value, workers: usize) -> (Vec<Vec<usiz
                 (Arc::clone(&next), Arc::clone(&answers), Arc::clone(&texts), url.clone(), body.clone());
             let weights = Arc::clone(&weights);
             std::thread::spawn(move || {
-                let agent = agent();
+                let agent = agent(Duration::from_secs(120));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= texts.len() {
@@ -242,12 +207,12 @@ fn main() {
     let (_embedder, embedder_url) = lookup_embedder(vectors);
 
     let dir = bench_dir();
-    let agent = agent();
+    let agent = agent(Duration::from_secs(120));
 
     // Load: documents embedded by the lookup, then a snapshot.
     let (server, url) =
         start_server(dir.path(), &["--remote-embedder".into(), format!("{MODEL}:384={embedder_url}")]);
-    wait_ready(&agent, &url);
+    wait_ready(&agent, &url, Duration::from_secs(600));
     let (status, created) = call(
         &agent,
         "POST",
@@ -294,7 +259,7 @@ fn main() {
     // Query: the server on its local embedder.
     let opened = Instant::now();
     let (server, url) = start_server(dir.path(), &[]);
-    wait_ready(&agent, &url);
+    wait_ready(&agent, &url, Duration::from_secs(600));
     let ready = opened.elapsed();
     // The model loads on first use: not part of any mode's time.
     let (status, warm) = call(

@@ -12,31 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annal_benches::{bench_dir, fvecs, start_server};
+use annal_benches::{agent, bench_dir, fvecs, rss_mb, start_server};
 use serde_json::{json, Value};
 
 const WORKERS: usize = 32;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
 }
 
 struct Outcome {
@@ -81,7 +63,7 @@ fn run(
                 (base.to_owned(), Arc::clone(&next), Arc::clone(&errors), Arc::clone(&latencies));
             let (queries, vectors) = (Arc::clone(queries), Arc::clone(vectors));
             std::thread::spawn(move || {
-                let agent = agent();
+                let agent = agent(Duration::from_secs(30));
                 let mut mine = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -131,7 +113,7 @@ fn main() {
     let vectors = Arc::new(base.clone());
     let dir = bench_dir();
     let (mut child, url) = start_server(dir.path(), &[]);
-    let agent = agent();
+    let agent = agent(Duration::from_secs(30));
     let created = agent
         .post(&format!("{url}/vectors/index"))
         .send_json(json!({"name": "docs", "dimension": base[0].len()}))

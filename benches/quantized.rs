@@ -18,7 +18,7 @@
 
 use std::time::Instant;
 
-use annal_benches::{bench_dir, fvecs, normalised, perturbed};
+use annal_benches::{bench_dir, exact_ip_truth, fvecs, normalised, perturbed};
 use faiss::index::autotune::ParameterSpace;
 use faiss::{index_factory, Index, MetricType};
 
@@ -50,21 +50,7 @@ fn main() {
     let raw_bytes = (dim * 4) as f64;
 
     // Exact truth.
-    let mut exact = index_factory(dim as u32, "Flat", MetricType::InnerProduct).expect("Flat");
-    exact.add(&flat_data).expect("add");
-    let truth: Vec<Vec<i64>> = queries
-        .iter()
-        .map(|q| {
-            exact
-                .search(q, K)
-                .expect("search")
-                .labels
-                .iter()
-                .filter_map(|l| l.get().map(|v| v as i64))
-                .collect()
-        })
-        .collect();
-    drop(exact);
+    let truth = exact_ip_truth(&flat_data, dim, &queries, K);
 
     let dir = bench_dir();
     println!("{n} x {dim} vectors, inner product, M 32, efConstruction 80, efSearch {ef}, k {K}, {QUERIES} queries");

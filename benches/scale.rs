@@ -17,10 +17,12 @@
 //! the same config is measured beside it (raw FAISS, `write_index` bytes).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use annal_benches::{bench_dir, fvecs, normalised, perturbed, start_server};
+use annal_benches::{
+    agent, bench_dir, call, exact_ip_truth, fvecs, normalised, perturbed, rss_mb, start_server, stop,
+    wait_ready,
+};
 use base64::Engine as _;
 use faiss::{index_factory, Index, MetricType};
 use serde_json::{json, Value};
@@ -29,53 +31,9 @@ const K: usize = 10;
 const QUERIES: usize = 200;
 const BATCH: usize = 1000;
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(3600)))
-        .build()
-        .into()
-}
-
-fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
-    let response = match (method, body) {
-        ("GET", _) => agent.get(url).call(),
-        (_, Some(body)) => agent.post(url).send_json(body),
-        (_, None) => agent.post(url).send_empty(),
-    };
-    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
-
 fn b64(v: &[f32]) -> String {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
-}
-
-fn wait_ready(agent: &ureq::Agent, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    while call(agent, "GET", &format!("{base}/readyz"), None).0 != 200 {
-        assert!(Instant::now() < deadline, "not ready");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 /// The largest file under `dir` (the newest snapshot object is the largest).
@@ -100,20 +58,7 @@ fn truth(data: &[f32], dim: usize, queries: &[Vec<f32>], n: usize) -> Vec<Vec<i6
             return t;
         }
     }
-    let mut exact = index_factory(dim as u32, "Flat", MetricType::InnerProduct).expect("Flat");
-    exact.add(data).expect("add");
-    let t: Vec<Vec<i64>> = queries
-        .iter()
-        .map(|q| {
-            exact
-                .search(q, K)
-                .expect("search")
-                .labels
-                .iter()
-                .map(|l| l.get().map_or(-1, |v| v as i64))
-                .collect()
-        })
-        .collect();
+    let t = exact_ip_truth(data, dim, queries, K);
     let _ = std::fs::create_dir_all(cache.parent().expect("parent"));
     let _ = std::fs::write(&cache, serde_json::to_string(&t).expect("json"));
     t
@@ -162,7 +107,7 @@ fn main() {
     let started = Instant::now();
     let truth = truth(&flat, dim, &queries, n);
     eprintln!("ground truth ready in {:.1} s", started.elapsed().as_secs_f64());
-    let agent = agent();
+    let agent = agent(Duration::from_secs(3600));
     println!("| config | ingest vec/s | ingest s | RSS MB (after restart) | bytes/vector RSS | FAISS index bytes/vector | recall@10 | q/s (1 client) | snapshot MB | open s |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for (storage, refine) in &configs {
@@ -206,7 +151,7 @@ fn main() {
         stop(child);
         let opened = Instant::now();
         let (child, base) = start_server(dir.path(), &[]);
-        wait_ready(&agent, &base);
+        wait_ready(&agent, &base, Duration::from_secs(1800));
         let open_s = opened.elapsed().as_secs_f64();
         let (recall, qps) = measure(&agent, &base, &queries, &truth);
         let rss = rss_mb(child.id());

@@ -131,3 +131,74 @@ pub fn start_server(data: &Path, extra: &[String]) -> (Child, String) {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, format!("http://{addr}"))
 }
+
+/// An HTTP client for the bench servers: statuses are answers, not errors; each call
+/// may take up to `timeout`.
+pub fn agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(timeout)).build().into()
+}
+
+/// `GET` (no body) or `POST` (`body` as JSON, or empty) `url`; the status and the answer
+/// as JSON (a string when it is not JSON). Panics on a transport failure.
+pub fn call(
+    agent: &ureq::Agent,
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let response = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        (_, Some(body)) => agent.post(url).send_json(body),
+        (_, None) => agent.post(url).send_empty(),
+    };
+    let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// Poll the server at `base` until `/readyz` answers 200 (panics after `timeout`).
+pub fn wait_ready(agent: &ureq::Agent, base: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while call(agent, "GET", &format!("{base}/readyz"), None).0 != 200 {
+        assert!(Instant::now() < deadline, "not ready after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Stop a server cleanly (SIGTERM: the log is made durable, the projector stopped).
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+/// Resident memory of process `pid` (`VmRSS`), in MiB; 0 when unreadable.
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The exact `k` nearest positions in `data` (n*dim floats) of each query by inner
+/// product, nearest first: a FAISS `Flat` over all of it.
+pub fn exact_ip_truth(data: &[f32], dim: usize, queries: &[Vec<f32>], k: usize) -> Vec<Vec<i64>> {
+    use faiss::Index;
+    let mut exact = faiss::index_factory(dim as u32, "Flat", faiss::MetricType::InnerProduct).expect("Flat");
+    exact.add(data).expect("add");
+    queries
+        .iter()
+        .map(|q| {
+            exact
+                .search(q, k)
+                .expect("search")
+                .labels
+                .iter()
+                .filter_map(|l| l.get().map(|v| v as i64))
+                .collect()
+        })
+        .collect()
+}

@@ -10,7 +10,7 @@ use crate::limits::SEARCH_K_MAX;
 use crate::progress::{OnProgress, Progress};
 use crate::projection::promotions::Promotion;
 use crate::projection::trials::{IndexTrials, Objective, Trial};
-use crate::projection::vectors::{needs_training, training_bounds};
+use crate::projection::vectors::{code_size, needs_training, training_bounds};
 use crate::storage::PRIMARY;
 use crate::sync::block_on;
 use crate::trials::evalset::EvalSet;
@@ -86,19 +86,6 @@ pub enum MemoryBudget {
     BytesPerVector(u64),
     /// Resident graph bytes of the whole index, at most, in MiB.
     ResidentMb(u64),
-}
-
-/// Bytes per vector of `storage`'s codes (4 per dimension for flat floats).
-fn code_bytes(dimension: u32, storage: crate::event::Storage) -> u64 {
-    use crate::event::StorageKind;
-    let d = u64::from(dimension);
-    match storage.kind {
-        StorageKind::Flat => 4 * d,
-        StorageKind::Fp16 => 2 * d,
-        StorageKind::Sq8 => d,
-        StorageKind::Sq4 => d.div_ceil(2),
-        StorageKind::Pq => u64::from(storage.pq_m),
-    }
 }
 
 fn ident(field: &str, value: &str) -> Result<(), Error> {
@@ -491,7 +478,7 @@ impl Engine {
             for (m, ef_construction) in AUTOTUNE_BUILDS {
                 // Codes plus level-0 links (2m neighbour ids of 4 bytes): a floor no
                 // graph of this build goes under.
-                let floor = code_bytes(dimension, *storage) + 8 * u64::from(m);
+                let floor = code_size(dimension as usize, *storage) as u64 + 8 * u64::from(m);
                 if per_vector.is_some_and(|budget| floor as f64 > budget) {
                     continue;
                 }

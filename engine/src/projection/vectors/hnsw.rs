@@ -174,17 +174,7 @@ impl Hnsw {
         metric: Metric,
         config: HnswConfig,
     ) -> Result<Self, HnswError> {
-        let index = read_faiss(quantizer)?;
-        check_shape(&index, dim, metric, config.storage)?;
-        // SAFETY: the pointer is a valid index owned by `index`.
-        let trained = unsafe { faiss_sys::faiss_Index_is_trained(index.inner_ptr()) } != 0;
-        if faiss_len(&index) != 0 || !trained {
-            return Err(HnswError::Native {
-                op: "read_index",
-                code: -1,
-                message: "a quantizer must be trained and hold no vectors".into(),
-            });
-        }
+        let index = read_quantizer(quantizer, dim, metric, config.storage)?;
         Self::wrap(index, dim, metric, config)
     }
 
@@ -560,17 +550,17 @@ fn check_shape(
     }
     // The codes must be the ones the config names: a quantized graph read as flat
     // would hand out decoded codes as vectors.
-    let mut code_size = 0usize;
+    let mut stored = 0usize;
     // SAFETY: `sub` is the sub-index owned by the ID map just checked; the shim only
     // reads it.
-    let rc = unsafe { annal_hnsw_code_size(sub.cast_const().cast(), &mut code_size) };
+    let rc = unsafe { annal_hnsw_code_size(sub.cast_const().cast(), &mut stored) };
     if rc != 0 {
         return Err(invalid("stored sub-index is not an HNSW graph over codes".into()));
     }
-    let expected = expected_code_size(dim as usize, storage);
-    if code_size != expected {
+    let expected = code_size(dim as usize, storage);
+    if stored != expected {
         return Err(invalid(format!(
-            "stored graph has codes of {code_size} bytes per vector, storage {} has {expected}",
+            "stored graph has codes of {stored} bytes per vector, storage {} has {expected}",
             storage.label()
         )));
     }
@@ -584,6 +574,29 @@ fn check_shape(
     }
     Ok(sub)
 }
+/// A trained quantizer read back and checked: the shape of `storage` for `metric`,
+/// trained, and holding no vectors. What [`Hnsw::from_quantizer`] builds from, and what
+/// a snapshot's quantizer is checked with at restore.
+pub(crate) fn read_quantizer(
+    quantizer: &[u8],
+    dim: u32,
+    metric: Metric,
+    storage: Storage,
+) -> Result<IndexImpl, HnswError> {
+    let index = read_faiss(quantizer)?;
+    check_shape(&index, dim, metric, storage)?;
+    // SAFETY: the pointer is a valid index owned by `index`.
+    let trained = unsafe { faiss_sys::faiss_Index_is_trained(index.inner_ptr()) } != 0;
+    if faiss_len(&index) != 0 || !trained {
+        return Err(HnswError::Native {
+            op: "read_index",
+            code: -1,
+            message: "a quantizer must be trained and hold no vectors".into(),
+        });
+    }
+    Ok(index)
+}
+
 /// A FAISS index read from `bytes` (through `fmemopen`).
 fn read_faiss(bytes: &[u8]) -> Result<IndexImpl, HnswError> {
     if bytes.is_empty() {
@@ -614,8 +627,9 @@ fn faiss_len(index: &IndexImpl) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-/// Bytes per vector of `storage`'s codes in FAISS (`sa_code_size`).
-fn expected_code_size(dim: usize, storage: Storage) -> usize {
+/// Bytes per vector of `storage`'s codes in FAISS (4 per dimension for flat floats):
+/// what a graph read back must have, and the floor autotune's budget compares.
+pub(crate) fn code_size(dim: usize, storage: Storage) -> usize {
     match storage.kind {
         StorageKind::Flat => dim * 4,
         StorageKind::Fp16 => dim * 2,

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 
 pub use error::HnswError;
 pub(crate) use full::set_scratch_dir;
-pub(crate) use hnsw::{make_empty, needs_training, training_bounds, Hnsw};
+pub(crate) use hnsw::{code_size, make_empty, needs_training, training_bounds, Hnsw};
 pub(crate) use index::{metadata_crc, VectorIndex};
 pub use index::{
     GraphWorkReport, Hit, IndexParams, PayloadIndexInfo, Plan, Record, Strategy, FILTER_EXACT_MAX,

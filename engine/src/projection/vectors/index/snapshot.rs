@@ -150,7 +150,7 @@ impl VectorIndex {
         if let Some(q) = &quantizer {
             let config = HnswConfig { m: q.m, storage: q.storage, ..HnswConfig::default() };
             let checked = valid(&config).map_err(|invalid| invalid.to_string()).and_then(|()| {
-                Hnsw::from_quantizer(&q.bytes, dimension, metric, config)
+                super::super::hnsw::read_quantizer(&q.bytes, dimension, metric, q.storage)
                     .map(drop)
                     .map_err(|error| crate::chain::chain(&error))
             });
