@@ -66,6 +66,9 @@ pub struct EngineConfig {
     /// The embedders document indexes may use, by model id (none by default; the
     /// server offers the local all-MiniLM-L6-v2 and configured remote ones).
     pub embedders: crate::embed::Embedders,
+    /// The replicated log (NATS JetStream) this node takes part in; `None` (the
+    /// default): the log is the local redb file alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for EngineConfig {
@@ -77,6 +80,7 @@ impl Default for EngineConfig {
             buckets: BucketsConfig::default(),
             snapshots: SnapshotPolicy::default(),
             embedders: crate::embed::Embedders::default(),
+            cluster: None,
         }
     }
 }
@@ -233,6 +237,12 @@ pub struct Engine {
     /// index cannot vanish between a write's validation and its append, and no write
     /// waits for the projector while holding it.
     schema: OnceLock<RwLock<Schema>>,
+    /// The event the schema was last built from the projections at (see
+    /// `writable_schema`): in a cluster, writes validated against it are refused once
+    /// another node's event after it changed the schema.
+    schema_through: std::sync::atomic::AtomicU64,
+    /// The replicated log this node copies and publishes to, in a cluster.
+    cluster: Option<Arc<crate::cluster::ClusterLink>>,
     /// The last event when the engine started: ready once it is applied.
     target_seq: u64,
     started: Instant,
@@ -272,6 +282,15 @@ impl Engine {
             Some(memory) => Log::open_with_backend(memory.clone(), log_config)?,
             None => Log::open(dir.join(LOG_FILE), log_config)?,
         });
+        let cluster = match &config.cluster {
+            Some(cluster) => {
+                let link = crate::cluster::ClusterLink::connect(cluster.clone(), &log).map_err(LogError::from)?;
+                let owner = format!("{}/{}/", snapshot::PREFIX, cluster.node);
+                log.set_upstream(Arc::clone(&link) as Arc<dyn crate::log::Upstream>, owner)?;
+                Some(link)
+            }
+            None => None,
+        };
         let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
         let sink: Arc<dyn crate::storage::ErrorSink> = Arc::clone(&recorder) as _;
         let storage = Arc::new(Storage::open(&dir, &config.buckets, sink, &config.hooks)?);
@@ -336,6 +355,8 @@ impl Engine {
             promoting: std::sync::Mutex::new(()),
             storage,
             schema: OnceLock::new(),
+            schema_through: std::sync::atomic::AtomicU64::new(0),
+            cluster,
             target_seq,
             started,
             config,
@@ -371,12 +392,22 @@ impl Engine {
     /// Replay progress at start.
     pub fn startup(&self) -> Startup {
         let applied_seq = self.projector.applied_seq();
-        Startup {
-            applied_seq,
-            target_seq: self.target_seq,
-            ready: applied_seq >= self.target_seq && self.projector.fault().is_none(),
-            elapsed: self.started.elapsed(),
+        let mut ready = applied_seq >= self.target_seq && self.projector.fault().is_none();
+        if let Some(cluster) = &self.cluster {
+            // A replica is ready while its copy and its projections are close behind
+            // the stream, and copying has not stopped.
+            let status = cluster.status();
+            let max_lag = cluster.config().max_lag;
+            ready &= status.fault.is_none()
+                && status.lag_messages <= max_lag
+                && self.log.last_seq().saturating_sub(applied_seq) <= max_lag;
         }
+        Startup { applied_seq, target_seq: self.target_seq, ready, elapsed: self.started.elapsed() }
+    }
+
+    /// Where this node stands in its cluster (`None` for a single node).
+    pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
+        self.cluster.as_ref().map(|c| c.status())
     }
 
     /// The schema, once replay at start is done.
@@ -390,41 +421,77 @@ impl Engine {
         // No write is appended before the schema exists, so the catalog now holds
         // exactly the indexes of the log.
         Some(self.schema.get_or_init(|| {
-            let schema = self
-                .catalog
-                .handles()
-                .into_iter()
-                .map(|(name, handle)| {
-                    let index = handle.read();
-                    // Templates in the log were parsed when they were set.
-                    let template = self.partitions.template_for_writes(&name).and_then(|t| {
-                        match crate::partition::Template::parse(&t) {
-                            Ok(parsed) => Some(Arc::new(parsed)),
-                            Err(error) => {
-                                tracing::error!(index = %name, template = %t, %error, "stored partition template does not parse; upserts are not resolved");
-                                None
-                            }
-                        }
-                    });
-                    let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let entry = SchemaEntry {
-                        dimension: index.params.dimension,
-                        metric: index.params.metric,
-                        template,
-                        generation,
-                        embedder: self.documents.embedder(&name).map(|e| e.model)};
-                    (name, entry)
-                })
-                .collect();
-            RwLock::new(schema)
+            self.schema_through
+                .store(self.projector.applied_seq(), std::sync::atomic::Ordering::Release);
+            RwLock::new(self.build_schema())
         }))
+    }
+
+    /// The schema of the indexes as the projections hold them now.
+    fn build_schema(&self) -> Schema {
+        self.catalog
+            .handles()
+            .into_iter()
+            .map(|(name, handle)| {
+                let index = handle.read();
+                // Templates in the log were parsed when they were set.
+                let template = self.partitions.template_for_writes(&name).and_then(|t| {
+                    match crate::partition::Template::parse(&t) {
+                        Ok(parsed) => Some(Arc::new(parsed)),
+                        Err(error) => {
+                            tracing::error!(index = %name, template = %t, %error, "stored partition template does not parse; upserts are not resolved");
+                            None
+                        }
+                    }
+                });
+                let generation = self.generations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let entry = SchemaEntry {
+                    dimension: index.params.dimension,
+                    metric: index.params.metric,
+                    template,
+                    generation,
+                    embedder: self.documents.embedder(&name).map(|e| e.model),
+                };
+                (name, entry)
+            })
+            .collect()
+    }
+
+    /// In a cluster: once another node's event changed the schema (an index created or
+    /// dropped, a scheme, a promotion), wait until the projections applied everything
+    /// copied so far and build the schema again from them, under its write lock.
+    fn refresh_schema(&self, schema: &RwLock<Schema>) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        if self.log.foreign_guard_seq() <= self.schema_through.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut guard = crate::sync::write(schema);
+        if self.log.foreign_guard_seq() <= self.schema_through.load(Ordering::Acquire) {
+            return Ok(()); // another writer refreshed it
+        }
+        let target = self.log.last_seq();
+        match self.projector.wait_applied(target, self.config.apply_timeout) {
+            Ok(()) => {}
+            Err(crate::ProjectionError::Timeout { applied, .. }) => {
+                return Err(Error::NotYetApplied { seq: target, applied })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        *guard = self.build_schema();
+        self.schema_through.store(target, Ordering::Release);
+        tracing::info!(through = target, "schema rebuilt after another node's change");
+        Ok(())
     }
 
     fn writable_schema(&self) -> Result<&RwLock<Schema>, Error> {
         if let Some(fault) = self.projector.fault() {
             return Err(crate::projection::ProjectionError::Stopped(fault).into());
         }
-        self.schema().ok_or(Error::Starting)
+        let schema = self.schema().ok_or(Error::Starting)?;
+        if self.cluster.is_some() {
+            self.refresh_schema(schema)?;
+        }
+        Ok(schema)
     }
 
     /// The data directory.
@@ -465,11 +532,19 @@ impl Engine {
     /// [`Error::NotYetApplied`] with the applied sequence number when `timeout` passes;
     /// a projector fault.
     pub fn wait_for_seq(&self, seq: u64, timeout: Duration) -> Result<(), Error> {
-        let last = self.log.last_seq();
+        let started = Instant::now();
+        let mut last = self.log.last_seq();
+        if seq > last && self.cluster.is_some() {
+            // Another node may have appended it: wait for the copy to bring it.
+            last = self.log.wait_seq(seq, timeout);
+            if seq > last {
+                return Err(Error::NotYetApplied { seq, applied: self.projector.applied_seq() });
+            }
+        }
         if seq > last {
             return Err(Error::SeqNotAppended { seq, last });
         }
-        match self.projector.wait_applied(seq, timeout) {
+        match self.projector.wait_applied(seq, timeout.saturating_sub(started.elapsed())) {
             Ok(()) => Ok(()),
             Err(crate::ProjectionError::Timeout { applied, .. }) => {
                 Err(Error::NotYetApplied { seq, applied })
@@ -542,6 +617,9 @@ impl Engine {
             }
         }
         let closed = self.log.close();
+        if let Some(cluster) = &self.cluster {
+            cluster.close();
+        }
         self.projector.stop();
         closed?;
         Ok(())
@@ -576,7 +654,8 @@ impl Engine {
         let events: Vec<Event> = bodies.into_iter().map(|body| Event::new(actor, body)).collect();
         // The encoder refuses an oversized event before serializing it; that is the
         // caller's batch being too big, so it is bad input, not a fault.
-        let range = self.log.append(&events).map_err(|e| match e {
+        let validated = self.schema_through.load(std::sync::atomic::Ordering::Acquire);
+        let range = self.log.append_validated(&events, validated).map_err(|e| match e {
             LogError::Frame(FrameError::TooLarge { len, .. }) => {
                 validate::too_large_for_one_event(len).into()
             }

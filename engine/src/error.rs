@@ -354,6 +354,8 @@ impl LogError {
             LogError::Poisoned(_) => ErrorKind::Unavailable(Unavailable::Poisoned),
             LogError::Closed => ErrorKind::Unavailable(Unavailable::Closing),
             LogError::WriterGone => ErrorKind::Unavailable(Unavailable::Faulted),
+            LogError::Cluster(e) => e.kind(),
+            LogError::Clustered { .. } => ErrorKind::Conflict,
             LogError::Storage(_)
             | LogError::Frame(_)
             | LogError::TooManyEvents { .. }
@@ -362,6 +364,23 @@ impl LogError {
             | LogError::ArchiveRange { .. }
             | LogError::TruncateRange { .. }
             | LogError::Io(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl crate::cluster::ClusterError {
+    /// The kind of this cluster error.
+    pub fn kind(&self) -> ErrorKind {
+        use crate::cluster::ClusterError as C;
+        match self {
+            C::Conflict { .. } | C::Contended { .. } => ErrorKind::Conflict,
+            C::TooLarge { .. } | C::BadConfig { .. } => ErrorKind::Invalid,
+            C::Publish { .. } => ErrorKind::OutcomeUnknown,
+            C::NotMirrored { .. } => ErrorKind::Unavailable(Unavailable::Lagging),
+            C::Connect { .. } | C::JetStream { .. } => ErrorKind::Backend,
+            C::Closed => ErrorKind::Unavailable(Unavailable::Closing),
+            C::BadMessage { .. } | C::Diverged { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
+            C::Runtime(_) => ErrorKind::Internal,
         }
     }
 }

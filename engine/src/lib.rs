@@ -25,6 +25,7 @@
 
 mod archive;
 mod chain;
+mod cluster;
 mod codec;
 mod embed;
 mod engine;
@@ -67,6 +68,7 @@ pub use validate::{config as validate_hnsw_config, recall_floor as validate_reca
 // Errors: the crate error, its kinds, and the layer errors it folds.
 pub use archive::ArchiveError;
 pub use chain::chain;
+pub use cluster::{commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus};
 pub use embed::EmbedError;
 pub use error::{Error, ErrorKind, Unavailable};
 pub use log::LogError;

@@ -104,6 +104,25 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Whether an event of this kind changes what writes are validated against (which
+    /// indexes exist and how, their schemes, promotions, payload and text indexes):
+    /// in a cluster, a write validated before such an event of another node is
+    /// refused, not appended after it. Data events (upserts, deletes, records moved,
+    /// registrations, bucket errors, trials) do not.
+    pub fn guards_writes(self) -> bool {
+        use EventKind::*;
+        match self {
+            IndexCreated | IndexDropped | ConfigPromoted | PromotionRolledBack | MigrationStarted
+            | MigrationFinished | SchemeSet | MigrationBegun | MigrationEnded | MigrationCleared
+            | IndexCreatedWithEmbedder | EmbedderChanged | LogTruncated | PayloadIndexCreated
+            | PayloadIndexDropped | TextIndexCreated | IndexCreatedStored | ConfigPromotedStored
+            | IndexCreatedWithEmbedderStored => true,
+            VectorsUpserted | VectorsDeleted | HnswTrialRecorded | BucketErrorRecorded | RecordsMoved
+            | SnapshotTaken | LogArchived | EvalSetCreated | TrialRecorded | MigrationBatch
+            | DocumentsUpserted | DocumentsEmbedded | MetadataSet | TrialRecordedStored => false,
+        }
+    }
+
     /// The kind for a stored byte, if it names one.
     pub fn from_u8(byte: u8) -> Option<Self> {
         use EventKind::*;

@@ -72,6 +72,16 @@ pub enum LogError {
         /// The last event stored.
         held_last: u64,
     },
+    /// The replicated stream this log copies refused or failed an append.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// An operation that would make this log differ from the replicated stream it
+    /// copies (archive, truncate).
+    #[error("cannot {op}: this log is a copy of a replicated stream")]
+    Clustered {
+        /// What was refused.
+        op: &'static str,
+    },
     /// An I/O error outside redb (creating the data directory).
     #[error("log I/O failed")]
     Io(#[from] std::io::Error),

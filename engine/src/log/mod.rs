@@ -17,7 +17,7 @@ pub use memory::MemoryBackend;
 pub use read_only::ReadOnlyLog;
 pub use reader::LogReader;
 pub use verify::{BadEvent, VerifyReport};
-pub use writer::{Log, LogConfig, LogStats, SyncMode};
+pub use writer::{Log, LogConfig, LogStats, Mirrored, SyncMode, Upstream};
 
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 
@@ -26,6 +26,21 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, TableDefinition};
 pub const LOG_FILE: &str = "log.redb";
 
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// A log that copies a replicated stream: how far it copied (key [`STREAM_SEQ_KEY`]:
+/// the stream sequence number of the last message copied), written in the same
+/// transaction as the copied events.
+pub(crate) const CURSOR: TableDefinition<&str, u64> = TableDefinition::new("stream_cursor");
+pub(crate) const STREAM_SEQ_KEY: &str = "stream_seq";
+
+/// The stream position of a copied log (0 for a log that copies nothing, or nothing yet).
+pub(crate) fn stream_cursor(txn: &ReadTransaction) -> Result<u64, LogError> {
+    match txn.open_table(CURSOR) {
+        Ok(table) => Ok(table.get(STREAM_SEQ_KEY)?.map_or(0, |v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
 
 /// The events table of a read transaction; `None` for a log never written to (redb
 /// creates the table with the first write).

@@ -43,6 +43,32 @@ impl LogReader {
         self.shared.last_seq()
     }
 
+    /// For a log copying a replicated stream: the stream sequence number of the last
+    /// message copied (0 for none, or for a log of its own).
+    pub fn stream_seq(&self) -> u64 {
+        self.shared.stream_seq.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// For a log copying a replicated stream: the last event another node published
+    /// that changes the command-side schema (0: none since open).
+    pub fn foreign_guard_seq(&self) -> u64 {
+        self.shared.foreign_guard.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Wait until the copy reaches stream sequence `stream_seq` (or `timeout` passes,
+    /// or the log closes); returns the stream position then.
+    pub fn wait_stream_seq(&self, stream_seq: u64, timeout: Duration) -> u64 {
+        self.shared.wait_woken(timeout, || self.stream_seq() >= stream_seq || self.shared.is_closed());
+        self.stream_seq()
+    }
+
+    /// Wait until event `seq` is committed (or `timeout` passes, or the log closes);
+    /// returns the last sequence number then.
+    pub fn wait_seq(&self, seq: u64, timeout: Duration) -> u64 {
+        self.shared.wait_woken(timeout, || self.shared.last_seq() >= seq || self.shared.is_closed());
+        self.shared.last_seq()
+    }
+
     /// Lowest stored sequence number: 1, unless retention removed older events (then
     /// only a snapshot covers them). 1 for an empty log.
     ///

@@ -22,6 +22,12 @@ pub(crate) struct Shared {
     /// ends early when it changes.
     pub(super) nudges: AtomicU64,
     pub(super) commits: AtomicU64,
+    /// For a log copying a replicated stream: the stream sequence number of the last
+    /// message copied.
+    pub(super) stream_seq: AtomicU64,
+    /// For a log copying a replicated stream: the last event another node published
+    /// that changes the command-side schema (0: none since open).
+    pub(super) foreign_guard: AtomicU64,
     pub(super) commit_ns: AtomicU64,
 }
 

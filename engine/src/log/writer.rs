@@ -14,7 +14,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use super::archive::{Segment, ARCHIVED};
 use super::budget::{QueueBudget, Reservation};
 use super::shared::Shared;
-use super::{last_stored_seq, LogError, LogReader, EVENTS};
+use super::{last_stored_seq, LogError, LogReader, CURSOR, EVENTS, STREAM_SEQ_KEY};
 use crate::event::{encode, Event};
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
 use crate::sync::lock;
@@ -63,7 +63,35 @@ enum Request {
     Append { reserved: Option<Reservation>, frames: Vec<Vec<u8>>, durable: bool, reply: SyncSender<Ack> },
     Archive { segment: Segment, frame: Vec<u8>, reply: SyncSender<Ack> },
     Truncate { after: u64, frame: Vec<u8>, reply: SyncSender<Ack> },
+    Mirror { copy: Mirrored, reply: SyncSender<Ack> },
     Shutdown { reply: SyncSender<Ack> },
+}
+
+/// Where appends go when this log is the local copy of a replicated stream (see
+/// `crate::cluster`): the upstream publishes them, and they come back through
+/// [`Log::mirror`] in the stream's order.
+pub trait Upstream: Send + Sync {
+    /// Publish `frames` as one commit (all or none) and return their sequence numbers
+    /// once the local copy holds them. `validated` is the sequence number the
+    /// caller's validation reflected, for writes validated against the command-side
+    /// schema; the upstream refuses such a write if another node changed the schema
+    /// after it.
+    ///
+    /// # Errors
+    /// [`LogError::Cluster`] saying why nothing (or an unknown outcome) was appended.
+    fn publish(&self, frames: Vec<Vec<u8>>, validated: Option<u64>) -> Result<RangeInclusive<u64>, LogError>;
+}
+
+/// One or more stream messages copied into the log in one durable transaction.
+#[derive(Debug, Clone, Default)]
+pub struct Mirrored {
+    /// The frames of the messages, in stream order.
+    pub frames: Vec<Vec<u8>>,
+    /// The stream sequence number of the last message.
+    pub stream_seq: u64,
+    /// Index in `frames` of the last frame that another node published and that
+    /// changes the command-side schema (see [`crate::event::EventKind::guards_writes`]).
+    pub foreign_guard: Option<usize>,
 }
 
 /// Counters of the group-commit writer since the log was opened.
@@ -93,6 +121,10 @@ pub struct Log {
     budget: Arc<QueueBudget>,
     writer: Mutex<Option<JoinHandle<()>>>,
     config: LogConfig,
+    /// Set when this log is the local copy of a replicated stream.
+    upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
+    /// With `upstream`: the key prefix of this node's snapshots.
+    owner: std::sync::OnceLock<String>,
 }
 
 impl Log {
@@ -128,8 +160,13 @@ impl Log {
     }
 
     fn start(db: Database, name: &str, config: LogConfig) -> Result<Self, LogError> {
-        let last = last_stored_seq(&db.begin_read()?)?;
+        let (last, stream_seq) = {
+            let txn = db.begin_read()?;
+            (last_stored_seq(&txn)?, super::stream_cursor(&txn)?)
+        };
         let shared = Arc::new(Shared {
+            stream_seq: AtomicU64::new(stream_seq),
+            foreign_guard: AtomicU64::new(0),
             db,
             last: AtomicU64::new(last),
             committed: Mutex::new(last),
@@ -147,7 +184,15 @@ impl Log {
             .spawn(move || Writer { shared: writer_shared, next: last + 1, dirty: false }.run(rx))?;
         tracing::info!(log = name, last_seq = last, "log opened");
         let budget = QueueBudget::new(config.queue_bytes_max);
-        Ok(Self { reader: LogReader { shared }, queue, budget, writer: Mutex::new(Some(writer)), config })
+        Ok(Self {
+            reader: LogReader { shared },
+            queue,
+            budget,
+            writer: Mutex::new(Some(writer)),
+            config,
+            upstream: std::sync::OnceLock::new(),
+            owner: std::sync::OnceLock::new(),
+        })
     }
 
     /// Append events; returns their sequence numbers once the commit is durable (or, in
@@ -165,14 +210,81 @@ impl Log {
         self.append_frames(frames)
     }
 
+    /// [`Log::append`] of events validated against the command-side schema as of
+    /// event `validated`. The same as `append` for a log of its own; a log that copies
+    /// a replicated stream refuses them ([`crate::ClusterError::Conflict`]) when
+    /// another node changed the schema after `validated`.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn append_validated(
+        &self,
+        events: &[Event],
+        validated: u64,
+    ) -> Result<Option<RangeInclusive<u64>>, LogError> {
+        if events.len() > APPEND_EVENTS_MAX {
+            return Err(LogError::TooManyEvents { count: events.len(), max: APPEND_EVENTS_MAX });
+        }
+        let frames = events.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
+        self.append_frames_as(frames, Some(validated))
+    }
+
+    /// Make this log the local copy of a replicated stream: from now on appends are
+    /// published by `upstream` and written here only by [`Log::mirror`]. Set once.
+    ///
+    /// # Errors
+    /// [`LogError::Clustered`] if an upstream is set already.
+    /// `snapshot_owner` is the key prefix of the snapshots this node takes: the
+    /// registrations of other nodes' snapshots (in the shared log) are not this node's
+    /// to restore or prune.
+    ///
+    /// # Errors
+    /// [`LogError::Clustered`] if an upstream is set already.
+    pub fn set_upstream(&self, upstream: Arc<dyn Upstream>, snapshot_owner: String) -> Result<(), LogError> {
+        self.owner.set(snapshot_owner).map_err(|_already| LogError::Clustered { op: "set a second upstream" })?;
+        self.upstream.set(upstream).map_err(|_already| LogError::Clustered { op: "set a second upstream" })
+    }
+
+    /// In a cluster, the key prefix of the snapshots this node takes.
+    pub fn snapshot_owner(&self) -> Option<String> {
+        self.owner.get().cloned()
+    }
+
+    /// Whether appends go to a replicated stream.
+    pub fn is_clustered(&self) -> bool {
+        self.upstream.get().is_some()
+    }
+
+    /// Copy stream messages into the log: their frames at the next sequence numbers
+    /// and the stream position, in one durable transaction. Only the upstream's
+    /// copying task calls this.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub fn mirror(&self, copy: Mirrored) -> Result<Option<RangeInclusive<u64>>, LogError> {
+        self.check_writable()?;
+        self.request(|reply| Request::Mirror { copy, reply })
+    }
+
     /// Append already-encoded frames (as produced by [`crate::event::encode`]).
     ///
     /// # Errors
     /// As [`Log::append`].
     pub fn append_frames(&self, frames: Vec<Vec<u8>>) -> Result<Option<RangeInclusive<u64>>, LogError> {
+        self.append_frames_as(frames, None)
+    }
+
+    fn append_frames_as(
+        &self,
+        frames: Vec<Vec<u8>>,
+        validated: Option<u64>,
+    ) -> Result<Option<RangeInclusive<u64>>, LogError> {
         self.check_writable()?;
         if frames.is_empty() {
             return Ok(None);
+        }
+        if let Some(upstream) = self.upstream.get() {
+            return upstream.publish(frames, validated).map(Some);
         }
         let durable = self.config.sync == SyncMode::Immediate;
         let bytes = frames.iter().map(Vec::len).sum();
@@ -186,6 +298,10 @@ impl Log {
     /// As [`Log::append`].
     pub fn sync(&self) -> Result<(), LogError> {
         self.check_writable()?;
+        if self.is_clustered() {
+            // Every copied commit is durable already, and so is the stream.
+            return Ok(());
+        }
         self.request(|reply| Request::Append { reserved: None, frames: Vec::new(), durable: true, reply })
             .map(|_| ())
     }
@@ -218,6 +334,9 @@ impl Log {
     /// `segment.last` is stored; as [`Log::append`] otherwise.
     pub fn archive(&self, segment: Segment, audit: &Event) -> Result<u64, LogError> {
         self.check_writable()?;
+        if self.is_clustered() {
+            return Err(LogError::Clustered { op: "archive" });
+        }
         let frame = encode(audit)?;
         let range = self.request(|reply| Request::Archive { segment, frame, reply })?;
         Ok(range.map_or(0, |r| *r.end()))
@@ -233,6 +352,9 @@ impl Log {
     /// not before the first one minus one; as [`Log::append`] otherwise.
     pub fn truncate_after(&self, after: u64, audit: &Event) -> Result<u64, LogError> {
         self.check_writable()?;
+        if self.is_clustered() {
+            return Err(LogError::Clustered { op: "truncate" });
+        }
         let frame = encode(audit)?;
         let range = self.request(|reply| Request::Truncate { after, frame, reply })?;
         Ok(range.map_or(0, |r| *r.end()))
@@ -328,6 +450,7 @@ impl Writer {
             let mut shutdown = None;
             let mut archives = Vec::new();
             let mut truncates = Vec::new();
+            let mut mirrors = Vec::new();
             let mut push = |req: Request| match req {
                 Request::Append { reserved, frames, durable, reply } => {
                     let len = frames.iter().map(Vec::len).sum::<usize>();
@@ -341,6 +464,11 @@ impl Writer {
                 Request::Truncate { after, frame, reply } => {
                     truncates.push((after, frame, reply));
                     0
+                }
+                Request::Mirror { copy, reply } => {
+                    let len = copy.frames.iter().map(Vec::len).sum::<usize>();
+                    mirrors.push((copy, reply));
+                    len
                 }
                 Request::Shutdown { reply } => {
                     shutdown = Some(reply);
@@ -361,6 +489,9 @@ impl Writer {
             for (after, frame, reply) in truncates {
                 let _ = reply.send(self.truncate(after, frame));
             }
+            for (copy, reply) in mirrors {
+                let _ = reply.send(self.mirror(copy));
+            }
             if let Some(reply) = shutdown {
                 let _ = reply.send(self.final_sync().map(|()| None));
                 self.shared.closed.store(true, Ordering::Release);
@@ -370,6 +501,7 @@ impl Writer {
                         Request::Append { reply, .. }
                         | Request::Archive { reply, .. }
                         | Request::Truncate { reply, .. }
+                        | Request::Mirror { reply, .. }
                         | Request::Shutdown { reply } => reply,
                     };
                     let _ = reply.send(Err(LogError::Closed));
@@ -439,6 +571,50 @@ impl Writer {
         }
         txn.commit()?;
         Ok(())
+    }
+
+    /// One durable transaction: the copied frames at the next sequence numbers and the
+    /// stream position they reach. The schema guard is published before the stream
+    /// position, so a publisher that reads the position sees every guard up to it.
+    fn mirror(&mut self, copy: Mirrored) -> Ack {
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        let start = self.next;
+        let written = (|| -> Result<(), redb::Error> {
+            let mut txn = self.shared.db.begin_write()?;
+            txn.set_durability(Durability::Immediate)?;
+            {
+                let mut table = txn.open_table(EVENTS)?;
+                for (i, frame) in copy.frames.iter().enumerate() {
+                    table.insert(start + i as u64, frame.as_slice())?;
+                }
+                let mut cursor = txn.open_table(CURSOR)?;
+                cursor.insert(STREAM_SEQ_KEY, copy.stream_seq)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        match written {
+            Ok(()) => {
+                self.dirty = false;
+                let count = copy.frames.len() as u64;
+                self.next = start + count;
+                if let Some(i) = copy.foreign_guard {
+                    self.shared.foreign_guard.store(start + i as u64, Ordering::Release);
+                }
+                self.shared.stream_seq.store(copy.stream_seq, Ordering::Release);
+                self.shared.publish(self.next - 1);
+                Ok((count > 0).then(|| start..=self.next - 1))
+            }
+            Err(error) => {
+                let cause = Arc::new(error);
+                tracing::error!(error = %cause, "mirror commit failed; poisoning the log");
+                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
+                Err(LogError::CommitFailed(cause))
+            }
+        }
     }
 
     /// One durable transaction: remove the archived events, register their segment,

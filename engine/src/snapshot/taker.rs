@@ -140,7 +140,12 @@ impl Taker {
             crc.update(chunk);
         }
         let crc32 = crc.finalize();
-        let key = key(seq);
+        // In a cluster every node registers its snapshots in the shared log, each
+        // under its own prefix.
+        let key = match self.log.snapshot_owner() {
+            Some(owner) => format!("{owner}{seq:020}.snap"),
+            None => key(seq),
+        };
         self.storage.put_chunks(actor, BUCKET, &key, chunks).await?;
         // Registered only now that the object is durable in its bucket.
         let taken = SnapshotTaken { seq, bucket: BUCKET.to_owned(), key: key.clone(), bytes, crc32 };

@@ -34,6 +34,11 @@ pub(crate) trait LogFrames: Send + Sync {
     fn last_seq(&self) -> Result<u64, LogError>;
     /// The archive segments, oldest first.
     fn segments(&self) -> Result<Vec<Segment>, LogError>;
+    /// In a cluster, the key prefix of the snapshots this node took: the only
+    /// registrations (of every node's, in the shared log) it restores from or prunes.
+    fn snapshot_owner(&self) -> Option<String> {
+        None
+    }
     /// The newest frames of `kind`, newest first, at most `max`.
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError>;
     /// Frames in `range`, at most `max` of them and about `max_bytes` (at least one).
@@ -46,6 +51,10 @@ pub(crate) trait LogFrames: Send + Sync {
 }
 
 impl LogFrames for Log {
+    fn snapshot_owner(&self) -> Option<String> {
+        Log::snapshot_owner(self)
+    }
+
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         LogReader::newest_frames_of_kind(self, kind, max)
     }

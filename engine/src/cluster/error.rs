@@ -1,0 +1,101 @@
+//! Errors of the clustered log (NATS JetStream). A leaf: the log and the crate error
+//! both fold it in.
+
+/// Why the clustered log could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A cluster setting is not usable.
+    #[error("cluster {field} {value:?} is invalid: 1 to 64 of A-Z a-z 0-9 _ - (replicas: 1 to 5)")]
+    BadConfig {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// No NATS server answered at the configured address.
+    #[error("cannot connect to NATS at {url}")]
+    Connect {
+        /// The address tried.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A JetStream request (stream create or info, consumer create) failed.
+    #[error("JetStream {op} failed")]
+    JetStream {
+        /// What was asked.
+        op: &'static str,
+        /// What the server or client said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A publish got no quorum acknowledgement in time, or failed: the outcome is
+    /// unknown (it may still be in the stream; it carries its message id).
+    #[error("publish of commit {msg_id} was not acknowledged")]
+    Publish {
+        /// The commit's `Nats-Msg-Id`: a retry with it cannot be stored twice.
+        msg_id: String,
+        /// What the client said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another node appended an event that changes what this write was validated
+    /// against (an index created or dropped, a promotion, a scheme) between the
+    /// validation and the publish. Nothing was appended; retry the write.
+    #[error("an event from another node (at {foreign_seq}) changed the schema this write was validated against (as of {validated}); nothing appended, retry")]
+    Conflict {
+        /// The sequence number of the other node's event.
+        foreign_seq: u64,
+        /// The sequence number the validation reflected.
+        validated: u64,
+    },
+    /// The stream kept moving ahead of this node's copy for too long: the publish
+    /// could not be placed after the last event.
+    #[error("the stream moved on {attempts} times while publishing; nothing appended, retry")]
+    Contended {
+        /// Publishes tried.
+        attempts: u32,
+    },
+    /// A published commit was acknowledged but this node's copy did not reach it in
+    /// time. The write is durable in the stream and will be applied.
+    #[error("commit at stream sequence {stream_seq} is durable but not copied locally yet")]
+    NotMirrored {
+        /// Its stream sequence number.
+        stream_seq: u64,
+    },
+    /// A message in the stream is not an annal commit, or the stream does not hold the
+    /// events this node needs next (a gap).
+    #[error("stream message {stream_seq} is unusable: {what}")]
+    BadMessage {
+        /// Its stream sequence number.
+        stream_seq: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The local copy of the log is not a copy of this stream (it holds events the
+    /// stream does not account for).
+    #[error("the local log (last event {local_last}, stream position {cursor}) is not a copy of stream {stream} (last message {stream_last})")]
+    Diverged {
+        /// The stream's name.
+        stream: String,
+        /// The local log's last event.
+        local_last: u64,
+        /// The stream sequence the local log says it copied up to.
+        cursor: u64,
+        /// The stream's last message.
+        stream_last: u64,
+    },
+    /// A commit larger than the NATS server takes in one message (its `max_payload`).
+    #[error("a commit of {bytes} bytes exceeds the NATS server's max_payload; send smaller batches")]
+    TooLarge {
+        /// The commit message's size.
+        bytes: usize,
+    },
+    /// The runtime or the copying task could not be started.
+    #[error("cluster runtime failed")]
+    Runtime(#[source] std::io::Error),
+    /// The copying task stopped (on an error it names in the log) or the link closed.
+    #[error("the cluster link is closed")]
+    Closed,
+}

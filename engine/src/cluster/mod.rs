@@ -1,0 +1,572 @@
+//! The clustered log: the event log replicated by a NATS JetStream stream, not by a
+//! consensus of annal's own. docs/SCALE-OUT.md has the design and the failure table.
+//!
+//! ```text
+//!  write: validate (schema as of event V) --> publish one commit message with
+//!         Nats-Expected-Last-Sequence = the stream position this node copied, and
+//!         Nats-Msg-Id (a retry is stored once) --> JetStream quorum ack (fsynced on
+//!         a majority: sync_interval always) --> wait until the copy holds it
+//!  copy:  ordered consumer from the local position + 1 --> Log::mirror: the frames at
+//!         the next local sequence numbers + the stream position, one durable redb
+//!         transaction --> the projector applies them as it applies any log
+//! ```
+//!
+//! The local redb log stays: it is this node's copy of the stream, so snapshots, time
+//! travel, `log verify` and replay work on it unchanged, and a restart resumes the copy
+//! from its stream position instead of re-reading the stream. Every node expands the
+//! same messages into the same events, so a sequence number means the same event on
+//! every node (`min_seq` works across nodes).
+//!
+//! Optimistic concurrency: a publish names the stream position the node has copied; if
+//! another node's commit landed first the server refuses it (wrong last sequence), the
+//! node copies up, and publishes again, unless what it copied changes the schema the
+//! write was validated against ([`crate::event::EventKind::guards_writes`]): then the
+//! write fails with [`ClusterError::Conflict`] and nothing is appended.
+
+pub mod commit;
+mod error;
+
+pub use error::ClusterError;
+
+use std::collections::HashMap;
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use futures::{FutureExt, StreamExt};
+
+use crate::event::check as check_frame;
+use crate::log::{Log, LogError, LogReader, Mirrored, Upstream};
+use crate::sync::lock;
+
+/// Header naming the node (and process) that published a commit.
+pub const NODE_HEADER: &str = "Annal-Node";
+/// Most messages copied in one local transaction.
+const COPY_BATCH_MESSAGES: usize = 512;
+/// Most bytes copied in one local transaction.
+const COPY_BATCH_BYTES: usize = 16 << 20;
+/// Publishes tried while the stream keeps moving ahead of this node's copy.
+const PUBLISH_ATTEMPTS_MAX: u32 = 64;
+/// How often the stream's last sequence number is read (the lag's other end).
+const STREAM_POLL: Duration = Duration::from_millis(250);
+
+/// Where the stream is and how this node takes part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// NATS server addresses, comma-separated (`nats://10.0.0.1:4222,nats://...`).
+    pub url: String,
+    /// The JetStream stream holding the log (created if missing).
+    pub stream: String,
+    /// Replicas of the stream when this node creates it (3 for a quorum that survives
+    /// one server; at most the number of servers).
+    pub replicas: usize,
+    /// This node's name (in every commit it publishes, and in `cluster status`).
+    pub node: String,
+    /// How long a publish may take, retries included, before its outcome is unknown.
+    pub publish_timeout: Duration,
+    /// Ready (`/readyz`) only while this node's copy and projections are within this
+    /// many events / messages of the stream.
+    pub max_lag: u64,
+}
+
+impl ClusterConfig {
+    /// A config with the defaults: stream `ANNAL`, 3 replicas, 10 s publish timeout,
+    /// ready within 1,000 events.
+    pub fn new(url: impl Into<String>, node: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            stream: "ANNAL".into(),
+            replicas: 3,
+            node: node.into(),
+            publish_timeout: Duration::from_secs(10),
+            max_lag: 1_000,
+        }
+    }
+
+    /// Refuse a node or stream name that cannot be a key prefix, a header value or a
+    /// stream name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+    ///
+    /// # Errors
+    /// [`ClusterError::BadConfig`] naming the field.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        let ok = |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !ok(&self.node) {
+            return Err(ClusterError::BadConfig { field: "node", value: self.node.clone() });
+        }
+        if !ok(&self.stream) {
+            return Err(ClusterError::BadConfig { field: "stream", value: self.stream.clone() });
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(ClusterError::BadConfig { field: "replicas", value: self.replicas.to_string() });
+        }
+        Ok(())
+    }
+
+    /// The subject the stream holds: one subject, so the stream's order is the log's.
+    pub fn subject(&self) -> String {
+        format!("annal.{}.events", self.stream.to_ascii_lowercase())
+    }
+}
+
+/// Where this node stands in the cluster, for `cluster status` and `/admin/cluster`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// This node's name.
+    pub node: String,
+    /// The stream's name.
+    pub stream: String,
+    /// The stream's last sequence number, as last read.
+    pub stream_last: u64,
+    /// The stream sequence number this node's copy reaches.
+    pub copied: u64,
+    /// Messages of the stream not copied yet.
+    pub lag_messages: u64,
+    /// Commits this node published since it started.
+    pub published: u64,
+    /// Publishes that found another node's commit first and were placed again.
+    pub republished: u64,
+    /// Writes refused because another node changed the schema first.
+    pub conflicts: u64,
+    /// Why copying stopped, if it did.
+    pub fault: Option<String>,
+}
+
+/// This node's link to the stream: publishes the engine's appends and copies the
+/// stream into the local log. Made by [`ClusterLink::connect`], installed as the log's
+/// [`Upstream`].
+pub struct ClusterLink {
+    config: ClusterConfig,
+    /// Taken and shut down (without blocking) by [`ClusterLink::close`].
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+    js: jetstream::Context,
+    log: LogReader,
+    /// `node/process`: the prefix of this process's message ids.
+    origin: String,
+    next_msg: AtomicU64,
+    stream_last: Arc<AtomicU64>,
+    /// Local ranges of this process's commits, by message id, once copied.
+    copied: Arc<(Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar)>,
+    fault: Arc<Mutex<Option<String>>>,
+    published: AtomicU64,
+    republished: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+impl ClusterLink {
+    /// Connect to NATS, create the stream if it does not exist, check that `log` is a
+    /// copy of it, and start copying it from the log's stream position.
+    ///
+    /// # Errors
+    /// [`ClusterError::Connect`], [`ClusterError::JetStream`], or
+    /// [`ClusterError::Diverged`] when the local log holds events the stream does not.
+    pub fn connect(config: ClusterConfig, log: &Arc<Log>) -> Result<Arc<Self>, ClusterError> {
+        config.check()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("annal-cluster")
+            .enable_all()
+            .build()
+            .map_err(ClusterError::Runtime)?;
+        let (js, info) = runtime.block_on(open_stream(&config))?;
+        let local_last = log.last_seq();
+        let cursor = log.stream_seq();
+        // A local log with events must have copied them from this stream: a stream that
+        // is shorter (a new stream, another cluster) would be appended after them.
+        if (local_last > 0 && cursor == 0) || cursor > info.state.last_sequence {
+            return Err(ClusterError::Diverged {
+                stream: config.stream.clone(),
+                local_last,
+                cursor,
+                stream_last: info.state.last_sequence,
+            });
+        }
+        let process = std::process::id();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let link = Arc::new(Self {
+            origin: format!("{}/{process:x}{nanos:x}", config.node),
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            js,
+            log: log.reader(),
+            next_msg: AtomicU64::new(1),
+            stream_last: Arc::new(AtomicU64::new(info.state.last_sequence)),
+            copied: Arc::default(),
+            fault: Arc::default(),
+            published: AtomicU64::new(0),
+            republished: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            config,
+        });
+        link.spawn_copier(Arc::downgrade(log));
+        link.spawn_poller();
+        tracing::info!(
+            node = link.config.node,
+            stream = link.config.stream,
+            stream_last = info.state.last_sequence,
+            copied = cursor,
+            "joined the cluster"
+        );
+        Ok(link)
+    }
+
+    /// Where this node stands.
+    pub fn status(&self) -> ClusterStatus {
+        let stream_last = self.stream_last.load(Ordering::Acquire);
+        let copied = self.log.stream_seq();
+        ClusterStatus {
+            node: self.config.node.clone(),
+            stream: self.config.stream.clone(),
+            stream_last,
+            copied,
+            lag_messages: stream_last.saturating_sub(copied),
+            published: self.published.load(Ordering::Relaxed),
+            republished: self.republished.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
+            fault: lock(&self.fault).clone(),
+        }
+    }
+
+    /// The config this link was made with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// Wait until the copy reaches the stream's last message as read now (a replica
+    /// catching up), at most `timeout`; whether it did.
+    pub fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let target = self.stream_last.load(Ordering::Acquire);
+        self.log.wait_stream_seq(target, timeout) >= target
+    }
+
+    fn spawn_poller(self: &Arc<Self>) {
+        let js = self.js.clone();
+        let name = self.config.stream.clone();
+        let last = Arc::clone(&self.stream_last);
+        self.handle.spawn(async move {
+            loop {
+                if let Ok(stream) = js.get_stream(&name).await {
+                    if let Ok(info) = stream.get_info().await {
+                        last.fetch_max(info.state.last_sequence, Ordering::AcqRel);
+                    }
+                }
+                tokio::time::sleep(STREAM_POLL).await;
+            }
+        });
+    }
+
+    fn spawn_copier(self: &Arc<Self>, log: Weak<Log>) {
+        let copier = Copier {
+            js: self.js.clone(),
+            stream: self.config.stream.clone(),
+            origin: self.origin.clone(),
+            stream_last: Arc::clone(&self.stream_last),
+            copied: Arc::clone(&self.copied),
+            log,
+        };
+        let fault = Arc::clone(&self.fault);
+        self.handle.spawn(async move {
+            loop {
+                match copier.run().await {
+                    Ok(()) => return, // the log closed
+                    Err(error @ ClusterError::BadMessage { .. }) => {
+                        let text = crate::chain::chain(&error);
+                        tracing::error!(error = %text, "copying the stream stopped");
+                        *lock(&fault) = Some(text);
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %crate::chain::chain(&error), "copying the stream; resuming");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    fn run<F: std::future::Future + Send + 'static>(&self, future: F) -> Result<F::Output, ClusterError>
+    where
+        F::Output: Send,
+    {
+        futures::executor::block_on(self.handle.spawn(future)).map_err(|_cancelled| ClusterError::Closed)
+    }
+
+    /// Publish `payload` with message id `msg_id`, placed after stream position
+    /// `expected`; the stream sequence it got.
+    fn publish_once(
+        &self,
+        payload: &bytes::Bytes,
+        msg_id: &str,
+        expected: u64,
+        timeout: Duration,
+    ) -> Result<Result<u64, async_nats::jetstream::context::PublishError>, ClusterError> {
+        let js = self.js.clone();
+        let subject = self.config.subject();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+        headers.insert(async_nats::header::NATS_EXPECTED_LAST_SEQUENCE, expected.to_string().as_str());
+        headers.insert(NODE_HEADER, self.origin.as_str());
+        let payload = payload.clone();
+        self.run(async move {
+            let ack = async {
+                let future = js.publish_with_headers(subject, headers, payload).await?;
+                future.await
+            };
+            match tokio::time::timeout(timeout, ack).await {
+                Ok(Ok(ack)) => Ok(ack.sequence),
+                Ok(Err(e)) => Err(e),
+                Err(_elapsed) => Err(PublishErrorKind::TimedOut.into()),
+            }
+        })
+    }
+
+    /// Wait until the copier has copied this process's commit `msg_id`; its local range.
+    fn wait_copied(&self, msg_id: &str, timeout: Duration) -> Option<RangeInclusive<u64>> {
+        let (map, cv) = &*self.copied;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock(map);
+        loop {
+            if let Some(range) = guard.remove(msg_id) {
+                return Some(range);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || lock(&self.fault).is_some() {
+                return None;
+            }
+            guard = cv.wait_timeout(guard, left.min(Duration::from_millis(100))).map_or_else(|p| p.into_inner().0, |(g, _)| g);
+        }
+    }
+}
+
+impl Upstream for ClusterLink {
+    fn publish(&self, frames: Vec<Vec<u8>>, validated: Option<u64>) -> Result<RangeInclusive<u64>, LogError> {
+        if let Some(fault) = lock(&self.fault).clone() {
+            return Err(ClusterError::BadMessage { stream_seq: self.log.stream_seq(), what: fault }.into());
+        }
+        let payload = bytes::Bytes::from(commit::encode(&frames));
+        let msg_id = format!("{}/{}", self.origin, self.next_msg.fetch_add(1, Ordering::Relaxed));
+        let deadline = Instant::now() + self.config.publish_timeout;
+        let mut attempts = 0;
+        let stream_seq = loop {
+            attempts += 1;
+            // The position first, then the guard: the copier stores the guard before
+            // the position, so every guard up to `expected` is seen here.
+            let expected = self.log.stream_seq();
+            if let Some(validated) = validated {
+                let foreign_seq = self.log.foreign_guard_seq();
+                if foreign_seq > validated {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Err(ClusterError::Conflict { foreign_seq, validated }.into());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = self.publish_once(&payload, &msg_id, expected, left.max(Duration::from_millis(1)))?;
+            match outcome {
+                Ok(seq) => break seq,
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another node's commit came first: copy up to it, then try after it.
+                    if attempts >= PUBLISH_ATTEMPTS_MAX {
+                        return Err(ClusterError::Contended { attempts }.into());
+                    }
+                    self.republished.fetch_add(1, Ordering::Relaxed);
+                    self.log.wait_stream_seq(expected + 1, Duration::from_secs(1));
+                }
+                Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                    return Err(ClusterError::TooLarge { bytes: payload.len() }.into());
+                }
+                Err(error) => {
+                    // Unknown outcome (no ack in time, a server lost): the same message
+                    // id again is stored at most once, inside the duplicate window.
+                    if Instant::now() >= deadline {
+                        return Err(ClusterError::Publish { msg_id, source: Box::new(error) }.into());
+                    }
+                    tracing::warn!(%error, msg_id, "publish not acknowledged; retrying");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        };
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.stream_last.fetch_max(stream_seq, Ordering::AcqRel);
+        self.wait_copied(&msg_id, self.config.publish_timeout.max(Duration::from_secs(30)))
+            .ok_or_else(|| ClusterError::NotMirrored { stream_seq }.into())
+    }
+}
+
+impl ClusterLink {
+    /// Stop copying and publishing (after the log closed): the runtime's tasks are
+    /// dropped without blocking, so this is safe inside an async context too.
+    /// Idempotent; also run on drop.
+    pub fn close(&self) {
+        if let Some(runtime) = lock(&self.runtime).take() {
+            runtime.shutdown_background();
+            tracing::debug!(node = self.config.node, "cluster link closed");
+        }
+    }
+}
+
+impl Drop for ClusterLink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Copies the stream into the local log, in order, from the log's stream position.
+struct Copier {
+    js: jetstream::Context,
+    stream: String,
+    origin: String,
+    stream_last: Arc<AtomicU64>,
+    copied: Arc<(Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar)>,
+    log: Weak<Log>,
+}
+
+impl Copier {
+    /// Copy until the log closes (`Ok`) or something fails.
+    async fn run(&self) -> Result<(), ClusterError> {
+        let Some(start) = self.log.upgrade().map(|log| log.stream_seq() + 1) else { return Ok(()) };
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| js_error("stream info", e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: start },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_error("consumer create", e))?;
+        let mut messages = consumer.messages().await.map_err(|e| js_error("consume", e))?;
+        let mut next = start;
+        loop {
+            let first = match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
+                Err(_idle) => {
+                    if self.log.upgrade().is_none_or(|log| log.is_closed()) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Ok(None) => return Err(js_error("consume", "the message stream ended")),
+                Ok(Some(message)) => message.map_err(|e| js_error("consume", e))?,
+            };
+            let mut batch = vec![first];
+            let mut bytes = batch[0].payload.len();
+            while batch.len() < COPY_BATCH_MESSAGES && bytes < COPY_BATCH_BYTES {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => {
+                        bytes += message.payload.len();
+                        batch.push(message);
+                    }
+                    _ => break,
+                }
+            }
+            let mut copy = Mirrored::default();
+            let mut own = Vec::new();
+            for message in &batch {
+                let info = message.info().map_err(|e| js_error("message info", e.to_string()))?;
+                let stream_seq = info.stream_sequence;
+                if stream_seq != next {
+                    return Err(ClusterError::BadMessage {
+                        stream_seq,
+                        what: format!("expected stream message {next}: the stream no longer holds the events this node needs"),
+                    });
+                }
+                next += 1;
+                let frames = commit::decode(&message.payload)
+                    .map_err(|what| ClusterError::BadMessage { stream_seq, what })?;
+                let origin = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(NODE_HEADER))
+                    .map(|v| v.as_str().to_owned())
+                    .unwrap_or_default();
+                let first_index = copy.frames.len();
+                for (i, frame) in frames.iter().enumerate() {
+                    let (kind, _) = check_frame(0, frame)
+                        .map_err(|e| ClusterError::BadMessage { stream_seq, what: e.to_string() })?;
+                    if origin != self.origin && kind.guards_writes() {
+                        copy.foreign_guard = Some(first_index + i);
+                    }
+                }
+                if origin == self.origin {
+                    let id = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                        .map(|v| v.as_str().to_owned())
+                        .unwrap_or_default();
+                    own.push((id, first_index, frames.len()));
+                }
+                copy.frames.extend(frames);
+                copy.stream_seq = stream_seq;
+            }
+            let Some(log) = self.log.upgrade() else { return Ok(()) };
+            let last = copy.stream_seq;
+            let range = tokio::task::spawn_blocking(move || log.mirror(copy))
+                .await
+                .map_err(|e| js_error("copy", e.to_string()))?;
+            let range = match range {
+                Ok(range) => range,
+                Err(LogError::Closed) => return Ok(()),
+                Err(error) => return Err(js_error("copy", crate::chain::chain(&error))),
+            };
+            self.stream_last.fetch_max(last, Ordering::AcqRel);
+            if let Some(range) = range {
+                let start = *range.start();
+                let (map, cv) = &*self.copied;
+                let mut map = lock(map);
+                for (id, first, count) in own {
+                    let first = start + first as u64;
+                    map.insert(id, first..=first + count as u64 - 1);
+                }
+                cv.notify_all();
+            }
+        }
+    }
+}
+
+fn js_error(op: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ClusterError {
+    ClusterError::JetStream { op, source: source.into() }
+}
+
+/// Connect and get (or create) the stream.
+async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stream::Info), ClusterError> {
+    let addrs = config
+        .url
+        .split(',')
+        .map(|a| a.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClusterError::Connect { url: config.url.clone(), source: Box::new(e) })?;
+    let client = async_nats::ConnectOptions::new()
+        .name(format!("annal {}", config.node))
+        .connection_timeout(Duration::from_secs(5))
+        .retry_on_initial_connect()
+        .connect(addrs)
+        .await
+        .map_err(|e| ClusterError::Connect { url: config.url.clone(), source: Box::new(e) })?;
+    let js = jetstream::new(client);
+    let stream_config = stream::Config {
+        name: config.stream.clone(),
+        subjects: vec![config.subject()],
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: Duration::from_secs(120),
+        max_message_size: i32::try_from(crate::limits::EVENT_BYTES_MAX * 2).unwrap_or(i32::MAX),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // A cluster just started may not have elected its JetStream meta leader yet.
+    let mut stream = loop {
+        match js.get_or_create_stream(stream_config.clone()).await {
+            Ok(stream) => break stream,
+            Err(error) if Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for JetStream");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(js_error("stream create", error)),
+        }
+    };
+    let info = stream.info().await.map_err(|e| js_error("stream info", e))?.clone();
+    Ok((js, info))
+}
