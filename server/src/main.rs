@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use annal_server::cli::{
-    self, EventsArgs, ExportArgs, ImportArgs, LogCommand, MigrateArgs, RecoverArgs, ReplayArgs, ServeArgs,
+    self, ClusterCommand, EventsArgs, ExportArgs, ImportArgs, LogCommand, MigrateArgs, RecoverArgs, ReplayArgs, ServeArgs,
     SnapshotCommand, VerifyArgs,
 };
 use annal_server::report;
@@ -52,6 +52,11 @@ enum Command {
     /// `--truncate-after S`, after copying them to `recovered/...` in the primary
     /// bucket, and record a `LogTruncated` event. Refuses (exit 2) without `--yes`.
     Recover(RecoverArgs),
+    /// Where each node of a cluster stands: applied sequence, copy of the stream, lag.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Print events of the log as JSON lines (the audit trail): the lines of `annal log
     /// dump --json --from S`, at most `--limit` of them.
     Events(EventsArgs),
@@ -71,6 +76,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => args.run(),
         Command::Events(args) => args.run(),
         Command::Log { command } => command.run(),
+        Command::Cluster { command } => command.run(),
         Command::Snapshot { command } => command.run(),
         Command::Replay(args) => args.run(),
         Command::Import(args) => cli::transfer::import(&args),

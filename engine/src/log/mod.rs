@@ -33,6 +33,20 @@ pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("eve
 pub(crate) const CURSOR: TableDefinition<&str, u64> = TableDefinition::new("stream_cursor");
 pub(crate) const STREAM_SEQ_KEY: &str = "stream_seq";
 
+/// A log that copies a replicated stream: the key prefix of this node's snapshots
+/// (key [`OWNER_KEY`]), so offline tools restore only from this node's snapshots too.
+pub(crate) const NODE: TableDefinition<&str, &str> = TableDefinition::new("cluster_node");
+pub(crate) const OWNER_KEY: &str = "snapshot_owner";
+
+/// The snapshot key prefix a copied log records (`None` for a log of its own).
+pub(crate) fn recorded_owner(txn: &ReadTransaction) -> Result<Option<String>, LogError> {
+    match txn.open_table(NODE) {
+        Ok(table) => Ok(table.get(OWNER_KEY)?.map(|v| v.value().to_owned())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The stream position of a copied log (0 for a log that copies nothing, or nothing yet).
 pub(crate) fn stream_cursor(txn: &ReadTransaction) -> Result<u64, LogError> {
     match txn.open_table(CURSOR) {

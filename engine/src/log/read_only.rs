@@ -31,6 +31,15 @@ impl ReadOnlyLog {
         Ok(Self { db: redb::Builder::new().open_read_only(path)? })
     }
 
+    /// For the copy of a replicated stream: the key prefix of the snapshots this node
+    /// took (the only ones its offline tools restore from); `None` for a log of its own.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn snapshot_owner(&self) -> Result<Option<String>, LogError> {
+        super::recorded_owner(&self.db.begin_read()?)
+    }
+
     /// Highest stored sequence number (0 for an empty log).
     ///
     /// # Errors

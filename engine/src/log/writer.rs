@@ -241,6 +241,11 @@ impl Log {
     /// # Errors
     /// [`LogError::Clustered`] if an upstream is set already.
     pub fn set_upstream(&self, upstream: Arc<dyn Upstream>, snapshot_owner: String) -> Result<(), LogError> {
+        // Recorded in the file for offline tools; nothing is appended before this.
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(super::NODE)?.insert(super::OWNER_KEY, snapshot_owner.as_str())?;
+        txn.commit()?;
         self.owner.set(snapshot_owner).map_err(|_already| LogError::Clustered { op: "set a second upstream" })?;
         self.upstream.set(upstream).map_err(|_already| LogError::Clustered { op: "set a second upstream" })
     }

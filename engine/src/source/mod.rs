@@ -78,6 +78,10 @@ impl LogFrames for Log {
 }
 
 impl LogFrames for ReadOnlyLog {
+    fn snapshot_owner(&self) -> Option<String> {
+        // A log whose file cannot say is treated as a log of its own.
+        ReadOnlyLog::snapshot_owner(self).ok().flatten()
+    }
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         ReadOnlyLog::newest_frames_of_kind(self, kind, max)
     }

@@ -2,6 +2,7 @@
 //! beside its handler; `main.rs` parses and dispatches. The commands may use
 //! [`crate::http`] (to serve) and [`crate::render`]; neither imports from here.
 
+pub mod cluster;
 pub mod common;
 pub mod log;
 pub mod migrate;
@@ -12,6 +13,7 @@ pub mod serve;
 pub mod snapshot;
 pub mod transfer;
 
+pub use cluster::ClusterCommand;
 pub use log::{EventsArgs, LogCommand, VerifyArgs};
 pub use migrate::MigrateArgs;
 pub use recover::RecoverArgs;

@@ -87,6 +87,36 @@ pub struct ServeArgs {
     /// Calls in flight at once to each remote embedder.
     #[arg(long, env = "ANNAL_REMOTE_EMBEDDER_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub remote_embedder_concurrency: u64,
+    /// Join a cluster: the log is the NATS JetStream stream at these servers
+    /// (comma-separated `nats://host:port`), copied into the local data directory.
+    /// Without it the log is the local file alone.
+    #[arg(long, env = "ANNAL_CLUSTER")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster (1 to 64 of A-Z a-z 0-9 _ -); required with
+    /// --cluster, and unique per data directory.
+    #[arg(long, env = "ANNAL_NODE", requires = "cluster")]
+    pub node: Option<String>,
+    /// The JetStream stream holding the log (created if missing).
+    #[arg(long, env = "ANNAL_CLUSTER_STREAM", default_value = "ANNAL")]
+    pub cluster_stream: String,
+    /// Replicas of the stream when this node creates it.
+    #[arg(long, env = "ANNAL_CLUSTER_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=5))]
+    pub cluster_replicas: u64,
+    /// Ready (/readyz) only while this node is within this many events of the stream.
+    #[arg(long, env = "ANNAL_MAX_LAG", default_value_t = 1_000)]
+    pub max_lag: u64,
+}
+
+/// The cluster `serve` joins, if any.
+fn cluster(args: &ServeArgs) -> Result<Option<annal_engine::ClusterConfig>, String> {
+    let Some(url) = &args.cluster else { return Ok(None) };
+    let node = args.node.clone().ok_or("--cluster needs --node NAME (this node's name in the cluster)")?;
+    let mut config = annal_engine::ClusterConfig::new(url.clone(), node);
+    config.stream = args.cluster_stream.clone();
+    config.replicas = usize::try_from(args.cluster_replicas).unwrap_or(3);
+    config.max_lag = args.max_lag;
+    config.check().map_err(|e| e.to_string())?;
+    Ok(Some(config))
 }
 
 /// `--remote-embedder MODEL:DIMENSION=URL`.
@@ -196,8 +226,15 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
         };
         let embedders = embedders(&args)?;
         tracing::info!(?embedders, "embedders");
-        let config =
-            EngineConfig { sync: args.sync.into(), buckets, snapshots, embedders, ..EngineConfig::default() };
+        let cluster = cluster(&args)?;
+        let config = EngineConfig {
+            sync: args.sync.into(),
+            buckets,
+            snapshots,
+            embedders,
+            cluster,
+            ..EngineConfig::default()
+        };
         let data = args.data.clone();
         let engine = Arc::new(tokio::task::spawn_blocking(move || Engine::start(&data, config)).await??);
         let state = AppState::new(Arc::clone(&engine), args.inflight_body_bytes)?.with_auth(auth);

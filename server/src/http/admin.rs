@@ -85,6 +85,39 @@ pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
     })))
 }
 
+/// `GET /admin/cluster`: where this node stands: its copy of the stream, what it
+/// applied, its lag; `{"clustered": false}` for a single node. Answers while the node
+/// catches up (that is when it matters).
+pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let engine = &state.engine;
+    let startup = engine.startup();
+    let last_seq = engine.log().last_seq();
+    let Some(status) = engine.cluster_status() else {
+        return Ok(Json(json!({
+            "clustered": false,
+            "last_seq": last_seq,
+            "applied_seq": startup.applied_seq,
+            "ready": startup.ready,
+        })));
+    };
+    Ok(Json(json!({
+        "clustered": true,
+        "node": status.node,
+        "stream": status.stream,
+        "stream_last": status.stream_last,
+        "copied": status.copied,
+        "lag_messages": status.lag_messages,
+        "last_seq": last_seq,
+        "applied_seq": startup.applied_seq,
+        "lag_events": last_seq.saturating_sub(startup.applied_seq),
+        "ready": startup.ready,
+        "published": status.published,
+        "republished": status.republished,
+        "conflicts": status.conflicts,
+        "fault": status.fault,
+    })))
+}
+
 /// Most events one `GET /admin/events` answers.
 pub const EVENTS_LIMIT_MAX: usize = 1000;
 /// Longest wait of one `GET /admin/events` for its first event (short, so a shutdown

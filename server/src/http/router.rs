@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/errors", get(storage::errors))
         .route("/admin/snapshots", post(admin::take_snapshot).get(admin::list_snapshots))
         .route("/admin/log", get(admin::log))
+        .route("/admin/cluster", get(admin::cluster))
         .route("/admin/events", get(admin::events))
         .route("/storage/bucket-health", get(storage::bucket_health))
         .fallback(routes::not_found)

@@ -835,7 +835,7 @@ pub fn starting(startup: &annal_engine::Startup) -> ApiError {
 }
 
 /// Middleware: data routes answer 503 `starting` until replay is done; `/healthz`,
-/// `/readyz` and `/metrics` answer at once.
+/// `/readyz`, `/metrics` and `/admin/cluster` answer at once.
 pub async fn while_starting(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -843,7 +843,7 @@ pub async fn while_starting(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = req.uri().path();
-    let open = matches!(path, "/healthz" | "/readyz" | "/metrics");
+    let open = matches!(path, "/healthz" | "/readyz" | "/metrics" | "/admin/cluster");
     let startup = state.engine.startup();
     if !open && !startup.ready {
         return starting(&startup).into_response();
