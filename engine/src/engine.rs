@@ -95,6 +95,10 @@ pub struct Startup {
     pub target_seq: u64,
     /// Whether replay is done and writes are accepted.
     pub ready: bool,
+    /// Whether to send traffic here (`/readyz`): `ready`, and in a cluster also close
+    /// behind the stream (within `max_lag`) and in touch with a server. A replica
+    /// that falls behind keeps serving; reads that must see a write ask `min_seq`.
+    pub in_sync: bool,
     /// Time since the engine started.
     pub elapsed: Duration,
 }
@@ -392,17 +396,19 @@ impl Engine {
     /// Replay progress at start.
     pub fn startup(&self) -> Startup {
         let applied_seq = self.projector.applied_seq();
-        let mut ready = applied_seq >= self.target_seq && self.projector.fault().is_none();
+        let ready = applied_seq >= self.target_seq && self.projector.fault().is_none();
+        let mut in_sync = ready;
         if let Some(cluster) = &self.cluster {
-            // A replica is ready while its copy and its projections are close behind
-            // the stream, and copying has not stopped.
+            // A replica is in sync while its copy and its projections are close behind
+            // the stream, it has heard from a server lately, and copying has not stopped.
             let status = cluster.status();
             let max_lag = cluster.config().max_lag;
-            ready &= status.fault.is_none()
+            in_sync &= status.fault.is_none()
+                && status.since_contact.is_some_and(|d| d < crate::cluster::CONTACT_STALE)
                 && status.lag_messages <= max_lag
                 && self.log.last_seq().saturating_sub(applied_seq) <= max_lag;
         }
-        Startup { applied_seq, target_seq: self.target_seq, ready, elapsed: self.started.elapsed() }
+        Startup { applied_seq, target_seq: self.target_seq, ready, in_sync, elapsed: self.started.elapsed() }
     }
 
     /// Where this node stands in its cluster (`None` for a single node).

@@ -68,7 +68,8 @@ pub use validate::{config as validate_hnsw_config, recall_floor as validate_reca
 // Errors: the crate error, its kinds, and the layer errors it folds.
 pub use archive::ArchiveError;
 pub use chain::chain;
-pub use cluster::{commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus};
+pub use cluster::{
+    commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus, CONTACT_STALE};
 pub use embed::EmbedError;
 pub use error::{Error, ErrorKind, Unavailable};
 pub use log::LogError;

@@ -131,7 +131,14 @@ pub struct ClusterStatus {
     pub conflicts: u64,
     /// Why copying stopped, if it did.
     pub fault: Option<String>,
+    /// Time since this node last read the stream's state from a server (`None`: not
+    /// yet). A node cut off from every server cannot know how far behind it is, so it
+    /// is not ready once this passes [`CONTACT_STALE`].
+    pub since_contact: Option<Duration>,
 }
+
+/// A node that has not read the stream's state for this long is not ready.
+pub const CONTACT_STALE: Duration = Duration::from_secs(5);
 
 /// This node's link to the stream: publishes the engine's appends and copies the
 /// stream into the local log. Made by [`ClusterLink::connect`], installed as the log's
@@ -147,6 +154,10 @@ pub struct ClusterLink {
     origin: String,
     next_msg: AtomicU64,
     stream_last: Arc<AtomicU64>,
+    /// When the stream's state was last read, as milliseconds since `started`
+    /// (0: never).
+    contact_ms: Arc<AtomicU64>,
+    started: Instant,
     /// Local ranges of this process's commits, by message id, once copied.
     copied: Arc<(Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar)>,
     fault: Arc<Mutex<Option<String>>>,
@@ -195,6 +206,8 @@ impl ClusterLink {
             log: log.reader(),
             next_msg: AtomicU64::new(1),
             stream_last: Arc::new(AtomicU64::new(info.state.last_sequence)),
+            contact_ms: Arc::new(AtomicU64::new(1)),
+            started: Instant::now(),
             copied: Arc::default(),
             fault: Arc::default(),
             published: AtomicU64::new(0),
@@ -228,6 +241,10 @@ impl ClusterLink {
             republished: self.republished.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             fault: lock(&self.fault).clone(),
+            since_contact: match self.contact_ms.load(Ordering::Acquire) {
+                0 => None,
+                ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
+            },
         }
     }
 
@@ -247,12 +264,18 @@ impl ClusterLink {
         let js = self.js.clone();
         let name = self.config.stream.clone();
         let last = Arc::clone(&self.stream_last);
+        let contact = Arc::clone(&self.contact_ms);
+        let started = self.started;
         self.handle.spawn(async move {
             loop {
-                if let Ok(stream) = js.get_stream(&name).await {
-                    if let Ok(info) = stream.get_info().await {
-                        last.fetch_max(info.state.last_sequence, Ordering::AcqRel);
-                    }
+                let polled = tokio::time::timeout(CONTACT_STALE / 2, async {
+                    let stream = js.get_stream(&name).await.ok()?;
+                    stream.get_info().await.ok()
+                });
+                if let Ok(Some(info)) = polled.await {
+                    last.fetch_max(info.state.last_sequence, Ordering::AcqRel);
+                    let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+                    contact.store(ms, Ordering::Release);
                 }
                 tokio::time::sleep(STREAM_POLL).await;
             }

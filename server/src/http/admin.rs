@@ -110,11 +110,12 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "last_seq": last_seq,
         "applied_seq": startup.applied_seq,
         "lag_events": last_seq.saturating_sub(startup.applied_seq),
-        "ready": startup.ready,
+        "ready": startup.ready && startup.in_sync,
         "published": status.published,
         "republished": status.republished,
         "conflicts": status.conflicts,
         "fault": status.fault,
+        "since_contact_ms": status.since_contact.map(|d| millis(d)),
     })))
 }
 

@@ -811,7 +811,9 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
 }
 
 /// `GET /readyz`: 200 once the log is replayed and the engine takes writes; 503
-/// `starting` before, 503 `unavailable` after a fault.
+/// `starting` before, 503 `unavailable` after a fault; in a cluster, 503
+/// `not_applied_yet` while the node is more than `--max-lag` behind the stream or out
+/// of touch with every server.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if let Some(fault) = state.engine.projection_fault() {
         return Err(annal_engine::Error::Projection(ProjectionError::Stopped(fault)).into());
@@ -822,6 +824,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     let startup = state.engine.startup();
     if !startup.ready {
         return Err(starting(&startup));
+    }
+    if !startup.in_sync {
+        let lag = state.engine.cluster_status().map_or(0, |s| s.lag_messages);
+        return Err(ApiError::not_applied_yet(format!(
+            "behind the cluster's stream ({lag} messages to copy, or no server heard from lately); see GET /admin/cluster"
+        )));
     }
     Ok(Json(json!({ "status": "ready", "applied_seq": startup.applied_seq })))
 }

@@ -10,6 +10,7 @@ mod admin;
 mod api;
 mod auth;
 mod bad_input;
+mod cluster;
 mod crash_loop;
 mod disk_full;
 mod docs;
