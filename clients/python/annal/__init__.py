@@ -673,6 +673,12 @@ class Client:
     def log(self) -> dict:
         return self._call("GET", "/admin/log")
 
+    def cluster(self) -> dict:
+        """Where this node stands in its cluster: `{clustered, node, stream,
+        stream_last, copied, lag_messages, last_seq, applied_seq, lag_events, ready,
+        ...}`; `{clustered: false, ...}` for a single node."""
+        return self._call("GET", "/admin/cluster")
+
     def events(self, from_seq: int = 1, limit: int = 100, wait_ms: int = 0, vectors: bool = False) -> dict:
         """Events from `from_seq` on, each `{seq, time_ms, actor, kind, body}`; with
         `wait_ms`, waits that long for the first to commit. `{events, last_seq}`."""

@@ -92,6 +92,7 @@ def test_partitions_migration_trials_and_promotion(server):
     assert db.promotions()["count"] == 1
     assert db.rollback("docs")["current"] is None
     assert db.snapshot()["seq"] > 0 and db.log()["last_seq"] > 0
+    assert db.cluster()["clustered"] is False and db.cluster()["last_seq"] == db.log()["last_seq"]
 
 
 def test_quantized_storage_at_creation_in_trials_promotions_and_a_budgeted_autotune(server):

@@ -158,6 +158,7 @@ const ROUTES: &[(&str, &str, &str, Input)] = &[
     ("post", "/admin/snapshots", "Take a snapshot", Input::None),
     ("get", "/admin/snapshots", "Known snapshots", Input::None),
     ("get", "/admin/log", "The log's extent and archive", Input::None),
+    ("get", "/admin/cluster", "This node's place in its cluster: copy of the stream, lag", Input::None),
     (
         "get",
         "/admin/events",
