@@ -5,22 +5,25 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..4 | magic `ANC1` (version 1) |
-//! | 4..8 | frame count `n`, u32 LE (1 to `APPEND_EVENTS_MAX`) |
+//! | 4..8 | frame count `n`, u32 LE (1 to [`FRAMES_MAX`]) |
 //! | then n times | frame length u32 LE, then the frame (docs/FORMAT.md, "Event frame") |
 //! | last 4 | CRC-32 (IEEE) of every byte before it, u32 LE |
 
-use crate::limits::APPEND_EVENTS_MAX;
+
+/// Most frames in one commit message: a group commit of many appends.
+pub const FRAMES_MAX: usize = 1 << 20;
 
 /// The first four bytes of a commit message.
 pub const COMMIT_MAGIC: &[u8; 4] = b"ANC1";
 
 /// Encode `frames` as one commit message.
-pub fn encode(frames: &[Vec<u8>]) -> Vec<u8> {
-    let len = 12 + frames.iter().map(|f| 4 + f.len()).sum::<usize>();
+pub fn encode<F: AsRef<[u8]>>(frames: &[F]) -> Vec<u8> {
+    let len = 12 + frames.iter().map(|f| 4 + f.as_ref().len()).sum::<usize>();
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(COMMIT_MAGIC);
     out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
     for frame in frames {
+        let frame = frame.as_ref();
         out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         out.extend_from_slice(frame);
     }
@@ -48,8 +51,8 @@ pub fn decode(message: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         return Err("no frame count".into());
     };
     let count = u32::from_le_bytes(*count) as usize;
-    if count == 0 || count > APPEND_EVENTS_MAX {
-        return Err(format!("frame count {count} is outside 1..={APPEND_EVENTS_MAX}"));
+    if count == 0 || count > FRAMES_MAX {
+        return Err(format!("frame count {count} is outside 1..={FRAMES_MAX}"));
     }
     let mut frames = Vec::with_capacity(count);
     for i in 0..count {
@@ -92,6 +95,6 @@ mod tests {
             assert!(decode(&good[..cut]).is_err(), "cut at {cut} accepted");
         }
         assert!(decode(b"hello world, not a commit").is_err());
-        assert!(decode(&encode(&[])).is_err(), "an empty commit is refused");
+        assert!(decode(&encode::<Vec<u8>>(&[])).is_err(), "an empty commit is refused");
     }
 }

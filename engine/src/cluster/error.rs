@@ -1,6 +1,32 @@
 //! Errors of the clustered log (NATS JetStream). A leaf: the log and the crate error
 //! both fold it in.
 
+impl ClusterError {
+    /// The same error for another caller of one group commit (the sources, which
+    /// cannot be cloned, as their text).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Publish { msg_id, source } => Self::Publish { msg_id: msg_id.clone(), source: source.to_string().into() },
+            Self::Conflict { foreign_seq, validated } => Self::Conflict { foreign_seq: *foreign_seq, validated: *validated },
+            Self::Contended { attempts } => Self::Contended { attempts: *attempts },
+            Self::NotMirrored { stream_seq } => Self::NotMirrored { stream_seq: *stream_seq },
+            Self::TooLarge { bytes } => Self::TooLarge { bytes: *bytes },
+            Self::BadMessage { stream_seq, what } => Self::BadMessage { stream_seq: *stream_seq, what: what.clone() },
+            Self::BadConfig { field, value } => Self::BadConfig { field, value: value.clone() },
+            Self::Connect { url, source } => Self::Connect { url: url.clone(), source: source.to_string().into() },
+            Self::JetStream { op, source } => Self::JetStream { op, source: source.to_string().into() },
+            Self::Diverged { stream, local_last, cursor, stream_last } => Self::Diverged {
+                stream: stream.clone(),
+                local_last: *local_last,
+                cursor: *cursor,
+                stream_last: *stream_last,
+            },
+            Self::Runtime(e) => Self::Runtime(std::io::Error::new(e.kind(), e.to_string())),
+            Self::Closed => Self::Closed,
+        }
+    }
+}
+
 /// Why the clustered log could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

@@ -49,6 +49,8 @@ const COPY_BATCH_MESSAGES: usize = 512;
 const COPY_BATCH_BYTES: usize = 16 << 20;
 /// Publishes tried while the stream keeps moving ahead of this node's copy.
 const PUBLISH_ATTEMPTS_MAX: u32 = 64;
+/// Most appends in one group commit.
+const GROUP_APPENDS_MAX: usize = 1_024;
 /// How often the stream's last sequence number is read (the lag's other end).
 const STREAM_POLL: Duration = Duration::from_millis(250);
 
@@ -163,6 +165,10 @@ pub struct ClusterLink {
     fault: Arc<Mutex<Option<String>>>,
     published: AtomicU64,
     republished: AtomicU64,
+    /// Appends waiting for the publishing thread; `None` once closed.
+    queue: Mutex<Option<std::sync::mpsc::Sender<Pending>>>,
+    /// The largest message the servers take (their `max_payload`).
+    max_payload: usize,
     conflicts: AtomicU64,
 }
 
@@ -181,7 +187,7 @@ impl ClusterLink {
             .enable_all()
             .build()
             .map_err(ClusterError::Runtime)?;
-        let (js, info) = runtime.block_on(open_stream(&config))?;
+        let (js, info, max_payload) = runtime.block_on(open_stream(&config))?;
         let local_last = log.last_seq();
         let cursor = log.stream_seq();
         // A local log with events must have copied them from this stream: a stream that
@@ -212,9 +218,12 @@ impl ClusterLink {
             fault: Arc::default(),
             published: AtomicU64::new(0),
             republished: AtomicU64::new(0),
+            queue: Mutex::new(None),
+            max_payload,
             conflicts: AtomicU64::new(0),
             config,
         });
+        link.spawn_publisher()?;
         link.spawn_copier(Arc::downgrade(log));
         link.spawn_poller();
         tracing::info!(
@@ -370,52 +379,177 @@ impl Upstream for ClusterLink {
         if let Some(fault) = lock(&self.fault).clone() {
             return Err(ClusterError::BadMessage { stream_seq: self.log.stream_seq(), what: fault }.into());
         }
+        let bytes = frames.iter().map(|f| f.len() + 4).sum::<usize>() + 12;
+        if bytes > self.max_payload {
+            return Err(ClusterError::TooLarge { bytes }.into());
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        let sent = lock(&self.queue)
+            .as_ref()
+            .map(|queue| queue.send(Pending { frames, validated, reply }).is_ok())
+            .unwrap_or(false);
+        if !sent {
+            return Err(ClusterError::Closed.into());
+        }
+        answer.recv().map_err(|_gone| ClusterError::Closed)?.map_err(LogError::from)
+    }
+}
+
+/// One caller's append waiting to be published.
+struct Pending {
+    frames: Vec<Vec<u8>>,
+    validated: Option<u64>,
+    reply: std::sync::mpsc::SyncSender<Result<RangeInclusive<u64>, ClusterError>>,
+}
+
+/// The appends of one commit message: the pending callers and where each one's frames
+/// start in it.
+struct Group {
+    pending: Vec<Pending>,
+    msg_id: String,
+    payload: bytes::Bytes,
+}
+
+impl ClusterLink {
+    /// The publishing thread: drains the queue into group commits, as the redb writer
+    /// does (one message, one quorum ack, for every append waiting meanwhile).
+    fn spawn_publisher(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let (queue, rx) = std::sync::mpsc::channel::<Pending>();
+        *lock(&self.queue) = Some(queue);
+        let link = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("annal-publisher".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let Some(link) = link.upgrade() else {
+                        let _ = first.reply.send(Err(ClusterError::Closed));
+                        continue;
+                    };
+                    let mut bytes = first.frames.iter().map(|f| f.len() + 4).sum::<usize>() + 12;
+                    let mut batch = vec![first];
+                    while let Ok(next) = rx.try_recv() {
+                        bytes += next.frames.iter().map(|f| f.len() + 4).sum::<usize>();
+                        batch.push(next);
+                        if bytes >= link.max_payload / 2 || batch.len() >= GROUP_APPENDS_MAX {
+                            break;
+                        }
+                    }
+                    // A group that grew past the server's limit goes out in two.
+                    if bytes > link.max_payload && batch.len() > 1 {
+                        let rest = batch.split_off(batch.len() / 2);
+                        link.publish_group(batch);
+                        link.publish_group(rest);
+                    } else {
+                        link.publish_group(batch);
+                    }
+                }
+            })
+            .map_err(ClusterError::Runtime)?;
+        Ok(())
+    }
+
+    /// Build the commit of `pending`, refusing (with [`ClusterError::Conflict`]) those
+    /// validated before another node's schema change; `None` if none is left.
+    fn group(&self, pending: Vec<Pending>) -> Option<Group> {
+        let foreign_seq = self.log.foreign_guard_seq();
+        let mut kept = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p.validated {
+                Some(validated) if foreign_seq > validated => {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    let _ = p.reply.send(Err(ClusterError::Conflict { foreign_seq, validated }));
+                }
+                _ => kept.push(p),
+            }
+        }
+        if kept.is_empty() {
+            return None;
+        }
+        let frames: Vec<&[u8]> = kept.iter().flat_map(|p| p.frames.iter().map(Vec::as_slice)).collect();
         let payload = bytes::Bytes::from(commit::encode(&frames));
         let msg_id = format!("{}/{}", self.origin, self.next_msg.fetch_add(1, Ordering::Relaxed));
+        Some(Group { pending: kept, msg_id, payload })
+    }
+
+    /// Publish one group commit and answer each of its callers.
+    fn publish_group(&self, pending: Vec<Pending>) {
         let deadline = Instant::now() + self.config.publish_timeout;
         let mut attempts = 0;
-        let stream_seq = loop {
+        // After a publish whose outcome is unknown the message may still be stored: it
+        // is sent again unchanged (same id, deduplicated by the server), never rebuilt.
+        let mut uncertain = false;
+        // The position first, then the guards (in `group`): the copier stores a guard
+        // before the position, so every guard up to `expected` is seen.
+        let mut expected = self.log.stream_seq();
+        let Some(mut group) = self.group(pending) else { return };
+        let outcome: Result<u64, ClusterError> = loop {
             attempts += 1;
-            // The position first, then the guard: the copier stores the guard before
-            // the position, so every guard up to `expected` is seen here.
-            let expected = self.log.stream_seq();
-            if let Some(validated) = validated {
-                let foreign_seq = self.log.foreign_guard_seq();
-                if foreign_seq > validated {
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    return Err(ClusterError::Conflict { foreign_seq, validated }.into());
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = self.publish_once(&payload, &msg_id, expected, left.max(Duration::from_millis(1)))?;
-            match outcome {
-                Ok(seq) => break seq,
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            let sent = match self.publish_once(&group.payload, &group.msg_id, expected, left) {
+                Ok(sent) => sent,
+                Err(error) => break Err(error),
+            };
+            match sent {
+                Ok(seq) => break Ok(seq),
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                     // Another node's commit came first: copy up to it, then try after it.
                     if attempts >= PUBLISH_ATTEMPTS_MAX {
-                        return Err(ClusterError::Contended { attempts }.into());
+                        break Err(if uncertain {
+                            ClusterError::Publish { msg_id: group.msg_id.clone(), source: Box::new(error) }
+                        } else {
+                            ClusterError::Contended { attempts }
+                        });
                     }
                     self.republished.fetch_add(1, Ordering::Relaxed);
                     self.log.wait_stream_seq(expected + 1, Duration::from_secs(1));
+                    expected = self.log.stream_seq();
+                    let foreign_seq = self.log.foreign_guard_seq();
+                    if uncertain {
+                        if group.pending.iter().any(|p| p.validated.is_some_and(|v| foreign_seq > v)) {
+                            // Neither placed after the schema change nor known not to be
+                            // stored: its callers learn that the outcome is unknown.
+                            break Err(ClusterError::Publish { msg_id: group.msg_id.clone(), source: Box::new(error) });
+                        }
+                    } else {
+                        match self.group(std::mem::take(&mut group.pending)) {
+                            Some(rebuilt) => group = rebuilt,
+                            None => return,
+                        }
+                    }
                 }
                 Err(error) if error.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    return Err(ClusterError::TooLarge { bytes: payload.len() }.into());
+                    break Err(ClusterError::TooLarge { bytes: group.payload.len() });
                 }
                 Err(error) => {
                     // Unknown outcome (no ack in time, a server lost): the same message
                     // id again is stored at most once, inside the duplicate window.
+                    uncertain = true;
                     if Instant::now() >= deadline {
-                        return Err(ClusterError::Publish { msg_id, source: Box::new(error) }.into());
+                        break Err(ClusterError::Publish { msg_id: group.msg_id.clone(), source: Box::new(error) });
                     }
-                    tracing::warn!(%error, msg_id, "publish not acknowledged; retrying");
+                    tracing::warn!(%error, msg_id = group.msg_id, "publish not acknowledged; retrying");
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
         };
-        self.published.fetch_add(1, Ordering::Relaxed);
-        self.stream_last.fetch_max(stream_seq, Ordering::AcqRel);
-        self.wait_copied(&msg_id, self.config.publish_timeout.max(Duration::from_secs(30)))
-            .ok_or_else(|| ClusterError::NotMirrored { stream_seq }.into())
+        let range = outcome.and_then(|stream_seq| {
+            self.published.fetch_add(1, Ordering::Relaxed);
+            self.stream_last.fetch_max(stream_seq, Ordering::AcqRel);
+            self.wait_copied(&group.msg_id, self.config.publish_timeout.max(Duration::from_secs(30)))
+                .ok_or(ClusterError::NotMirrored { stream_seq })
+        });
+        let mut next = range.as_ref().map_or(0, |r| *r.start());
+        for p in group.pending {
+            let answer = match &range {
+                Ok(_) => {
+                    let first = next;
+                    next += p.frames.len() as u64;
+                    Ok(first..=next - 1)
+                }
+                Err(error) => Err(error.duplicate()),
+            };
+            let _ = p.reply.send(answer);
+        }
     }
 }
 
@@ -424,6 +558,8 @@ impl ClusterLink {
     /// dropped without blocking, so this is safe inside an async context too.
     /// Idempotent; also run on drop.
     pub fn close(&self) {
+        // The publishing thread ends once its queue is dropped.
+        lock(&self.queue).take();
         if let Some(runtime) = lock(&self.runtime).take() {
             runtime.shutdown_background();
             tracing::debug!(node = self.config.node, "cluster link closed");
@@ -553,7 +689,7 @@ fn js_error(op: &'static str, source: impl Into<Box<dyn std::error::Error + Send
 }
 
 /// Connect and get (or create) the stream.
-async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stream::Info), ClusterError> {
+async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stream::Info, usize), ClusterError> {
     let addrs = config
         .url
         .split(',')
@@ -567,7 +703,7 @@ async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stre
         .connect(addrs)
         .await
         .map_err(|e| ClusterError::Connect { url: config.url.clone(), source: Box::new(e) })?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let stream_config = stream::Config {
         name: config.stream.clone(),
         subjects: vec![config.subject()],
@@ -591,5 +727,12 @@ async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stre
         }
     };
     let info = stream.info().await.map_err(|e| js_error("stream info", e))?.clone();
-    Ok((js, info))
+    // Known once connected (the stream answered). Headers count against the same
+    // limit: leave them a KiB. NATS's default (1 MiB) if the server did not say.
+    let max_payload = match client.server_info().max_payload {
+        0 => 1 << 20,
+        n => n,
+    }
+    .saturating_sub(1024);
+    Ok((js, info, max_payload))
 }
