@@ -49,6 +49,11 @@ const COPY_BATCH_MESSAGES: usize = 512;
 const COPY_BATCH_BYTES: usize = 16 << 20;
 /// Publishes tried while the stream keeps moving ahead of this node's copy.
 const PUBLISH_ATTEMPTS_MAX: u32 = 64;
+/// Idle half-seconds of the consumer, while the stream holds more, before it is made
+/// again.
+const STALL_IDLE_TICKS: u32 = 4;
+/// Longest wait for one publish's ack before it is sent again (same message id).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most appends in one group commit.
 const GROUP_APPENDS_MAX: usize = 1_024;
 /// How often the stream's last sequence number is read (the lag's other end).
@@ -484,7 +489,9 @@ impl ClusterLink {
         let Some(mut group) = self.group(pending) else { return };
         let outcome: Result<u64, ClusterError> = loop {
             attempts += 1;
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+            // Short attempts: a stream whose leader is lost elects another within
+            // seconds, and the retry (same id) reaches it.
+            let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT);
             let sent = match self.publish_once(&group.payload, &group.msg_id, expected, left) {
                 Ok(sent) => sent,
                 Err(error) => break Err(error),
@@ -597,17 +604,25 @@ impl Copier {
             .map_err(|e| js_error("consumer create", e))?;
         let mut messages = consumer.messages().await.map_err(|e| js_error("consume", e))?;
         let mut next = start;
+        let mut idle = 0u32;
         loop {
             let first = match tokio::time::timeout(Duration::from_millis(500), messages.next()).await {
                 Err(_idle) => {
                     if self.log.upgrade().is_none_or(|log| log.is_closed()) {
                         return Ok(());
                     }
+                    // The stream has more than this consumer delivers: its server may be
+                    // cut off. A fresh consumer is placed on a live one.
+                    idle += 1;
+                    if idle >= STALL_IDLE_TICKS && self.stream_last.load(Ordering::Acquire) >= next {
+                        return Err(js_error("consume", format!("no message for {idle} ticks while the stream holds {next} on")));
+                    }
                     continue;
                 }
                 Ok(None) => return Err(js_error("consume", "the message stream ended")),
                 Ok(Some(message)) => message.map_err(|e| js_error("consume", e))?,
             };
+            idle = 0;
             let mut batch = vec![first];
             let mut bytes = batch[0].payload.len();
             while batch.len() < COPY_BATCH_MESSAGES && bytes < COPY_BATCH_BYTES {
