@@ -39,7 +39,8 @@ fn load(base: &str, vectors: &[Vec<f32>], writers: usize, batch: usize, secs: u6
     let started = Instant::now();
     let threads: Vec<_> = (0..writers)
         .map(|_| {
-            let (stop, next, out, base) = (Arc::clone(&stop), Arc::clone(&next), Arc::clone(&out), base.to_owned());
+            let (stop, next, out, base) =
+                (Arc::clone(&stop), Arc::clone(&next), Arc::clone(&out), base.to_owned());
             let vectors = vectors.to_vec();
             std::thread::spawn(move || {
                 let agent = agent(Duration::from_secs(60));
@@ -83,8 +84,12 @@ fn load(base: &str, vectors: &[Vec<f32>], writers: usize, batch: usize, secs: u6
 
 fn create(base: &str) {
     let agent = agent(Duration::from_secs(60));
-    let (code, answer) =
-        call(&agent, "POST", &format!("{base}/vectors/index"), Some(&json!({"name": "bench", "dimension": 384})));
+    let (code, answer) = call(
+        &agent,
+        "POST",
+        &format!("{base}/vectors/index"),
+        Some(&json!({"name": "bench", "dimension": 384})),
+    );
     assert_eq!(code, 201, "{answer}");
 }
 
@@ -160,7 +165,10 @@ fn main() {
         .acks
         .iter()
         .filter_map(|(seq, acked)| {
-            samples.iter().find(|(_, applied)| applied >= seq).map(|(at, _)| at.saturating_duration_since(*acked))
+            samples
+                .iter()
+                .find(|(_, applied)| applied >= seq)
+                .map(|(at, _)| at.saturating_duration_since(*acked))
         })
         .collect();
     lags.sort();
@@ -173,8 +181,11 @@ fn main() {
     );
     println!(
         "JetStream / embedded         {:.2}x the write rate, {:.2}x the p99 latency",
-        clustered.acked as f64 / clustered.elapsed.as_secs_f64() / (embedded.acked as f64 / embedded.elapsed.as_secs_f64()),
-        percentile(&clustered.latencies, 0.99).as_secs_f64() / percentile(&embedded.latencies, 0.99).as_secs_f64()
+        clustered.acked as f64
+            / clustered.elapsed.as_secs_f64()
+            / (embedded.acked as f64 / embedded.elapsed.as_secs_f64()),
+        percentile(&clustered.latencies, 0.99).as_secs_f64()
+            / percentile(&embedded.latencies, 0.99).as_secs_f64()
     );
 
     // 3. Catch-up: a replica started empty copies and applies the whole stream.

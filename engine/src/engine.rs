@@ -288,7 +288,8 @@ impl Engine {
         });
         let cluster = match &config.cluster {
             Some(cluster) => {
-                let link = crate::cluster::ClusterLink::connect(cluster.clone(), &log).map_err(LogError::from)?;
+                let link =
+                    crate::cluster::ClusterLink::connect(cluster.clone(), &log).map_err(LogError::from)?;
                 let owner = format!("{}/{}/", snapshot::PREFIX, cluster.node);
                 log.set_upstream(Arc::clone(&link) as Arc<dyn crate::log::Upstream>, owner)?;
                 Some(link)
@@ -427,8 +428,7 @@ impl Engine {
         // No write is appended before the schema exists, so the catalog now holds
         // exactly the indexes of the log.
         Some(self.schema.get_or_init(|| {
-            self.schema_through
-                .store(self.projector.applied_seq(), std::sync::atomic::Ordering::Release);
+            self.schema_through.store(self.projector.applied_seq(), std::sync::atomic::Ordering::Release);
             RwLock::new(self.build_schema())
         }))
     }

@@ -69,7 +69,8 @@ pub use validate::{config as validate_hnsw_config, recall_floor as validate_reca
 pub use archive::ArchiveError;
 pub use chain::chain;
 pub use cluster::{
-    commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus, CONTACT_STALE};
+    commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus, CONTACT_STALE,
+};
 pub use embed::EmbedError;
 pub use error::{Error, ErrorKind, Unavailable};
 pub use log::LogError;

@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use annal_server::cli::{
-    self, ClusterCommand, EventsArgs, ExportArgs, ImportArgs, LogCommand, MigrateArgs, RecoverArgs, ReplayArgs, ServeArgs,
-    SnapshotCommand, VerifyArgs,
+    self, ClusterCommand, EventsArgs, ExportArgs, ImportArgs, LogCommand, MigrateArgs, RecoverArgs,
+    ReplayArgs, ServeArgs, SnapshotCommand, VerifyArgs,
 };
 use annal_server::report;
 use clap::{Parser, Subcommand};

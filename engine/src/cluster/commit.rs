@@ -9,7 +9,6 @@
 //! | then n times | frame length u32 LE, then the frame (docs/FORMAT.md, "Event frame") |
 //! | last 4 | CRC-32 (IEEE) of every byte before it, u32 LE |
 
-
 /// Most frames in one commit message: a group commit of many appends.
 pub const FRAMES_MAX: usize = 1 << 20;
 

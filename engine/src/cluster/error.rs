@@ -6,14 +6,22 @@ impl ClusterError {
     /// cannot be cloned, as their text).
     pub(crate) fn duplicate(&self) -> Self {
         match self {
-            Self::Publish { msg_id, source } => Self::Publish { msg_id: msg_id.clone(), source: source.to_string().into() },
-            Self::Conflict { foreign_seq, validated } => Self::Conflict { foreign_seq: *foreign_seq, validated: *validated },
+            Self::Publish { msg_id, source } => {
+                Self::Publish { msg_id: msg_id.clone(), source: source.to_string().into() }
+            }
+            Self::Conflict { foreign_seq, validated } => {
+                Self::Conflict { foreign_seq: *foreign_seq, validated: *validated }
+            }
             Self::Contended { attempts } => Self::Contended { attempts: *attempts },
             Self::NotMirrored { stream_seq } => Self::NotMirrored { stream_seq: *stream_seq },
             Self::TooLarge { bytes } => Self::TooLarge { bytes: *bytes },
-            Self::BadMessage { stream_seq, what } => Self::BadMessage { stream_seq: *stream_seq, what: what.clone() },
+            Self::BadMessage { stream_seq, what } => {
+                Self::BadMessage { stream_seq: *stream_seq, what: what.clone() }
+            }
             Self::BadConfig { field, value } => Self::BadConfig { field, value: value.clone() },
-            Self::Connect { url, source } => Self::Connect { url: url.clone(), source: source.to_string().into() },
+            Self::Connect { url, source } => {
+                Self::Connect { url: url.clone(), source: source.to_string().into() }
+            }
             Self::JetStream { op, source } => Self::JetStream { op, source: source.to_string().into() },
             Self::Diverged { stream, local_last, cursor, stream_last } => Self::Diverged {
                 stream: stream.clone(),

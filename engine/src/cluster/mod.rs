@@ -54,6 +54,10 @@ const PUBLISH_ATTEMPTS_MAX: u32 = 64;
 const STALL_IDLE_TICKS: u32 = 4;
 /// Longest wait for one publish's ack before it is sent again (same message id).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// This process's commits the copier has copied, by message id, with their local
+/// ranges, until their publisher takes them; and the wake-up of publishers.
+type Copied = (Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar);
+
 /// Most appends in one group commit.
 const GROUP_APPENDS_MAX: usize = 1_024;
 /// How often the stream's last sequence number is read (the lag's other end).
@@ -98,7 +102,10 @@ impl ClusterConfig {
     /// # Errors
     /// [`ClusterError::BadConfig`] naming the field.
     pub fn check(&self) -> Result<(), ClusterError> {
-        let ok = |s: &str| (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let ok = |s: &str| {
+            (1..=64).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
         if !ok(&self.node) {
             return Err(ClusterError::BadConfig { field: "node", value: self.node.clone() });
         }
@@ -166,7 +173,7 @@ pub struct ClusterLink {
     contact_ms: Arc<AtomicU64>,
     started: Instant,
     /// Local ranges of this process's commits, by message id, once copied.
-    copied: Arc<(Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar)>,
+    copied: Arc<Copied>,
     fault: Arc<Mutex<Option<String>>>,
     published: AtomicU64,
     republished: AtomicU64,
@@ -374,7 +381,9 @@ impl ClusterLink {
             if left.is_zero() || lock(&self.fault).is_some() {
                 return None;
             }
-            guard = cv.wait_timeout(guard, left.min(Duration::from_millis(100))).map_or_else(|p| p.into_inner().0, |(g, _)| g);
+            guard = cv
+                .wait_timeout(guard, left.min(Duration::from_millis(100)))
+                .map_or_else(|p| p.into_inner().0, |(g, _)| g);
         }
     }
 }
@@ -491,7 +500,9 @@ impl ClusterLink {
             attempts += 1;
             // Short attempts: a stream whose leader is lost elects another within
             // seconds, and the retry (same id) reaches it.
-            let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT);
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT);
             let sent = match self.publish_once(&group.payload, &group.msg_id, expected, left) {
                 Ok(sent) => sent,
                 Err(error) => break Err(error),
@@ -515,7 +526,10 @@ impl ClusterLink {
                         if group.pending.iter().any(|p| p.validated.is_some_and(|v| foreign_seq > v)) {
                             // Neither placed after the schema change nor known not to be
                             // stored: its callers learn that the outcome is unknown.
-                            break Err(ClusterError::Publish { msg_id: group.msg_id.clone(), source: Box::new(error) });
+                            break Err(ClusterError::Publish {
+                                msg_id: group.msg_id.clone(),
+                                source: Box::new(error),
+                            });
                         }
                     } else {
                         match self.group(std::mem::take(&mut group.pending)) {
@@ -532,7 +546,10 @@ impl ClusterLink {
                     // id again is stored at most once, inside the duplicate window.
                     uncertain = true;
                     if Instant::now() >= deadline {
-                        break Err(ClusterError::Publish { msg_id: group.msg_id.clone(), source: Box::new(error) });
+                        break Err(ClusterError::Publish {
+                            msg_id: group.msg_id.clone(),
+                            source: Box::new(error),
+                        });
                     }
                     tracing::warn!(%error, msg_id = group.msg_id, "publish not acknowledged; retrying");
                     std::thread::sleep(Duration::from_millis(100));
@@ -586,7 +603,7 @@ struct Copier {
     stream: String,
     origin: String,
     stream_last: Arc<AtomicU64>,
-    copied: Arc<(Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar)>,
+    copied: Arc<Copied>,
     log: Weak<Log>,
 }
 
@@ -615,7 +632,10 @@ impl Copier {
                     // cut off. A fresh consumer is placed on a live one.
                     idle += 1;
                     if idle >= STALL_IDLE_TICKS && self.stream_last.load(Ordering::Acquire) >= next {
-                        return Err(js_error("consume", format!("no message for {idle} ticks while the stream holds {next} on")));
+                        return Err(js_error(
+                            "consume",
+                            format!("no message for {idle} ticks while the stream holds {next} on"),
+                        ));
                     }
                     continue;
                 }
@@ -704,7 +724,9 @@ fn js_error(op: &'static str, source: impl Into<Box<dyn std::error::Error + Send
 }
 
 /// Connect and get (or create) the stream.
-async fn open_stream(config: &ClusterConfig) -> Result<(jetstream::Context, stream::Info, usize), ClusterError> {
+async fn open_stream(
+    config: &ClusterConfig,
+) -> Result<(jetstream::Context, stream::Info, usize), ClusterError> {
     let addrs = config
         .url
         .split(',')

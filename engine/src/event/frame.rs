@@ -112,10 +112,24 @@ impl EventKind {
     pub fn guards_writes(self) -> bool {
         use EventKind::*;
         match self {
-            IndexCreated | IndexDropped | ConfigPromoted | PromotionRolledBack | MigrationStarted
-            | MigrationFinished | SchemeSet | MigrationBegun | MigrationEnded | MigrationCleared
-            | IndexCreatedWithEmbedder | EmbedderChanged | LogTruncated | PayloadIndexCreated
-            | PayloadIndexDropped | TextIndexCreated | IndexCreatedStored | ConfigPromotedStored
+            IndexCreated
+            | IndexDropped
+            | ConfigPromoted
+            | PromotionRolledBack
+            | MigrationStarted
+            | MigrationFinished
+            | SchemeSet
+            | MigrationBegun
+            | MigrationEnded
+            | MigrationCleared
+            | IndexCreatedWithEmbedder
+            | EmbedderChanged
+            | LogTruncated
+            | PayloadIndexCreated
+            | PayloadIndexDropped
+            | TextIndexCreated
+            | IndexCreatedStored
+            | ConfigPromotedStored
             | IndexCreatedWithEmbedderStored => true,
             VectorsUpserted | VectorsDeleted | HnswTrialRecorded | BucketErrorRecorded | RecordsMoved
             | SnapshotTaken | LogArchived | EvalSetCreated | TrialRecorded | MigrationBatch

@@ -246,7 +246,9 @@ impl Log {
         txn.set_durability(Durability::Immediate)?;
         txn.open_table(super::NODE)?.insert(super::OWNER_KEY, snapshot_owner.as_str())?;
         txn.commit()?;
-        self.owner.set(snapshot_owner).map_err(|_already| LogError::Clustered { op: "set a second upstream" })?;
+        self.owner
+            .set(snapshot_owner)
+            .map_err(|_already| LogError::Clustered { op: "set a second upstream" })?;
         self.upstream.set(upstream).map_err(|_already| LogError::Clustered { op: "set a second upstream" })
     }
 

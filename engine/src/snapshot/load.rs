@@ -96,14 +96,17 @@ fn scan(
     let mut out = Vec::new();
     let mut asked = max;
     let owner = log.snapshot_owner();
-    let mine = |taken: &SnapshotTaken| owner.as_ref().is_none_or(|prefix| taken.key.starts_with(prefix.as_str()));
+    let mine =
+        |taken: &SnapshotTaken| owner.as_ref().is_none_or(|prefix| taken.key.starts_with(prefix.as_str()));
     loop {
         let frames = log.newest_frames_of_kind(EventKind::SnapshotTaken, asked)?;
         let found = frames.len();
         out.clear();
         for (seq, frame) in frames {
             match decode(seq, &frame) {
-                Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) if mine(&taken) => out.push((seq, taken)),
+                Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) if mine(&taken) => {
+                    out.push((seq, taken))
+                }
                 Ok(_) => {}
                 Err(error) if undecodable == Undecodable::Fail => {
                     return Err(crate::log::LogError::Frame(error).into())

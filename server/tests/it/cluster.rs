@@ -144,10 +144,16 @@ fn kill_9_of_a_nats_server_and_of_an_annal_node_under_writes_loses_no_acknowledg
                                 .max_idle_connections(0)
                                 .build()
                                 .into();
-                            agent.post(format!("{base}/vectors/index/x/add")).send_json(items(&ids)).ok().and_then(
-                                |mut r| Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?)),
-                            )
-                            .map(|(code, text)| (code, serde_json::from_str(&text).unwrap_or(Value::Null)))
+                            agent
+                                .post(format!("{base}/vectors/index/x/add"))
+                                .send_json(items(&ids))
+                                .ok()
+                                .and_then(|mut r| {
+                                    Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
+                                })
+                                .map(|(code, text)| {
+                                    (code, serde_json::from_str(&text).unwrap_or(Value::Null))
+                                })
                         }
                         None => {
                             std::thread::sleep(Duration::from_millis(20));
@@ -222,7 +228,8 @@ fn kill_9_of_a_nats_server_and_of_an_annal_node_under_writes_loses_no_acknowledg
 #[test]
 fn an_empty_replica_catches_up_and_a_cut_off_replica_answers_503_for_an_unmet_min_seq() {
     let nats = Nats::start(3);
-    let (da, dc, dd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, dc, dd) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // The writer talks to the first server only, the cut-off replica to the third.
     let a = node(da.path(), &nats.url_of(0), "a");
     assert_eq!(a.post("/vectors/index", json!({"name": "x", "dimension": DIM, "distance": "l2"})).0, 201);
@@ -265,10 +272,8 @@ fn an_empty_replica_catches_up_and_a_cut_off_replica_answers_503_for_an_unmet_mi
     }
     // Reconnected, it catches up and answers.
     nats.signal(2, "CONT");
-    let (code, hits) = d.post(
-        &format!("/vectors/index/x/search?min_seq={seq}"),
-        json!({"vector": vector(&ids[0]), "k": 1}),
-    );
+    let (code, hits) =
+        d.post(&format!("/vectors/index/x/search?min_seq={seq}"), json!({"vector": vector(&ids[0]), "k": 1}));
     assert_eq!(code, 200, "{hits}");
     assert_eq!(hits["results"][0]["id"], "late-0");
     caught_up(&d, Duration::from_secs(60));

@@ -75,7 +75,10 @@ impl Nats {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start {} ({e}): run .ci/setup.sh, or set ANNAL_NATS_SERVER", binary().display())
+                panic!(
+                    "cannot start {} ({e}): run .ci/setup.sh, or set ANNAL_NATS_SERVER",
+                    binary().display()
+                )
             });
         self.children[i] = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
