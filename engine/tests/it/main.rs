@@ -4,6 +4,7 @@
 mod common;
 
 mod archive;
+mod cluster;
 mod documents;
 mod embed;
 mod filters;

@@ -1,0 +1,80 @@
+//! The clustered log at the log's level: two logs, each the copy of one JetStream
+//! stream on a real `nats-server`, publishing through their links. What the optimistic
+//! concurrency promises (docs/SCALE-OUT.md, "The design"): one numbering on both
+//! copies, another node's data events placed after, a write validated before another
+//! node's schema change refused with nothing appended.
+
+#[path = "../../../server/tests/it/common/nats.rs"]
+mod nats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use annal_engine::event::{Event, EventBody, HnswConfig, IndexCreated, Metric};
+use annal_engine::{ClusterConfig, ClusterError, ClusterLink, Log, LogConfig, LogError, LOG_FILE};
+
+use crate::common::upsert;
+
+fn joined(dir: &std::path::Path, url: &str, node: &str) -> (Arc<Log>, Arc<ClusterLink>) {
+    let log = Arc::new(Log::open(dir.join(LOG_FILE), LogConfig::default()).unwrap());
+    let mut config = ClusterConfig::new(url, node);
+    config.replicas = 1;
+    let link = ClusterLink::connect(config, &log).unwrap();
+    log.set_upstream(Arc::clone(&link) as _, format!("snapshots/{node}/")).unwrap();
+    (log, link)
+}
+
+fn create(name: &str) -> Event {
+    Event::new(
+        "test",
+        EventBody::IndexCreated(IndexCreated {
+            name: name.into(),
+            dimension: 4,
+            metric: Metric::L2,
+            config: HnswConfig::default(),
+        }),
+    )
+}
+
+#[test]
+fn a_write_validated_before_another_nodes_schema_change_is_refused_and_nothing_else_is() {
+    let nats = nats::Nats::start(1);
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, link_a) = joined(da.path(), &nats.url(), "a");
+    let (b, link_b) = joined(db.path(), &nats.url(), "b");
+    let wait = Duration::from_secs(10);
+
+    // Node a creates an index: a schema change, which b copies as another node's.
+    assert_eq!(a.append(&[create("docs")]).unwrap(), Some(1..=1));
+    assert_eq!(b.wait_seq(1, wait), 1);
+    assert_eq!(b.foreign_guard_seq(), 1, "b marks a's create");
+    assert_eq!(a.foreign_guard_seq(), 0, "a's own events are not another node's");
+
+    // A write b validated before the create (as of event 0) is refused, nothing appended.
+    match b.append_validated(&[upsert("late", 2, 4)], 0) {
+        Err(LogError::Cluster(ClusterError::Conflict { foreign_seq: 1, validated: 0 })) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(link_b.status().conflicts, 1);
+    // Validated after it, the same write is placed after it: event 2 on both copies.
+    assert_eq!(b.append_validated(&[upsert("b", 2, 4)], 1).unwrap(), Some(2..=2));
+    // Another node's data event refuses nothing: a, whose copy may still be at 1, is
+    // placed after b's write (republished if it went out expecting 1).
+    assert_eq!(a.append_validated(&[upsert("a", 2, 4)], 0).unwrap(), Some(3..=3));
+    // Several events appended together stay together, numbered alike on both.
+    assert_eq!(b.append(&[upsert("c", 1, 4), upsert("d", 1, 4)]).unwrap(), Some(4..=5));
+
+    assert_eq!(a.wait_seq(5, wait), 5);
+    assert_eq!(b.wait_seq(5, wait), 5);
+    let frames = |log: &Log| log.read_frames(1..=5, 100).unwrap();
+    assert_eq!(frames(&a), frames(&b), "both copies hold the same frames at the same numbers");
+    assert_eq!(link_a.status().copied, 4, "4 messages: the group of two is one");
+    assert_eq!(link_b.status().copied, 4);
+    // A copy is refused what would make it differ from the stream.
+    assert!(matches!(a.truncate_after(2, &create("x")), Err(LogError::Clustered { op: "truncate" })));
+
+    for (log, link) in [(a, link_a), (b, link_b)] {
+        log.close().unwrap();
+        link.close();
+    }
+}
