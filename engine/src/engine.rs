@@ -199,6 +199,10 @@ pub struct EngineStats {
     pub lag_events: u64,
     /// Every index.
     pub indexes: Vec<IndexStats>,
+    /// Where this node stands in its cluster (`None` for a single node).
+    pub cluster: Option<crate::cluster::ClusterStatus>,
+    /// Whether `/readyz` sends traffic here (see [`Startup::in_sync`]).
+    pub in_sync: bool,
 }
 
 /// An open data directory: the log and its projections.
@@ -600,6 +604,8 @@ impl Engine {
             projector,
             rebuilds,
             indexes,
+            cluster: self.cluster_status(),
+            in_sync: self.startup().in_sync,
         }
     }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     last_seq: IntGauge,
     applied_seq: IntGauge,
     lag: IntGauge,
+    cluster_lag: IntGauge,
+    in_sync: IntGauge,
     poisoned: IntGauge,
     rebuilds_running: IntGauge,
     index_vectors: IntGaugeVec,
@@ -46,14 +48,20 @@ struct Totals {
     rebuild_failures: Total,
     rebuilds_cancelled: Total,
     journal_failures: Total,
+    publishes: Total,
+    republishes: Total,
+    conflicts: Total,
     /// What each labelled bucket counter has counted up to.
     bucket_errors_seen: BTreeMap<(String, &'static str), u64>,
     bucket_rescued_seen: BTreeMap<String, u64>,
 }
 
 impl Totals {
-    fn all(&self) -> [&Total; 7] {
+    fn all(&self) -> [&Total; 10] {
         [
+            &self.publishes,
+            &self.republishes,
+            &self.conflicts,
             &self.journal_failures,
             &self.commits,
             &self.events_applied,
@@ -126,6 +134,18 @@ impl Metrics {
                 "annal_bucket_journal_failures_total",
                 "Bucket errors that could not be appended to the log (only in the server log)",
             )?,
+            publishes: Total::new(
+                "annal_cluster_publishes_total",
+                "Commit messages this node published to the cluster's stream",
+            )?,
+            republishes: Total::new(
+                "annal_cluster_republishes_total",
+                "Publishes placed again because another node's commit came first",
+            )?,
+            conflicts: Total::new(
+                "annal_cluster_conflicts_total",
+                "Writes refused because another node changed the schema after their validation",
+            )?,
             bucket_errors_seen: BTreeMap::new(),
             bucket_rescued_seen: BTreeMap::new(),
         };
@@ -138,6 +158,11 @@ impl Metrics {
             last_seq: gauge("annal_log_last_seq", "Highest committed log sequence number")?,
             applied_seq: gauge("annal_projection_applied_seq", "Highest sequence number applied")?,
             lag: gauge("annal_projection_lag_events", "Events committed but not yet applied")?,
+            cluster_lag: gauge(
+                "annal_cluster_lag_messages",
+                "Messages of the cluster's stream this node has not copied yet (0 for a single node)",
+            )?,
+            in_sync: gauge("annal_in_sync", "1 while /readyz sends traffic here")?,
             poisoned: gauge("annal_log_poisoned", "1 once a failed commit made the log refuse writes")?,
             rebuilds_running: gauge("annal_projection_rebuilds_running", "1 while a graph rebuild runs")?,
             index_vectors: IntGaugeVec::new(
@@ -177,6 +202,8 @@ impl Metrics {
             &self.last_seq,
             &self.applied_seq,
             &self.lag,
+            &self.cluster_lag,
+            &self.in_sync,
             &self.poisoned,
             &self.rebuilds_running,
         ] {
@@ -248,7 +275,14 @@ impl Metrics {
             t.rebuilds.advance(stats.rebuilds.rebuilds);
             t.rebuild_failures.advance(stats.rebuilds.failures);
             t.rebuilds_cancelled.advance(stats.rebuilds.cancelled);
+            if let Some(cluster) = &stats.cluster {
+                t.publishes.advance(cluster.published);
+                t.republishes.advance(cluster.republished);
+                t.conflicts.advance(cluster.conflicts);
+            }
         }
+        self.cluster_lag.set(gauge_value(stats.cluster.as_ref().map_or(0, |c| c.lag_messages)));
+        self.in_sync.set(i64::from(stats.in_sync));
         self.rebuilds_running.set(i64::from(stats.rebuilds.running));
         self.inflight_body_bytes.set(gauge_value(inflight_body_bytes));
         self.last_seq.set(gauge_value(stats.log.last_seq));

@@ -107,6 +107,17 @@ fn writes_through_either_node_are_applied_on_both_in_one_order_with_equal_digest
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["ready"] == true && l["last_seq"] == 21 && l["clustered"] == true));
+    // And the scrape's: both nodes published, are in sync, have nothing left to copy.
+    for node in [&a, &b] {
+        let metrics = node.metrics();
+        let value = |name: &str| -> f64 {
+            let line = metrics.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert!(value("annal_cluster_publishes_total") >= 10.0, "{metrics}");
+        assert_eq!(value("annal_cluster_lag_messages"), 0.0);
+        assert_eq!(value("annal_in_sync"), 1.0);
+    }
     a.terminate();
     b.terminate();
     // The same state, event for event: the offline replay of each copy agrees.
