@@ -14,7 +14,7 @@ secs=${1:-60}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(frame_decode payload_decode snapshot_decode snapshot_sections http_body filter_parse keyword_query engine_ops)
+  targets=(frame_decode commit_decode payload_decode snapshot_decode snapshot_sections http_body filter_parse keyword_query engine_ops)
 fi
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"

@@ -28,6 +28,26 @@ pub fn frame_decode(data: &[u8]) {
     }
 }
 
+/// Arbitrary bytes as a cluster commit message (docs/FORMAT.md, "Cluster commit
+/// message"): refused, or frames that encode back into the same message; and the
+/// message's bytes with a valid CRC appended, so the fuzzer reaches the frame walk.
+pub fn commit_decode(data: &[u8]) {
+    use annal_engine::cluster_commit::{decode as decode_commit, encode as encode_commit};
+    for message in [data.to_vec(), {
+        let mut m = data.to_vec();
+        m.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        m
+    }] {
+        if let Ok(frames) = decode_commit(&message) {
+            assert!(!frames.is_empty(), "an empty commit decoded");
+            assert_eq!(encode_commit(&frames), message, "a decoded commit re-encodes to its bytes");
+            for frame in &frames {
+                frame_decode(frame);
+            }
+        }
+    }
+}
+
 /// Arbitrary payloads behind a valid header and checksum, for every kind (and unknown
 /// ones), so the fuzzer reaches rkyv's validation instead of stopping at the CRC.
 pub fn payload_decode(data: &[u8]) {

@@ -114,6 +114,18 @@ fn frame_decoders_survive_the_corpus_generated_inputs_and_damaged_real_frames() 
     assert!(run("payload_decode", annal_fuzz::payload_decode, payloads) >= 3_200);
 }
 
+#[test]
+fn the_commit_decoder_survives_generated_inputs_and_every_damaged_real_commit() {
+    let mut inputs = generated("commit_decode", 2_000, 512);
+    let frames: Vec<Vec<u8>> =
+        sample_events().iter().map(|e| annal_engine::event::encode(e).unwrap()).take(4).collect();
+    let real = annal_engine::cluster_commit::encode(&frames);
+    assert_eq!(annal_engine::cluster_commit::decode(&real).unwrap(), frames);
+    inputs.extend(damaged(&real));
+    inputs.push(real);
+    assert!(run("commit_decode", annal_fuzz::commit_decode, inputs) > 2_000);
+}
+
 fn sample_events() -> Vec<annal_engine::Event> {
     use annal_engine::event::*;
     let item = VectorItem {
