@@ -78,3 +78,39 @@ fn a_write_validated_before_another_nodes_schema_change_is_refused_and_nothing_e
         link.close();
     }
 }
+
+#[test]
+fn a_message_that_is_not_an_annal_commit_stops_the_copy_names_it_and_refuses_writes() {
+    let nats = nats::Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (log, link) = joined(dir.path(), &nats.url(), "a");
+    assert_eq!(log.append(&[create("docs")]).unwrap(), Some(1..=1));
+    // Something else publishes into the stream's subject.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let subject = link.config().subject();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.publish(subject, "not a commit".into()).await.unwrap().await.unwrap();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let fault = loop {
+        if let Some(fault) = link.status().fault {
+            break fault;
+        }
+        assert!(std::time::Instant::now() < deadline, "the copy did not stop on a foreign message");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(fault.contains("stream message 2"), "{fault}");
+    assert_eq!(log.last_seq(), 1, "nothing of it was copied");
+    assert_eq!(log.stream_seq(), 1);
+    // Writes are refused while the copy cannot go on, naming why.
+    match log.append(&[upsert("x", 1, 4)]) {
+        Err(LogError::Cluster(ClusterError::BadMessage { what, .. })) => {
+            assert!(what.contains("stream message 2"), "{what}")
+        }
+        other => panic!("expected the copy's fault, got {other:?}"),
+    }
+    log.close().unwrap();
+    link.close();
+}
