@@ -251,6 +251,10 @@ pub struct Engine {
     schema_through: std::sync::atomic::AtomicU64,
     /// The replicated log this node copies and publishes to, in a cluster.
     cluster: Option<Arc<crate::cluster::ClusterLink>>,
+    /// In a cluster: a write of this node under the schema's write lock failed with an
+    /// unknown outcome (it may be in the stream after all), so the schema is built
+    /// again from the projections before the next validation.
+    schema_stale: std::sync::atomic::AtomicBool,
     /// The last event when the engine started: ready once it is applied.
     target_seq: u64,
     started: Instant,
@@ -295,9 +299,16 @@ impl Engine {
                 let link =
                     crate::cluster::ClusterLink::connect(cluster.clone(), &log).map_err(LogError::from)?;
                 let owner = format!("{}/{}/", snapshot::PREFIX, cluster.node);
-                log.set_upstream(Arc::clone(&link) as Arc<dyn crate::log::Upstream>, owner)?;
+                log.set_upstream(
+                    Arc::clone(&link) as Arc<dyn crate::log::Upstream>,
+                    owner,
+                    link.stream_id(),
+                )?;
                 Some(link)
             }
+            // A copy of a stream takes no writes of a process that did not join it:
+            // they would number events differently from the stream.
+            None if log.is_copy() => return Err(LogError::Clustered { op: "open without --cluster" }.into()),
             None => None,
         };
         let recorder = Arc::new(Recorder { log: Arc::clone(&log), projector: OnceLock::new() });
@@ -365,6 +376,7 @@ impl Engine {
             storage,
             schema: OnceLock::new(),
             schema_through: std::sync::atomic::AtomicU64::new(0),
+            schema_stale: std::sync::atomic::AtomicBool::new(false),
             cluster,
             target_seq,
             started,
@@ -472,20 +484,31 @@ impl Engine {
     /// copied so far and build the schema again from them, under its write lock.
     fn refresh_schema(&self, schema: &RwLock<Schema>) -> Result<(), Error> {
         use std::sync::atomic::Ordering;
-        if self.log.foreign_guard_seq() <= self.schema_through.load(Ordering::Acquire) {
+        let behind = || {
+            self.schema_stale.load(Ordering::Acquire)
+                || self.log.foreign_guard_seq() > self.schema_through.load(Ordering::Acquire)
+        };
+        if !behind() {
             return Ok(());
         }
         let mut guard = crate::sync::write(schema);
-        if self.log.foreign_guard_seq() <= self.schema_through.load(Ordering::Acquire) {
+        if !behind() {
             return Ok(()); // another writer refreshed it
         }
-        let target = self.log.last_seq();
+        // Up to the newest change of another node; after one of this node's writes
+        // with an unknown outcome, up to everything copied.
+        let stale = self.schema_stale.swap(false, Ordering::AcqRel);
+        let target = if stale { self.log.last_seq() } else { self.log.foreign_guard_seq() };
         match self.projector.wait_applied(target, self.config.apply_timeout) {
             Ok(()) => {}
             Err(crate::ProjectionError::Timeout { applied, .. }) => {
-                return Err(Error::NotYetApplied { seq: target, applied })
+                self.schema_stale.fetch_or(stale, Ordering::AcqRel);
+                return Err(Error::NotYetApplied { seq: target, applied });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                self.schema_stale.fetch_or(stale, Ordering::AcqRel);
+                return Err(e.into());
+            }
         }
         *guard = self.build_schema();
         self.schema_through.store(target, Ordering::Release);
@@ -672,7 +695,17 @@ impl Engine {
                 validate::too_large_for_one_event(len).into()
             }
             other => Error::from(other),
-        })?;
+        });
+        if let Err(error) = &range {
+            // A write that may be in the stream after all: the schema this node keeps
+            // in step with its own writes may have missed it.
+            if self.cluster.is_some()
+                && matches!(error.kind(), crate::ErrorKind::OutcomeUnknown | crate::ErrorKind::Unavailable(_))
+            {
+                self.schema_stale.store(true, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let range = range?;
         Ok(range.map_or(0, |r| *r.end()))
     }
 }

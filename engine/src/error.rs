@@ -379,7 +379,10 @@ impl crate::cluster::ClusterError {
             C::NotMirrored { .. } => ErrorKind::Unavailable(Unavailable::Lagging),
             C::Connect { .. } | C::JetStream { .. } => ErrorKind::Backend,
             C::Closed => ErrorKind::Unavailable(Unavailable::Closing),
-            C::BadMessage { .. } | C::Diverged { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
+            C::BadMessage { .. } | C::Diverged { .. } | C::Copy { .. } => {
+                ErrorKind::Unavailable(Unavailable::Faulted)
+            }
+            C::Task(_) => ErrorKind::OutcomeUnknown,
             C::Runtime(_) => ErrorKind::Internal,
         }
     }

@@ -30,6 +30,8 @@ impl ClusterError {
                 stream_last: *stream_last,
             },
             Self::Runtime(e) => Self::Runtime(std::io::Error::new(e.kind(), e.to_string())),
+            Self::Copy { source } => Self::Copy { source: source.to_string().into() },
+            Self::Task(e) => Self::Runtime(std::io::Error::other(e.to_string())),
             Self::Closed => Self::Closed,
         }
     }
@@ -126,6 +128,17 @@ pub enum ClusterError {
         /// The commit message's size.
         bytes: usize,
     },
+    /// The local log refused a copied batch (poisoned by a failed commit, a full
+    /// disk): copying stops until the node is restarted.
+    #[error("copying into the local log failed")]
+    Copy {
+        /// The log's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A task on the link's runtime was cancelled (closing) or panicked.
+    #[error("a cluster task did not finish")]
+    Task(#[source] tokio::task::JoinError),
     /// The runtime or the copying task could not be started.
     #[error("cluster runtime failed")]
     Runtime(#[source] std::io::Error),

@@ -175,6 +175,8 @@ pub struct ClusterLink {
     /// Local ranges of this process's commits, by message id, once copied.
     copied: Arc<Copied>,
     fault: Arc<Mutex<Option<String>>>,
+    /// The stream's name and creation time, recorded in the log at join.
+    stream_id: String,
     published: AtomicU64,
     republished: AtomicU64,
     /// Appends waiting for the publishing thread; `None` once closed.
@@ -212,6 +214,18 @@ impl ClusterLink {
                 stream_last: info.state.last_sequence,
             });
         }
+        // The stream, by name and creation time: a stream deleted and made again, or
+        // another cluster's of the same name, is not the one this log copied.
+        let stream_id = format!("{}@{:?}", info.config.name, info.created);
+        let recorded = log.recorded_stream().map_err(|e| ClusterError::Copy { source: Box::new(e) })?;
+        if recorded.as_ref().is_some_and(|r| *r != stream_id) {
+            return Err(ClusterError::Diverged {
+                stream: config.stream.clone(),
+                local_last,
+                cursor,
+                stream_last: info.state.last_sequence,
+            });
+        }
         let process = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -227,6 +241,7 @@ impl ClusterLink {
             contact_ms: Arc::new(AtomicU64::new(1)),
             started: Instant::now(),
             copied: Arc::default(),
+            stream_id,
             fault: Arc::default(),
             published: AtomicU64::new(0),
             republished: AtomicU64::new(0),
@@ -267,6 +282,11 @@ impl ClusterLink {
                 ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
             },
         }
+    }
+
+    /// The stream's identity (name and creation time), for [`Log::set_upstream`].
+    pub fn stream_id(&self) -> &str {
+        &self.stream_id
     }
 
     /// The config this link was made with.
@@ -317,7 +337,7 @@ impl ClusterLink {
             loop {
                 match copier.run().await {
                     Ok(()) => return, // the log closed
-                    Err(error @ ClusterError::BadMessage { .. }) => {
+                    Err(error @ (ClusterError::BadMessage { .. } | ClusterError::Copy { .. })) => {
                         let text = crate::chain::chain(&error);
                         tracing::error!(error = %text, "copying the stream stopped");
                         *lock(&fault) = Some(text);
@@ -336,7 +356,7 @@ impl ClusterLink {
     where
         F::Output: Send,
     {
-        futures::executor::block_on(self.handle.spawn(future)).map_err(|_cancelled| ClusterError::Closed)
+        futures::executor::block_on(self.handle.spawn(future)).map_err(ClusterError::Task)
     }
 
     /// Publish `payload` with message id `msg_id`, placed after stream position
@@ -368,6 +388,11 @@ impl ClusterLink {
         })
     }
 
+    /// Whether this process's commit `msg_id` was copied (without taking it).
+    fn copied_already(&self, msg_id: &str) -> bool {
+        lock(&self.copied.0).contains_key(msg_id)
+    }
+
     /// Wait until the copier has copied this process's commit `msg_id`; its local range.
     fn wait_copied(&self, msg_id: &str, timeout: Duration) -> Option<RangeInclusive<u64>> {
         let (map, cv) = &*self.copied;
@@ -378,7 +403,7 @@ impl ClusterLink {
                 return Some(range);
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || lock(&self.fault).is_some() {
+            if left.is_zero() || lock(&self.fault).is_some() || self.log.is_closed() {
                 return None;
             }
             guard = cv
@@ -434,28 +459,38 @@ impl ClusterLink {
         std::thread::Builder::new()
             .name("annal-publisher".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
+                let size = |p: &Pending| p.frames.iter().map(|f| f.len() + 4).sum::<usize>();
+                let mut carry: Option<Pending> = None;
+                loop {
+                    let first = match carry.take() {
+                        Some(first) => first,
+                        None => match rx.recv() {
+                            Ok(first) => first,
+                            Err(_closed) => return,
+                        },
+                    };
                     let Some(link) = link.upgrade() else {
                         let _ = first.reply.send(Err(ClusterError::Closed));
                         continue;
                     };
-                    let mut bytes = first.frames.iter().map(|f| f.len() + 4).sum::<usize>() + 12;
+                    // A group holds what fits in one message: its bytes under the
+                    // servers' max_payload, its frames under the decoder's bound. The
+                    // first append that would not fit starts the next group.
+                    let (mut bytes, mut frames) = (12 + size(&first), first.frames.len());
                     let mut batch = vec![first];
-                    while let Ok(next) = rx.try_recv() {
-                        bytes += next.frames.iter().map(|f| f.len() + 4).sum::<usize>();
-                        batch.push(next);
-                        if bytes >= link.max_payload / 2 || batch.len() >= GROUP_APPENDS_MAX {
+                    while batch.len() < GROUP_APPENDS_MAX {
+                        let Ok(next) = rx.try_recv() else { break };
+                        if bytes + size(&next) > link.max_payload
+                            || frames + next.frames.len() > commit::FRAMES_MAX
+                        {
+                            carry = Some(next);
                             break;
                         }
+                        bytes += size(&next);
+                        frames += next.frames.len();
+                        batch.push(next);
                     }
-                    // A group that grew past the server's limit goes out in two.
-                    if bytes > link.max_payload && batch.len() > 1 {
-                        let rest = batch.split_off(batch.len() / 2);
-                        link.publish_group(batch);
-                        link.publish_group(rest);
-                    } else {
-                        link.publish_group(batch);
-                    }
+                    link.publish_group(batch);
                 }
             })
             .map_err(ClusterError::Runtime)?;
@@ -505,7 +540,13 @@ impl ClusterLink {
                 .clamp(Duration::from_millis(1), ATTEMPT_TIMEOUT);
             let sent = match self.publish_once(&group.payload, &group.msg_id, expected, left) {
                 Ok(sent) => sent,
-                Err(error) => break Err(error),
+                // The task was cancelled (closing) or failed: it may have been sent.
+                Err(error) => {
+                    break Err(ClusterError::Publish {
+                        msg_id: group.msg_id.clone(),
+                        source: Box::new(error),
+                    })
+                }
             };
             match sent {
                 Ok(seq) => break Ok(seq),
@@ -523,6 +564,10 @@ impl ClusterLink {
                     expected = self.log.stream_seq();
                     let foreign_seq = self.log.foreign_guard_seq();
                     if uncertain {
+                        // Stored by an earlier attempt after all: its copy is here.
+                        if self.copied_already(&group.msg_id) {
+                            break Ok(expected);
+                        }
                         if group.pending.iter().any(|p| p.validated.is_some_and(|v| foreign_seq > v)) {
                             // Neither placed after the schema change nor known not to be
                             // stored: its callers learn that the outcome is unknown.
@@ -702,7 +747,9 @@ impl Copier {
             let range = match range {
                 Ok(range) => range,
                 Err(LogError::Closed) => return Ok(()),
-                Err(error) => return Err(js_error("copy", crate::chain::chain(&error))),
+                // The local log refused (poisoned, a full disk): copying cannot go on
+                // until the node is restarted.
+                Err(error) => return Err(ClusterError::Copy { source: Box::new(error) }),
             };
             self.stream_last.fetch_max(last, Ordering::AcqRel);
             if let Some(range) = range {

@@ -37,11 +37,13 @@ pub(crate) const STREAM_SEQ_KEY: &str = "stream_seq";
 /// (key [`OWNER_KEY`]), so offline tools restore only from this node's snapshots too.
 pub(crate) const NODE: TableDefinition<&str, &str> = TableDefinition::new("cluster_node");
 pub(crate) const OWNER_KEY: &str = "snapshot_owner";
+/// With [`OWNER_KEY`]: which stream (name and creation time) the log copies.
+pub(crate) const STREAM_ID_KEY: &str = "stream";
 
-/// The snapshot key prefix a copied log records (`None` for a log of its own).
-pub(crate) fn recorded_owner(txn: &ReadTransaction) -> Result<Option<String>, LogError> {
+/// What a copied log records under `key` in [`NODE`] (`None` for a log of its own).
+pub(crate) fn recorded(txn: &ReadTransaction, key: &str) -> Result<Option<String>, LogError> {
     match txn.open_table(NODE) {
-        Ok(table) => Ok(table.get(OWNER_KEY)?.map(|v| v.value().to_owned())),
+        Ok(table) => Ok(table.get(key)?.map(|v| v.value().to_owned())),
         Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

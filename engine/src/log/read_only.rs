@@ -37,7 +37,7 @@ impl ReadOnlyLog {
     /// # Errors
     /// [`LogError::Storage`] if redb fails.
     pub fn snapshot_owner(&self) -> Result<Option<String>, LogError> {
-        super::recorded_owner(&self.db.begin_read()?)
+        super::recorded(&self.db.begin_read()?, super::OWNER_KEY)
     }
 
     /// Highest stored sequence number (0 for an empty log).

@@ -125,6 +125,8 @@ pub struct Log {
     upstream: std::sync::OnceLock<Arc<dyn Upstream>>,
     /// With `upstream`: the key prefix of this node's snapshots.
     owner: std::sync::OnceLock<String>,
+    /// The file records a cluster it joined (see [`Log::is_copy`]).
+    copy: bool,
 }
 
 impl Log {
@@ -160,9 +162,13 @@ impl Log {
     }
 
     fn start(db: Database, name: &str, config: LogConfig) -> Result<Self, LogError> {
-        let (last, stream_seq) = {
+        let (last, stream_seq, copy) = {
             let txn = db.begin_read()?;
-            (last_stored_seq(&txn)?, super::stream_cursor(&txn)?)
+            (
+                last_stored_seq(&txn)?,
+                super::stream_cursor(&txn)?,
+                super::recorded(&txn, super::OWNER_KEY)?.is_some(),
+            )
         };
         let shared = Arc::new(Shared {
             stream_seq: AtomicU64::new(stream_seq),
@@ -192,6 +198,7 @@ impl Log {
             config,
             upstream: std::sync::OnceLock::new(),
             owner: std::sync::OnceLock::new(),
+            copy,
         })
     }
 
@@ -240,11 +247,21 @@ impl Log {
     ///
     /// # Errors
     /// [`LogError::Clustered`] if an upstream is set already.
-    pub fn set_upstream(&self, upstream: Arc<dyn Upstream>, snapshot_owner: String) -> Result<(), LogError> {
-        // Recorded in the file for offline tools; nothing is appended before this.
+    pub fn set_upstream(
+        &self,
+        upstream: Arc<dyn Upstream>,
+        snapshot_owner: String,
+        stream_id: &str,
+    ) -> Result<(), LogError> {
+        // Recorded in the file for offline tools and later joins; nothing is appended
+        // before this.
         let mut txn = self.shared.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        txn.open_table(super::NODE)?.insert(super::OWNER_KEY, snapshot_owner.as_str())?;
+        {
+            let mut node = txn.open_table(super::NODE)?;
+            node.insert(super::OWNER_KEY, snapshot_owner.as_str())?;
+            node.insert(super::STREAM_ID_KEY, stream_id)?;
+        }
         txn.commit()?;
         self.owner
             .set(snapshot_owner)
@@ -257,9 +274,25 @@ impl Log {
         self.owner.get().cloned()
     }
 
+    /// The stream this copy was made from, as recorded when it joined (`None`: never
+    /// joined).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn recorded_stream(&self) -> Result<Option<String>, LogError> {
+        super::recorded(&self.shared.db.begin_read()?, super::STREAM_ID_KEY)
+    }
+
     /// Whether appends go to a replicated stream.
     pub fn is_clustered(&self) -> bool {
         self.upstream.get().is_some()
+    }
+
+    /// Whether this log is (or was made as) the copy of a replicated stream: it joined
+    /// a cluster once. Such a log takes no local writes (archive, truncate, appends
+    /// of a process that did not join the cluster).
+    pub fn is_copy(&self) -> bool {
+        self.is_clustered() || self.copy
     }
 
     /// Copy stream messages into the log: their frames at the next sequence numbers
@@ -341,7 +374,7 @@ impl Log {
     /// `segment.last` is stored; as [`Log::append`] otherwise.
     pub fn archive(&self, segment: Segment, audit: &Event) -> Result<u64, LogError> {
         self.check_writable()?;
-        if self.is_clustered() {
+        if self.is_copy() {
             return Err(LogError::Clustered { op: "archive" });
         }
         let frame = encode(audit)?;
@@ -359,7 +392,7 @@ impl Log {
     /// not before the first one minus one; as [`Log::append`] otherwise.
     pub fn truncate_after(&self, after: u64, audit: &Event) -> Result<u64, LogError> {
         self.check_writable()?;
-        if self.is_clustered() {
+        if self.is_copy() {
             return Err(LogError::Clustered { op: "truncate" });
         }
         let frame = encode(audit)?;

@@ -20,7 +20,7 @@ fn joined(dir: &std::path::Path, url: &str, node: &str) -> (Arc<Log>, Arc<Cluste
     let mut config = ClusterConfig::new(url, node);
     config.replicas = 1;
     let link = ClusterLink::connect(config, &log).unwrap();
-    log.set_upstream(Arc::clone(&link) as _, format!("snapshots/{node}/")).unwrap();
+    log.set_upstream(Arc::clone(&link) as _, format!("snapshots/{node}/"), link.stream_id()).unwrap();
     (log, link)
 }
 
@@ -77,6 +77,17 @@ fn a_write_validated_before_another_nodes_schema_change_is_refused_and_nothing_e
         log.close().unwrap();
         link.close();
     }
+    // Reopened without the cluster, a copy still refuses what would make it differ,
+    // and an engine does not open it as a single node's log.
+    let reopened = Log::open(da.path().join(LOG_FILE), LogConfig::default()).unwrap();
+    assert!(reopened.is_copy());
+    assert!(matches!(reopened.truncate_after(2, &create("x")), Err(LogError::Clustered { op: "truncate" })));
+    drop(reopened);
+    let refused = annal_engine::Engine::open(da.path(), annal_engine::EngineConfig::default());
+    assert!(
+        matches!(refused, Err(annal_engine::Error::Log(LogError::Clustered { .. }))),
+        "a copy opened as a single node"
+    );
 }
 
 #[test]

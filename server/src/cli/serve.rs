@@ -111,6 +111,11 @@ pub struct ServeArgs {
 fn cluster(args: &ServeArgs) -> Result<Option<annal_engine::ClusterConfig>, String> {
     let Some(url) = &args.cluster else { return Ok(None) };
     let node = args.node.clone().ok_or("--cluster needs --node NAME (this node's name in the cluster)")?;
+    if args.archive_log {
+        return Err(
+            "--archive-log cannot be used with --cluster: a node's log is a copy of the stream".into()
+        );
+    }
     let mut config = annal_engine::ClusterConfig::new(url.clone(), node);
     config.stream = args.cluster_stream.clone();
     config.replicas = usize::try_from(args.cluster_replicas).unwrap_or(3);

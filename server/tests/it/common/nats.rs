@@ -28,6 +28,7 @@ fn free_port() -> u16 {
 pub struct Nats {
     dir: tempfile::TempDir,
     client_ports: Vec<u16>,
+    monitor_ports: Vec<u16>,
     children: Vec<Option<Child>>,
 }
 
@@ -37,6 +38,7 @@ impl Nats {
         let dir = tempfile::tempdir().unwrap();
         let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let route_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let monitor_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let routes: Vec<String> = route_ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
         for i in 0..n {
             let store = dir.path().join(format!("js{i}"));
@@ -50,14 +52,15 @@ impl Nats {
                 String::new()
             };
             let config = format!(
-                "server_name: n{i}\nlisten: 127.0.0.1:{}\nmax_payload: 8MB\n\
+                "server_name: n{i}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{}\nmax_payload: 8MB\n\
                  jetstream {{ store_dir: \"{}\", sync_interval: always }}\n{cluster}\n",
                 client_ports[i],
+                monitor_ports[i],
                 store.display()
             );
             std::fs::write(dir.path().join(format!("n{i}.conf")), config).unwrap();
         }
-        let mut nats = Nats { dir, client_ports, children: (0..n).map(|_| None).collect() };
+        let mut nats = Nats { dir, client_ports, monitor_ports, children: (0..n).map(|_| None).collect() };
         for i in 0..n {
             nats.start_node(i);
         }
@@ -101,6 +104,30 @@ impl Nats {
     pub fn signal(&self, i: usize, signal: &str) {
         let pid = self.children[i].as_ref().unwrap().id().to_string();
         assert!(Command::new("kill").args([&format!("-{signal}"), &pid]).status().unwrap().success());
+    }
+
+    /// Which server leads `stream`'s Raft group now, asked of a running server's
+    /// monitoring endpoint (`/jsz`); `None` if no running server knows.
+    pub fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(2))).build().into();
+        for i in (0..self.children.len()).filter(|&i| self.children[i].is_some()) {
+            let url = format!("http://127.0.0.1:{}/jsz?streams=true", self.monitor_ports[i]);
+            let Ok(mut answer) = agent.get(&url).call() else { continue };
+            let Ok(text) = answer.body_mut().read_to_string() else { continue };
+            let Ok(jsz) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+            let accounts = jsz["account_details"].as_array().cloned().unwrap_or_default();
+            for detail in
+                accounts.iter().flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+            {
+                if detail["name"] == stream {
+                    if let Some(leader) = detail["cluster"]["leader"].as_str() {
+                        return leader.strip_prefix('n')?.parse().ok();
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Every server's client address, comma-separated (what `--cluster` takes).
