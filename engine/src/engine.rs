@@ -344,6 +344,10 @@ impl Engine {
             Arc::clone(&projector),
             target_seq,
             config.hooks.clone(),
+            cluster.as_ref().map(|link| {
+                let link = Arc::clone(link);
+                Arc::new(move || link.holds_embedder_lease()) as Arc<dyn Fn() -> bool + Send + Sync>
+            }),
         )?;
         tracing::info!(
             events = target_seq,

@@ -52,6 +52,12 @@ const PUBLISH_ATTEMPTS_MAX: u32 = 64;
 /// Idle half-seconds of the consumer, while the stream holds more, before it is made
 /// again.
 const STALL_IDLE_TICKS: u32 = 4;
+/// The lease of the node that embeds documents (the others leave it to that one).
+pub const EMBEDDER_LEASE: &str = "embedder";
+/// A lease not renewed for this long lapses, and another node may take it.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often the holder renews a lease (and a node without it tries to take it).
+const LEASE_RENEW: Duration = Duration::from_secs(5);
 /// Longest wait for one publish's ack before it is sent again (same message id).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// This process's commits the copier has copied, by message id, with their local
@@ -145,6 +151,8 @@ pub struct ClusterStatus {
     pub conflicts: u64,
     /// Why copying stopped, if it did.
     pub fault: Option<String>,
+    /// Whether this node holds the embedder lease (it alone embeds documents).
+    pub embedder_lease: bool,
     /// Time since this node last read the stream's state from a server (`None`: not
     /// yet). A node cut off from every server cannot know how far behind it is, so it
     /// is not ready once this passes [`CONTACT_STALE`].
@@ -177,6 +185,8 @@ pub struct ClusterLink {
     fault: Arc<Mutex<Option<String>>>,
     /// The stream's name and creation time, recorded in the log at join.
     stream_id: String,
+    /// Whether this node holds the [`EMBEDDER_LEASE`].
+    embedder_lease: Arc<std::sync::atomic::AtomicBool>,
     published: AtomicU64,
     republished: AtomicU64,
     /// Appends waiting for the publishing thread; `None` once closed.
@@ -242,6 +252,7 @@ impl ClusterLink {
             started: Instant::now(),
             copied: Arc::default(),
             stream_id,
+            embedder_lease: Arc::default(),
             fault: Arc::default(),
             published: AtomicU64::new(0),
             republished: AtomicU64::new(0),
@@ -251,6 +262,7 @@ impl ClusterLink {
             config,
         });
         link.spawn_publisher()?;
+        link.spawn_lease(EMBEDDER_LEASE, Arc::clone(&link.embedder_lease));
         link.spawn_copier(Arc::downgrade(log));
         link.spawn_poller();
         tracing::info!(
@@ -277,11 +289,68 @@ impl ClusterLink {
             republished: self.republished.load(Ordering::Relaxed),
             conflicts: self.conflicts.load(Ordering::Relaxed),
             fault: lock(&self.fault).clone(),
+            embedder_lease: self.holds_embedder_lease(),
             since_contact: match self.contact_ms.load(Ordering::Acquire) {
                 0 => None,
                 ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
             },
         }
+    }
+
+    /// Whether this node holds the [`EMBEDDER_LEASE`]: in a cluster, only the holder
+    /// embeds documents, so each is embedded once, not once per node.
+    pub fn holds_embedder_lease(&self) -> bool {
+        self.embedder_lease.load(Ordering::Acquire)
+    }
+
+    /// Keep trying to take lease `name` (a key of the JetStream KV bucket
+    /// `<stream>_leases`, whose entries lapse after [`LEASE_TTL`]) and renew it while
+    /// held: `create` succeeds only on an absent key, `update` only at the revision
+    /// this node wrote, so at most one node holds it. A holder that cannot renew
+    /// stops counting itself as holder at once, a full TTL before another can take it.
+    fn spawn_lease(self: &Arc<Self>, name: &'static str, held: Arc<std::sync::atomic::AtomicBool>) {
+        let js = self.js.clone();
+        let origin = self.origin.clone();
+        let bucket = format!("{}_leases", self.config.stream);
+        let replicas = self.config.replicas;
+        self.handle.spawn(async move {
+            let store = loop {
+                match js.get_key_value(bucket.as_str()).await {
+                    Ok(store) => break store,
+                    Err(_) => {
+                        let config = async_nats::jetstream::kv::Config {
+                            bucket: bucket.clone(),
+                            history: 1,
+                            max_age: LEASE_TTL,
+                            num_replicas: replicas,
+                            storage: stream::StorageType::File,
+                            ..Default::default()
+                        };
+                        match js.create_key_value(config).await {
+                            Ok(store) => break store,
+                            Err(error) => {
+                                tracing::warn!(%error, bucket, "lease bucket not available yet");
+                                tokio::time::sleep(LEASE_RENEW).await;
+                            }
+                        }
+                    }
+                }
+            };
+            let mut revision: Option<u64> = None;
+            loop {
+                let value = bytes::Bytes::from(origin.clone());
+                let renewed = match revision {
+                    Some(r) => store.update(name, value, r).await.ok(),
+                    None => store.create(name, value).await.ok(),
+                };
+                if renewed.is_some() != revision.is_some() {
+                    tracing::info!(lease = name, held = renewed.is_some(), "lease changed hands");
+                }
+                revision = renewed;
+                held.store(revision.is_some(), Ordering::Release);
+                tokio::time::sleep(LEASE_RENEW).await;
+            }
+        });
     }
 
     /// The stream's identity (name and creation time), for [`Log::set_upstream`].

@@ -299,6 +299,8 @@ struct WorkerCtx {
     target_seq: u64,
     stop: Arc<AtomicBool>,
     hooks: Hooks,
+    /// In a cluster: whether this node may embed now (it holds the embedder lease).
+    may_embed: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 impl EmbeddingWorker {
@@ -309,6 +311,7 @@ impl EmbeddingWorker {
         projector: Arc<Projector>,
         target_seq: u64,
         hooks: Hooks,
+        may_embed: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     ) -> Result<Self, std::io::Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let ctx = WorkerCtx {
@@ -319,6 +322,7 @@ impl EmbeddingWorker {
             target_seq,
             stop: Arc::clone(&stop),
             hooks,
+            may_embed,
         };
         let thread = std::thread::Builder::new().name("annal-embedder".into()).spawn(move || ctx.run())?;
         Ok(Self { stop, documents, thread: Mutex::new(Some(thread)) })
@@ -349,6 +353,11 @@ impl WorkerCtx {
         while !self.stop.load(Ordering::Acquire) {
             if self.projector.fault().is_some() || self.log.is_poisoned() {
                 return;
+            }
+            // Another node of the cluster embeds: its events bring the vectors here.
+            if self.may_embed.as_ref().is_some_and(|may| !may()) {
+                std::thread::sleep(IDLE_POLL);
+                continue;
             }
             let Some(claim) = self.documents.claim() else {
                 seen = self.documents.wait_for_work(seen, IDLE_POLL);

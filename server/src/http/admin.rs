@@ -115,6 +115,7 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "republished": status.republished,
         "conflicts": status.conflicts,
         "fault": status.fault,
+        "embedder_lease": status.embedder_lease,
         "since_contact_ms": status.since_contact.map(millis),
     })))
 }

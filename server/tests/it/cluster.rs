@@ -107,6 +107,17 @@ fn writes_through_either_node_are_applied_on_both_in_one_order_with_equal_digest
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["ready"] == true && l["last_seq"] == 21 && l["clustered"] == true));
+    // One node holds the embedder lease (it alone embeds documents).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let holders = [&a, &b].iter().filter(|n| n.get("/admin/cluster").1["embedder_lease"] == true).count();
+        if holders == 1 {
+            break;
+        }
+        assert!(holders <= 1, "two nodes hold the embedder lease");
+        assert!(Instant::now() < deadline, "no node took the embedder lease");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // And the scrape's: both nodes published, are in sync, have nothing left to copy.
     for node in [&a, &b] {
         let metrics = node.metrics();
@@ -118,8 +129,16 @@ fn writes_through_either_node_are_applied_on_both_in_one_order_with_equal_digest
         assert_eq!(value("annal_cluster_lag_messages"), 0.0);
         assert_eq!(value("annal_in_sync"), 1.0);
     }
-    a.terminate();
-    b.terminate();
+    // The holder stops: the other node takes the lease once it lapses.
+    let a_held = a.get("/admin/cluster").1["embedder_lease"] == true;
+    let (holder, other) = if a_held { (a, b) } else { (b, a) };
+    holder.terminate();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while other.get("/admin/cluster").1["embedder_lease"] != true {
+        assert!(Instant::now() < deadline, "the embedder lease was not taken over");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    other.terminate();
     // The same state, event for event: the offline replay of each copy agrees.
     assert_eq!(digest(da.path()), digest(db.path()));
 }
