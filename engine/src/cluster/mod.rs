@@ -62,7 +62,15 @@ const LEASE_RENEW: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 /// This process's commits the copier has copied, by message id, with their local
 /// ranges, until their publisher takes them; and the wake-up of publishers.
-type Copied = (Mutex<HashMap<String, RangeInclusive<u64>>>, Condvar);
+type Copied = (Mutex<CopiedMap>, Condvar);
+
+/// The local ranges of this process's copied commits that a publisher waits for, and
+/// the ids publishers stopped waiting for (so their ranges are not kept forever).
+#[derive(Default)]
+struct CopiedMap {
+    ranges: HashMap<String, RangeInclusive<u64>>,
+    abandoned: std::collections::HashSet<String>,
+}
 
 /// Most appends in one group commit.
 const GROUP_APPENDS_MAX: usize = 1_024;
@@ -459,7 +467,7 @@ impl ClusterLink {
 
     /// Whether this process's commit `msg_id` was copied (without taking it).
     fn copied_already(&self, msg_id: &str) -> bool {
-        lock(&self.copied.0).contains_key(msg_id)
+        lock(&self.copied.0).ranges.contains_key(msg_id)
     }
 
     /// Wait until the copier has copied this process's commit `msg_id`; its local range.
@@ -468,11 +476,13 @@ impl ClusterLink {
         let deadline = Instant::now() + timeout;
         let mut guard = lock(map);
         loop {
-            if let Some(range) = guard.remove(msg_id) {
+            if let Some(range) = guard.ranges.remove(msg_id) {
                 return Some(range);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || lock(&self.fault).is_some() || self.log.is_closed() {
+                // Given up: a later copy of it is not kept for nobody.
+                guard.abandoned.insert(msg_id.to_owned());
                 return None;
             }
             guard = cv
@@ -826,8 +836,11 @@ impl Copier {
                 let (map, cv) = &*self.copied;
                 let mut map = lock(map);
                 for (id, first, count) in own {
+                    if map.abandoned.remove(&id) {
+                        continue;
+                    }
                     let first = start + first as u64;
-                    map.insert(id, first..=first + count as u64 - 1);
+                    map.ranges.insert(id, first..=first + count as u64 - 1);
                 }
                 cv.notify_all();
             }
