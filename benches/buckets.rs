@@ -10,13 +10,9 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use annal_benches::bench_dir;
+use annal_benches::{bench_dir, env_or};
 use annal_engine::{Engine, EngineConfig};
 use bytes::Bytes;
-
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
-}
 
 fn mib_per_s(bytes: usize, took: Duration) -> f64 {
     bytes as f64 / (1024.0 * 1024.0) / took.as_secs_f64()
@@ -34,8 +30,8 @@ fn durable_write(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Re
 }
 
 fn main() {
-    let objects = env("ANNAL_BENCH_OBJECTS", 32);
-    let size = env("ANNAL_BENCH_OBJECT_MIB", 4) << 20;
+    let objects = env_or::<usize>("ANNAL_BENCH_OBJECTS", 32);
+    let size = env_or::<usize>("ANNAL_BENCH_OBJECT_MIB", 4) << 20;
     let payload = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let dir = bench_dir();
     let engine = Engine::open(dir.path(), EngineConfig::default()).expect("open");

@@ -15,12 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annal_benches::{agent, bench_dir, call, fvecs, percentile, start_server, stop, wait_ready};
+use annal_benches::{agent, bench_dir, call, env_or, fvecs, percentile, start_server, stop, wait_ready};
 use serde_json::{json, Value};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 struct Load {
     acked: u64,
@@ -111,9 +107,9 @@ fn status(agent: &ureq::Agent, base: &str) -> Value {
 }
 
 fn main() {
-    let secs = env("ANNAL_CLUSTER_SECS", 15);
-    let writers = env("ANNAL_CLUSTER_WRITERS", 8) as usize;
-    let batch = env("ANNAL_CLUSTER_BATCH", 1) as usize;
+    let secs = env_or::<u64>("ANNAL_CLUSTER_SECS", 15);
+    let writers = env_or::<u64>("ANNAL_CLUSTER_WRITERS", 8) as usize;
+    let batch = env_or::<u64>("ANNAL_CLUSTER_BATCH", 1) as usize;
     let vectors: Vec<Vec<f32>> = fvecs("base.fvecs").into_iter().take(20_000).collect();
     println!("{writers} writers, {batch} vector(s) of 384 per write, {secs} s per setup");
 

@@ -12,14 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use annal_benches::{agent, bench_dir, fvecs, rss_mb, start_server};
+use annal_benches::{agent, bench_dir, env_or, fvecs, rss_mb, start_server};
 use serde_json::{json, Value};
 
 const WORKERS: usize = 32;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 struct Outcome {
     sent: u64,
@@ -105,9 +101,9 @@ fn run(
 }
 
 fn main() {
-    let secs = env("ANNAL_LOAD_SECS", 60);
-    let rate = env("ANNAL_LOAD_RATE", 400);
-    let base_n = env("ANNAL_LOAD_BASE", 20_000) as usize;
+    let secs = env_or::<u64>("ANNAL_LOAD_SECS", 60);
+    let rate = env_or::<u64>("ANNAL_LOAD_RATE", 400);
+    let base_n = env_or::<u64>("ANNAL_LOAD_BASE", 20_000) as usize;
     let base = fvecs("base.fvecs");
     let queries = Arc::new(fvecs("query.fvecs"));
     let vectors = Arc::new(base.clone());

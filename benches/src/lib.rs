@@ -103,6 +103,12 @@ pub fn perturbed(n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The value of environment variable `name` as a number, or `default` when it is
+/// unset or not a number (the benches' size and time knobs).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Start the release `annal serve` on `data`, listening on a free loopback port, with
 /// `extra` arguments: the child and its base URL (`http://host:port`). Its log is
 /// drained in the background so it never blocks on a full pipe.

@@ -15,10 +15,17 @@ pub const FRAMES_MAX: usize = 1 << 20;
 /// The first four bytes of a commit message.
 pub const COMMIT_MAGIC: &[u8; 4] = b"ANC1";
 
+/// Bytes of a commit message's header and trailer (magic, count, CRC).
+pub const OVERHEAD: usize = 12;
+
+/// Bytes `frames` take inside a commit message (each with its length).
+pub fn frames_len<F: AsRef<[u8]>>(frames: &[F]) -> usize {
+    frames.iter().map(|f| 4 + f.as_ref().len()).sum()
+}
+
 /// Encode `frames` as one commit message.
 pub fn encode<F: AsRef<[u8]>>(frames: &[F]) -> Vec<u8> {
-    let len = 12 + frames.iter().map(|f| 4 + f.as_ref().len()).sum::<usize>();
-    let mut out = Vec::with_capacity(len);
+    let mut out = Vec::with_capacity(OVERHEAD + frames_len(frames));
     out.extend_from_slice(COMMIT_MAGIC);
     out.extend_from_slice(&(frames.len() as u32).to_le_bytes());
     for frame in frames {
@@ -80,6 +87,7 @@ mod tests {
     fn a_commit_round_trips_its_frames_in_order() {
         let frames = vec![vec![1, 2, 3], vec![], vec![9; 1000]];
         assert_eq!(decode(&encode(&frames)).unwrap(), frames);
+        assert_eq!(encode(&frames).len(), OVERHEAD + frames_len(&frames));
     }
 
     #[test]

@@ -497,7 +497,7 @@ impl Upstream for ClusterLink {
         if let Some(fault) = lock(&self.fault).clone() {
             return Err(ClusterError::BadMessage { stream_seq: self.log.stream_seq(), what: fault }.into());
         }
-        let bytes = frames.iter().map(|f| f.len() + 4).sum::<usize>() + 12;
+        let bytes = commit::OVERHEAD + commit::frames_len(&frames);
         if bytes > self.max_payload {
             return Err(ClusterError::TooLarge { bytes }.into());
         }
@@ -538,7 +538,7 @@ impl ClusterLink {
         std::thread::Builder::new()
             .name("annal-publisher".into())
             .spawn(move || {
-                let size = |p: &Pending| p.frames.iter().map(|f| f.len() + 4).sum::<usize>();
+                let size = |p: &Pending| commit::frames_len(&p.frames);
                 let mut carry: Option<Pending> = None;
                 loop {
                     let first = match carry.take() {
@@ -555,7 +555,7 @@ impl ClusterLink {
                     // A group holds what fits in one message: its bytes under the
                     // servers' max_payload, its frames under the decoder's bound. The
                     // first append that would not fit starts the next group.
-                    let (mut bytes, mut frames) = (12 + size(&first), first.frames.len());
+                    let (mut bytes, mut frames) = (commit::OVERHEAD + size(&first), first.frames.len());
                     let mut batch = vec![first];
                     while batch.len() < GROUP_APPENDS_MAX {
                         let Ok(next) = rx.try_recv() else { break };

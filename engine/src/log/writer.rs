@@ -621,40 +621,23 @@ impl Writer {
             return Err(LogError::Poisoned(Arc::clone(cause)));
         }
         let start = self.next;
-        let written = (|| -> Result<(), redb::Error> {
-            let mut txn = self.shared.db.begin_write()?;
-            txn.set_durability(Durability::Immediate)?;
-            {
-                let mut table = txn.open_table(EVENTS)?;
-                for (i, frame) in copy.frames.iter().enumerate() {
-                    table.insert(start + i as u64, frame.as_slice())?;
-                }
-                let mut cursor = txn.open_table(CURSOR)?;
-                cursor.insert(STREAM_SEQ_KEY, copy.stream_seq)?;
+        let txn = self.shared.db.begin_write()?;
+        self.commit_durable("mirror", txn, |txn| {
+            let mut table = txn.open_table(EVENTS)?;
+            for (i, frame) in copy.frames.iter().enumerate() {
+                table.insert(start + i as u64, frame.as_slice())?;
             }
-            txn.commit()?;
+            txn.open_table(CURSOR)?.insert(STREAM_SEQ_KEY, copy.stream_seq)?;
             Ok(())
-        })();
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        match written {
-            Ok(()) => {
-                self.dirty = false;
-                let count = copy.frames.len() as u64;
-                self.next = start + count;
-                if let Some(i) = copy.foreign_guard {
-                    self.shared.foreign_guard.store(start + i as u64, Ordering::Release);
-                }
-                self.shared.stream_seq.store(copy.stream_seq, Ordering::Release);
-                self.shared.publish(self.next - 1);
-                Ok((count > 0).then(|| start..=self.next - 1))
-            }
-            Err(error) => {
-                let cause = Arc::new(error);
-                tracing::error!(error = %cause, "mirror commit failed; poisoning the log");
-                *lock(&self.shared.poison) = Some(Arc::clone(&cause));
-                Err(LogError::CommitFailed(cause))
-            }
+        })?;
+        let count = copy.frames.len() as u64;
+        self.next = start + count;
+        if let Some(i) = copy.foreign_guard {
+            self.shared.foreign_guard.store(start + i as u64, Ordering::Release);
         }
+        self.shared.stream_seq.store(copy.stream_seq, Ordering::Release);
+        self.shared.publish(self.next - 1);
+        Ok((count > 0).then(|| start..=self.next - 1))
     }
 
     /// One durable transaction: remove the archived events, register their segment,
@@ -729,10 +712,24 @@ impl Writer {
         };
         // A refusal writes nothing: dropping the transaction aborts it.
         let seq = check(self.next, held_first, held_last)?;
+        self.commit_durable(what, txn, |txn| edit(txn, seq))?;
+        self.next = seq + 1;
+        self.shared.publish(seq);
+        Ok(Some(seq..=seq))
+    }
+
+    /// Commit `txn` durably after `edit` wrote into it. A failed commit poisons the
+    /// log, as a failed group commit does: the log's state on disk is then unknown.
+    fn commit_durable(
+        &mut self,
+        what: &str,
+        txn: redb::WriteTransaction,
+        edit: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) -> Result<(), LogError> {
         let written = (|| -> Result<(), redb::Error> {
             let mut txn = txn;
             txn.set_durability(Durability::Immediate)?;
-            edit(&txn, seq)?;
+            edit(&txn)?;
             txn.commit()?;
             Ok(())
         })();
@@ -740,9 +737,7 @@ impl Writer {
         match written {
             Ok(()) => {
                 self.dirty = false;
-                self.next = seq + 1;
-                self.shared.publish(seq);
-                Ok(Some(seq..=seq))
+                Ok(())
             }
             Err(error) => {
                 let cause = Arc::new(error);
