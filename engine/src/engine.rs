@@ -296,9 +296,16 @@ impl Engine {
         });
         let cluster = match &config.cluster {
             Some(cluster) => {
-                let link =
-                    crate::cluster::ClusterLink::connect(cluster.clone(), &log).map_err(LogError::from)?;
                 let owner = format!("{}/{}/", snapshot::PREFIX, cluster.node);
+                // A node that starts empty begins from the cluster's newest snapshot,
+                // unless snapshots are not restored at all.
+                let begin = |pointer: &crate::cluster::SnapshotPointer| {
+                    crate::recovery::fetch_for_bootstrap(&dir, &config.buckets, pointer, &owner)
+                };
+                let bootstrap: Option<&crate::cluster::BootstrapFn<'_>> =
+                    if config.snapshots.restore { Some(&begin) } else { None };
+                let link = crate::cluster::ClusterLink::connect(cluster.clone(), &log, bootstrap)
+                    .map_err(LogError::from)?;
                 log.set_upstream(
                     Arc::clone(&link) as Arc<dyn crate::log::Upstream>,
                     owner,
@@ -329,12 +336,23 @@ impl Engine {
             catalog, vectors, journal, promotions, trials, partitions, documents, text, ..
         } = projections;
         let newest = snapshot::registered(log.as_ref(), 1)?.pop();
+        // In a cluster, snapshots are shared when their bucket is one every node reads.
+        let sharing = cluster.as_ref().map(|link| {
+            let shared = config
+                .buckets
+                .buckets
+                .get(snapshot::BUCKET)
+                .is_some_and(|bucket| matches!(bucket.backend, crate::storage::Backend::S3(_)));
+            Arc::new(crate::cluster::SnapshotSharing::new(Arc::clone(link), shared))
+                as Arc<dyn snapshot::Sharing>
+        });
         let snapshots = Taker::start(
             Arc::clone(&projector),
             Arc::clone(&storage),
             Arc::clone(&log),
             config.snapshots.clone(),
             newest,
+            sharing,
         )?;
         let target_seq = log.last_seq();
         let embedding = documents::EmbeddingWorker::start(

@@ -355,7 +355,7 @@ impl LogError {
             LogError::Closed => ErrorKind::Unavailable(Unavailable::Closing),
             LogError::WriterGone => ErrorKind::Unavailable(Unavailable::Faulted),
             LogError::Cluster(e) => e.kind(),
-            LogError::Clustered { .. } => ErrorKind::Conflict,
+            LogError::Clustered { .. } | LogError::NotEmpty { .. } => ErrorKind::Conflict,
             LogError::Storage(_)
             | LogError::Frame(_)
             | LogError::TooManyEvents { .. }
@@ -379,9 +379,11 @@ impl crate::cluster::ClusterError {
             C::NotMirrored { .. } => ErrorKind::Unavailable(Unavailable::Lagging),
             C::Connect { .. } | C::JetStream { .. } => ErrorKind::Backend,
             C::Closed => ErrorKind::Unavailable(Unavailable::Closing),
-            C::BadMessage { .. } | C::Diverged { .. } | C::Copy { .. } => {
-                ErrorKind::Unavailable(Unavailable::Faulted)
-            }
+            C::BadMessage { .. }
+            | C::Diverged { .. }
+            | C::Copy { .. }
+            | C::Bootstrap { .. }
+            | C::Uncovered { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
             C::Task(_) => ErrorKind::OutcomeUnknown,
             C::Runtime(_) => ErrorKind::Internal,
         }

@@ -69,7 +69,8 @@ pub use validate::{config as validate_hnsw_config, recall_floor as validate_reca
 pub use archive::ArchiveError;
 pub use chain::chain;
 pub use cluster::{
-    commit as cluster_commit, ClusterConfig, ClusterError, ClusterLink, ClusterStatus, CONTACT_STALE,
+    commit as cluster_commit, BootstrapFn, ClusterConfig, ClusterError, ClusterLink, ClusterStatus,
+    SnapshotPointer, CONTACT_STALE, SNAPSHOT_LEASE,
 };
 pub use embed::EmbedError;
 pub use error::{Error, ErrorKind, Unavailable};
@@ -81,7 +82,7 @@ pub use storage::StorageError;
 
 // The log.
 pub use log::{
-    BadEvent, Log, LogConfig, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
+    BadEvent, Bootstrap, Log, LogConfig, LogReader, LogStats, MemoryBackend, ReadOnlyLog, Segment, SyncMode,
     VerifyReport, LOG_FILE,
 };
 

@@ -156,3 +156,34 @@ fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Err
         tracing::error!(error = %e, "could not journal a skipped snapshot");
     }
 }
+
+/// For a replica that starts empty: fetch the cluster's newest shared snapshot named by
+/// `pointer` from its bucket (configured in `buckets` on this node too), check it
+/// against the pointer, and keep a copy under this node's own key prefix `owner` (the
+/// node that took it prunes its own); returns the copy's registration, which the open
+/// then restores as it restores any snapshot.
+///
+/// # Errors
+/// The bucket is not configured here, the object cannot be read or does not match
+/// the pointer, or the copy cannot be written.
+pub(crate) fn fetch_for_bootstrap(
+    data_dir: &std::path::Path,
+    buckets: &crate::storage::BucketsConfig,
+    pointer: &crate::cluster::SnapshotPointer,
+    owner: &str,
+) -> Result<SnapshotTaken, Box<dyn std::error::Error + Send + Sync>> {
+    let storage = Storage::open_detached(data_dir, buckets)?;
+    if !storage.has_bucket(&pointer.bucket) {
+        return Err(format!(
+            "no bucket {:?} is configured on this node: every node needs the shared snapshot bucket in its --buckets-config",
+            pointer.bucket
+        )
+        .into());
+    }
+    let taken = pointer.taken();
+    let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))??;
+    crate::snapshot::check(&fetched.bytes, &taken)?;
+    let key = format!("{owner}{:020}.snap", taken.seq);
+    block_on(storage.put(ENGINE_ACTOR, &taken.bucket, &key, fetched.bytes))??;
+    Ok(SnapshotTaken { key, ..taken })
+}

@@ -32,6 +32,10 @@ impl ClusterError {
             Self::Runtime(e) => Self::Runtime(std::io::Error::new(e.kind(), e.to_string())),
             Self::Copy { source } => Self::Copy { source: source.to_string().into() },
             Self::Task(e) => Self::Runtime(std::io::Error::other(e.to_string())),
+            Self::Bootstrap { key, seq, source } => {
+                Self::Bootstrap { key: key.clone(), seq: *seq, source: source.to_string().into() }
+            }
+            Self::Uncovered { stream, first } => Self::Uncovered { stream: stream.clone(), first: *first },
             Self::Closed => Self::Closed,
         }
     }
@@ -40,6 +44,27 @@ impl ClusterError {
 /// Why the clustered log could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
+    /// A node starting empty could not begin from the cluster's newest snapshot.
+    #[error("cannot bootstrap from snapshot {key} (as of event {seq})")]
+    Bootstrap {
+        /// The snapshot's object key.
+        key: String,
+        /// Its sequence number.
+        seq: u64,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The stream no longer holds its first messages (retention removed them) and no
+    /// snapshot in the cluster's shared bucket covers them: a node starting empty
+    /// cannot be built from it.
+    #[error("stream {stream} starts at message {first} and no snapshot pointer covers the events before it; start the node with snapshots restored (the default) and a shared snapshot bucket")]
+    Uncovered {
+        /// The stream.
+        stream: String,
+        /// Its first message.
+        first: u64,
+    },
     /// A cluster setting is not usable.
     #[error("cluster {field} {value:?} is invalid: 1 to 64 of A-Z a-z 0-9 _ - (replicas: 1 to 5)")]
     BadConfig {

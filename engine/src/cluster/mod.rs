@@ -25,8 +25,10 @@
 
 pub mod commit;
 mod error;
+mod snapshots;
 
 pub use error::ClusterError;
+pub use snapshots::{SnapshotPointer, SnapshotSharing, SNAPSHOT_LEASE};
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -38,7 +40,8 @@ use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
 use futures::{FutureExt, StreamExt};
 
 use crate::event::check as check_frame;
-use crate::log::{Log, LogError, LogReader, Mirrored, Upstream};
+use crate::event::{Event, EventBody, SnapshotTaken};
+use crate::log::{Bootstrap, Log, LogError, LogReader, MessageSpan, Mirrored, Upstream};
 use crate::sync::lock;
 
 /// Header naming the node (and process) that published a commit.
@@ -76,6 +79,43 @@ struct CopiedMap {
 const GROUP_APPENDS_MAX: usize = 1_024;
 /// How often the stream's last sequence number is read (the lag's other end).
 const STREAM_POLL: Duration = Duration::from_millis(250);
+/// The snapshot pointer is read every this many stream polls.
+const POINTER_POLL_TICKS: u64 = 8;
+
+/// What a replica starting empty calls to begin from the cluster's newest snapshot:
+/// fetch the object, check it against the pointer, keep a copy under this node's own
+/// key, and return that copy's registration.
+pub type BootstrapFn<'a> = dyn Fn(&SnapshotPointer) -> Result<SnapshotTaken, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync
+    + 'a;
+
+/// Begin the empty `log` from the snapshot `pointer` names.
+fn begin_from(log: &Log, pointer: &SnapshotPointer, begin: &BootstrapFn<'_>) -> Result<(), ClusterError> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| ClusterError::Bootstrap {
+        key: pointer.key.clone(),
+        seq: pointer.seq,
+        source,
+    };
+    let taken = begin(pointer).map_err(failed)?;
+    let record = crate::event::encode(&Event::new(
+        crate::snapshot::ENGINE_ACTOR,
+        EventBody::SnapshotTaken(taken.clone()),
+    ))
+    .map_err(|e| failed(Box::new(e)))?;
+    let (stream_seq, skip) = pointer.start();
+    log.bootstrap(Bootstrap { base: pointer.seq, stream_seq, skip, record })
+        .map_err(|e| failed(Box::new(e)))?;
+    tracing::info!(
+        from = pointer.key,
+        key = taken.key,
+        seq = pointer.seq,
+        stream_seq,
+        skip,
+        "began from the cluster's newest snapshot"
+    );
+    Ok(())
+}
 
 /// Where the stream is and how this node takes part.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +201,14 @@ pub struct ClusterStatus {
     pub fault: Option<String>,
     /// Whether this node holds the embedder lease (it alone embeds documents).
     pub embedder_lease: bool,
+    /// Whether this node holds the snapshot lease (it alone takes scheduled
+    /// snapshots and moves the pointer).
+    pub snapshot_lease: bool,
+    /// The stream's first sequence number, as last read: messages before it were
+    /// dropped by retention (0: the stream is empty and never was purged).
+    pub stream_first: u64,
+    /// The cluster's newest shared snapshot, as last read.
+    pub pointer: Option<SnapshotPointer>,
     /// Time since this node last read the stream's state from a server (`None`: not
     /// yet). A node cut off from every server cannot know how far behind it is, so it
     /// is not ready once this passes [`CONTACT_STALE`].
@@ -195,6 +243,12 @@ pub struct ClusterLink {
     stream_id: String,
     /// Whether this node holds the [`EMBEDDER_LEASE`].
     embedder_lease: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether this node holds the [`SNAPSHOT_LEASE`].
+    snapshot_lease: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest shared snapshot, as last read.
+    pointer: Arc<Mutex<Option<SnapshotPointer>>>,
+    /// The stream's first sequence number, as last read.
+    stream_first: Arc<AtomicU64>,
     published: AtomicU64,
     republished: AtomicU64,
     /// Appends waiting for the publishing thread; `None` once closed.
@@ -208,10 +262,23 @@ impl ClusterLink {
     /// Connect to NATS, create the stream if it does not exist, check that `log` is a
     /// copy of it, and start copying it from the log's stream position.
     ///
+    /// An empty `log` with `bootstrap` given begins from the cluster's newest shared
+    /// snapshot, if one was published: `bootstrap` fetches and checks it and returns
+    /// its registration on this node (a copy under its own key); the log then begins
+    /// after it and the copy starts at the stream message after the snapshot's last
+    /// event.
+    ///
     /// # Errors
-    /// [`ClusterError::Connect`], [`ClusterError::JetStream`], or
-    /// [`ClusterError::Diverged`] when the local log holds events the stream does not.
-    pub fn connect(config: ClusterConfig, log: &Arc<Log>) -> Result<Arc<Self>, ClusterError> {
+    /// [`ClusterError::Connect`], [`ClusterError::JetStream`],
+    /// [`ClusterError::Diverged`] when the local log holds events the stream does not,
+    /// [`ClusterError::Bootstrap`] when the snapshot cannot be used, and
+    /// [`ClusterError::Uncovered`] when the stream lost its first messages and the
+    /// node cannot begin from a snapshot.
+    pub fn connect(
+        config: ClusterConfig,
+        log: &Arc<Log>,
+        bootstrap: Option<&BootstrapFn<'_>>,
+    ) -> Result<Arc<Self>, ClusterError> {
         config.check()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -223,8 +290,11 @@ impl ClusterLink {
         let local_last = log.last_seq();
         let cursor = log.stream_seq();
         // A local log with events must have copied them from this stream: a stream that
-        // is shorter (a new stream, another cluster) would be appended after them.
-        if (local_last > 0 && cursor == 0) || cursor > info.state.last_sequence {
+        // is shorter (a new stream, another cluster) would be appended after them. (A
+        // log that began from a snapshot inside the stream's first message has copied
+        // nothing yet, and events up to the snapshot's.)
+        let began = log.bootstrap_record().map_err(|e| ClusterError::Copy { source: Box::new(e) })?.is_some();
+        if (local_last > 0 && cursor == 0 && !began) || cursor > info.state.last_sequence {
             return Err(ClusterError::Diverged {
                 stream: config.stream.clone(),
                 local_last,
@@ -244,6 +314,23 @@ impl ClusterLink {
                 stream_last: info.state.last_sequence,
             });
         }
+        let mut pointer = None;
+        if local_last == 0 && cursor == 0 {
+            if bootstrap.is_some() {
+                pointer = runtime.block_on(snapshots::newest_pointer(&js, &config.stream, &stream_id))?;
+            }
+            match (&pointer, bootstrap) {
+                (Some(pointer), Some(begin)) => begin_from(log, pointer, begin)?,
+                // Retention dropped events no snapshot this node may use covers.
+                _ if info.state.first_sequence > 1 => {
+                    return Err(ClusterError::Uncovered {
+                        stream: config.stream.clone(),
+                        first: info.state.first_sequence,
+                    })
+                }
+                _ => {}
+            }
+        }
         let process = std::process::id();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -261,6 +348,9 @@ impl ClusterLink {
             copied: Arc::default(),
             stream_id,
             embedder_lease: Arc::default(),
+            snapshot_lease: Arc::default(),
+            pointer: Arc::new(Mutex::new(pointer)),
+            stream_first: Arc::new(AtomicU64::new(info.state.first_sequence)),
             fault: Arc::default(),
             published: AtomicU64::new(0),
             republished: AtomicU64::new(0),
@@ -271,6 +361,7 @@ impl ClusterLink {
         });
         link.spawn_publisher()?;
         link.spawn_lease(EMBEDDER_LEASE, Arc::clone(&link.embedder_lease));
+        link.spawn_lease(SNAPSHOT_LEASE, Arc::clone(&link.snapshot_lease));
         link.spawn_copier(Arc::downgrade(log));
         link.spawn_poller();
         tracing::info!(
@@ -298,6 +389,9 @@ impl ClusterLink {
             conflicts: self.conflicts.load(Ordering::Relaxed),
             fault: lock(&self.fault).clone(),
             embedder_lease: self.holds_embedder_lease(),
+            snapshot_lease: self.holds_snapshot_lease(),
+            stream_first: self.stream_first.load(Ordering::Acquire),
+            pointer: self.snapshot_pointer(),
             since_contact: match self.contact_ms.load(Ordering::Acquire) {
                 0 => None,
                 ms => Some(self.started.elapsed().saturating_sub(Duration::from_millis(ms))),
@@ -323,24 +417,11 @@ impl ClusterLink {
         let replicas = self.config.replicas;
         self.handle.spawn(async move {
             let store = loop {
-                match js.get_key_value(bucket.as_str()).await {
+                match snapshots::kv_bucket(&js, &bucket, replicas, LEASE_TTL, 1).await {
                     Ok(store) => break store,
-                    Err(_) => {
-                        let config = async_nats::jetstream::kv::Config {
-                            bucket: bucket.clone(),
-                            history: 1,
-                            max_age: LEASE_TTL,
-                            num_replicas: replicas,
-                            storage: stream::StorageType::File,
-                            ..Default::default()
-                        };
-                        match js.create_key_value(config).await {
-                            Ok(store) => break store,
-                            Err(error) => {
-                                tracing::warn!(%error, bucket, "lease bucket not available yet");
-                                tokio::time::sleep(LEASE_RENEW).await;
-                            }
-                        }
+                    Err(error) => {
+                        tracing::warn!(error = %crate::chain::chain(&error), bucket, "lease bucket not available yet");
+                        tokio::time::sleep(LEASE_RENEW).await;
                     }
                 }
             };
@@ -382,16 +463,32 @@ impl ClusterLink {
         let js = self.js.clone();
         let name = self.config.stream.clone();
         let last = Arc::clone(&self.stream_last);
+        let first = Arc::clone(&self.stream_first);
+        let pointer = Arc::clone(&self.pointer);
+        let stream_id = self.stream_id.clone();
         let contact = Arc::clone(&self.contact_ms);
         let started = self.started;
         self.handle.spawn(async move {
-            loop {
+            for tick in 0u64.. {
+                if tick % POINTER_POLL_TICKS == 0 {
+                    let read = tokio::time::timeout(
+                        CONTACT_STALE / 2,
+                        snapshots::newest_pointer(&js, &name, &stream_id),
+                    );
+                    if let Ok(Ok(Some(newest))) = read.await {
+                        let mut known = lock(&pointer);
+                        if known.as_ref().is_none_or(|k| k.seq < newest.seq) {
+                            *known = Some(newest);
+                        }
+                    }
+                }
                 let polled = tokio::time::timeout(CONTACT_STALE / 2, async {
                     let stream = js.get_stream(&name).await.ok()?;
                     stream.get_info().await.ok()
                 });
                 if let Ok(Some(info)) = polled.await {
                     last.fetch_max(info.state.last_sequence, Ordering::AcqRel);
+                    first.store(info.state.first_sequence, Ordering::Release);
                     let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
                     contact.store(ms, Ordering::Release);
                 }
@@ -734,7 +831,13 @@ struct Copier {
 impl Copier {
     /// Copy until the log closes (`Ok`) or something fails.
     async fn run(&self) -> Result<(), ClusterError> {
-        let Some(start) = self.log.upgrade().map(|log| log.stream_seq() + 1) else { return Ok(()) };
+        let Some((start, skip)) = self.log.upgrade().map(|log| (log.stream_seq() + 1, log.bootstrap_skip()))
+        else {
+            return Ok(());
+        };
+        // Frames of the first message that the snapshot the log began from covers.
+        let skip = usize::try_from(skip.map_err(|e| ClusterError::Copy { source: Box::new(e) })?)
+            .unwrap_or(usize::MAX);
         let stream = self.js.get_stream(&self.stream).await.map_err(|e| js_error("stream info", e))?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
@@ -790,8 +893,19 @@ impl Copier {
                     });
                 }
                 next += 1;
-                let frames = commit::decode(&message.payload)
+                let mut frames = commit::decode(&message.payload)
                     .map_err(|what| ClusterError::BadMessage { stream_seq, what })?;
+                let skipped = if stream_seq == start { skip } else { 0 };
+                if skipped > frames.len() {
+                    return Err(ClusterError::BadMessage {
+                        stream_seq,
+                        what: format!(
+                            "the snapshot this node began from covers {skipped} of its frames; it holds {}",
+                            frames.len()
+                        ),
+                    });
+                }
+                frames.drain(..skipped);
                 let origin = message
                     .headers
                     .as_ref()
@@ -815,6 +929,12 @@ impl Copier {
                         .unwrap_or_default();
                     own.push((id, first_index, frames.len()));
                 }
+                copy.messages.push(MessageSpan {
+                    stream_seq,
+                    first: first_index,
+                    count: frames.len(),
+                    skipped,
+                });
                 copy.frames.extend(frames);
                 copy.stream_seq = stream_seq;
             }

@@ -82,6 +82,14 @@ pub enum LogError {
         /// What was refused.
         op: &'static str,
     },
+    /// A log can begin from a snapshot only while it is empty.
+    #[error("cannot begin the log from a snapshot at {base}: it holds events up to {last} already")]
+    NotEmpty {
+        /// The snapshot's sequence number.
+        base: u64,
+        /// The last event the log holds.
+        last: u64,
+    },
     /// An I/O error outside redb (creating the data directory).
     #[error("log I/O failed")]
     Io(#[from] std::io::Error),

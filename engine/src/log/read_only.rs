@@ -40,6 +40,15 @@ impl ReadOnlyLog {
         super::recorded(&self.db.begin_read()?, super::OWNER_KEY)
     }
 
+    /// For a log that began from a snapshot: that snapshot's registration, an event
+    /// frame of a `SnapshotTaken`.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn bootstrap_record(&self) -> Result<Option<Vec<u8>>, LogError> {
+        super::bootstrap_record(&self.db.begin_read()?)
+    }
+
     /// Highest stored sequence number (0 for an empty log).
     ///
     /// # Errors

@@ -49,6 +49,25 @@ impl LogReader {
         self.shared.stream_seq.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// For a log copying a replicated stream: the stream message local event `seq`
+    /// came from, how many of its frames are at or before `seq`, and how many it holds
+    /// (`None` for an event not copied from a stream, or older than the log).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn stream_position(&self, seq: u64) -> Result<Option<(u64, u64, u64)>, LogError> {
+        super::stream_position(&self.shared.db.begin_read()?, seq)
+    }
+
+    /// For a log that began from a snapshot: that snapshot's registration, an event
+    /// frame of a `SnapshotTaken`.
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn bootstrap_record(&self) -> Result<Option<Vec<u8>>, LogError> {
+        super::bootstrap_record(&self.shared.db.begin_read()?)
+    }
+
     /// For a log copying a replicated stream: the last event another node published
     /// that changes the command-side schema (0: none since open).
     pub fn foreign_guard_seq(&self) -> u64 {

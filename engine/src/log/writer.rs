@@ -14,7 +14,10 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use super::archive::{Segment, ARCHIVED};
 use super::budget::{QueueBudget, Reservation};
 use super::shared::Shared;
-use super::{last_stored_seq, LogError, LogReader, CURSOR, EVENTS, STREAM_SEQ_KEY};
+use super::{
+    last_stored_seq, LogError, LogReader, BASE_SEQ_KEY, BOOTSTRAP, BOOTSTRAP_KEY, CURSOR, EVENTS, SKIP_KEY,
+    STREAM_INDEX, STREAM_SEQ_KEY,
+};
 use crate::event::{encode, Event};
 use crate::limits::{APPEND_EVENTS_MAX, GROUP_COMMIT_BYTES_MAX};
 use crate::sync::lock;
@@ -64,6 +67,7 @@ enum Request {
     Archive { segment: Segment, frame: Vec<u8>, reply: SyncSender<Ack> },
     Truncate { after: u64, frame: Vec<u8>, reply: SyncSender<Ack> },
     Mirror { copy: Mirrored, reply: SyncSender<Ack> },
+    Bootstrap { start: Bootstrap, reply: SyncSender<Ack> },
     Shutdown { reply: SyncSender<Ack> },
 }
 
@@ -92,6 +96,36 @@ pub struct Mirrored {
     /// Index in `frames` of the last frame that another node published and that
     /// changes the command-side schema (see [`crate::event::EventKind::guards_writes`]).
     pub foreign_guard: Option<usize>,
+    /// Where each message's frames are in `frames` (for the stream index).
+    pub messages: Vec<MessageSpan>,
+}
+
+/// One stream message of a [`Mirrored`] batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageSpan {
+    /// Its stream sequence number.
+    pub stream_seq: u64,
+    /// The index in [`Mirrored::frames`] of its first frame copied.
+    pub first: usize,
+    /// Its frames copied.
+    pub count: usize,
+    /// Its frames not copied because the snapshot the log began from covers them
+    /// (they precede the copied ones).
+    pub skipped: usize,
+}
+
+/// Where a replica's empty log begins: after the snapshot it restores, at a position
+/// in the stream (see [`Log::bootstrap`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// The snapshot's sequence number S: the log's next event is S + 1.
+    pub base: u64,
+    /// The stream sequence number of the last message the snapshot covers whole.
+    pub stream_seq: u64,
+    /// Frames of the next message the snapshot covers (S fell inside it).
+    pub skip: u64,
+    /// The snapshot's registration, an event frame of a `SnapshotTaken`.
+    pub record: Vec<u8>,
 }
 
 /// Counters of the group-commit writer since the log was opened.
@@ -306,6 +340,27 @@ impl Log {
         self.request(|reply| Request::Mirror { copy, reply })
     }
 
+    /// Begin this empty log after a snapshot at `start.base` (a replica bootstrapped
+    /// from the cluster's newest snapshot): its next event is `base + 1`, its stream
+    /// position `start.stream_seq`, and `start.record` registers the snapshot for every
+    /// later open. One durable transaction.
+    ///
+    /// # Errors
+    /// [`LogError::NotEmpty`] if the log holds events or began already.
+    pub fn bootstrap(&self, start: Bootstrap) -> Result<(), LogError> {
+        self.check_writable()?;
+        self.request(|reply| Request::Bootstrap { start, reply }).map(|_| ())
+    }
+
+    /// Frames of the next stream message that the snapshot this log began from covers
+    /// (0 once that message was copied, and for any other log).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn bootstrap_skip(&self) -> Result<u64, LogError> {
+        super::cursor_value(&self.shared.db.begin_read()?, SKIP_KEY)
+    }
+
     /// Append already-encoded frames (as produced by [`crate::event::encode`]).
     ///
     /// # Errors
@@ -491,6 +546,7 @@ impl Writer {
             let mut archives = Vec::new();
             let mut truncates = Vec::new();
             let mut mirrors = Vec::new();
+            let mut bootstraps = Vec::new();
             let mut push = |req: Request| match req {
                 Request::Append { reserved, frames, durable, reply } => {
                     let len = frames.iter().map(Vec::len).sum::<usize>();
@@ -509,6 +565,10 @@ impl Writer {
                     let len = copy.frames.iter().map(Vec::len).sum::<usize>();
                     mirrors.push((copy, reply));
                     len
+                }
+                Request::Bootstrap { start, reply } => {
+                    bootstraps.push((start, reply));
+                    0
                 }
                 Request::Shutdown { reply } => {
                     shutdown = Some(reply);
@@ -529,6 +589,9 @@ impl Writer {
             for (after, frame, reply) in truncates {
                 let _ = reply.send(self.truncate(after, frame));
             }
+            for (start, reply) in bootstraps {
+                let _ = reply.send(self.bootstrap(start));
+            }
             for (copy, reply) in mirrors {
                 let _ = reply.send(self.mirror(copy));
             }
@@ -542,6 +605,7 @@ impl Writer {
                         | Request::Archive { reply, .. }
                         | Request::Truncate { reply, .. }
                         | Request::Mirror { reply, .. }
+                        | Request::Bootstrap { reply, .. }
                         | Request::Shutdown { reply } => reply,
                     };
                     let _ = reply.send(Err(LogError::Closed));
@@ -627,7 +691,16 @@ impl Writer {
             for (i, frame) in copy.frames.iter().enumerate() {
                 table.insert(start + i as u64, frame.as_slice())?;
             }
-            txn.open_table(CURSOR)?.insert(STREAM_SEQ_KEY, copy.stream_seq)?;
+            let mut cursor = txn.open_table(CURSOR)?;
+            cursor.insert(STREAM_SEQ_KEY, copy.stream_seq)?;
+            let mut index = txn.open_table(STREAM_INDEX)?;
+            for span in copy.messages.iter().filter(|span| span.count + span.skipped > 0) {
+                let first = (start + span.first as u64).saturating_sub(span.skipped as u64);
+                index.insert(first, (span.stream_seq, (span.count + span.skipped) as u64))?;
+                if span.skipped > 0 {
+                    cursor.remove(SKIP_KEY)?;
+                }
+            }
             Ok(())
         })?;
         let count = copy.frames.len() as u64;
@@ -638,6 +711,31 @@ impl Writer {
         self.shared.stream_seq.store(copy.stream_seq, Ordering::Release);
         self.shared.publish(self.next - 1);
         Ok((count > 0).then(|| start..=self.next - 1))
+    }
+
+    /// One durable transaction: an empty log begins after a snapshot.
+    fn bootstrap(&mut self, start: Bootstrap) -> Ack {
+        if let Some(cause) = lock(&self.shared.poison).as_ref() {
+            return Err(LogError::Poisoned(Arc::clone(cause)));
+        }
+        if self.next != 1 || self.shared.stream_seq.load(Ordering::Acquire) != 0 {
+            return Err(LogError::NotEmpty { base: start.base, last: self.next - 1 });
+        }
+        let txn = self.shared.db.begin_write()?;
+        self.commit_durable("bootstrap", txn, |txn| {
+            let mut cursor = txn.open_table(CURSOR)?;
+            cursor.insert(BASE_SEQ_KEY, start.base)?;
+            cursor.insert(STREAM_SEQ_KEY, start.stream_seq)?;
+            if start.skip > 0 {
+                cursor.insert(SKIP_KEY, start.skip)?;
+            }
+            txn.open_table(BOOTSTRAP)?.insert(BOOTSTRAP_KEY, start.record.as_slice())?;
+            Ok(())
+        })?;
+        self.next = start.base + 1;
+        self.shared.stream_seq.store(start.stream_seq, Ordering::Release);
+        self.shared.publish(start.base);
+        Ok(None)
     }
 
     /// One durable transaction: remove the archived events, register their segment,

@@ -116,10 +116,28 @@ fn scan(
         }
         // Enough good ones, or no more to find.
         if out.len() >= max || found < asked {
+            if out.len() < max {
+                out.extend(began_from(log, undecodable)?);
+            }
             out.truncate(max);
             return Ok(out);
         }
         asked = asked.saturating_add(found - out.len());
+    }
+}
+
+/// The snapshot a log began from (a replica bootstrapped from its cluster's newest
+/// one), as a registration at its own sequence number: older than any the log holds.
+fn began_from(log: &impl LogFrames, undecodable: Undecodable) -> Result<Option<(u64, SnapshotTaken)>, Error> {
+    let Some(frame) = log.bootstrap_record()? else { return Ok(None) };
+    match decode(0, &frame) {
+        Ok(Event { body: EventBody::SnapshotTaken(taken), .. }) => Ok(Some((taken.seq, taken))),
+        Ok(_) => Ok(None),
+        Err(error) if undecodable == Undecodable::Fail => Err(crate::log::LogError::Frame(error).into()),
+        Err(error) => {
+            tracing::warn!(%error, "the registration of the snapshot the log began from does not decode");
+            Ok(None)
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub(crate) use view::Views;
 
 use std::time::Duration;
 
+use crate::event::SnapshotTaken;
 use crate::storage::PRIMARY;
 
 /// Where snapshots live in their bucket.
@@ -75,6 +76,16 @@ impl Default for SnapshotPolicy {
     fn default() -> Self {
         Self { restore: true, on_close: true, every_events: Some(100_000), keep: 3, archive: false }
     }
+}
+
+/// How a cluster shares this node's snapshots (`crate::cluster` implements it): who
+/// takes them on the policy's schedule, and what follows a registration.
+pub trait Sharing: Send + Sync {
+    /// Whether this node takes scheduled snapshots now (one node of a cluster at a
+    /// time: the holder of its snapshot lease).
+    fn schedules(&self) -> bool;
+    /// A snapshot of this node was registered.
+    fn registered(&self, taken: &SnapshotTaken);
 }
 
 /// The bucket snapshots are written to.

@@ -12,7 +12,7 @@ use crate::projection::{CaptureError, Projector};
 use crate::storage::Storage;
 use crate::sync::{block_on, lock};
 
-use super::{format, key, registered, SnapshotInfo, SnapshotPolicy, BUCKET, ENGINE_ACTOR};
+use super::{format, key, registered, Sharing, SnapshotInfo, SnapshotPolicy, BUCKET, ENGINE_ACTOR};
 
 /// Takes snapshots: on request, when the policy says so (its own thread), at close.
 pub(crate) struct Taker {
@@ -34,6 +34,9 @@ pub(crate) struct Taker {
     /// out a poll interval.
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// In a cluster: the schedule follows its snapshot lease, and registrations are
+    /// shared.
+    sharing: Option<Arc<dyn Sharing>>,
 }
 
 /// How often the policy thread looks at the log.
@@ -46,6 +49,7 @@ impl Taker {
         log: Arc<Log>,
         policy: SnapshotPolicy,
         newest: Option<(u64, SnapshotTaken)>,
+        sharing: Option<Arc<dyn Sharing>>,
     ) -> Result<Arc<Self>, Error> {
         let covered = newest.as_ref().map_or(0, |(event_seq, _)| *event_seq);
         let every = policy.every_events;
@@ -60,6 +64,7 @@ impl Taker {
             taking: tokio::sync::Mutex::new(()),
             stop: Arc::new((Mutex::new(false), std::sync::Condvar::new())),
             thread: Mutex::new(None),
+            sharing,
         });
         if let Some(every) = every {
             let weak = Arc::downgrade(&taker);
@@ -74,6 +79,9 @@ impl Taker {
                 }
                 drop(stopped);
                 let Some(taker) = weak.upgrade() else { return };
+                if taker.sharing.as_ref().is_some_and(|sharing| !sharing.schedules()) {
+                    continue; // another node of the cluster takes them
+                }
                 let behind =
                     taker.projector.applied_seq().saturating_sub(taker.covered.load(Ordering::Acquire));
                 if behind < every.max(1) {
@@ -155,6 +163,9 @@ impl Taker {
             tokio::task::spawn_blocking(move || log.append(&[event])).await.map_err(Error::Background)??;
         let event_seq = appended.map_or(0, |range| *range.end());
         self.covered.fetch_max(event_seq, Ordering::AcqRel);
+        if let Some(sharing) = &self.sharing {
+            sharing.registered(&taken);
+        }
         lock(&self.known).insert(0, (event_seq, taken));
         tracing::info!(seq, key, bytes, paused_ms = paused.as_millis() as u64, "snapshot taken");
         self.prune(actor).await;

@@ -39,6 +39,11 @@ pub(crate) trait LogFrames: Send + Sync {
     fn snapshot_owner(&self) -> Option<String> {
         None
     }
+    /// For a log that began from a snapshot (a replica bootstrapped from its cluster's
+    /// newest one): that snapshot's registration, an event frame.
+    fn bootstrap_record(&self) -> Result<Option<Vec<u8>>, LogError> {
+        Ok(None)
+    }
     /// The newest frames of `kind`, newest first, at most `max`.
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError>;
     /// Frames in `range`, at most `max` of them and about `max_bytes` (at least one).
@@ -53,6 +58,10 @@ pub(crate) trait LogFrames: Send + Sync {
 impl LogFrames for Log {
     fn snapshot_owner(&self) -> Option<String> {
         Log::snapshot_owner(self)
+    }
+
+    fn bootstrap_record(&self) -> Result<Option<Vec<u8>>, LogError> {
+        LogReader::bootstrap_record(self)
     }
 
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
@@ -81,6 +90,9 @@ impl LogFrames for ReadOnlyLog {
     fn snapshot_owner(&self) -> Option<String> {
         // A log whose file cannot say is treated as a log of its own.
         ReadOnlyLog::snapshot_owner(self).ok().flatten()
+    }
+    fn bootstrap_record(&self) -> Result<Option<Vec<u8>>, LogError> {
+        ReadOnlyLog::bootstrap_record(self)
     }
     fn newest_frames_of_kind(&self, kind: EventKind, max: usize) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
         ReadOnlyLog::newest_frames_of_kind(self, kind, max)

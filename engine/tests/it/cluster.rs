@@ -10,8 +10,8 @@ mod nats;
 use std::sync::Arc;
 use std::time::Duration;
 
-use annal_engine::event::{Event, EventBody, HnswConfig, IndexCreated, Metric};
-use annal_engine::{ClusterConfig, ClusterError, ClusterLink, Log, LogConfig, LogError, LOG_FILE};
+use annal_engine::event::{encode, Event, EventBody, HnswConfig, IndexCreated, Metric, SnapshotTaken};
+use annal_engine::{Bootstrap, ClusterConfig, ClusterError, ClusterLink, Log, LogConfig, LogError, LOG_FILE};
 
 use crate::common::upsert;
 
@@ -19,7 +19,7 @@ fn joined(dir: &std::path::Path, url: &str, node: &str) -> (Arc<Log>, Arc<Cluste
     let log = Arc::new(Log::open(dir.join(LOG_FILE), LogConfig::default()).unwrap());
     let mut config = ClusterConfig::new(url, node);
     config.replicas = 1;
-    let link = ClusterLink::connect(config, &log).unwrap();
+    let link = ClusterLink::connect(config, &log, None).unwrap();
     log.set_upstream(Arc::clone(&link) as _, format!("snapshots/{node}/"), link.stream_id()).unwrap();
     (log, link)
 }
@@ -124,4 +124,56 @@ fn a_message_that_is_not_an_annal_commit_stops_the_copy_names_it_and_refuses_wri
     }
     log.close().unwrap();
     link.close();
+}
+
+#[test]
+fn a_log_begun_from_a_snapshot_inside_a_message_copies_only_the_frames_after_it() {
+    let nats = nats::Nats::start(1);
+    let (da, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, link_a) = joined(da.path(), &nats.url(), "a");
+    // Message 1 holds events 1 to 3, message 2 events 4 and 5.
+    let first = [create("docs"), upsert("p", 1, 4), upsert("q", 2, 4)];
+    assert_eq!(a.append(&first).unwrap(), Some(1..=3));
+    assert_eq!(a.append(&[upsert("r", 3, 4), upsert("s", 4, 4)]).unwrap(), Some(4..=5));
+    // Where each event came from in the stream: (message, frames up to it, frames).
+    assert_eq!(a.stream_position(2).unwrap(), Some((1, 2, 3)));
+    assert_eq!(a.stream_position(3).unwrap(), Some((1, 3, 3)));
+    assert_eq!(a.stream_position(5).unwrap(), Some((2, 2, 2)));
+    assert_eq!(a.stream_position(6).unwrap(), None);
+
+    // A snapshot at event 2 falls inside message 1: a log begun from it copies from
+    // message 1 but skips its first two frames.
+    let taken = SnapshotTaken {
+        seq: 2,
+        bucket: "primary".into(),
+        key: "snapshots/c/2.snap".into(),
+        bytes: 1,
+        crc32: 7,
+    };
+    let record = encode(&Event::new("test", EventBody::SnapshotTaken(taken))).unwrap();
+    let c = Arc::new(Log::open(dc.path().join(LOG_FILE), LogConfig::default()).unwrap());
+    c.bootstrap(Bootstrap { base: 2, stream_seq: 0, skip: 2, record: record.clone() }).unwrap();
+    assert_eq!((c.first_seq().unwrap(), c.last_seq()), (3, 2), "begins after the snapshot");
+    assert!(matches!(
+        c.bootstrap(Bootstrap { base: 2, stream_seq: 0, skip: 2, record }),
+        Err(LogError::NotEmpty { .. })
+    ));
+    let mut config = ClusterConfig::new(nats.url(), "c");
+    config.replicas = 1;
+    let link_c = ClusterLink::connect(config, &c, None).unwrap();
+    assert_eq!(c.wait_seq(5, Duration::from_secs(10)), 5);
+    assert_eq!(c.read(2).unwrap(), None, "the snapshot covers event 2: not copied");
+    for seq in 3..=5 {
+        assert_eq!(c.read(seq).unwrap(), a.read(seq).unwrap(), "event {seq} is the same event on both");
+    }
+    assert_eq!(c.bootstrap_skip().unwrap(), 0, "the skip is spent once message 1 is copied");
+    assert_eq!(c.stream_position(3).unwrap(), Some((1, 3, 3)), "message 1 indexed whole");
+    // Reopened, it resumes after message 2 and still begins at event 3.
+    c.close().unwrap();
+    drop((link_c, c)); // the link reads the log too
+    let c = Log::open(dc.path().join(LOG_FILE), LogConfig::default()).unwrap();
+    assert_eq!((c.first_seq().unwrap(), c.last_seq(), c.stream_seq()), (3, 5, 2));
+    assert!(c.bootstrap_record().unwrap().is_some());
+    a.close().unwrap();
+    link_a.close();
 }
