@@ -50,8 +50,16 @@ fn status(args: &StatusArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut healthy = true;
     if !args.json {
         println!(
-            "{:<32} {:<12} {:>9} {:>12} {:>12} {:>10} {:>12} {:>6}",
-            "url", "node", "ready", "applied_seq", "last_seq", "lag_events", "stream_last", "lag"
+            "{:<32} {:<12} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12} {:>6}",
+            "url",
+            "node",
+            "ready",
+            "first_seq",
+            "applied_seq",
+            "last_seq",
+            "lag_events",
+            "stream_last",
+            "lag"
         );
     }
     for base in &args.nodes {
@@ -78,10 +86,11 @@ fn status(args: &StatusArgs) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 } else {
                     let n = |k: &str| node[k].as_u64().map_or("-".to_owned(), |v| v.to_string());
                     println!(
-                        "{:<32} {:<12} {:>9} {:>12} {:>12} {:>10} {:>12} {:>6}",
+                        "{:<32} {:<12} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12} {:>6}",
                         base,
                         node["node"].as_str().unwrap_or("(single)"),
                         node["ready"].as_bool().map_or("-", |r| if r { "yes" } else { "no" }),
+                        n("first_seq"),
                         n("applied_seq"),
                         n("last_seq"),
                         n("lag_events"),

@@ -79,7 +79,26 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     let last = source.last_seq()?;
     let mut progress = Progress::new("replay", "events", Some(last));
     let (snapshot, skipped) = source.newest_snapshot(last)?;
-    let mut replay = Replay::empty()?;
+    // A log that begins after event 1 with no archive segment before it (a replica
+    // that began from its cluster's snapshot at S) is replayed from that snapshot: the
+    // check covers every event it holds.
+    let first = source.first_seq()?;
+    let (mut replay, began_from) = if first > 1 {
+        match source.newest_snapshot(first - 1)? {
+            (Some((replay, taken)), _) if taken.seq == first - 1 => (replay, Some(taken)),
+            _ => {
+                return Err(format!(
+                    "the log begins at event {first} and no usable snapshot as of {} covers what precedes it",
+                    first - 1
+                )
+                .into())
+            }
+        }
+    } else {
+        (Replay::empty()?, None)
+    };
+    // Compared only with a snapshot newer than where the replay began.
+    let snapshot = snapshot.filter(|(_, taken)| began_from.as_ref().is_none_or(|b| taken.seq > b.seq));
     let mut compared = Value::Null;
     // A registered snapshot that cannot be used is a finding of the check, whatever
     // the older one compares to.
@@ -108,6 +127,7 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     let digest = state.digest();
     let mut report = digest_json(&state, &digest);
     report["snapshot"] = compared.clone();
+    report["began_from"] = began_from.as_ref().map(|t| json!({"seq": t.seq, "key": t.key})).into();
     report["unusable_snapshots"] = skipped.clone().into();
     report["ok"] = (!failed).into();
     if as_json {
@@ -120,6 +140,9 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
                 s["seq"],
                 s["why"].as_str().unwrap_or("")
             );
+        }
+        if let Some(began) = &began_from {
+            println!("the log begins after snapshot {} (as of {}): replayed from it", began.key, began.seq);
         }
         match &compared {
             Value::Null => println!("no usable snapshot registered: nothing to compare the replay with"),

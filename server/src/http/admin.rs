@@ -116,6 +116,16 @@ pub async fn cluster(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
         "conflicts": status.conflicts,
         "fault": status.fault,
         "embedder_lease": status.embedder_lease,
+        "snapshot_lease": status.snapshot_lease,
+        "stream_first": status.stream_first,
+        "first_seq": engine.log().first_seq().map_err(annal_engine::Error::from)?,
+        "snapshot_pointer": status.pointer.map(|p| json!({
+            "node": p.node,
+            "key": p.key,
+            "seq": p.seq,
+            "stream_seq": p.stream_seq,
+            "first_needed": p.first_needed(),
+        })),
         "since_contact_ms": status.since_contact.map(millis),
     })))
 }

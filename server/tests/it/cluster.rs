@@ -54,7 +54,14 @@ fn annal(args: &[&str]) -> std::process::Output {
 
 /// `annal replay --check --json` of a stopped node's data directory: its digest.
 fn digest(data: &Path) -> String {
-    let out = annal(&["replay", "--check", "--json", "--data", data.to_str().unwrap()]);
+    digest_with(data, &[])
+}
+
+/// As [`digest`], with more flags (a bucket configuration).
+fn digest_with(data: &Path, flags: &[&str]) -> String {
+    let mut args = vec!["replay", "--check", "--json", "--data", data.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    let out = annal(&args);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "replay --check failed: {text} {}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -351,4 +358,111 @@ fn a_node_refuses_a_data_directory_that_is_not_a_copy_of_the_stream() {
     let out = annal(&["serve", "--data", "unused", "--cluster", &nats.url(), "--node", "a/b"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("node"));
+}
+
+/// Wait until `check` holds for `server`'s `/admin/cluster`, or fail saying `what`.
+fn cluster_until(server: &Server, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = server.get("/admin/cluster");
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "{}: {what}: {status}", server.base);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn write_batch(server: &Server, ids: std::ops::Range<usize>) {
+    let ids: Vec<String> = ids.map(|i| format!("v{i}")).collect();
+    let (code, body) = server.post("/vectors/index/x/add", items(&ids));
+    assert_eq!(code, 200, "{body}");
+}
+
+#[test]
+fn a_replica_started_empty_begins_from_the_shared_snapshot_then_the_tail_and_the_stream_drops_what_snapshots_cover(
+) {
+    let moto = match crate::engine_common::s3::MotoServer::start("annal-cluster") {
+        Ok(moto) => moto,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let nats = Nats::start(3);
+    let (da, db, conf) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // Both nodes name the same S3 bucket as their primary: snapshots are shared.
+    let buckets = conf.path().join("buckets.toml");
+    std::fs::write(&buckets, moto.config_toml("primary", conf.path(), None)).unwrap();
+    let buckets = buckets.to_str().unwrap();
+    let url = nats.url();
+    let flags = |name: &'static str| {
+        ["--cluster", &url, "--node", name, "--max-lag", "100", "--buckets-config", buckets]
+            .map(str::to_owned)
+    };
+    let start = |data: &Path, name: &'static str| {
+        let flags = flags(name);
+        Server::start_with(data, &flags.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let a = start(da.path(), "a");
+    let (code, created) = a.post("/vectors/index", json!({"name": "x", "dimension": DIM, "distance": "l2"}));
+    assert_eq!(code, 201, "{created}");
+    for round in 0..3 {
+        write_batch(&a, round * 10..round * 10 + 10);
+    }
+    cluster_until(&a, "the only node takes the snapshot lease", |s| s["snapshot_lease"] == true);
+
+    // First snapshot: the pointer names it; nothing is dropped yet.
+    let (code, first) = a.post("/admin/snapshots", json!({}));
+    assert_eq!(code, 200, "{first}");
+    assert!(first["key"].as_str().unwrap().starts_with("snapshots/a/"), "{first}");
+    let status = cluster_until(&a, "the pointer names the first snapshot", |s| {
+        s["snapshot_pointer"]["seq"] == first["seq"]
+    });
+    assert_eq!(status["stream_first"], 1, "nothing dropped while one snapshot covers it");
+    let first_needed = status["snapshot_pointer"]["first_needed"].as_u64().unwrap();
+
+    // Second snapshot: the stream drops what the first one covers, and no more.
+    write_batch(&a, 30..40);
+    let (code, second) = a.post("/admin/snapshots", json!({}));
+    assert_eq!(code, 200, "{second}");
+    let status = cluster_until(&a, "the stream drops what the first snapshot covers", |s| {
+        s["snapshot_pointer"]["seq"] == second["seq"] && s["stream_first"] == first_needed
+    });
+    assert!(first_needed > 1, "{status}");
+    // The tail after the newest snapshot.
+    write_batch(&a, 40..50);
+    let s2 = second["seq"].as_u64().unwrap();
+
+    // A replica started empty: the newest snapshot, then the tail; ready once caught up.
+    let b = start(db.path(), "b");
+    let sb = caught_up(&b, Duration::from_secs(60));
+    assert_eq!(sb["first_seq"], s2 + 1, "its log begins after the snapshot: {sb}");
+    assert_eq!(sb["last_seq"], a.last_seq());
+    let (_, listed) = b.get("/admin/snapshots");
+    assert_eq!(listed["opened_from"]["seq"], s2, "{listed}");
+    assert_eq!(
+        listed["opened_from"]["key"],
+        format!("snapshots/b/{s2:020}.snap"),
+        "restored from its own copy of the shared snapshot"
+    );
+    assert_eq!(length(&b), 50);
+    // It takes part like any node: its writes reach the other.
+    write_batch(&b, 50..55);
+    caught_up(&a, Duration::from_secs(30));
+    assert_eq!((length(&a), length(&b)), (55, 55));
+    assert_eq!(a.last_seq(), b.last_seq());
+
+    // The same state: the replica's replay (from the snapshot it began from) and the
+    // full replay of the first node agree.
+    a.terminate();
+    b.terminate();
+    let with_buckets = ["--buckets-config", buckets];
+    assert_eq!(digest_with(da.path(), &with_buckets), digest_with(db.path(), &with_buckets));
+    // A restart resumes its copy and still begins after the snapshot.
+    let b = start(db.path(), "b");
+    let sb = caught_up(&b, Duration::from_secs(60));
+    assert_eq!(sb["first_seq"], s2 + 1);
+    assert_eq!(length(&b), 55);
 }
