@@ -417,8 +417,9 @@ fn a_replica_started_empty_begins_from_the_shared_snapshot_then_the_tail_and_the
     let (code, first) = a.post("/admin/snapshots", json!({}));
     assert_eq!(code, 200, "{first}");
     assert!(first["key"].as_str().unwrap().starts_with("snapshots/a/"), "{first}");
+    // (`stream_first` is 0 until the poller first reads a non-empty stream.)
     let status = cluster_until(&a, "the pointer names the first snapshot", |s| {
-        s["snapshot_pointer"]["seq"] == first["seq"]
+        s["snapshot_pointer"]["seq"] == first["seq"] && s["stream_first"].as_u64() > Some(0)
     });
     assert_eq!(status["stream_first"], 1, "nothing dropped while one snapshot covers it");
     let first_needed = status["snapshot_pointer"]["first_needed"].as_u64().unwrap();
