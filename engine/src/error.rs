@@ -383,7 +383,8 @@ impl crate::cluster::ClusterError {
             | C::Diverged { .. }
             | C::Copy { .. }
             | C::Bootstrap { .. }
-            | C::Uncovered { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
+            | C::Uncovered { .. }
+            | C::Behind { .. } => ErrorKind::Unavailable(Unavailable::Faulted),
             C::Task(_) => ErrorKind::OutcomeUnknown,
             C::Runtime(_) => ErrorKind::Internal,
         }

@@ -172,14 +172,20 @@ pub(crate) fn fetch_for_bootstrap(
     pointer: &crate::cluster::SnapshotPointer,
     owner: &str,
 ) -> Result<SnapshotTaken, Box<dyn std::error::Error + Send + Sync>> {
-    let storage = Storage::open_detached(data_dir, buckets)?;
-    if !storage.has_bucket(&pointer.bucket) {
+    // A local bucket of the same name is this node's own directory, not the one the
+    // snapshot was written to.
+    let shared = buckets
+        .buckets
+        .get(&pointer.bucket)
+        .is_some_and(|bucket| matches!(bucket.backend, crate::storage::Backend::S3(_)));
+    if !shared {
         return Err(format!(
-            "no bucket {:?} is configured on this node: every node needs the shared snapshot bucket in its --buckets-config",
+            "bucket {:?} is not an S3 bucket on this node: give every node the shared snapshot bucket in its --buckets-config",
             pointer.bucket
         )
         .into());
     }
+    let storage = Storage::open_detached(data_dir, buckets)?;
     let taken = pointer.taken();
     let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))??;
     crate::snapshot::check(&fetched.bytes, &taken)?;

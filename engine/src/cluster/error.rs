@@ -36,6 +36,9 @@ impl ClusterError {
                 Self::Bootstrap { key: key.clone(), seq: *seq, source: source.to_string().into() }
             }
             Self::Uncovered { stream, first } => Self::Uncovered { stream: stream.clone(), first: *first },
+            Self::Behind { stream, cursor, first } => {
+                Self::Behind { stream: stream.clone(), cursor: *cursor, first: *first }
+            }
             Self::Closed => Self::Closed,
         }
     }
@@ -63,6 +66,17 @@ pub enum ClusterError {
         /// The stream.
         stream: String,
         /// Its first message.
+        first: u64,
+    },
+    /// This node's copy stopped before the messages the stream still holds
+    /// (retention dropped them while it was down): it cannot catch up.
+    #[error("this node copied stream {stream} up to message {cursor}, and the stream now starts at message {first}: stop it, empty its data directory and start it again (it begins from the newest shared snapshot)")]
+    Behind {
+        /// The stream.
+        stream: String,
+        /// The last message this node copied.
+        cursor: u64,
+        /// The stream's first message.
         first: u64,
     },
     /// A cluster setting is not usable.

@@ -293,8 +293,8 @@ impl ClusterLink {
         // is shorter (a new stream, another cluster) would be appended after them. (A
         // log that began from a snapshot inside the stream's first message has copied
         // nothing yet, and events up to the snapshot's.)
-        let began = log.bootstrap_record().map_err(|e| ClusterError::Copy { source: Box::new(e) })?.is_some();
-        if (local_last > 0 && cursor == 0 && !began) || cursor > info.state.last_sequence {
+        let base = log.base_seq().map_err(|e| ClusterError::Copy { source: Box::new(e) })?;
+        if (local_last > base && cursor == 0) || cursor > info.state.last_sequence {
             return Err(ClusterError::Diverged {
                 stream: config.stream.clone(),
                 local_last,
@@ -314,22 +314,34 @@ impl ClusterLink {
                 stream_last: info.state.last_sequence,
             });
         }
+        let first = info.state.first_sequence;
         let mut pointer = None;
         if local_last == 0 && cursor == 0 {
             if bootstrap.is_some() {
                 pointer = runtime.block_on(snapshots::newest_pointer(&js, &config.stream, &stream_id))?;
             }
-            match (&pointer, bootstrap) {
-                (Some(pointer), Some(begin)) => begin_from(log, pointer, begin)?,
-                // Retention dropped events no snapshot this node may use covers.
-                _ if info.state.first_sequence > 1 => {
-                    return Err(ClusterError::Uncovered {
-                        stream: config.stream.clone(),
-                        first: info.state.first_sequence,
-                    })
-                }
-                _ => {}
+            let began = match (&pointer, bootstrap) {
+                (Some(pointer), Some(begin)) => match begin_from(log, pointer, begin) {
+                    Ok(()) => true,
+                    // The stream still holds every event: replay it instead.
+                    Err(error) if first <= 1 => {
+                        tracing::warn!(
+                            error = %crate::chain::chain(&error),
+                            "cannot begin from the cluster's snapshot; copying the stream from its first message"
+                        );
+                        false
+                    }
+                    Err(error) => return Err(error),
+                },
+                _ => false,
+            };
+            // Retention dropped events no snapshot this node may use covers.
+            if !began && first > 1 {
+                return Err(ClusterError::Uncovered { stream: config.stream.clone(), first });
             }
+        } else if cursor.saturating_add(1) < first {
+            // Down longer than the stream keeps messages: what it needs is gone.
+            return Err(ClusterError::Behind { stream: config.stream.clone(), cursor, first });
         }
         let process = std::process::id();
         let nanos = std::time::SystemTime::now()

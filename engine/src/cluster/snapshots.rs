@@ -12,7 +12,8 @@
 //!
 //! Retention keeps one snapshot of margin: the stream drops only what the *previous*
 //! pointer covers, so a replica that lags by less than a snapshot interval still finds
-//! the messages it needs, and every event dropped is covered by two snapshots.
+//! the messages it needs. The object the pointer names is never pruned by its node
+//! ([`crate::snapshot::Sharing::protects`]), so a new node finds it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -130,6 +131,15 @@ async fn read_pointer(
     let pointer: SnapshotPointer = serde_json::from_slice(&entry.value).map_err(|e| {
         js_error("snapshot pointer", format!("pointer revision {} does not parse: {e}", entry.revision))
     })?;
+    if pointer.stream_seq == 0 || pointer.through == 0 || pointer.through > pointer.frames {
+        return Err(js_error(
+            "snapshot pointer",
+            format!(
+                "pointer revision {} places event {} at frame {} of {} of message {}",
+                entry.revision, pointer.seq, pointer.through, pointer.frames, pointer.stream_seq
+            ),
+        ));
+    }
     Ok(((pointer.stream == stream_id).then_some(pointer), Some(entry.revision)))
 }
 
@@ -139,11 +149,21 @@ pub(super) async fn newest_pointer(
     stream: &str,
     stream_id: &str,
 ) -> Result<Option<SnapshotPointer>, ClusterError> {
-    match js.get_key_value(pointer_bucket(stream)).await {
-        Ok(store) => Ok(read_pointer(&store, stream_id).await?.0),
-        // No bucket: no snapshot was ever shared.
-        Err(_) => Ok(None),
+    let bucket = pointer_bucket(stream);
+    // No bucket (its stream is `KV_<bucket>`): no snapshot was ever shared. Any other
+    // failure is an error, not "no snapshot": an empty node would replay instead.
+    if let Err(error) = js.get_stream(format!("KV_{bucket}")).await {
+        return match error.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(e)
+                if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(js_error("kv bucket", error)),
+        };
     }
+    let store = js.get_key_value(bucket).await.map_err(|e| js_error("kv bucket", e))?;
+    Ok(read_pointer(&store, stream_id).await?.0)
 }
 
 impl ClusterLink {
@@ -251,7 +271,13 @@ impl SnapshotSharing {
 
 impl crate::snapshot::Sharing for SnapshotSharing {
     fn schedules(&self) -> bool {
-        self.link.holds_snapshot_lease()
+        // Unshared snapshots serve only their own node's restarts: every node takes
+        // them.
+        !self.shared_bucket || self.link.holds_snapshot_lease()
+    }
+
+    fn protects(&self, key: &str) -> bool {
+        self.link.snapshot_pointer().is_some_and(|pointer| pointer.key == key)
     }
 
     fn registered(&self, taken: &SnapshotTaken) {

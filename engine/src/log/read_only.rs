@@ -49,7 +49,8 @@ impl ReadOnlyLog {
         super::bootstrap_record(&self.db.begin_read()?)
     }
 
-    /// Highest stored sequence number (0 for an empty log).
+    /// Highest stored sequence number (0 for an empty log; S for an empty log that began
+    /// from a snapshot at S).
     ///
     /// # Errors
     /// [`LogError::Storage`] if redb fails.
@@ -57,7 +58,8 @@ impl ReadOnlyLog {
         last_stored_seq(&self.db.begin_read()?)
     }
 
-    /// Lowest stored sequence number (1 for an empty log).
+    /// Lowest stored sequence number (1 for an empty log; S + 1 for a log that began
+    /// from a snapshot at S).
     ///
     /// # Errors
     /// [`LogError::Storage`] if redb fails.

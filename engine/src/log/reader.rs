@@ -38,7 +38,8 @@ impl LogReader {
         self.shared.wait_woken(timeout, done);
     }
 
-    /// Highest committed sequence number (0 for an empty log).
+    /// Highest committed sequence number (0 for an empty log; S for an empty log that
+    /// began from a snapshot at S).
     pub fn last_seq(&self) -> u64 {
         self.shared.last_seq()
     }
@@ -57,6 +58,15 @@ impl LogReader {
     /// [`LogError::Storage`] if redb fails.
     pub fn stream_position(&self, seq: u64) -> Result<Option<(u64, u64, u64)>, LogError> {
         super::stream_position(&self.shared.db.begin_read()?, seq)
+    }
+
+    /// For a log that began from a snapshot: that snapshot's sequence number S, the
+    /// event before its first (0 for any other log).
+    ///
+    /// # Errors
+    /// [`LogError::Storage`] if redb fails.
+    pub fn base_seq(&self) -> Result<u64, LogError> {
+        super::cursor_value(&self.shared.db.begin_read()?, super::BASE_SEQ_KEY)
     }
 
     /// For a log that began from a snapshot: that snapshot's registration, an event
@@ -89,7 +99,8 @@ impl LogReader {
     }
 
     /// Lowest stored sequence number: 1, unless retention removed older events (then
-    /// only a snapshot covers them). 1 for an empty log.
+    /// only a snapshot covers them), or the log began from a snapshot at S (then S + 1).
+    /// 1 for an empty log of its own.
     ///
     /// # Errors
     /// [`LogError::Storage`] if redb fails.

@@ -18,7 +18,8 @@ pub struct BadEvent {
 #[derive(Debug)]
 pub struct VerifyReport {
     /// The first event of the log (events before it were removed by retention, or the
-    /// log is empty and this is 1): the walk checks density from here.
+    /// log is empty and this is 1; S + 1 for a log that began from a snapshot at S):
+    /// the walk checks density from here.
     pub first_seq: u64,
     /// Events that passed before the walk stopped.
     pub events_ok: u64,
@@ -49,10 +50,15 @@ impl LogReader {
 /// [`LogReader::verify`] over any redb database holding the events table.
 pub(crate) fn verify(db: &impl ReadableDatabase) -> Result<VerifyReport, LogError> {
     let txn = db.begin_read()?;
+    // A log that began from a snapshot at S must hold S + 1 first.
+    let base = super::cursor_value(&txn, super::BASE_SEQ_KEY)?;
     let Some(table) = events_table(&txn)? else {
-        return Ok(VerifyReport { first_seq: 1, events_ok: 0, first_bad: None });
+        return Ok(VerifyReport { first_seq: base + 1, events_ok: 0, first_bad: None });
     };
-    let first_seq = table.first()?.map_or(1, |(k, _)| k.value());
+    let first_seq = match base {
+        0 => table.first()?.map_or(1, |(k, _)| k.value()),
+        base => base + 1,
+    };
     let mut expected = first_seq;
     for entry in table.iter()? {
         let (key, value) = entry?;

@@ -201,7 +201,10 @@ impl Log {
             (
                 last_stored_seq(&txn)?,
                 super::stream_cursor(&txn)?,
-                super::recorded(&txn, super::OWNER_KEY)?.is_some(),
+                // Joined a cluster, or began from one's snapshot (even if the join
+                // that followed never completed).
+                super::recorded(&txn, super::OWNER_KEY)?.is_some()
+                    || super::bootstrap_record(&txn)?.is_some(),
             )
         };
         let shared = Arc::new(Shared {

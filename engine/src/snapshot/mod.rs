@@ -86,6 +86,9 @@ pub trait Sharing: Send + Sync {
     fn schedules(&self) -> bool;
     /// A snapshot of this node was registered.
     fn registered(&self, taken: &SnapshotTaken);
+    /// Whether the object under `key` must not be pruned (the cluster's pointer names
+    /// it: a new node begins from it).
+    fn protects(&self, key: &str) -> bool;
 }
 
 /// The bucket snapshots are written to.

@@ -260,6 +260,12 @@ impl Taker {
             if lock(&self.known).iter().any(|(_, kept)| kept.key == old.key && kept.bucket == old.bucket) {
                 continue;
             }
+            // The cluster's pointer names it: kept, and tried again after the next
+            // snapshot (by which time the pointer has moved on).
+            if self.sharing.as_ref().is_some_and(|sharing| sharing.protects(&old.key)) {
+                failed.push(entry);
+                continue;
+            }
             if self.storage.delete(actor, &old.bucket, &old.key).await.is_err() {
                 failed.push(entry); // journaled; tried again after the next snapshot
             }

@@ -168,12 +168,57 @@ fn a_log_begun_from_a_snapshot_inside_a_message_copies_only_the_frames_after_it(
     }
     assert_eq!(c.bootstrap_skip().unwrap(), 0, "the skip is spent once message 1 is copied");
     assert_eq!(c.stream_position(3).unwrap(), Some((1, 3, 3)), "message 1 indexed whole");
+    let verified = c.verify().unwrap();
+    assert_eq!((verified.first_seq, verified.events_ok), (3, 3), "dense from S + 1");
+    assert!(verified.first_bad.is_none());
     // Reopened, it resumes after message 2 and still begins at event 3.
     c.close().unwrap();
     drop((link_c, c)); // the link reads the log too
     let c = Log::open(dc.path().join(LOG_FILE), LogConfig::default()).unwrap();
     assert_eq!((c.first_seq().unwrap(), c.last_seq(), c.stream_seq()), (3, 5, 2));
     assert!(c.bootstrap_record().unwrap().is_some());
+    a.close().unwrap();
+    link_a.close();
+}
+
+#[test]
+fn a_copy_behind_what_the_stream_still_holds_and_an_empty_node_without_a_snapshot_are_refused() {
+    let nats = nats::Nats::start(1);
+    let (da, dd, de) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, link_a) = joined(da.path(), &nats.url(), "a");
+    let (d, link_d) = joined(dd.path(), &nats.url(), "d");
+    assert_eq!(a.append(&[create("docs")]).unwrap(), Some(1..=1));
+    assert_eq!(d.wait_seq(1, Duration::from_secs(10)), 1);
+    // Node d stops; the stream moves on and drops messages 1 and 2.
+    d.close().unwrap();
+    drop((link_d, d));
+    assert_eq!(a.append(&[upsert("p", 1, 4)]).unwrap(), Some(2..=2));
+    assert_eq!(a.append(&[upsert("q", 2, 4)]).unwrap(), Some(3..=3));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let stream = link_a.config().stream.clone();
+    runtime.block_on(async {
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.get_stream(&stream).await.unwrap().purge().sequence(3).await.unwrap();
+    });
+    let mut config = ClusterConfig::new(nats.url(), "d");
+    config.replicas = 1;
+    // d copied message 1; message 2 is gone: it cannot catch up, and says what to do.
+    let d = Arc::new(Log::open(dd.path().join(LOG_FILE), LogConfig::default()).unwrap());
+    match ClusterLink::connect(config.clone(), &d, None) {
+        Err(ClusterError::Behind { cursor: 1, first: 3, .. }) => {}
+        other => panic!("expected Behind, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(d.last_seq(), 1, "nothing appended");
+    // An empty node with no snapshot to begin from cannot be built from the stream.
+    let e = Arc::new(Log::open(de.path().join(LOG_FILE), LogConfig::default()).unwrap());
+    config.node = "e".into();
+    match ClusterLink::connect(config, &e, None) {
+        Err(ClusterError::Uncovered { first: 3, .. }) => {}
+        other => panic!("expected Uncovered, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(e.last_seq(), 0);
     a.close().unwrap();
     link_a.close();
 }

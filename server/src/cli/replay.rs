@@ -25,7 +25,8 @@ pub struct ReplayArgs {
     /// the default local bucket.
     #[arg(long, env = "ANNAL_BUCKETS_CONFIG")]
     pub buckets_config: Option<PathBuf>,
-    /// Replay the whole log from nothing, compare it with the newest snapshot at
+    /// Replay the whole log from nothing (a log that began from a cluster's snapshot:
+    /// from that snapshot), compare it with the newest snapshot at
     /// its sequence number (first difference reported, exit 1), print the digest of
     /// the state at the end.
     #[arg(long, conflicts_with_all = ["to", "out"], required_unless_present = "to")]
@@ -70,7 +71,8 @@ fn digest_json(state: &LogicalState, digest: &StateDigest) -> Value {
 }
 
 /// `annal replay --check`: replay the whole log (archived events included) into memory
-/// from nothing; where the log registers a snapshot, compare the replayed state with
+/// from nothing (a log that began from a cluster's snapshot: from the oldest usable
+/// snapshot at or after its beginning); where the log registers a snapshot, compare the replayed state with
 /// the newest one that reads back, at its sequence number, and report the first
 /// difference; print the digest of the state at the log's end. Exit 1 on a
 /// difference.
@@ -84,11 +86,26 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     // check covers every event it holds.
     let first = source.first_seq()?;
     let (mut replay, began_from) = if first > 1 {
-        match source.newest_snapshot(first - 1)? {
-            (Some((replay, taken)), _) if taken.seq == first - 1 => (replay, Some(taken)),
-            _ => {
+        // The oldest usable snapshot at or after the log's beginning (the one it began
+        // from may have been pruned since, once newer ones of its own were kept).
+        let mut after: Vec<_> =
+            source.snapshots(u64::MAX)?.into_iter().filter(|(_, t)| t.seq + 1 >= first).collect();
+        after.sort_by_key(|(_, t)| t.seq);
+        let usable = after.into_iter().find_map(|(_, taken)| {
+            let replay = source.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
+            match replay {
+                Ok(replay) => Some((replay, taken)),
+                Err(error) => {
+                    tracing::warn!(key = %taken.key, error = %annal_engine::chain(&error), "snapshot skipped");
+                    None
+                }
+            }
+        });
+        match usable {
+            Some((replay, taken)) => (replay, Some(taken)),
+            None => {
                 return Err(format!(
-                    "the log begins at event {first} and no usable snapshot as of {} covers what precedes it",
+                    "the log begins at event {first} and no usable snapshot as of {} or later is registered",
                     first - 1
                 )
                 .into())
@@ -181,6 +198,14 @@ pub fn to(
 ) -> Result<ExitCode> {
     let source = offline(data, buckets_config)?;
     let last = source.last_seq()?;
+    let first = source.first_seq()?;
+    if first > 1 {
+        return Err(format!(
+            "this log begins at event {first} (its node began from a cluster's snapshot as of {}): replay --to needs every event from 1",
+            first - 1
+        )
+        .into());
+    }
     if to == 0 || to > last {
         return Err(format!("--to {to}: the log holds events up to {last}").into());
     }

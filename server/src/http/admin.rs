@@ -67,7 +67,8 @@ pub async fn log(State(state): State<AppState>) -> Result<Json<Value>, ApiError>
         Ok((log.first_seq()?, log.last_seq(), bytes, log.segments()?))
     })
     .await?;
-    // Events before `first_seq` live in archive segments in a bucket.
+    // Events before `first_seq` live in archive segments in a bucket (or, on a cluster
+    // node that began from a snapshot, nowhere here: the snapshot covers them).
     let archived = match (segments.first(), segments.last()) {
         (Some(first), Some(last)) => json!({
             "first_seq": first.first,
