@@ -1,6 +1,8 @@
 //! Scale-out: acknowledged writes through the JetStream log against the embedded redb
 //! log, in the same run on the same machine; the lag of a replica under that load; and
-//! the catch-up rate of a replica started empty. docs/PERFORMANCE.md, "Cluster".
+//! the catch-up rate of a replica started empty, copying the whole stream or beginning
+//! from the cluster's shared snapshot (S3: moto, when installed) and copying the tail.
+//! docs/PERFORMANCE.md, "Cluster".
 //!
 //! `bash .ci/setup.sh` (nats-server) and `cargo build --release -p annal-server`, then
 //! `cargo bench -p annal-benches --bench cluster`
@@ -10,6 +12,8 @@
 
 #[path = "../server/tests/it/common/nats.rs"]
 mod nats;
+#[path = "../engine/tests/it/common/s3.rs"]
+mod s3;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -126,8 +130,21 @@ fn main() {
     // the writes, node b is a replica whose lag is sampled.
     let nats = nats::Nats::start(3);
     let (da, db) = (bench_dir(), bench_dir());
+    // Every node's primary bucket is one S3 bucket, so that snapshots are shared.
+    let conf = bench_dir();
+    let moto =
+        s3::MotoServer::start("annal-bench").map_err(|why| println!("no shared snapshots: {why}")).ok();
+    let buckets = conf.path().join("buckets.toml");
+    if let Some(moto) = &moto {
+        std::fs::write(&buckets, moto.config_toml("primary", conf.path(), None)).unwrap();
+    }
     let flags = |node: &str| -> Vec<String> {
-        ["--cluster", &nats.url(), "--node", node].iter().map(|s| (*s).to_owned()).collect()
+        let mut flags: Vec<String> =
+            ["--cluster", &nats.url(), "--node", node].iter().map(|s| (*s).to_owned()).collect();
+        if moto.is_some() {
+            flags.extend(["--buckets-config".to_owned(), buckets.display().to_string()]);
+        }
+        flags
     };
     let (a, base_a) = start_server(da.path(), &flags("a"));
     let (b, base_b) = start_server(db.path(), &flags("b"));
@@ -187,17 +204,7 @@ fn main() {
     // 3. Catch-up: a replica started empty copies and applies the whole stream.
     let last = status(&probe, &base_a)["last_seq"].as_u64().unwrap_or(0);
     let dc = bench_dir();
-    let started = Instant::now();
-    let (c, base_c) = start_server(dc.path(), &flags("c"));
-    loop {
-        let s = status(&probe, &base_c);
-        if s["applied_seq"].as_u64().unwrap_or(0) >= last && s["lag_messages"] == 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(600), "replica c never caught up: {s}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let took = started.elapsed();
+    let (c, took) = catch_up(&probe, dc.path(), &flags("c"), last);
     println!(
         "empty replica catch-up       {last} events ({} vectors) in {:.2} s: {:.0} events/s, {:.0} vectors/s (process start included)",
         last.saturating_sub(1) * batch as u64,
@@ -205,7 +212,71 @@ fn main() {
         last as f64 / took.as_secs_f64(),
         last.saturating_sub(1) as f64 * batch as f64 / took.as_secs_f64()
     );
-    for child in [a, b, c] {
+    let mut children = vec![a, b, c];
+
+    // 4. The same, beginning from the cluster's shared snapshot: node a snapshots at
+    // the stream's end, 1,000 more writes follow, and a new node restores the snapshot
+    // and copies only those.
+    if moto.is_some() {
+        while status(&probe, &base_a)["snapshot_lease"] != true {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let snapshot_started = Instant::now();
+        let (code, taken) = call(&probe, "POST", &format!("{base_a}/admin/snapshots"), Some(&json!({})));
+        assert_eq!(code, 200, "{taken}");
+        let snapshot_took = snapshot_started.elapsed();
+        while status(&probe, &base_a)["snapshot_pointer"]["seq"] != taken["seq"] {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let tail = load_n(&base_a, &vectors, 1_000);
+        let last = status(&probe, &base_a)["last_seq"].as_u64().unwrap_or(0);
+        let dd = bench_dir();
+        let (d, from_snapshot) = catch_up(&probe, dd.path(), &flags("d"), last);
+        println!(
+            "replica from snapshot + tail {last} events: a snapshot as of {} ({} MiB) taken in {:.2} s; restored and {tail} events of tail copied in {:.2} s, {:.2}x the full catch-up's time",
+            taken["seq"],
+            taken["bytes"].as_u64().unwrap_or(0) >> 20,
+            snapshot_took.as_secs_f64(),
+            from_snapshot.as_secs_f64(),
+            from_snapshot.as_secs_f64() / took.as_secs_f64(),
+        );
+        children.push(d);
+    }
+    for child in children {
         stop(child);
     }
+}
+
+/// Start a node on the empty `dir` and wait until it applied event `last` with nothing
+/// left to copy; the process and how long that took.
+fn catch_up(
+    probe: &ureq::Agent,
+    dir: &std::path::Path,
+    flags: &[String],
+    last: u64,
+) -> (std::process::Child, Duration) {
+    let started = Instant::now();
+    let (child, base) = start_server(dir, flags);
+    loop {
+        let s = status(probe, &base);
+        if s["applied_seq"].as_u64().unwrap_or(0) >= last && s["lag_messages"] == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(600), "replica {base} never caught up: {s}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child, started.elapsed())
+}
+
+/// `n` single-vector writes, one after the other; how many were acknowledged.
+fn load_n(base: &str, vectors: &[Vec<f32>], n: usize) -> usize {
+    let agent = agent(Duration::from_secs(30));
+    (0..n)
+        .filter(|i| {
+            let item = json!({"id": format!("tail-{i}"), "vector": vectors[i % vectors.len()]});
+            call(&agent, "POST", &format!("{base}/vectors/index/bench/add"), Some(&json!({"items": [item]})))
+                .0
+                == 200
+        })
+        .count()
 }
