@@ -294,13 +294,18 @@ impl Engine {
             Some(memory) => Log::open_with_backend(memory.clone(), log_config)?,
             None => Log::open(dir.join(LOG_FILE), log_config)?,
         });
+        // The snapshot object a bootstrap read, for the restore below.
+        let bootstrapped = std::sync::Mutex::new(None);
         let cluster = match &config.cluster {
             Some(cluster) => {
                 let owner = format!("{}/{}/", snapshot::PREFIX, cluster.node);
                 // A node that starts empty begins from the cluster's newest snapshot,
                 // unless snapshots are not restored at all.
                 let begin = |pointer: &crate::cluster::SnapshotPointer| {
-                    crate::recovery::fetch_for_bootstrap(&dir, &config.buckets, pointer, &owner)
+                    let (taken, read) =
+                        crate::recovery::fetch_for_bootstrap(&dir, &config.buckets, pointer, &owner)?;
+                    *crate::sync::lock(&bootstrapped) = Some(read);
+                    Ok(taken)
                 };
                 let bootstrap: Option<&crate::cluster::BootstrapFn<'_>> =
                     if config.snapshots.restore { Some(&begin) } else { None };
@@ -328,6 +333,7 @@ impl Engine {
             &config.hooks,
             config.snapshots.restore,
             config.snapshots.keep.max(1),
+            bootstrapped.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
         )?;
         let from = restored.snapshot.as_ref().map_or(1, |s| s.seq + 1);
         // Errors recorded from now on wait (briefly) for the journal to show them.

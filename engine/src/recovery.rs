@@ -49,10 +49,11 @@ pub(crate) fn recover(
     hooks: &Hooks,
     restore_snapshots: bool,
     candidates: usize,
+    fetched: Option<Fetched>,
 ) -> Result<Recovered, Error> {
     let log = source.log();
     let (projections, restored) = if restore_snapshots {
-        restore(log, source.storage(), hooks, candidates)?
+        restore(log, source.storage(), hooks, candidates, fetched)?
     } else {
         (Projections::new(hooks)?, Restored::default())
     };
@@ -95,6 +96,7 @@ fn restore(
     storage: &Storage,
     hooks: &Hooks,
     candidates: usize,
+    mut fetched: Option<Fetched>,
 ) -> Result<(Projections, Restored), Error> {
     let started = Instant::now();
     let mut skipped = 0;
@@ -106,10 +108,15 @@ fn restore(
             break; // every registered snapshot was tried
         }
         let Some((_, taken)) = found.pop() else { break };
+        // The object a bootstrap fetched a moment ago is not read again.
+        let read_already = fetched.take_if(|f| f.bucket == taken.bucket && f.key == taken.key);
         // Bounded by the registered size: an object replaced by a larger one is not
         // buffered whole before its CRC could refuse it.
-        let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))?;
-        let object = match fetched {
+        let fetched_now = match read_already {
+            Some(read) => Ok(crate::storage::Fetched { bytes: read.bytes, rescued_by: None }),
+            None => block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))?,
+        };
+        let object = match fetched_now {
             Ok(fetched) => fetched.bytes,
             // The read failure is journaled by the storage layer (a missing object too:
             // it is registered, so its absence is an error here).
@@ -157,11 +164,19 @@ fn record(storage: &Storage, taken: &SnapshotTaken, error: &(dyn std::error::Err
     }
 }
 
+/// A snapshot object read before the open restores it (by a bootstrap).
+pub(crate) struct Fetched {
+    pub(crate) bucket: String,
+    pub(crate) key: String,
+    pub(crate) bytes: bytes::Bytes,
+}
+
 /// For a replica that starts empty: fetch the cluster's newest shared snapshot named by
 /// `pointer` from its bucket (configured in `buckets` on this node too), check it
 /// against the pointer, and keep a copy under this node's own key prefix `owner` (the
 /// node that took it prunes its own); returns the copy's registration, which the open
-/// then restores as it restores any snapshot.
+/// then restores as it restores any snapshot, and the object (so that it is not read
+/// again).
 ///
 /// # Errors
 /// The bucket is not configured here, the object cannot be read or does not match
@@ -171,7 +186,7 @@ pub(crate) fn fetch_for_bootstrap(
     buckets: &crate::storage::BucketsConfig,
     pointer: &crate::cluster::SnapshotPointer,
     owner: &str,
-) -> Result<SnapshotTaken, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<(SnapshotTaken, Fetched), Box<dyn std::error::Error + Send + Sync>> {
     // A local bucket of the same name is this node's own directory, not the one the
     // snapshot was written to.
     let shared = buckets
@@ -190,6 +205,7 @@ pub(crate) fn fetch_for_bootstrap(
     let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))??;
     crate::snapshot::check(&fetched.bytes, &taken)?;
     let key = format!("{owner}{:020}.snap", taken.seq);
-    block_on(storage.put(ENGINE_ACTOR, &taken.bucket, &key, fetched.bytes))??;
-    Ok(SnapshotTaken { key, ..taken })
+    block_on(storage.put(ENGINE_ACTOR, &taken.bucket, &key, fetched.bytes.clone()))??;
+    let read = Fetched { bucket: taken.bucket.clone(), key: key.clone(), bytes: fetched.bytes };
+    Ok((SnapshotTaken { key, ..taken }, read))
 }
