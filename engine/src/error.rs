@@ -374,7 +374,7 @@ impl crate::cluster::ClusterError {
         use crate::cluster::ClusterError as C;
         match self {
             C::Conflict { .. } | C::Contended { .. } => ErrorKind::Conflict,
-            C::TooLarge { .. } | C::BadConfig { .. } => ErrorKind::Invalid,
+            C::TooLarge { .. } | C::BadConfig { .. } | C::StreamConfig { .. } => ErrorKind::Invalid,
             C::Publish { .. } => ErrorKind::OutcomeUnknown,
             C::NotMirrored { .. } => ErrorKind::Unavailable(Unavailable::Lagging),
             C::Connect { .. } | C::JetStream { .. } => ErrorKind::Backend,

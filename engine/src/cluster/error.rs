@@ -36,6 +36,9 @@ impl ClusterError {
                 Self::Bootstrap { key: key.clone(), seq: *seq, source: source.to_string().into() }
             }
             Self::Uncovered { stream, first } => Self::Uncovered { stream: stream.clone(), first: *first },
+            Self::StreamConfig { stream, what } => {
+                Self::StreamConfig { stream: stream.clone(), what: what.clone() }
+            }
             Self::Behind { stream, cursor, first } => {
                 Self::Behind { stream: stream.clone(), cursor: *cursor, first: *first }
             }
@@ -67,6 +70,14 @@ pub enum ClusterError {
         stream: String,
         /// Its first message.
         first: u64,
+    },
+    /// The stream exists with a configuration that would not keep the log.
+    #[error("stream {stream} cannot hold the log: {what}; delete it or name another with --cluster-stream")]
+    StreamConfig {
+        /// The stream.
+        stream: String,
+        /// What is wrong with it.
+        what: String,
     },
     /// This node's copy stopped before the messages the stream still holds
     /// (retention dropped them while it was down): it cannot catch up.

@@ -980,6 +980,45 @@ impl Copier {
     }
 }
 
+/// Refuse a stream made elsewhere (or by an older annal) that would not keep the log:
+/// another subject, memory storage, a retention that deletes acknowledged messages, or
+/// limits that drop events no snapshot covers. Another replica count is only warned
+/// about (an operator may have scaled the stream on purpose).
+fn check_stream(config: &ClusterConfig, found: &stream::Config) -> Result<(), ClusterError> {
+    let refuse = |what: String| Err(ClusterError::StreamConfig { stream: config.stream.clone(), what });
+    if found.subjects != [config.subject()] {
+        return refuse(format!("its subjects are {:?}, not [{:?}]", found.subjects, config.subject()));
+    }
+    if found.storage != stream::StorageType::File {
+        return refuse("it keeps messages in memory, not in files".into());
+    }
+    if found.retention != stream::RetentionPolicy::Limits {
+        return refuse(format!(
+            "its retention is {:?}, which deletes messages once consumed",
+            found.retention
+        ));
+    }
+    if found.max_messages > 0
+        || found.max_bytes > 0
+        || !found.max_age.is_zero()
+        || found.max_messages_per_subject > 0
+    {
+        return refuse(format!(
+            "it has limits (max_msgs {}, max_bytes {}, max_age {:?}, max_msgs_per_subject {}) that would drop events no snapshot covers",
+            found.max_messages, found.max_bytes, found.max_age, found.max_messages_per_subject
+        ));
+    }
+    if found.num_replicas != config.replicas {
+        tracing::warn!(
+            stream = config.stream,
+            replicas = found.num_replicas,
+            configured = config.replicas,
+            "the stream has another replica count than configured; keeping the stream's"
+        );
+    }
+    Ok(())
+}
+
 fn js_error(op: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ClusterError {
     ClusterError::JetStream { op, source: source.into() }
 }
@@ -1025,6 +1064,7 @@ async fn open_stream(
         }
     };
     let info = stream.info().await.map_err(|e| js_error("stream info", e))?.clone();
+    check_stream(config, &info.config)?;
     // Known once connected (the stream answered). Headers count against the same
     // limit: leave them a KiB. NATS's default (1 MiB) if the server did not say.
     let max_payload = match client.server_info().max_payload {

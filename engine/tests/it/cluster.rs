@@ -222,3 +222,41 @@ fn a_copy_behind_what_the_stream_still_holds_and_an_empty_node_without_a_snapsho
     a.close().unwrap();
     link_a.close();
 }
+
+#[test]
+fn a_stream_made_elsewhere_that_would_drop_or_misfile_events_is_refused_naming_why() {
+    let nats = nats::Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ClusterConfig::new(nats.url(), "a");
+    config.replicas = 1;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let make = |name: &str, max_messages: i64, subject: String| {
+        runtime.block_on(async {
+            let client = async_nats::connect(nats.url()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: name.into(),
+                subjects: vec![subject],
+                max_messages,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        })
+    };
+    // A stream of the right subject that keeps only the last 1,000 messages.
+    make("ANNAL", 1_000, config.subject());
+    // Another whose subject is not annal's.
+    make("OTHER", -1, "elsewhere.>".into());
+    let log = Arc::new(Log::open(dir.path().join(LOG_FILE), LogConfig::default()).unwrap());
+    match ClusterLink::connect(config.clone(), &log, None) {
+        Err(ClusterError::StreamConfig { what, .. }) => assert!(what.contains("max_msgs 1000"), "{what}"),
+        other => panic!("expected StreamConfig, got {:?}", other.map(|_| ())),
+    }
+    config.stream = "OTHER".into();
+    match ClusterLink::connect(config, &log, None) {
+        Err(ClusterError::StreamConfig { what, .. }) => assert!(what.contains("subjects"), "{what}"),
+        other => panic!("expected StreamConfig, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(log.last_seq(), 0, "nothing copied");
+}

@@ -114,16 +114,19 @@ fn writes_through_either_node_are_applied_on_both_in_one_order_with_equal_digest
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert!(lines.iter().all(|l| l["ready"] == true && l["last_seq"] == 21 && l["clustered"] == true));
-    // One node holds the embedder lease (it alone embeds documents).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let holders = [&a, &b].iter().filter(|n| n.get("/admin/cluster").1["embedder_lease"] == true).count();
-        if holders == 1 {
-            break;
+    // One node holds each lease: the embedder's (it alone embeds documents) and the
+    // snapshots' (it alone takes the scheduled snapshots).
+    for lease in ["embedder_lease", "snapshot_lease"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let holders = [&a, &b].iter().filter(|n| n.get("/admin/cluster").1[lease] == true).count();
+            if holders == 1 {
+                break;
+            }
+            assert!(holders <= 1, "two nodes hold the {lease}");
+            assert!(Instant::now() < deadline, "no node took the {lease}");
+            std::thread::sleep(Duration::from_millis(100));
         }
-        assert!(holders <= 1, "two nodes hold the embedder lease");
-        assert!(Instant::now() < deadline, "no node took the embedder lease");
-        std::thread::sleep(Duration::from_millis(100));
     }
     // And the scrape's: both nodes published, are in sync, have nothing left to copy.
     for node in [&a, &b] {
