@@ -15,6 +15,8 @@ cargo build --workspace --all-targets
 cargo test --workspace
 # The Python client against a real server (the debug binary built above), in a virtual
 # environment of its own under target/.
+# With the LangChain and LlamaIndex extras: their tests must run, not skip
+# (ANNAL_INTEGRATIONS=required).
 python3 -m venv target/venv-client
-target/venv-client/bin/pip install -q -e clients/python pytest
-ANNAL_BIN="$PWD/target/debug/annal" target/venv-client/bin/pytest -q clients/python/tests
+target/venv-client/bin/pip install -q -e 'clients/python[langchain,llamaindex,test]'
+ANNAL_INTEGRATIONS=required ANNAL_BIN="$PWD/target/debug/annal" target/venv-client/bin/pytest -q clients/python/tests

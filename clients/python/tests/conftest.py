@@ -57,6 +57,21 @@ def server(tmp_path):
     yield from _start(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for a module's tests (each works in indexes of its own)."""
+    yield from _start(tmp_path_factory.mktemp("shared"))
+
+
+def integration(module: str, extra: str):
+    """Import `module` of an optional extra, or skip the calling test module saying how
+    to install it; with ANNAL_INTEGRATIONS=required (CI) a missing one fails instead."""
+    if os.environ.get("ANNAL_INTEGRATIONS") == "required":
+        __import__(module)
+        return
+    pytest.importorskip(module, reason=f"pip install -e 'clients/python[{extra}]'")
+
+
 WRITER_SECRET = "w-0123456789abcdef-pytest"
 READER_SECRET = "r-fedcba9876543210-pytest"
 
