@@ -85,6 +85,22 @@ def _matrix(vectors: Any) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _show_progress(bar: Any, at: dict) -> Any:
+    """Draw a job's progress `at` on `bar` (a new one for each stage); returns the bar."""
+    from tqdm import tqdm  # optional dependency: pip install annal-client[progress]
+
+    if bar is None or bar.desc != at["stage"]:
+        if bar is not None:
+            bar.close()
+        bar = tqdm(total=at["total"], desc=at["stage"], unit="")
+    bar.total = at["total"]
+    bar.n = at["done"]
+    eta = at.get("eta_ms")
+    bar.set_postfix_str("" if eta is None else f"{eta / 1000:.0f} s left (server)", refresh=False)
+    bar.refresh()
+    return bar
+
+
 class Client:
     """A connection to one annal server."""
 
@@ -581,23 +597,33 @@ class Client:
     def job(self, job_id: int) -> dict:
         return self._call("GET", f"/jobs/{job_id}")
 
-    def wait_job(self, started: dict, poll: float = 0.1, timeout: float = 3600.0) -> dict:
+    def wait_job(self, started: dict, poll: float = 0.1, timeout: float = 3600.0, progress: bool = False) -> dict:
         """Poll a job started by a 202 answer until it ends; its result, or AnnalError
-        with the job's error."""
+        with the job's error. `progress`: a progress bar per stage, with the server's
+        ETA (needs the `progress` extra)."""
         deadline = time.monotonic() + timeout
-        while True:
-            job = self.job(started["job_id"])
-            if job["status"] == "succeeded":
-                return job["result"]
-            if job["status"] == "failed":
-                error = job.get("error") or {}
-                raise AnnalError(int(error.get("status", 500)), "job_failed", str(error.get("detail", "")), job)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"job {started['job_id']} still running")
-            time.sleep(poll)
+        bar = None
+        try:
+            while True:
+                job = self.job(started["job_id"])
+                at = job.get("progress")
+                if progress and at:
+                    bar = _show_progress(bar, at)
+                if job["status"] != "running":
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"job {started['job_id']} still running")
+                time.sleep(poll)
+        finally:
+            if bar is not None:
+                bar.close()
+        if job["status"] == "succeeded":
+            return job["result"]
+        error = job.get("error") or {}
+        raise AnnalError(int(error.get("status", 500)), "job_failed", str(error.get("detail", "")), job)
 
     def create_eval(self, name: str, k: int = 10, sample: Optional[int] = None, seed: int = 0,
-                    vectors: Any = None, eval_id: Optional[str] = None) -> dict:
+                    vectors: Any = None, eval_id: Optional[str] = None, progress: bool = False) -> dict:
         body: dict = {"k": k}
         if eval_id is not None:
             body["eval_id"] = eval_id
@@ -605,18 +631,18 @@ class Client:
             body["vectors"] = [base64.b64encode(row.tobytes()).decode("ascii") for row in _matrix(vectors)]
         elif sample is not None:
             body["sample"] = {"count": sample, "seed": seed}
-        return self.wait_job(self._call("POST", f"/vectors/index/{name}/evals", body))
+        return self.wait_job(self._call("POST", f"/vectors/index/{name}/evals", body), progress=progress)
 
     def run_trial(self, name: str, eval_id: str, m: int, ef_construction: int, ef_search: int,
                   trial_id: Optional[str] = None, storage: Optional[str] = None, pq_m: Optional[int] = None,
-                  refine: Optional[int] = None) -> dict:
+                  refine: Optional[int] = None, progress: bool = False) -> dict:
         body = {"eval_id": eval_id, "m": m, "ef_construction": ef_construction, "ef_search": ef_search}
         for key, value in (("storage", storage), ("pq_m", pq_m), ("refine", refine)):
             if value is not None:
                 body[key] = value
         if trial_id is not None:
             body["trial_id"] = trial_id
-        return self.wait_job(self._call("POST", f"/vectors/index/{name}/trials", body))
+        return self.wait_job(self._call("POST", f"/vectors/index/{name}/trials", body), progress=progress)
 
     def trials(self, name: str) -> dict:
         return self._call("GET", f"/vectors/index/{name}/trials")
@@ -630,7 +656,8 @@ class Client:
         return self._call("GET", f"/vectors/index/{name}/trials/best", params=params)["best"]
 
     def autotune(self, name: str, eval_id: str, recall_floor: float,
-                 max_bytes_per_vector: Optional[int] = None, max_resident_mb: Optional[int] = None) -> dict:
+                 max_bytes_per_vector: Optional[int] = None, max_resident_mb: Optional[int] = None,
+                 progress: bool = False) -> dict:
         """The grid as trials, promoting the fastest meeting `recall_floor`; with a
         memory budget (one of the two) it tries quantized storage kinds too and the
         promoted trial also fits the budget."""
@@ -639,7 +666,7 @@ class Client:
             body["max_bytes_per_vector"] = max_bytes_per_vector
         if max_resident_mb is not None:
             body["max_resident_mb"] = max_resident_mb
-        return self.wait_job(self._call("POST", f"/vectors/index/{name}/autotune", body))
+        return self.wait_job(self._call("POST", f"/vectors/index/{name}/autotune", body), progress=progress)
 
     # -- partitions ------------------------------------------------------------------
 
@@ -647,11 +674,11 @@ class Client:
         return self._call("POST", f"/vectors/index/{name}/scheme", {"template": template})
 
     def migrate(self, name: str, template: str, dry_run: bool = False, batch_size: Optional[int] = None,
-                take_snapshot_first: bool = True) -> dict:
+                take_snapshot_first: bool = True, progress: bool = False) -> dict:
         body: dict = {"template": template, "dry_run": dry_run, "take_snapshot_first": take_snapshot_first}
         if batch_size is not None:
             body["batch_size"] = batch_size
-        return self.wait_job(self._call("POST", f"/vectors/index/{name}/migrate", body))
+        return self.wait_job(self._call("POST", f"/vectors/index/{name}/migrate", body), progress=progress)
 
     def migration(self, name: str) -> dict:
         return self._call("GET", f"/vectors/index/{name}/migration")

@@ -33,6 +33,8 @@ struct Job {
     index: String,
     status: &'static str,
     progress: Option<Progress>,
+    /// When the current stage began, and its `done` then: the stage's rate, for its ETA.
+    stage_since: Option<(u64, u64)>,
     result: Option<Value>,
     error: Option<Value>,
     started_ms: u64,
@@ -84,6 +86,7 @@ impl Jobs {
             index: index.to_owned(),
             status: "running",
             progress: None,
+            stage_since: None,
             result: None,
             error: None,
             started_ms: now_ms(),
@@ -96,6 +99,9 @@ impl Jobs {
         let spawned = std::thread::Builder::new().name(format!("annal-job-{id}")).spawn(move || {
             let report = |p: Progress| {
                 if let Some(job) = lock(&jobs.jobs).get_mut(&id) {
+                    if job.progress.is_none_or(|old| old.stage != p.stage) {
+                        job.stage_since = Some((now_ms(), p.done));
+                    }
                     job.progress = Some(p);
                 }
             };
@@ -111,6 +117,10 @@ impl Jobs {
                 match outcome {
                     Ok(result) => {
                         job.status = "succeeded";
+                        // Its last stage is done, whatever it last reported.
+                        if let Some(progress) = job.progress.as_mut() {
+                            progress.done = progress.total;
+                        }
                         job.result = Some(result);
                     }
                     Err(error) => {
@@ -159,6 +169,22 @@ pub fn start_on_index(
     Ok(accepted(id))
 }
 
+/// Where a job's current stage stands: `done` of `total`, the percent, and the time left
+/// at the stage's rate so far (`eta_ms`: null until a unit is done).
+fn progress_json(progress: Progress, since: Option<(u64, u64)>, now: u64) -> Value {
+    let Progress { stage, done, total } = progress;
+    let percent = (total > 0).then(|| (done.min(total) as f64 * 1000.0 / total as f64).round() / 10.0);
+    let eta_ms = since.and_then(|(started, done_then)| {
+        let units = done.checked_sub(done_then).filter(|&u| u > 0)?;
+        let elapsed = now.saturating_sub(started);
+        Some(
+            u64::try_from(u128::from(elapsed) * u128::from(total.saturating_sub(done)) / u128::from(units))
+                .unwrap_or(u64::MAX),
+        )
+    });
+    json!({"stage": stage, "done": done, "total": total, "percent": percent, "eta_ms": eta_ms})
+}
+
 /// `GET /jobs/{id}`.
 pub async fn get(State(jobs): State<Arc<Jobs>>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let job = id.parse::<u64>().ok().and_then(|id| jobs.get(id)).ok_or_else(|| {
@@ -169,10 +195,29 @@ pub async fn get(State(jobs): State<Arc<Jobs>>, Path(id): Path<String>) -> Resul
         "kind": job.kind,
         "index": job.index,
         "status": job.status,
-        "progress": job.progress.map(|p| json!({"stage": p.stage, "done": p.done, "total": p.total})),
+        "progress": job.progress.map(|p| progress_json(p, job.stage_since, now_ms())),
         "result": job.result,
         "error": job.error,
         "started_ms": job.started_ms,
         "finished_ms": job.finished_ms,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eta_is_the_time_left_at_the_stages_rate_and_null_before_a_unit_is_done() {
+        let p = |done, total| Progress { stage: "building", done, total };
+        // 250 of 1,000 done in 5 s since the stage began at 0 done: 15 s left.
+        let at = progress_json(p(250, 1_000), Some((10_000, 0)), 15_000);
+        assert_eq!(at["percent"], 25.0);
+        assert_eq!(at["eta_ms"], 15_000);
+        // The rate counts only this stage's units.
+        assert_eq!(progress_json(p(600, 1_000), Some((0, 500)), 1_000)["eta_ms"], 4_000);
+        assert_eq!(progress_json(p(0, 1_000), Some((0, 0)), 9_000)["eta_ms"], Value::Null);
+        assert_eq!(progress_json(p(0, 0), None, 0)["percent"], Value::Null);
+        assert_eq!(progress_json(p(1_000, 1_000), Some((0, 0)), 3_000)["eta_ms"], 0);
+    }
 }

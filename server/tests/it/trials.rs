@@ -64,6 +64,13 @@ fn an_evaluation_set_a_trial_and_autotune_run_as_jobs_and_their_results_are_reco
     assert!(recall > 0.0 && recall <= 1.0, "{trial}");
     assert_eq!(trial["result"]["trial_id"], "t1");
     assert_eq!(trial["progress"]["stage"], "measuring", "the last stage reported: {trial}");
+    // A finished stage: all of it done, nothing left.
+    let last = &trial["progress"];
+    assert_eq!(
+        (&last["done"], &last["percent"], &last["eta_ms"]),
+        (&last["total"], &json!(100.0), &json!(0)),
+        "{trial}"
+    );
 
     let (_, listed) = server.get("/vectors/index/docs/trials");
     assert_eq!(
