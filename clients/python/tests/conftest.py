@@ -1,5 +1,6 @@
 """A real `annal serve` for the client tests: the binary from ANNAL_BIN (default: the
-workspace's debug build), on a free port, over a fresh data directory."""
+workspace's release build, else its debug build), on a free port, over a fresh data
+directory."""
 
 import os
 import pathlib
@@ -16,7 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _start(tmp_path, args=(), env=None, token=None):
-    binary = os.environ.get("ANNAL_BIN", str(ROOT / "target" / "debug" / "annal"))
+    # The release build (what .ci/test.sh builds), else the debug one.
+    built = [ROOT / "target" / profile / "annal" for profile in ("release", "debug")]
+    binary = os.environ.get("ANNAL_BIN") or str(next((b for b in built if b.exists()), built[-1]))
     proc = subprocess.Popen(
         [binary, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0", *args],
         stderr=subprocess.PIPE,
