@@ -44,25 +44,31 @@ TEXT_KEY = "page_content"
 METADATA_KEY = "metadata"
 
 
+#: Most ids one items request takes (the server's bound).
+_IDS_PER_REQUEST = 1000
+#: Most results one search answers (the server's bound on k).
+_K_MAX = 1000
+
+
 def document_filter(filter: Optional[dict]) -> Optional[dict]:
     """`filter` over a document's metadata, as a filter over the record's metadata: every
-    field name moves under `metadata.`; operators (`$and`, `$gte`, ...) stay."""
+    field name moves under `metadata.` (a dotted name is a nested field there too);
+    `$and`, `$or` and `$not` stay, and a field's own operators (`$gte`, ...) are left as
+    they are."""
     if filter is None:
         return None
+    if not isinstance(filter, dict):
+        raise TypeError(f"a filter is a dict, got {type(filter).__name__}")
 
     def move(node: Any) -> Any:
-        if isinstance(node, list):
-            return [move(item) for item in node]
         if not isinstance(node, dict):
-            return node
+            return node  # the server names what is wrong with it
         out = {}
         for key, value in node.items():
-            if key in ("$and", "$or"):
+            if key in ("$and", "$or") and isinstance(value, list):
                 out[key] = [move(item) for item in value]
             elif key == "$not":
                 out[key] = move(value)
-            elif key.startswith("$"):
-                out[key] = value  # an operator of a field: its operand stays as it is
             else:
                 out[f"{METADATA_KEY}.{key}"] = value
         return out
@@ -70,8 +76,15 @@ def document_filter(filter: Optional[dict]) -> Optional[dict]:
     return move(filter)
 
 
-def _missing_index(error: AnnalError) -> bool:
-    return error.status == 404 and error.error == "not_found"
+def _missing_index(error: AnnalError, index: str) -> bool:
+    """Whether `error` says that `index` does not exist (not another 404: a route, a
+    record, a payload index)."""
+    return error.status == 404 and error.detail.startswith(f'index "{index}"')
+
+
+def _refuse_unknown(kwargs: dict, method: str) -> None:
+    if kwargs:
+        raise TypeError(f"{method}() got arguments annal's store does not take: {', '.join(sorted(kwargs))}")
 
 
 class AnnalVectorStore(VectorStore):
@@ -97,6 +110,7 @@ class AnnalVectorStore(VectorStore):
         self.distance = distance
         self.wait = wait
         self.embedder = embedder
+        self._index_distance: Optional[str] = None
 
     @property
     def embeddings(self) -> Optional[Embeddings]:
@@ -111,7 +125,7 @@ class AnnalVectorStore(VectorStore):
             self.client.get_index(self.index)
             return
         except AnnalError as error:
-            if not _missing_index(error):
+            if not _missing_index(error, self.index):
                 raise
         if dimension is None and self.embedder is None:
             raise ValueError(
@@ -145,35 +159,41 @@ class AnnalVectorStore(VectorStore):
             raise ValueError(f"{len(metadatas)} metadatas for {len(texts)} texts")
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        _refuse_unknown(kwargs, "add_texts")
         ids = [id if id else str(uuid.uuid4()) for id in (ids or [None] * len(texts))]
         own = [dict(m) if m else {} for m in (metadatas or [None] * len(texts))]
+        # The text is kept in the record's metadata in both modes, so that get_by_ids
+        # returns it (the items route answers metadata, not a document's text).
+        metadata = [{TEXT_KEY: text, METADATA_KEY: m} for text, m in zip(texts, own)]
         if self._embedding is None:
             self._ensure_index(None)
-            self.client.upsert_documents(self.index, ids, texts, metadata=[{METADATA_KEY: m} for m in own],
-                                         wait=self.wait)
-            self.client.wait_embedded(self.index)
+            answer = self.client.upsert_documents(self.index, ids, texts, metadata=metadata, wait=self.wait)
+            self.client.wait_embedded(self.index, min_seq=answer.get("seq"))
             return ids
         vectors = np.asarray(self._embedding.embed_documents(texts), dtype=np.float32)
         self._ensure_index(vectors.shape[1])
-        metadata = [{TEXT_KEY: text, METADATA_KEY: m} for text, m in zip(texts, own)]
         self.client.upsert(self.index, ids, vectors, metadata=metadata, wait=self.wait)
         return ids
 
-    def delete(self, ids: Optional[List[str]] = None, **kwargs: Any) -> Optional[bool]:
-        """Delete the records of `ids` (ids that are not there are no error); with no ids,
-        every record matching `filter=` (a document filter) if given, else the whole
-        index (dropped: the next write makes it again)."""
+    def delete(self, ids: Optional[List[str]] = None, filter: Optional[dict] = None, **kwargs: Any) -> Optional[bool]:
+        """Delete the records of `ids` (ids that are not there are no error), or every
+        record matching `filter` (a document filter; not on an index the server embeds,
+        which refuses it); with neither, everything, as LangChain's `delete()` means: the
+        index is dropped (with its settings) and the next write makes it again. Any
+        other argument is refused rather than read as "everything"."""
+        _refuse_unknown(kwargs, "delete")
         try:
             if ids is not None:
                 if ids:
                     self.client.delete(self.index, ids=list(ids), wait=self.wait)
-            elif kwargs.get("filter") is not None:
-                self.client.delete(self.index, filter=document_filter(kwargs["filter"]), wait=self.wait)
+            elif filter is not None:
+                self.client.delete(self.index, filter=document_filter(filter), wait=self.wait)
             else:
                 self.client.drop_index(self.index)
         except AnnalError as error:
-            if not _missing_index(error):
+            if not _missing_index(error, self.index):
                 raise
+        self._index_distance = None
         return True
 
     # -- reads -------------------------------------------------------------------------
@@ -188,13 +208,16 @@ class AnnalVectorStore(VectorStore):
         """The documents of `ids` that exist, in the order of `ids`."""
         if not ids:
             return []
+        by_id = {}
         try:
-            found = self.client.get_items(self.index, list(ids), include=["metadata"])
+            for start in range(0, len(ids), _IDS_PER_REQUEST):
+                chunk = list(ids[start:start + _IDS_PER_REQUEST])
+                for item in self.client.get_items(self.index, chunk, include=["metadata"])["items"]:
+                    by_id[item["id"]] = item
         except AnnalError as error:
-            if _missing_index(error):
+            if _missing_index(error, self.index):
                 return []
             raise
-        by_id = {item["id"]: item for item in found["items"]}
         return [self._document(id, by_id[id].get("metadata"), by_id[id].get("text")) for id in ids if id in by_id]
 
     def _embed_query(self, query: str) -> Optional[List[float]]:
@@ -210,7 +233,7 @@ class AnnalVectorStore(VectorStore):
                 body["filter"] = document_filter(filter)
             return self.client._call("POST", f"/vectors/index/{self.index}/search", body)["results"]
         except AnnalError as error:
-            if _missing_index(error):
+            if _missing_index(error, self.index):
                 return []  # nothing written yet
             raise
 
@@ -222,29 +245,44 @@ class AnnalVectorStore(VectorStore):
     ) -> List[Tuple[Document, float]]:
         """The `k` nearest documents to `embedding` with annal's distance (smaller is
         closer)."""
+        _refuse_unknown(kwargs, "similarity_search_with_score_by_vector")
         return self._hits(self._search(None, embedding, k, filter))
 
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: Optional[dict] = None, **kwargs: Any
     ) -> List[Tuple[Document, float]]:
         """The `k` nearest documents to `query` with annal's distance (smaller is closer)."""
+        _refuse_unknown(kwargs, "similarity_search_with_score")
         return self._hits(self._search(query, self._embed_query(query), k, filter))
 
     def similarity_search_by_vector(
         self, embedding: List[float], k: int = 4, filter: Optional[dict] = None, **kwargs: Any
     ) -> List[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, filter)]
+        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, filter, **kwargs)]
 
     def similarity_search(
         self, query: str, k: int = 4, filter: Optional[dict] = None, **kwargs: Any
     ) -> List[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter)]
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)]
+
+    def _distance_of_index(self) -> str:
+        """The index's own distance (it may have been made with another than this
+        store's `distance`); the store's while the index does not exist."""
+        if getattr(self, "_index_distance", None) is None:
+            try:
+                self._index_distance = self.client.get_index(self.index)["params"]["distance"]
+            except AnnalError as error:
+                if not _missing_index(error, self.index):
+                    raise
+                return self.distance
+        return self._index_distance
 
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
         # annal reports 1 - cosine, squared L2, or the negated inner product.
-        if self.distance == "cosine":
+        distance = self._distance_of_index()
+        if distance == "cosine":
             return lambda d: max(0.0, min(1.0, 1.0 - d / 2.0))
-        if self.distance == "l2":
+        if distance == "l2":
             return lambda d: 1.0 / (1.0 + d)
         return lambda d: 1.0 / (1.0 + np.exp(d))  # ip: the sigmoid of the inner product
 
@@ -260,7 +298,8 @@ class AnnalVectorStore(VectorStore):
         """`k` documents among the `fetch_k` nearest, each chosen for nearness to
         `embedding` less its likeness to those chosen before it (`lambda_mult` 1: only
         nearness). The candidates' vectors are read back from the index."""
-        hits = self._search(None, embedding, fetch_k, filter)
+        _refuse_unknown(kwargs, "max_marginal_relevance_search_by_vector")
+        hits = self._search(None, embedding, min(max(fetch_k, k), _K_MAX), filter)
         if not hits:
             return []
         ids = [h["id"] for h in hits]
@@ -283,7 +322,7 @@ class AnnalVectorStore(VectorStore):
         if self._embedding is None:
             raise ValueError("MMR needs the query's vector: give the store an embedding")
         return self.max_marginal_relevance_search_by_vector(
-            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter
+            self._embedding.embed_query(query), k, fetch_k, lambda_mult, filter, **kwargs
         )
 
     @classmethod
@@ -298,9 +337,13 @@ class AnnalVectorStore(VectorStore):
         url: str = "http://127.0.0.1:7700",
         index: str = "langchain",
         distance: str = "cosine",
+        wait: str = "applied",
+        embedder: Optional[str] = None,
         **kwargs: Any,
     ) -> "AnnalVectorStore":
         """A store over `index` (on `client`, or a new client of `url`) holding `texts`."""
-        store = cls(client or Client(url), index, embedding=embedding, distance=distance)
+        _refuse_unknown(kwargs, "from_texts")
+        store = cls(client or Client(url), index, embedding=embedding, distance=distance, wait=wait,
+                    embedder=embedder)
         store.add_texts(texts, metadatas, ids=ids)
         return store

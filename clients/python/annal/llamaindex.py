@@ -63,8 +63,8 @@ def to_annal_filter(filters: Optional[MetadataFilters]) -> Optional[dict]:
             condition = f.condition or FilterCondition.AND
             if condition == FilterCondition.OR:
                 return {"$or": parts}
-            if condition == FilterCondition.NOT:
-                return {"$not": {"$and": parts}}
+            if condition == FilterCondition.NOT:  # none of them holds
+                return {"$not": {"$or": parts}}
             return {"$and": parts}
         if not isinstance(f, MetadataFilter):
             raise ValueError(f"not a metadata filter: {f!r}")
@@ -73,17 +73,27 @@ def to_annal_filter(filters: Optional[MetadataFilters]) -> Optional[dict]:
             return {f.key: f.value}
         if operator in _COMPARISONS:
             return {f.key: {_COMPARISONS[operator]: f.value}}
-        if operator == FilterOperator.ANY:  # the array holds one of the values
-            return {f.key: {"$in": list(f.value or [])}}
-        if operator == FilterOperator.ALL:  # the array holds every value
-            return {"$and": [{f.key: {"$contains": v}} for v in (f.value or [])]}
+        if operator in (FilterOperator.ANY, FilterOperator.ALL):
+            values = f.value if isinstance(f.value, list) else [f.value]
+            if not values:
+                raise ValueError(f"filter operator {operator.value!r} on {f.key!r} needs at least one value")
+            if operator == FilterOperator.ANY:  # the array holds one of the values
+                return {f.key: {"$in": values}}
+            return {"$and": [{f.key: {"$contains": v}} for v in values]}  # ... every value
         raise ValueError(f"filter operator {operator.value!r} on {f.key!r} has no equivalent in annal")
 
     return one(filters)
 
 
-def _missing_index(error: AnnalError) -> bool:
-    return error.status == 404 and error.error == "not_found"
+#: Most ids one items request takes, and most results one search answers (the
+#: server's bounds).
+_IDS_PER_REQUEST = 1000
+_K_MAX = 1000
+
+
+def _missing_index(error: AnnalError, index: str) -> bool:
+    """Whether `error` says that `index` does not exist (not another 404)."""
+    return error.status == 404 and error.detail.startswith(f'index "{index}"')
 
 
 class AnnalVectorStore(BasePydanticVectorStore):
@@ -95,6 +105,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
     distance: str = "cosine"
     wait: str = "applied"
     _client: Client = PrivateAttr()
+    _index_distance: Optional[str] = PrivateAttr(default=None)
 
     def __init__(self, client: Client, index: str, distance: str = "cosine", wait: str = "applied",
                  **kwargs: Any):
@@ -115,7 +126,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             self._client.get_index(self.index)
         except AnnalError as error:
-            if not _missing_index(error):
+            if not _missing_index(error, self.index):
                 raise
             try:
                 self._client.create_index(self.index, dimension=dimension, distance=self.distance)
@@ -157,7 +168,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             self._client.delete(self.index, wait=self.wait, **selection)
         except AnnalError as error:
-            if not _missing_index(error):
+            if not _missing_index(error, self.index):
                 raise
 
     def clear(self) -> None:
@@ -165,17 +176,23 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             self._client.drop_index(self.index)
         except AnnalError as error:
-            if not _missing_index(error):
+            if not _missing_index(error, self.index):
                 raise
+        self._index_distance = None
 
     def get_nodes(self, node_ids: Optional[List[str]] = None,
                   filters: Optional[MetadataFilters] = None) -> List[BaseNode]:
         """The nodes of `node_ids` (in that order, missing ones left out) that `filters`
         selects; or every node it selects."""
         condition = to_annal_filter(filters)
+        if node_ids is not None and not node_ids:
+            return []
         try:
             if node_ids is not None:
-                found = self._client.get_items(self.index, node_ids, include=["metadata"])["items"]
+                found = []
+                for start in range(0, len(node_ids), _IDS_PER_REQUEST):
+                    chunk = list(node_ids[start:start + _IDS_PER_REQUEST])
+                    found += self._client.get_items(self.index, chunk, include=["metadata"])["items"]
                 if condition is not None:
                     selected = {item["id"] for item in self._client.scroll(self.index, filter=condition)}
                     found = [item for item in found if item["id"] in selected]
@@ -184,15 +201,18 @@ class AnnalVectorStore(BasePydanticVectorStore):
             return [metadata_dict_to_node(item["metadata"])
                     for item in self._client.scroll(self.index, filter=condition, include=["metadata"])]
         except AnnalError as error:
-            if _missing_index(error):
+            if _missing_index(error, self.index):
                 return []
             raise
 
     def _similarity(self, distance: float) -> float:
-        # annal reports 1 - cosine, squared L2, or the negated inner product.
-        if self.distance == "cosine":
+        # annal reports 1 - cosine, squared L2, or the negated inner product; of the
+        # index's own distance, which may differ from this store's `distance`.
+        if self._index_distance is None:
+            self._index_distance = self._client.get_index(self.index)["params"]["distance"]
+        if self._index_distance == "cosine":
             return 1.0 - distance
-        if self.distance == "l2":
+        if self._index_distance == "l2":
             return 1.0 / (1.0 + distance)
         return -distance
 
@@ -212,11 +232,13 @@ class AnnalVectorStore(BasePydanticVectorStore):
         condition = None if not conditions else conditions[0] if len(conditions) == 1 else {"$and": conditions}
         k = query.similarity_top_k
         mmr = query.mode == VectorStoreQueryMode.MMR
-        fetch = max(k, int(kwargs.get("mmr_prefetch_k") or 4 * k)) if mmr else k
+        fetch = min(_K_MAX, max(k, int(kwargs.get("mmr_prefetch_k") or 4 * k))) if mmr else k
+        # A retriever passes the threshold as a keyword (vector_store_kwargs).
+        threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
         try:
             hits = self._client.search(self.index, query.query_embedding, k=fetch, filter=condition)
         except AnnalError as error:
-            if _missing_index(error):
+            if _missing_index(error, self.index):
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
             raise
         if mmr and hits:
@@ -230,7 +252,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
                 [items[h["id"]]["vector"] for h in hits],
                 similarity_top_k=k,
                 embedding_ids=[h["id"] for h in hits],
-                mmr_threshold=query.mmr_threshold,
+                mmr_threshold=threshold,
             )
             by_id = {h["id"]: h for h in hits}
             hits = [by_id[id] for id in chosen]

@@ -1,5 +1,5 @@
 """A real `annal serve` for the client tests: the binary from ANNAL_BIN (default: the
-workspace's release build, else its debug build), on a free port, over a fresh data
+newer of the workspace's release and debug builds), on a free port, over a fresh data
 directory."""
 
 import os
@@ -17,9 +17,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _start(tmp_path, args=(), env=None, token=None):
-    # The release build (what .ci/test.sh builds), else the debug one.
-    built = [ROOT / "target" / profile / "annal" for profile in ("release", "debug")]
-    binary = os.environ.get("ANNAL_BIN") or str(next((b for b in built if b.exists()), built[-1]))
+    # The newer of the release build (what .ci/test.sh builds) and the debug one.
+    built = [b for b in (ROOT / "target" / p / "annal" for p in ("release", "debug")) if b.exists()]
+    newest = max(built, key=lambda b: b.stat().st_mtime, default=ROOT / "target" / "debug" / "annal")
+    binary = os.environ.get("ANNAL_BIN") or str(newest)
     proc = subprocess.Popen(
         [binary, "serve", "--data", str(tmp_path / "data"), "--listen", "127.0.0.1:0", *args],
         stderr=subprocess.PIPE,

@@ -49,6 +49,9 @@ def test_a_document_filter_moves_field_names_under_metadata_and_keeps_operators(
         "metadata.a": 1,
         "$or": [{"metadata.b": {"$gte": 2}}, {"$not": {"metadata.c": {"$in": [1]}}}],
     }
+    # Only $and, $or and $not are operators at a filter's level: a key that merely
+    # starts with "$" is a field of the document's metadata.
+    assert document_filter({"$price": {"$lt": 3}}) == {"metadata.$price": {"$lt": 3}}
     assert document_filter(None) is None
 
 
@@ -67,12 +70,19 @@ def test_filters_select_by_the_documents_metadata_with_annal_operators(store):
     with pytest.raises(Exception) as refused:
         store.similarity_search("alpha", k=1, filter={"year": {"$gt": "soon"}})
     assert "metadata.year" in str(refused.value)
+    # An argument the store does not take is refused, not searched without.
+    with pytest.raises(TypeError, match="where"):
+        store.similarity_search("alpha", k=1, where={"source": "wiki"})
 
 
 def test_delete_by_filter_removes_only_the_matching_documents(store):
     store.add_documents(docs(("one", {"keep": True}), ("two", {"keep": False}), ("three", {"keep": False})),
                         ids=["1", "2", "3"])
     store.delete(filter={"keep": False})
+    assert [d.id for d in store.similarity_search("one", k=10)] == ["1"]
+    # A misspelt selection is refused; it is not read as "delete everything".
+    with pytest.raises(TypeError, match="filters"):
+        store.delete(filters={"keep": True})
     assert [d.id for d in store.similarity_search("one", k=10)] == ["1"]
 
 
@@ -96,6 +106,13 @@ def test_scores_are_distances_and_relevance_scores_lie_between_0_and_1(store):
     relevance = store.similarity_search_with_relevance_scores("same", k=2)
     assert relevance[0][1] == pytest.approx(1.0, abs=1e-5)
     assert all(0.0 <= score <= 1.0 for _, score in relevance)
+    # Scores follow the index's own distance, whatever the store was opened with.
+    l2 = AnnalVectorStore(store.client, f"lc_{uuid.uuid4().hex[:12]}", embedding=store.embeddings, distance="l2")
+    l2.add_documents(docs(("same", {}), ("other", {})), ids=["s", "o"])
+    reopened = AnnalVectorStore(store.client, l2.index, embedding=store.embeddings)  # distance defaults to cosine
+    (_, best), (_, worse) = reopened.similarity_search_with_relevance_scores("same", k=2)
+    assert best == pytest.approx(1.0) and 0.0 < worse < best
+    l2.delete()
     retriever = store.as_retriever(search_type="similarity_score_threshold",
                                    search_kwargs={"score_threshold": 0.99, "k": 2})
     assert [d.id for d in retriever.invoke("same")] == ["s"]
@@ -128,4 +145,7 @@ def test_an_index_the_server_embeds_takes_texts_and_answers_text_queries(shared_
     finance = store.similarity_search("animals", k=3, filter={"topic": "finance"})
     assert [d.id for d in finance] == ["revenue"]
     assert finance[0].metadata == {"topic": "finance"}
+    assert store.get_by_ids(["kitten"]) == [
+        Document(id="kitten", page_content="A kitten naps on a rug.", metadata={"topic": "pets"})
+    ]
     store.delete()

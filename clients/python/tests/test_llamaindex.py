@@ -84,9 +84,14 @@ def test_metadata_filters_are_translated_into_annals_language():
         "$and": [{"$and": [{"t": {"$contains": "x"}}, {"t": {"$contains": "y"}}]}]
     }
     assert to_annal_filter(None) is None
+    assert to_annal_filter(MetadataFilters(filters=[f("a", 1), f("b", 2)], condition=FilterCondition.NOT)) == {
+        "$not": {"$or": [{"a": 1}, {"b": 2}]}
+    }
     for op in ("text_match", "text_match_insensitive", "is_empty"):
         with pytest.raises(ValueError, match="no equivalent"):
             to_annal_filter(MetadataFilters(filters=[f("t", "x", op)]))
+    with pytest.raises(ValueError, match="at least one value"):
+        to_annal_filter(MetadataFilters(filters=[f("t", [], "any")]))
 
 
 def test_a_query_returns_the_nearest_nodes_with_their_text_metadata_and_similarity(store):
@@ -113,8 +118,9 @@ def test_every_operator_selects_what_it_says(store):
     assert ids(store, MetadataFilters(filters=[f("tags", ["x", "y"], "all")])) == ["n1"]
     either = MetadataFilters(filters=[f("year", 2019), f("source", "blog")], condition=FilterCondition.OR)
     assert ids(store, either) == ["n1", "n3"]
+    # NOT: none of its filters holds (LlamaIndex's meaning).
     neither = MetadataFilters(filters=[f("year", 2019), f("source", "blog")], condition=FilterCondition.NOT)
-    assert ids(store, neither) == ["n1", "n2", "n3"], "not (2019 and blog): nothing is both"
+    assert ids(store, neither) == ["n2"]
     assert ids(store, MetadataFilters(filters=[either], condition=FilterCondition.NOT)) == ["n2"]
     assert ids(store, doc_ids=["doc-b"]) == ["n3"]
 

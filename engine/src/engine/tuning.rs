@@ -492,12 +492,12 @@ impl Engine {
         let mut trials = Vec::new();
         let total = builds.len() as u64;
         for (i, (base, settings)) in builds.into_iter().enumerate() {
-            let step = |p: Progress| {
-                let done = i as u64 * 100 + (p.done * 100).checked_div(p.total).unwrap_or(0);
-                progress(Progress { stage: p.stage, done, total: total * 100 });
-            };
+            // One stage over the whole grid, builds done of all: monotonic, so its
+            // rate gives the job's time left.
+            let step = |_: Progress| progress(Progress { stage: "builds", done: i as u64, total });
             trials.extend(self.trials_of(actor, index, eval_id, base, &settings, None, &step)?);
         }
+        progress(Progress { stage: "builds", done: total, total });
         let fits = |t: &Trial| {
             per_vector
                 .is_none_or(|budget| t.record.memory_bytes as f64 / t.record.vectors.max(1) as f64 <= budget)

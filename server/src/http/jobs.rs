@@ -171,10 +171,10 @@ pub fn start_on_index(
 
 /// Where a job's current stage stands: `done` of `total`, the percent, and the time left
 /// at the stage's rate so far (`eta_ms`: null until a unit is done).
-fn progress_json(progress: Progress, since: Option<(u64, u64)>, now: u64) -> Value {
+fn progress_json(progress: Progress, since: Option<(u64, u64)>, now: u64, running: bool) -> Value {
     let Progress { stage, done, total } = progress;
     let percent = (total > 0).then(|| (done.min(total) as f64 * 1000.0 / total as f64).round() / 10.0);
-    let eta_ms = since.and_then(|(started, done_then)| {
+    let eta_ms = since.filter(|_| running).and_then(|(started, done_then)| {
         let units = done.checked_sub(done_then).filter(|&u| u > 0)?;
         let elapsed = now.saturating_sub(started);
         Some(
@@ -195,7 +195,14 @@ pub async fn get(State(jobs): State<Arc<Jobs>>, Path(id): Path<String>) -> Resul
         "kind": job.kind,
         "index": job.index,
         "status": job.status,
-        "progress": job.progress.map(|p| progress_json(p, job.stage_since, now_ms())),
+        "progress": job.progress.map(|p| {
+            let running = job.finished_ms.is_none();
+            let mut at = progress_json(p, job.stage_since, now_ms(), running);
+            if job.status == "succeeded" {
+                at["eta_ms"] = json!(0);
+            }
+            at
+        }),
         "result": job.result,
         "error": job.error,
         "started_ms": job.started_ms,
@@ -211,13 +218,15 @@ mod tests {
     fn the_eta_is_the_time_left_at_the_stages_rate_and_null_before_a_unit_is_done() {
         let p = |done, total| Progress { stage: "building", done, total };
         // 250 of 1,000 done in 5 s since the stage began at 0 done: 15 s left.
-        let at = progress_json(p(250, 1_000), Some((10_000, 0)), 15_000);
+        let at = progress_json(p(250, 1_000), Some((10_000, 0)), 15_000, true);
         assert_eq!(at["percent"], 25.0);
         assert_eq!(at["eta_ms"], 15_000);
         // The rate counts only this stage's units.
-        assert_eq!(progress_json(p(600, 1_000), Some((0, 500)), 1_000)["eta_ms"], 4_000);
-        assert_eq!(progress_json(p(0, 1_000), Some((0, 0)), 9_000)["eta_ms"], Value::Null);
-        assert_eq!(progress_json(p(0, 0), None, 0)["percent"], Value::Null);
-        assert_eq!(progress_json(p(1_000, 1_000), Some((0, 0)), 3_000)["eta_ms"], 0);
+        assert_eq!(progress_json(p(600, 1_000), Some((0, 500)), 1_000, true)["eta_ms"], 4_000);
+        assert_eq!(progress_json(p(0, 1_000), Some((0, 0)), 9_000, true)["eta_ms"], Value::Null);
+        assert_eq!(progress_json(p(0, 0), None, 0, true)["percent"], Value::Null);
+        assert_eq!(progress_json(p(1_000, 1_000), Some((0, 0)), 3_000, true)["eta_ms"], 0);
+        // A job that ended (failed) has no time left to tell.
+        assert_eq!(progress_json(p(250, 1_000), Some((0, 0)), 9_000, false)["eta_ms"], Value::Null);
     }
 }
