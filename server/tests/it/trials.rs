@@ -101,6 +101,14 @@ fn an_evaluation_set_a_trial_and_autotune_run_as_jobs_and_their_results_are_reco
     );
     assert_eq!(tuned["status"], "succeeded", "{tuned}");
     assert_eq!(tuned["result"]["trials"].as_array().unwrap().len(), 16, "{tuned}");
+    // One stage over the whole grid, ending with every build done.
+    let at = &tuned["progress"];
+    assert_eq!(
+        (&at["stage"], &at["done"], &at["percent"]),
+        (&json!("builds"), &at["total"], &json!(100.0)),
+        "{tuned}"
+    );
+    assert!(at["total"].as_u64().unwrap() >= 1, "{tuned}");
     let chosen = tuned["result"]["chosen"].as_str().expect("a trial meets 0.5").to_owned();
     let (_, promotion) = server.get("/vectors/index/docs/promotion");
     assert_eq!(promotion["current"]["trial_id"], chosen.as_str(), "{promotion}");
