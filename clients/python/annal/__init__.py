@@ -27,6 +27,10 @@ import requests
 __all__ = ["Client", "AnnalError", "encode_vector"]
 
 
+#: Most ids one items request takes (the server's bound).
+IDS_PER_REQUEST = 1000
+
+
 class AnnalError(Exception):
     """An error answer of the server: HTTP `status`, its `error` code and `detail`."""
 
@@ -36,6 +40,11 @@ class AnnalError(Exception):
         self.error = error
         self.detail = detail
         self.body = body
+
+    def is_missing_index(self, index: str) -> bool:
+        """Whether this says that `index` does not exist (not another 404: a route, a
+        record, a payload index)."""
+        return self.status == 404 and self.detail.startswith(f'index "{index}"')
 
 
 def encode_vector(vector: Any) -> str:
@@ -211,8 +220,15 @@ class Client:
         params = {"as_of": as_of, "min_seq": min_seq}
         return self._call("GET", f"/vectors/index/{name}", params=params, retries=retries if min_seq else 0)
 
-    def drop_index(self, name: str) -> dict:
-        return self._call("DELETE", f"/vectors/index/{name}")
+    def drop_index(self, name: str, missing_ok: bool = False) -> Optional[dict]:
+        """Drop index `name`; with `missing_ok`, an index that does not exist is no error
+        (None)."""
+        try:
+            return self._call("DELETE", f"/vectors/index/{name}")
+        except AnnalError as error:
+            if missing_ok and error.is_missing_index(name):
+                return None
+            raise
 
     # -- writes ----------------------------------------------------------------------
 
@@ -451,14 +467,21 @@ class Client:
 
     def get_items(self, name: str, ids: Sequence[str], include: Optional[Sequence[str]] = None,
                   as_of: Optional[int] = None, min_seq: Optional[int] = None) -> dict:
-        """Records by id: `{items, missing}`; `include` any of metadata, vector, partition."""
+        """Records by id: `{items, missing}`; `include` any of metadata, vector, partition.
+        More ids than one request takes (1,000) are asked for in several."""
         if isinstance(ids, str):
             raise TypeError("ids must be a sequence of ids, not one string")
-        body: dict = {"ids": list(ids)}
-        if include is not None:
-            body["include"] = list(include)
-        return self._call("POST", f"/vectors/index/{name}/items", body, {"as_of": as_of, "min_seq": min_seq},
-                          retries=60 if min_seq else 0)
+        ids = list(ids)
+        found: dict = {"items": [], "missing": []}
+        for start in range(0, max(len(ids), 1), IDS_PER_REQUEST):
+            body: dict = {"ids": ids[start:start + IDS_PER_REQUEST]}
+            if include is not None:
+                body["include"] = list(include)
+            page = self._call("POST", f"/vectors/index/{name}/items", body, {"as_of": as_of, "min_seq": min_seq},
+                              retries=60 if min_seq else 0)
+            found["items"] += page["items"]
+            found["missing"] += page["missing"]
+        return found
 
     def items(self, name: str, filter: Optional[dict] = None, partition: Optional[str] = None,
               limit: int = 100, cursor: Optional[str] = None, include: Optional[Sequence[str]] = None,

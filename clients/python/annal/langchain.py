@@ -44,8 +44,6 @@ TEXT_KEY = "page_content"
 METADATA_KEY = "metadata"
 
 
-#: Most ids one items request takes (the server's bound).
-_IDS_PER_REQUEST = 1000
 #: Most results one search answers (the server's bound on k).
 _K_MAX = 1000
 
@@ -74,12 +72,6 @@ def document_filter(filter: Optional[dict]) -> Optional[dict]:
         return out
 
     return move(filter)
-
-
-def _missing_index(error: AnnalError, index: str) -> bool:
-    """Whether `error` says that `index` does not exist (not another 404: a route, a
-    record, a payload index)."""
-    return error.status == 404 and error.detail.startswith(f'index "{index}"')
 
 
 def _refuse_unknown(kwargs: dict, method: str) -> None:
@@ -125,7 +117,7 @@ class AnnalVectorStore(VectorStore):
             self.client.get_index(self.index)
             return
         except AnnalError as error:
-            if not _missing_index(error, self.index):
+            if not error.is_missing_index(self.index):
                 raise
         if dimension is None and self.embedder is None:
             raise ValueError(
@@ -191,7 +183,7 @@ class AnnalVectorStore(VectorStore):
             else:
                 self.client.drop_index(self.index)
         except AnnalError as error:
-            if not _missing_index(error, self.index):
+            if not error.is_missing_index(self.index):
                 raise
         self._index_distance = None
         return True
@@ -208,16 +200,13 @@ class AnnalVectorStore(VectorStore):
         """The documents of `ids` that exist, in the order of `ids`."""
         if not ids:
             return []
-        by_id = {}
         try:
-            for start in range(0, len(ids), _IDS_PER_REQUEST):
-                chunk = list(ids[start:start + _IDS_PER_REQUEST])
-                for item in self.client.get_items(self.index, chunk, include=["metadata"])["items"]:
-                    by_id[item["id"]] = item
+            found = self.client.get_items(self.index, list(ids), include=["metadata"])["items"]
         except AnnalError as error:
-            if _missing_index(error, self.index):
+            if error.is_missing_index(self.index):
                 return []
             raise
+        by_id = {item["id"]: item for item in found}
         return [self._document(id, by_id[id].get("metadata"), by_id[id].get("text")) for id in ids if id in by_id]
 
     def _embed_query(self, query: str) -> Optional[List[float]]:
@@ -233,7 +222,7 @@ class AnnalVectorStore(VectorStore):
                 body["filter"] = document_filter(filter)
             return self.client._call("POST", f"/vectors/index/{self.index}/search", body)["results"]
         except AnnalError as error:
-            if _missing_index(error, self.index):
+            if error.is_missing_index(self.index):
                 return []  # nothing written yet
             raise
 
@@ -272,7 +261,7 @@ class AnnalVectorStore(VectorStore):
             try:
                 self._index_distance = self.client.get_index(self.index)["params"]["distance"]
             except AnnalError as error:
-                if not _missing_index(error, self.index):
+                if not error.is_missing_index(self.index):
                     raise
                 return self.distance
         return self._index_distance

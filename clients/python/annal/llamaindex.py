@@ -85,15 +85,8 @@ def to_annal_filter(filters: Optional[MetadataFilters]) -> Optional[dict]:
     return one(filters)
 
 
-#: Most ids one items request takes, and most results one search answers (the
-#: server's bounds).
-_IDS_PER_REQUEST = 1000
+#: Most results one search answers (the server's bound on k).
 _K_MAX = 1000
-
-
-def _missing_index(error: AnnalError, index: str) -> bool:
-    """Whether `error` says that `index` does not exist (not another 404)."""
-    return error.status == 404 and error.detail.startswith(f'index "{index}"')
 
 
 class AnnalVectorStore(BasePydanticVectorStore):
@@ -126,7 +119,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             self._client.get_index(self.index)
         except AnnalError as error:
-            if not _missing_index(error, self.index):
+            if not error.is_missing_index(self.index):
                 raise
             try:
                 self._client.create_index(self.index, dimension=dimension, distance=self.distance)
@@ -168,16 +161,12 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             self._client.delete(self.index, wait=self.wait, **selection)
         except AnnalError as error:
-            if not _missing_index(error, self.index):
+            if not error.is_missing_index(self.index):
                 raise
 
     def clear(self) -> None:
         """Drop the index (the next `add` makes it again)."""
-        try:
-            self._client.drop_index(self.index)
-        except AnnalError as error:
-            if not _missing_index(error, self.index):
-                raise
+        self._client.drop_index(self.index, missing_ok=True)
         self._index_distance = None
 
     def get_nodes(self, node_ids: Optional[List[str]] = None,
@@ -189,10 +178,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
             return []
         try:
             if node_ids is not None:
-                found = []
-                for start in range(0, len(node_ids), _IDS_PER_REQUEST):
-                    chunk = list(node_ids[start:start + _IDS_PER_REQUEST])
-                    found += self._client.get_items(self.index, chunk, include=["metadata"])["items"]
+                found = self._client.get_items(self.index, node_ids, include=["metadata"])["items"]
                 if condition is not None:
                     selected = {item["id"] for item in self._client.scroll(self.index, filter=condition)}
                     found = [item for item in found if item["id"] in selected]
@@ -201,7 +187,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
             return [metadata_dict_to_node(item["metadata"])
                     for item in self._client.scroll(self.index, filter=condition, include=["metadata"])]
         except AnnalError as error:
-            if _missing_index(error, self.index):
+            if error.is_missing_index(self.index):
                 return []
             raise
 
@@ -238,7 +224,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
         try:
             hits = self._client.search(self.index, query.query_embedding, k=fetch, filter=condition)
         except AnnalError as error:
-            if _missing_index(error, self.index):
+            if error.is_missing_index(self.index):
                 return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
             raise
         if mmr and hits:

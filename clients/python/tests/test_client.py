@@ -335,3 +335,19 @@ def test_metadata_filters_payload_indexes_items_count_and_delete_by_filter(serve
     assert db.count("docs", filter={"tenant": "t9"}, as_of=gone["seq"] - 1) == 2
     db.drop_payload_index("docs", "year")
     assert db.count("docs", filter={"year": {"$lt": 2001}}) == 10, "unindexed fields still filter"
+
+
+def test_get_items_asks_in_requests_the_server_takes_and_drop_index_may_find_nothing(server):
+    db, _, _ = server
+    db.create_index("many", dimension=4)
+    ids = [f"r{i}" for i in range(1_500)]
+    db.upsert("many", ids, np.random.default_rng(1).normal(size=(1_500, 4)).astype(np.float32))
+    # 1,501 ids: more than one request's 1,000.
+    found = db.get_items("many", ids + ["absent"])
+    assert sorted(i["id"] for i in found["items"]) == sorted(ids)
+    assert found["missing"] == ["absent"]
+    db.drop_index("many")
+    assert db.drop_index("many", missing_ok=True) is None
+    with pytest.raises(AnnalError) as missing:
+        db.drop_index("many")
+    assert missing.value.is_missing_index("many")
