@@ -344,11 +344,7 @@ impl Engine {
         let newest = snapshot::registered(log.as_ref(), 1)?.pop();
         // In a cluster, snapshots are shared when their bucket is one every node reads.
         let sharing = cluster.as_ref().map(|link| {
-            let shared = config
-                .buckets
-                .buckets
-                .get(snapshot::BUCKET)
-                .is_some_and(|bucket| matches!(bucket.backend, crate::storage::Backend::S3(_)));
+            let shared = config.buckets.is_s3(snapshot::BUCKET);
             Arc::new(crate::cluster::SnapshotSharing::new(Arc::clone(link), shared))
                 as Arc<dyn snapshot::Sharing>
         });

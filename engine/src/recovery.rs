@@ -189,11 +189,7 @@ pub(crate) fn fetch_for_bootstrap(
 ) -> Result<(SnapshotTaken, Fetched), Box<dyn std::error::Error + Send + Sync>> {
     // A local bucket of the same name is this node's own directory, not the one the
     // snapshot was written to.
-    let shared = buckets
-        .buckets
-        .get(&pointer.bucket)
-        .is_some_and(|bucket| matches!(bucket.backend, crate::storage::Backend::S3(_)));
-    if !shared {
+    if !buckets.is_s3(&pointer.bucket) {
         return Err(format!(
             "bucket {:?} is not an S3 bucket on this node: give every node the shared snapshot bucket in its --buckets-config",
             pointer.bucket
@@ -204,7 +200,7 @@ pub(crate) fn fetch_for_bootstrap(
     let taken = pointer.taken();
     let fetched = block_on(storage.get_bounded(ENGINE_ACTOR, &taken.bucket, &taken.key, taken.bytes))??;
     crate::snapshot::check(&fetched.bytes, &taken)?;
-    let key = format!("{owner}{:020}.snap", taken.seq);
+    let key = crate::snapshot::key_under(owner, taken.seq);
     block_on(storage.put(ENGINE_ACTOR, &taken.bucket, &key, fetched.bytes.clone()))??;
     let read = Fetched { bucket: taken.bucket.clone(), key: key.clone(), bytes: fetched.bytes };
     Ok((SnapshotTaken { key, ..taken }, read))

@@ -29,6 +29,8 @@ __all__ = ["Client", "AnnalError", "encode_vector"]
 
 #: Most ids one items request takes (the server's bound).
 IDS_PER_REQUEST = 1000
+#: Most results one search answers (the server's bound on k).
+K_MAX = 1000
 
 
 class AnnalError(Exception):

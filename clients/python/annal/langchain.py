@@ -36,16 +36,12 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from . import AnnalError, Client
+from . import K_MAX, AnnalError, Client
 
 #: The record metadata key holding a document's text.
 TEXT_KEY = "page_content"
 #: The record metadata key holding a document's own metadata.
 METADATA_KEY = "metadata"
-
-
-#: Most results one search answers (the server's bound on k).
-_K_MAX = 1000
 
 
 def document_filter(filter: Optional[dict]) -> Optional[dict]:
@@ -288,7 +284,7 @@ class AnnalVectorStore(VectorStore):
         `embedding` less its likeness to those chosen before it (`lambda_mult` 1: only
         nearness). The candidates' vectors are read back from the index."""
         _refuse_unknown(kwargs, "max_marginal_relevance_search_by_vector")
-        hits = self._search(None, embedding, min(max(fetch_k, k), _K_MAX), filter)
+        hits = self._search(None, embedding, min(max(fetch_k, k), K_MAX), filter)
         if not hits:
             return []
         ids = [h["id"] for h in hits]

@@ -38,7 +38,7 @@ from llama_index.core.vector_stores.types import (
 )
 from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict
 
-from . import AnnalError, Client
+from . import K_MAX, AnnalError, Client
 
 _COMPARISONS = {
     FilterOperator.NE: "$ne",
@@ -83,10 +83,6 @@ def to_annal_filter(filters: Optional[MetadataFilters]) -> Optional[dict]:
         raise ValueError(f"filter operator {operator.value!r} on {f.key!r} has no equivalent in annal")
 
     return one(filters)
-
-
-#: Most results one search answers (the server's bound on k).
-_K_MAX = 1000
 
 
 class AnnalVectorStore(BasePydanticVectorStore):
@@ -218,7 +214,7 @@ class AnnalVectorStore(BasePydanticVectorStore):
         condition = None if not conditions else conditions[0] if len(conditions) == 1 else {"$and": conditions}
         k = query.similarity_top_k
         mmr = query.mode == VectorStoreQueryMode.MMR
-        fetch = min(_K_MAX, max(k, int(kwargs.get("mmr_prefetch_k") or 4 * k))) if mmr else k
+        fetch = min(K_MAX, max(k, int(kwargs.get("mmr_prefetch_k") or 4 * k))) if mmr else k
         # A retriever passes the threshold as a keyword (vector_store_kwargs).
         threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
         try:

@@ -125,12 +125,35 @@ impl OfflineLog {
     /// # Errors
     /// redb failed. Unusable snapshots are reported, not errors.
     pub fn newest_snapshot(&self, upto: u64) -> Result<(Option<SnapshotReplay>, Vec<Skipped>), Error> {
+        let candidates = self.snapshots(u64::MAX)?.into_iter().rev().filter(|(_, t)| t.seq <= upto);
+        Ok(self.first_usable(candidates.map(|(_, taken)| taken)))
+    }
+
+    /// The oldest registered snapshot as of `from` or later that reads back and
+    /// restores (where the replay of a log that began from a snapshot at `from` starts),
+    /// and the older ones that could not be used, each with why.
+    ///
+    /// # Errors
+    /// redb failed. Unusable snapshots are reported, not errors.
+    pub fn oldest_snapshot_from(&self, from: u64) -> Result<(Option<SnapshotReplay>, Vec<Skipped>), Error> {
+        let mut candidates: Vec<SnapshotTaken> =
+            self.snapshots(u64::MAX)?.into_iter().map(|(_, taken)| taken).filter(|t| t.seq >= from).collect();
+        candidates.sort_by_key(|t| t.seq);
+        Ok(self.first_usable(candidates.into_iter()))
+    }
+
+    /// The first of `candidates` that reads back and restores, and those before it
+    /// that could not be used, each with why.
+    fn first_usable(
+        &self,
+        candidates: impl Iterator<Item = SnapshotTaken>,
+    ) -> (Option<SnapshotReplay>, Vec<Skipped>) {
         let mut skipped = Vec::new();
-        for (_, taken) in self.snapshots(u64::MAX)?.into_iter().rev().filter(|(_, t)| t.seq <= upto) {
+        for taken in candidates {
             let attempt =
                 self.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
             match attempt {
-                Ok(replay) => return Ok((Some((replay, taken)), skipped)),
+                Ok(replay) => return (Some((replay, taken)), skipped),
                 Err(error) => {
                     let why = crate::chain::chain(&error);
                     tracing::warn!(key = %taken.key, error = %why, "snapshot skipped");
@@ -138,7 +161,7 @@ impl OfflineLog {
                 }
             }
         }
-        Ok((None, skipped))
+        (None, skipped)
     }
 
     /// Apply every event after `replay`'s position up to `upto` (or the log's end),

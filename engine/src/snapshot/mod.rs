@@ -29,7 +29,13 @@ pub const ENGINE_ACTOR: &str = "annal-engine";
 
 /// The object key of the snapshot at `seq`: zero-padded, so keys sort by sequence.
 pub fn key(seq: u64) -> String {
-    format!("{PREFIX}/{seq:020}.snap")
+    key_under(&format!("{PREFIX}/"), seq)
+}
+
+/// The object key of the snapshot at `seq` under `prefix` (a cluster node's own,
+/// `snapshots/<node>/`).
+pub(crate) fn key_under(prefix: &str, seq: u64) -> String {
+    format!("{prefix}{seq:020}.snap")
 }
 
 /// A snapshot taken by [`crate::Engine::snapshot`].

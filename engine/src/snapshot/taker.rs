@@ -151,7 +151,7 @@ impl Taker {
         // In a cluster every node registers its snapshots in the shared log, each
         // under its own prefix.
         let key = match self.log.snapshot_owner() {
-            Some(owner) => format!("{owner}{seq:020}.snap"),
+            Some(owner) => super::key_under(&owner, seq),
             None => key(seq),
         };
         self.storage.put_chunks(actor, BUCKET, &key, chunks).await?;

@@ -213,6 +213,12 @@ struct SecretsSpec {
 }
 
 impl BucketsConfig {
+    /// Whether bucket `name` is configured as an S3 bucket (one several nodes can
+    /// share), not a local directory.
+    pub fn is_s3(&self, name: &str) -> bool {
+        self.buckets.get(name).is_some_and(|bucket| matches!(bucket.backend, Backend::S3(_)))
+    }
+
     /// Read the configuration file at `path`; S3 credentials come from each bucket's
     /// `secrets_file` or else from `env` (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`). Without a `primary` entry the default primary is added.

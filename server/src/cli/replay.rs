@@ -87,21 +87,9 @@ pub fn check(data: &Path, buckets_config: Option<&Path>, as_json: bool) -> Resul
     let first = source.first_seq()?;
     let (mut replay, began_from) = if first > 1 {
         // The oldest usable snapshot at or after the log's beginning (the one it began
-        // from may have been pruned since, once newer ones of its own were kept).
-        let mut after: Vec<_> =
-            source.snapshots(u64::MAX)?.into_iter().filter(|(_, t)| t.seq + 1 >= first).collect();
-        after.sort_by_key(|(_, t)| t.seq);
-        let usable = after.into_iter().find_map(|(_, taken)| {
-            let replay = source.fetch_snapshot(&taken).and_then(|object| Replay::from_snapshot(&object, &taken));
-            match replay {
-                Ok(replay) => Some((replay, taken)),
-                Err(error) => {
-                    tracing::warn!(key = %taken.key, error = %annal_engine::chain(&error), "snapshot skipped");
-                    None
-                }
-            }
-        });
-        match usable {
+        // from may have been pruned since, once newer ones of its own were kept). The
+        // ones skipped on the way are logged; they are older than the check's subject.
+        match source.oldest_snapshot_from(first - 1)?.0 {
             Some((replay, taken)) => (replay, Some(taken)),
             None => {
                 return Err(format!(
